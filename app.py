@@ -1,0 +1,85 @@
+"""Echoelmusic Video Studio: the web UI at ``/``, the REST API at ``/v1``, docs at ``/docs``.
+
+    python app.py [--host 127.0.0.1] [--port 7860] [--model auto|tiny|wan2.1-t2v-1.3b|...] [--data-dir data]
+
+Environment: ECHOEL_HOST, ECHOEL_PORT, ECHOEL_MODEL, ECHOEL_DATA_DIR, ECHOEL_PRODUCTION.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import gradio as gr
+from fastapi import FastAPI
+
+from components.ui import build_ui
+from studio.api.errors import install_error_handlers
+from studio.api.routes import router
+from studio.config import Settings
+from studio.core import Studio
+from studio.errors import RouteNotFound
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def build_app(settings: Settings) -> FastAPI:
+    """The ASGI app: REST routes first, then the Gradio UI mounted at ``/``."""
+    studio = Studio(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        studio.start()
+        try:
+            yield
+        finally:
+            studio.stop()
+
+    api = FastAPI(title="Echoelmusic Video Studio API", version="1.0.0", lifespan=lifespan,
+                  description="Text-to-video generation on Wan 2.x. Errors are `{error, detail, type}`.")
+    api.state.studio = studio
+    install_error_handlers(api)
+    api.include_router(router)
+
+    @api.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    def unknown_route(path: str):
+        # Without this, unknown /v1 paths would fall through to the UI mounted at "/".
+        raise RouteNotFound(f"no route {path[:100]!r} under /v1; see /docs")
+
+    demo = build_ui(studio)
+    demo.queue(api_open=False)
+    return gr.mount_gradio_app(
+        api, demo, path="/",
+        theme=gr.themes.Soft(), css_paths=[ASSETS / "style.css"],
+        allowed_paths=[str(settings.media_dir)],
+        max_file_size="50mb",
+        show_error=not settings.production,
+        enable_monitoring=False,
+        footer_links=["api", "settings"],
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> Settings:
+    env = Settings.from_env()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default=env.host)
+    parser.add_argument("--port", type=int, default=env.port)
+    parser.add_argument("--model", default=env.model, help="default model id, or 'auto'")
+    parser.add_argument("--data-dir", type=Path, default=env.data_dir)
+    args = parser.parse_args(argv)
+    return replace(env, host=args.host, port=args.port, model=args.model, data_dir=args.data_dir.resolve())
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = parse_args(argv)
+    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, workers=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""The Generate tab: text-to-video with a live preview, progress, Stop, and the finished video.
+
+Its handlers are thin adapters over ``Studio``: ``generate`` submits a task to the one queue and
+yields the task's events; ``get_status`` and ``cancel_task`` expose the same core calls to
+``gradio_client`` users (api names ``/generate``, ``/status``, ``/cancel``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import gradio as gr
+import numpy as np
+
+from studio.core import Studio
+from studio.engine.genres import GENRES
+from studio.engine.plan import ASPECT, SHORT_SIDE
+from studio.engine.request import GenerationRequest, parse_request
+from studio.errors import StudioError
+from studio.jobs import events as ev
+from studio.models.catalog import CATALOG
+
+FIELDS = GenerationRequest.model_fields
+
+
+def _default(name: str) -> Any:
+    return FIELDS[name].default
+
+
+def _bounds(name: str) -> tuple[float, float]:
+    lower = upper = None
+    for meta in FIELDS[name].metadata:
+        lower = getattr(meta, "ge", lower)
+        upper = getattr(meta, "le", upper)
+    return lower, upper
+
+
+@dataclass
+class GenerateTab:
+    """The tab's components, for wiring and for tests."""
+
+    inputs: list[gr.components.Component]
+    generate_button: gr.Button
+    stop_button: gr.Button
+    task_id: gr.Textbox
+    preview: gr.Image
+    status: gr.Markdown
+    video: gr.Video
+    thumbnail: gr.Image
+    metadata: gr.JSON
+
+
+def _model_choices(studio: Studio) -> list[tuple[str, str]]:
+    return [(f"{m.label}" + ("" if m.available else " — unavailable here"), m.id) for m in studio.list_models()]
+
+
+def create_ui(studio: Studio) -> GenerateTab:
+    """Lay out the tab (call inside a ``gr.Tab``)."""
+    default_spec = CATALOG[studio.default_model]
+    if not default_spec.trained:
+        gr.Markdown(
+            f"**Offline mode:** the default model `{default_spec.id}` is an untrained model built "
+            "locally so the studio runs without a GPU or network. Its videos are noise-like; "
+            "pick a Wan model on a GPU server for real output.",
+            elem_id="offline-banner",
+        )
+    with gr.Row():
+        with gr.Column(scale=1):
+            prompt = gr.Textbox(label="Prompt", lines=3, max_length=2000, elem_id="gen-prompt",
+                                placeholder="A majestic dragon soaring over misty mountains at sunrise")
+            negative = gr.Textbox(label="Negative prompt", value=_default("negative_prompt"), max_length=2000)
+            with gr.Row():
+                lo, hi = _bounds("duration_seconds")
+                duration = gr.Slider(lo, hi, value=_default("duration_seconds"), step=0.5,
+                                     label="Duration (seconds)", elem_id="gen-duration")
+                lo, hi = _bounds("fps")
+                fps = gr.Slider(lo, hi, value=_default("fps"), step=1, label="FPS", elem_id="gen-fps")
+            with gr.Row():
+                resolution = gr.Dropdown(list(SHORT_SIDE), value=_default("resolution"), label="Resolution",
+                                         elem_id="gen-resolution")
+                aspect = gr.Dropdown(list(ASPECT), value=_default("aspect_ratio"), label="Aspect ratio")
+                genre = gr.Dropdown(list(GENRES), value=_default("genre"), label="Genre")
+            model = gr.Dropdown(_model_choices(studio), value=studio.default_model, label="Model")
+            with gr.Accordion("Sampling", open=False):
+                seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+                lo, hi = _bounds("guidance_scale")
+                guidance = gr.Slider(lo, hi, value=_default("guidance_scale"), step=0.5, label="Guidance scale")
+                lo, hi = _bounds("num_inference_steps")
+                steps = gr.Slider(lo, hi, value=_default("num_inference_steps"), step=1,
+                                  label="Inference steps", elem_id="gen-steps")
+            with gr.Row():
+                generate_button = gr.Button("Generate", variant="primary", elem_id="gen-run")
+                stop_button = gr.Button("Stop", variant="stop", elem_id="gen-stop")
+        with gr.Column(scale=1):
+            status = gr.Markdown("Ready.", elem_id="gen-status")
+            preview = gr.Image(label="Live preview (denoised estimate)", format="jpeg", interactive=False,
+                               elem_id="gen-preview", height=240)
+            video = gr.Video(label="Video", interactive=False, autoplay=True, loop=True, buttons=["download"],
+                             elem_id="gen-video")
+            with gr.Row():
+                thumbnail = gr.Image(label="Thumbnail", interactive=False, format="jpeg", elem_id="gen-thumb",
+                                     height=120)
+                task_id = gr.Textbox(label="Task id", interactive=False, elem_id="gen-task-id")
+            metadata = gr.JSON(label="Metadata", elem_id="gen-metadata")
+    inputs = [prompt, negative, duration, fps, resolution, aspect, genre, seed, guidance, steps, model]
+    return GenerateTab(inputs, generate_button, stop_button, task_id, preview, status, video, thumbnail, metadata)
+
+
+def _read_rgb(path) -> np.ndarray | None:
+    image = cv2.imread(str(path))
+    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def make_handlers(studio: Studio):
+    """The tab's functions, bound to ``studio``. Their docstrings become the API docs."""
+
+    def generate(
+        prompt: str,
+        negative_prompt: str = _default("negative_prompt"),
+        duration_seconds: float = _default("duration_seconds"),
+        fps: int = _default("fps"),
+        resolution: str = _default("resolution"),
+        aspect_ratio: str = _default("aspect_ratio"),
+        genre: str = _default("genre"),
+        seed: int = -1,
+        guidance_scale: float = _default("guidance_scale"),
+        num_inference_steps: int = _default("num_inference_steps"),
+        model: str = "",
+        progress: gr.Progress = gr.Progress(),
+    ) -> Iterator[tuple]:
+        """Generate a video from text, streaming previews while it denoises.
+
+        Args:
+            prompt: text description (1-2000 characters).
+            negative_prompt: what to avoid.
+            duration_seconds: video length, 1-60 s.
+            fps: frames per second, 12-60.
+            resolution: 480p, 720p, 1080p, 1440p, 4k or 8k.
+            aspect_ratio: 16:9, 9:16, 1:1 or 4:3.
+            genre: style preset (see the genres list).
+            seed: reproducibility seed; -1 picks a random one (recorded in the metadata).
+            guidance_scale: prompt adherence, 1-20.
+            num_inference_steps: denoising steps, 10-150.
+            model: model id; empty for the server default.
+
+        Returns:
+            Per update: task id, preview image, status text, video file, thumbnail, metadata.
+        """
+        try:
+            request = parse_request({
+                "prompt": prompt, "negative_prompt": negative_prompt, "duration_seconds": duration_seconds,
+                "fps": int(fps), "resolution": resolution, "aspect_ratio": aspect_ratio, "genre": genre,
+                "seed": None if seed is None or int(seed) < 0 else int(seed),
+                "guidance_scale": guidance_scale, "num_inference_steps": int(num_inference_steps),
+                "model": model or None,
+            })
+            submitted = studio.submit(request)
+        except StudioError as error:
+            raise gr.Error(error.detail, title=error.title) from None
+        task_id = submitted.task_id
+        skip = gr.skip()
+        yield (task_id, skip, f"Queued (position {submitted.queue_position}, "
+               f"about {submitted.estimated_time_seconds:.0f} s)", None, None, None)
+        finished = False
+        try:
+            for event in studio.follow(task_id):
+                data = event.data
+                if event.type == ev.PROGRESS:
+                    progress(data.get("progress", 0.0), desc=data.get("step", ""))
+                    yield task_id, skip, data.get("step", ""), skip, skip, skip
+                elif event.type == ev.FRAME_AVAILABLE:
+                    image = _read_rgb(studio.paths.preview(task_id))
+                    if image is not None:
+                        yield task_id, image, skip, skip, skip, skip
+                elif event.type == ev.COMPLETE:
+                    finished = True
+                    result = studio.result(task_id)
+                    yield (task_id, skip, _summary(result), str(studio.paths.video(task_id)),
+                           str(studio.paths.thumbnail(task_id)), result.model_dump())
+                elif event.type == ev.CANCELLED:
+                    finished = True
+                    yield task_id, skip, "Cancelled.", skip, skip, skip
+                elif event.type == ev.ERROR:
+                    finished = True
+                    raise gr.Error(str(data.get("detail") or data.get("error")), title=str(data.get("error")))
+        finally:
+            if not finished:  # Stop button, closed tab or lost connection: stop the run too
+                studio.cancel(task_id)
+
+    def get_status(task_id: str) -> dict:
+        """Status of a task: progress, current step, elapsed seconds, ETA, preview URL.
+
+        Args:
+            task_id: the id returned by generate.
+        """
+        try:
+            return studio.status(task_id.strip()).model_dump()
+        except StudioError as error:
+            raise gr.Error(error.detail, title=error.title) from None
+
+    def cancel_task(task_id: str) -> dict:
+        """Cancel a task (pending: at once; running: at its next denoising step).
+
+        Args:
+            task_id: the id returned by generate.
+        """
+        if not task_id:
+            return {}
+        try:
+            return studio.cancel(task_id.strip()).model_dump()
+        except StudioError as error:
+            raise gr.Error(error.detail, title=error.title) from None
+
+    return generate, get_status, cancel_task
+
+
+def _summary(result) -> str:
+    meta = result.metadata
+    return (f"Done: {meta.frames} frames, {meta.width}x{meta.height} at {meta.fps} fps, "
+            f"{result.file_size_mb:.2f} MB, {result.generation_time_seconds:.1f} s "
+            f"(model `{meta.model}`, seed {meta.seed}).")
+
+
+def create_event_handlers(tab: GenerateTab, studio: Studio) -> None:
+    """Wire the tab: Generate streams, Stop cancels; both exposed through the Gradio API."""
+    generate, get_status, cancel_task = make_handlers(studio)
+    outputs = [tab.task_id, tab.preview, tab.status, tab.video, tab.thumbnail, tab.metadata]
+    run = tab.generate_button.click(generate, tab.inputs, outputs, api_name="generate",
+                                    concurrency_limit=None, show_progress="minimal",
+                                    show_progress_on=[tab.status])
+    tab.stop_button.click(cancel_task, [tab.task_id], None, cancels=[run], api_visibility="private")
+    # API-only twins of the REST status/cancel routes, for gradio_client users.
+    gr.api(get_status, api_name="status")
+    gr.api(cancel_task, api_name="cancel")

@@ -1,0 +1,23 @@
+"""The whole Gradio UI: a header and one tab per feature, each built by its own module."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from components import generate_tab
+from studio.core import Studio
+
+TITLE = "Echoelmusic Video Studio"
+
+
+def build_ui(studio: Studio) -> gr.Blocks:
+    """The Blocks app for ``studio`` (tabs are added here as features land)."""
+    # delete_cache: Gradio copies every preview and video it serves; drop copies older than a day.
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
+        gr.Markdown(f"# {TITLE}\nText-to-video with Wan 2.x through diffusers. "
+                    "REST API at [/docs](/docs); Gradio API under \"Use via API\" below.")
+        with gr.Tabs():
+            with gr.Tab("Generate", id="generate"):
+                tab = generate_tab.create_ui(studio)
+        generate_tab.create_event_handlers(tab, studio)
+    return demo

@@ -1,0 +1,52 @@
+"""Every error leaves the REST API in the seed's shape ``{error, detail, type}``.
+
+Deliberate errors (``StudioError``) keep their status and text; validation errors name the
+field and its bound; anything unexpected is a 500 whose body says nothing about internals.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from studio.engine.request import GenerationRequest, describe_validation_error
+from studio.errors import InvalidRequest, StudioError
+
+log = logging.getLogger(__name__)
+
+INTERNAL = {"error": "Internal error", "detail": "an unexpected error occurred; it was logged",
+            "type": "InternalError"}
+
+# Titles for HTTP errors raised by the framework itself (unknown route, wrong method, ...).
+_HTTP_TITLES = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}
+
+
+def error_response(error: StudioError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status_code)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers on the REST app (Gradio's own routes keep Gradio's handling)."""
+
+    @app.exception_handler(StudioError)
+    async def _studio_error(_: Request, exc: StudioError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(InvalidRequest(describe_validation_error(GenerationRequest, list(exc.errors()))))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        body = {"error": _HTTP_TITLES.get(exc.status_code, "HTTP error"), "detail": str(exc.detail),
+                "type": "HTTPException"}
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(INTERNAL, status_code=500)

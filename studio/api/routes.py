@@ -1,0 +1,129 @@
+"""The REST API under ``/v1``: the seed's core endpoints, media files and the task websocket.
+
+Each route is a thin adapter over one ``Studio`` method; the core does the work and raises
+``StudioError`` for anything a client did wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse
+
+from studio.core import Studio
+from studio.engine.request import GenerationRequest
+from studio.errors import StudioError, TaskNotFound
+from studio.media.paths import MEDIA_KINDS
+from studio.views import GenreInfo, ModelInfo, SubmitResponse, TaskResult, TaskStatus
+
+ERROR_BODY = {
+    "content": {"application/json": {"example": {"error": "Validation error",
+                                                 "detail": "duration_seconds must be between 1 and 60",
+                                                 "type": "ValueError"}}},
+}
+ERRORS = {code: {"description": text, **ERROR_BODY} for code, text in
+          ((400, "Invalid parameters"), (404, "Task not found"), (409, "Result not available yet"))}
+
+_MEDIA_NAME = re.compile(r"^(?P<id>[0-9a-f-]{36})(?P<suffix>\.[a-z0-9]+)$")
+
+
+def get_studio(request: Request) -> Studio:
+    return request.app.state.studio
+
+
+router = APIRouter(prefix="/v1")
+
+
+@router.post("/generate", response_model=SubmitResponse, status_code=202, tags=["core"],
+             responses={400: ERRORS[400]})
+def generate(body: GenerationRequest, studio: Studio = Depends(get_studio)) -> SubmitResponse:
+    """Start a text-to-video task. The task is stored before the reply; poll ``/v1/status``,
+    follow ``/v1/ws/{task_id}``, then fetch ``/v1/result``."""
+    return studio.submit(body)
+
+
+@router.get("/status/{task_id}", response_model=TaskStatus, tags=["core"], responses={404: ERRORS[404]})
+def status(task_id: str, studio: Studio = Depends(get_studio)) -> TaskStatus:
+    """Progress, current step, elapsed time, ETA and the latest preview of a task."""
+    return studio.status(task_id)
+
+
+@router.get("/result/{task_id}", response_model=TaskResult, tags=["core"],
+            responses={404: ERRORS[404], 409: ERRORS[409]})
+def result(task_id: str, studio: Studio = Depends(get_studio)) -> TaskResult:
+    """The finished video's URLs, size, timings and metadata (409 until it is completed)."""
+    return studio.result(task_id)
+
+
+@router.post("/cancel/{task_id}", response_model=TaskStatus, tags=["core"], responses={404: ERRORS[404]})
+def cancel(task_id: str, studio: Studio = Depends(get_studio)) -> TaskStatus:
+    """Cancel a task: at once while pending, at the next denoising step while running."""
+    return studio.cancel(task_id)
+
+
+@router.get("/models", response_model=list[ModelInfo], tags=["catalog"])
+def models(studio: Studio = Depends(get_studio)) -> list[ModelInfo]:
+    """The model catalog, with whether each model can run on this server."""
+    return studio.list_models()
+
+
+@router.get("/genres", response_model=list[GenreInfo], tags=["catalog"])
+def genres(studio: Studio = Depends(get_studio)) -> list[GenreInfo]:
+    """The style presets accepted by ``genre``."""
+    return studio.list_genres()
+
+
+@router.get("/health", tags=["service"])
+def health(studio: Studio = Depends(get_studio)) -> dict:
+    """Liveness and what is loaded."""
+    return studio.health()
+
+
+def _media_route(kind: str):
+    media_type = {".mp4": "video/mp4", ".jpg": "image/jpeg"}[MEDIA_KINDS[kind]]
+
+    def serve(name: str, studio: Studio = Depends(get_studio)) -> FileResponse:
+        match = _MEDIA_NAME.match(name)
+        if not match or match["suffix"] != MEDIA_KINDS[kind]:
+            raise TaskNotFound(f"no such file: {name[:80]!r}")
+        # Previews change during a run; everything else is immutable once written.
+        cache = "no-store" if kind == "previews" else "public, max-age=86400, immutable"
+        return FileResponse(studio.media_file(kind, match["id"]), media_type=media_type,
+                            headers={"Cache-Control": cache})
+
+    serve.__name__ = f"get_{kind}"
+    serve.__doc__ = f"The {kind[:-1]} file of a task ({MEDIA_KINDS[kind]})."
+    return serve
+
+
+for _kind in MEDIA_KINDS:
+    router.add_api_route(f"/{_kind}/{{name}}", _media_route(_kind), methods=["GET"], tags=["media"],
+                         response_class=FileResponse, responses={404: ERRORS[404]})
+
+
+@router.websocket("/ws/{task_id}")
+async def task_events(websocket: WebSocket, task_id: str) -> None:
+    """The seed's events for one task: ``progress``, ``frame_available``, then ``complete`` or
+    ``error`` (or ``cancelled``), after which the server closes the socket."""
+    studio: Studio = websocket.app.state.studio
+    await websocket.accept()
+    try:
+        events = studio.follow(task_id)
+        first = await asyncio.to_thread(next, events)
+    except StudioError as error:
+        await websocket.send_json({"type": "error", "error": error.title, "detail": error.detail,
+                                   "error_type": error.type})
+        await websocket.close(code=4404 if isinstance(error, TaskNotFound) else 4400)
+        return
+    try:
+        event = first
+        while event is not None:
+            await websocket.send_json(event.to_message())
+            event = await asyncio.to_thread(next, events, None)
+        await websocket.close()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await asyncio.to_thread(events.close)

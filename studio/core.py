@@ -1,0 +1,210 @@
+"""The studio's core functions. The UI, the Gradio API and REST are thin adapters over these.
+
+``Studio`` owns the task store, the event bus, the model cache and the worker. Every way in
+submits to the same durable queue, so UI work and API work share one queue and one GPU lock.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from studio.config import AUTO_MODEL, Settings
+from studio.engine.estimate import Estimator
+from studio.engine.genres import GENRES
+from studio.engine.plan import make_plan
+from studio.engine.request import SEED_MAX, GenerationRequest
+from studio.errors import InvalidRequest, TaskNotFound, TaskNotReady
+from studio.jobs import events as ev
+from studio.jobs import store as st
+from studio.jobs.events import Event, EventBus
+from studio.jobs.store import Task, TaskStore
+from studio.jobs.worker import Worker
+from studio.media.paths import MediaPaths, media_url
+from studio.models.catalog import CATALOG, TINY
+from studio.models.loader import ModelCache, cuda_available, default_model
+from studio.views import GenreInfo, ModelInfo, ResultMetadata, SubmitResponse, TaskResult, TaskStatus
+
+INTERRUPTED_REASON = "the server stopped while this task was running; submit it again"
+
+
+class Studio:
+    """One studio instance per process: start it, use it from any thread, stop it."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = TaskStore(settings.db_path)
+        self.bus = EventBus()
+        self.paths = MediaPaths(settings.media_dir)
+        self.models = ModelCache(settings.models_dir)
+        self.estimator = Estimator(self.store)
+        self.worker = Worker(self.store, self.bus, self.models, self.estimator, self.paths,
+                             preview_width=settings.preview_width)
+        self.default_model = default_model() if settings.model == AUTO_MODEL else settings.model
+        if self.default_model not in CATALOG:
+            raise ValueError(f"unknown default model {self.default_model!r}; choose one of {', '.join(CATALOG)}")
+
+    def start(self) -> None:
+        """Fail tasks a previous process left running, then start the worker (which loads the
+        offline model at once when it is the default: it is local and cheap, unlike hub models)."""
+        self.store.fail_interrupted(INTERRUPTED_REASON)
+        self.worker.start(preload=TINY if self.default_model == TINY else None)
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.store.close()
+
+    # -- generation -------------------------------------------------------------------------
+
+    def submit(self, request: GenerationRequest, priority: int = 0) -> SubmitResponse:
+        """Store a text-to-video task and queue it; the row is committed before this returns."""
+        model = request.model or self.default_model
+        if model not in CATALOG:
+            raise InvalidRequest(f"model must be one of {', '.join(CATALOG)}")
+        seed = request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)
+        request = request.model_copy(update={"model": model, "seed": seed})
+        spec = CATALOG[model]
+        own = self.estimator.estimate(spec, make_plan(request, spec, seed),
+                                      model_loaded=self.models.loaded_model == model)
+        task = self.store.create_task("t2v", request.model_dump(), priority=priority,
+                                      estimated_seconds=round(own.seconds, 2))
+        # Measured before waking the worker, so the reply describes the queue it joined.
+        reply = SubmitResponse(
+            task_id=task.id,
+            status=task.status,
+            message="Task queued for processing",
+            estimated_time_seconds=round(self._queue_wait(task.id) + own.seconds, 2),
+            queue_position=self.store.queue_position(task.id),
+        )
+        self.worker.wake()
+        return reply
+
+    def _queue_wait(self, task_id: str) -> float:
+        """Seconds until ``task_id`` can start: what is left of the running task plus the
+        estimates of the pending tasks ahead of it."""
+        wait = 0.0
+        for task in self.store.tasks_ahead(task_id):
+            if task.is_running:
+                wait += task.eta_seconds if task.eta_seconds is not None else (task.estimated_seconds or 0.0)
+            else:
+                wait += task.estimated_seconds or 0.0
+        return wait
+
+    def cancel(self, task_id: str) -> TaskStatus:
+        """Cancel a pending task at once, or a running one at its next step. Finished tasks are
+        left as they are (cancelling twice is harmless)."""
+        task = self._task(task_id)
+        if not task.is_terminal:
+            self.worker.cancel(task_id)
+            if self.store.request_cancel(task_id):
+                self.bus.publish(Event(task_id, ev.CANCELLED, {"error": "Task cancelled",
+                                                              "error_type": "TaskCancelled"}))
+        return self.status(task_id)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _task(self, task_id: str) -> Task:
+        task = self.store.get(task_id) if isinstance(task_id, str) and len(task_id) <= 64 else None
+        if task is None:
+            raise TaskNotFound(f"no task with id {task_id[:64]!r}")
+        return task
+
+    def status(self, task_id: str) -> TaskStatus:
+        task = self._task(task_id)
+        if task.started_at is None:
+            elapsed = 0.0
+        else:
+            elapsed = (task.finished_at or time.time()) - task.started_at
+        return TaskStatus(
+            task_id=task.id,
+            status=task.status,
+            progress=round(task.progress, 4),
+            current_step=task.current_step,
+            elapsed_seconds=round(elapsed, 3),
+            eta_seconds=None if task.eta_seconds is None else round(task.eta_seconds, 2),
+            preview_url=task.preview_path,
+            queue_position=self.store.queue_position(task.id),
+            error=task.error,
+            error_type=task.error_type,
+        )
+
+    def result(self, task_id: str) -> TaskResult:
+        task = self._task(task_id)
+        if task.status != st.COMPLETED or not task.result:
+            if task.status in (st.FAILED, st.CANCELLED):
+                raise TaskNotReady(f"task {task.status}: {task.error}")
+            raise TaskNotReady(f"task is {task.status} ({task.progress:.0%}); poll /v1/status/{task.id}")
+        data = dict(task.result)
+        return TaskResult(task_id=task.id, status=task.status, metadata=ResultMetadata(**data.pop("metadata")),
+                          **data)
+
+    def media_file(self, kind: str, task_id: str):
+        """The on-disk file behind a media URL, or ``TaskNotFound``."""
+        task = self._task(task_id)
+        path = self.paths.path(kind, task.id)
+        if not path.is_file():
+            raise TaskNotFound(f"no {kind[:-1]} for task {task.id} (yet)")
+        return path
+
+    def follow(self, task_id: str, poll_seconds: float = 1.0) -> Iterator[Event]:
+        """The task's events from now on, starting with its current state, ending with its
+        final event (``complete``, ``error`` or ``cancelled``)."""
+        task = self._task(task_id)
+        with self.bus.subscribe(task.id) as sub:
+            task = self._task(task_id)  # read after subscribing, so no event falls in between
+            yield Event(task.id, ev.PROGRESS, {"status": task.status, "progress": task.progress,
+                                               "step": task.current_step})
+            if task.is_terminal:
+                yield self._final_event(task)
+                return
+            while True:
+                event = sub.get(timeout=poll_seconds)
+                if event is None:
+                    task = self._task(task_id)
+                    if task.is_terminal:  # e.g. ended by another process
+                        yield self._final_event(task)
+                        return
+                    continue
+                yield event
+                if event.is_final:
+                    return
+
+    @staticmethod
+    def _final_event(task: Task) -> Event:
+        if task.status == st.COMPLETED:
+            return Event(task.id, ev.COMPLETE, {"video_url": media_url("videos", task.id),
+                                                "thumbnail_url": media_url("thumbnails", task.id)})
+        if task.status == st.CANCELLED:
+            return Event(task.id, ev.CANCELLED, {"error": "Task cancelled", "error_type": "TaskCancelled"})
+        return Event(task.id, ev.ERROR, {"error": task.error, "error_type": task.error_type})
+
+    # -- catalog ----------------------------------------------------------------------------
+
+    def list_models(self) -> list[ModelInfo]:
+        has_cuda = cuda_available()
+        infos = []
+        for spec in CATALOG.values():
+            if spec.id == TINY:
+                available, why = True, "offline model, always available (untrained: noise-like output)"
+            elif has_cuda:
+                available, why = True, "downloads from the Hugging Face Hub on first use unless cached"
+            else:
+                available, why = False, "needs a CUDA GPU; none on this server"
+            infos.append(ModelInfo(
+                id=spec.id, label=spec.label, repo_id=spec.repo_id, trained=spec.trained,
+                native_width=spec.native_width, native_height=spec.native_height, native_fps=spec.native_fps,
+                max_frames=spec.max_frames, vram_gb=spec.vram_gb, available=available, availability=why,
+                loaded=self.models.loaded_model == spec.id, default=spec.id == self.default_model))
+        return infos
+
+    @staticmethod
+    def list_genres() -> list[GenreInfo]:
+        return [GenreInfo(name=g.name, description=g.description, prompt_suffix=g.prompt_suffix,
+                          negative_suffix=g.negative_suffix) for g in GENRES.values()]
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "default_model": self.default_model, "loaded_model": self.models.loaded_model,
+                "cuda": cuda_available(), "running_task": self.worker.current_task_id}

@@ -1,0 +1,108 @@
+"""The one request model for text-to-video, shared by the UI, the Gradio API and REST.
+
+Fields, defaults and ranges are the seed's (``POST /generate``); ``model`` is ours (the seed's
+service has a single model). Every violation becomes ``InvalidRequest`` naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from studio.engine.genres import GENRES
+from studio.errors import InvalidRequest
+
+Resolution = Literal["480p", "720p", "1080p", "1440p", "4k", "8k"]
+AspectRatio = Literal["16:9", "9:16", "1:1", "4:3"]
+
+SEED_MAX = 2**32 - 1  # torch.Generator seeds are 64-bit, but 32 bits keep seeds portable
+
+
+class GenerationRequest(BaseModel):
+    """A text-to-video request. Unknown fields are rejected so that typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(..., min_length=1, max_length=2000, description="Text description (1-2000 chars)")
+    negative_prompt: str = Field("blurry, low quality", max_length=2000, description="What to avoid")
+    duration_seconds: float = Field(4.0, ge=1, le=60, description="Duration (1-60 seconds)")
+    fps: int = Field(24, ge=12, le=60, description="Frames per second (12-60)")
+    resolution: Resolution = Field("720p", description="480p/720p/1080p/1440p/4k/8k")
+    aspect_ratio: AspectRatio = Field("16:9", description="16:9/9:16/1:1/4:3")
+    genre: str = Field("cinematic", description="Style genre; GET /v1/genres lists them")
+    seed: int | None = Field(None, ge=0, le=SEED_MAX, description="Reproducibility seed (random when absent)")
+    guidance_scale: float = Field(7.5, ge=1, le=20, description="Prompt adherence (1-20)")
+    num_inference_steps: int = Field(50, ge=10, le=150, description="Quality steps (10-150)")
+    webhook_url: str | None = Field(None, max_length=2048, description="Callback URL (not yet delivered)")
+    model: str | None = Field(None, description="Model id from GET /v1/models; the server default when absent")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("prompt must not be blank")
+        return value.strip()
+
+    @field_validator("genre")
+    @classmethod
+    def _known_genre(cls, value: str) -> str:
+        if value not in GENRES:
+            raise ValueError(f"genre must be one of {', '.join(GENRES)}")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _no_webhooks_yet(cls, value: str | None) -> str | None:
+        # Accepting a callback we would never call is worse than refusing it.
+        if value:
+            raise ValueError("webhook delivery is not available on this server yet; poll /v1/status or use the websocket")
+        return value
+
+
+def _field_bounds(model: type[BaseModel], name: str) -> tuple[Any, Any]:
+    lower = upper = None
+    for meta in model.model_fields[name].metadata:
+        lower = getattr(meta, "ge", lower)
+        upper = getattr(meta, "le", upper)
+    return lower, upper
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def describe_validation_error(model: type[BaseModel] | None, errors: list[dict[str, Any]]) -> str:
+    """One readable sentence per pydantic error, naming the field and its bound.
+
+    ``errors`` is ``ValidationError.errors()`` (or FastAPI's ``RequestValidationError.errors()``,
+    whose locations start with ``body``).
+    """
+    sentences = []
+    for err in errors:
+        loc = [str(part) for part in err.get("loc", ()) if part != "body"]
+        name = loc[0] if loc else "body"
+        kind = err.get("type", "")
+        if model is not None and name in model.model_fields and kind in {
+            "greater_than_equal", "less_than_equal", "greater_than", "less_than"
+        }:
+            lower, upper = _field_bounds(model, name)
+            sentences.append(f"{name} must be between {_number(lower)} and {_number(upper)}")
+        elif kind == "extra_forbidden":
+            sentences.append(f"{name} is not a known field")
+        elif kind == "json_invalid":
+            sentences.append("the request body is not valid JSON")
+        elif kind == "missing":
+            sentences.append(f"{name} is required")
+        else:
+            message = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+            sentences.append(message if message.startswith(name) else f"{name}: {message}")
+    return "; ".join(sentences)
+
+
+def parse_request(data: dict[str, Any]) -> GenerationRequest:
+    """Validate a plain dict into a request, or raise ``InvalidRequest`` naming the field."""
+    try:
+        return GenerationRequest.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequest(describe_validation_error(GenerationRequest, exc.errors())) from None

@@ -1,0 +1,76 @@
+"""Errors the core raises on purpose. Each carries the HTTP status and the seed's error body.
+
+The REST layer turns them into ``{error, detail, type}`` responses, the UI into ``gr.Error``
+messages; anything else that escapes is an internal error and its text is never shown.
+"""
+
+from __future__ import annotations
+
+
+class StudioError(Exception):
+    """Base of every deliberate error: ``title`` is the seed's ``error``, ``str(self)`` its detail."""
+
+    status_code = 500
+    title = "Internal error"
+    type_name: str | None = None  # defaults to the class name
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
+
+    @property
+    def type(self) -> str:
+        return self.type_name or type(self).__name__
+
+    def body(self) -> dict[str, str]:
+        """The seed's error shape."""
+        return {"error": self.title, "detail": self.detail, "type": self.type}
+
+
+class InvalidRequest(StudioError):
+    """A field is out of range or malformed (the seed calls this type ``ValueError``)."""
+
+    status_code = 400
+    title = "Validation error"
+    type_name = "ValueError"
+
+
+class TaskNotFound(StudioError):
+    status_code = 404
+    title = "Task not found"
+
+
+class RouteNotFound(StudioError):
+    status_code = 404
+    title = "Not found"
+
+
+class TaskNotReady(StudioError):
+    """The result was asked for before the task finished, or the task ended without one."""
+
+    status_code = 409
+    title = "Result not available"
+
+
+class ModelUnavailable(StudioError):
+    """The chosen model cannot be loaded here (not cached and no hub access, or no GPU)."""
+
+    status_code = 503
+    title = "Model unavailable"
+
+
+class VramExceeded(StudioError):
+    """CUDA ran out of memory; the worker freed what it could and keeps serving."""
+
+    status_code = 500
+    title = "VRAM exceeded"
+
+
+class TaskCancelled(StudioError):
+    status_code = 409
+    title = "Task cancelled"
+
+
+class ServiceUnavailable(StudioError):
+    status_code = 503
+    title = "Service unavailable"

@@ -1,0 +1,233 @@
+"""The task worker: a thread that claims tasks from the store and runs them on the device.
+
+One worker per GPU (one per process today). It holds the GPU lock for the whole run, stores
+progress in the task row, publishes live events, and turns every failure into a terminal task
+state with a clear error, then keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from studio.engine.estimate import Estimator
+from studio.engine.gpu import GPU_LOCK
+from studio.engine.plan import GenerationPlan, make_plan
+from studio.engine.request import GenerationRequest
+from studio.engine.t2v import DENOISE_SHARE, Cancelled, run_text_to_video
+from studio.errors import StudioError, VramExceeded
+from studio.jobs import events as ev
+from studio.jobs import store as st
+from studio.jobs.events import Event, EventBus
+from studio.jobs.store import Task, TaskStore
+from studio.media.paths import MediaPaths, media_url
+from studio.media.video import write_jpeg
+from studio.models.catalog import get_spec
+from studio.models.loader import ModelCache
+
+log = logging.getLogger(__name__)
+
+INTERNAL_ERROR_DETAIL = "the generation failed inside the server; the error was logged"
+
+
+@dataclass
+class _TaskHooks:
+    """Engine hooks for one task: persist progress, publish events, check cancellation."""
+
+    worker: "Worker"
+    task: Task
+    plan: GenerationPlan
+    encode_estimate: float
+    started: float = field(default_factory=time.perf_counter)
+    step_seconds: list[float] = field(default_factory=list)
+
+    def should_cancel(self) -> bool:
+        return self.worker.cancel_requested(self.task.id)
+
+    def on_phase(self, status: str, message: str) -> None:
+        self.worker.store.set_status(self.task.id, status, message)
+        self.worker.publish(self.task.id, ev.PROGRESS, status=status, step=message,
+                            progress=DENOISE_SHARE if status == st.ENCODING else 0.0)
+
+    def on_step(self, step: int, total: int, step_seconds: float, preview: np.ndarray | None) -> None:
+        self.step_seconds.append(step_seconds)
+        progress = DENOISE_SHARE * step / total
+        eta = float(np.mean(self.step_seconds)) * (total - step) + self.encode_estimate
+        message = f"Denoising step {step}/{total}"
+        preview_url = None
+        if preview is not None:
+            write_jpeg(self.worker.paths.preview(self.task.id), preview)
+            preview_url = media_url("previews", self.task.id)
+        self.worker.store.update_progress(self.task.id, progress, message, eta,
+                                          preview_path=preview_url)
+        self.worker.publish(self.task.id, ev.PROGRESS, status=st.GENERATING, progress=progress,
+                            step=message, eta_seconds=eta, current_step=step, total_steps=total)
+        if preview_url:
+            self.worker.publish(self.task.id, ev.FRAME_AVAILABLE, quality="preview",
+                                frame_index=self.plan.gen_frames // 2, step=step,
+                                progress=progress, preview_url=f"{preview_url}?step={step}")
+
+    def on_encoded(self, frames_done: int, total: int) -> None:
+        progress = DENOISE_SHARE + (1 - DENOISE_SHARE) * frames_done / max(total, 1)
+        message = f"Encoding frame {frames_done}/{total}"
+        self.worker.store.update_progress(self.task.id, progress, message, None)
+        self.worker.publish(self.task.id, ev.PROGRESS, status=st.ENCODING, progress=progress, step=message)
+
+
+class Worker:
+    """Runs queued tasks one at a time on a background thread."""
+
+    def __init__(self, store: TaskStore, bus: EventBus, models: ModelCache, estimator: Estimator,
+                 paths: MediaPaths, preview_width: int = 256):
+        self.store, self.bus, self.models, self.estimator, self.paths = store, bus, models, estimator, paths
+        self.preview_width = preview_width
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._cancels: set[str] = set()
+        self._cancels_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.current_task_id: str | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self, preload: str | None = None) -> None:
+        """Start the thread; ``preload`` names a model to load before the first task."""
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._loop, args=(preload,), name="studio-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the current task (cancelling it) and wait for the thread."""
+        self._stopping.set()
+        if self.current_task_id:
+            self.cancel(self.current_task_id)
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout)
+
+    def wake(self) -> None:
+        """Tell the worker new work is queued (it also polls every second)."""
+        self._wake.set()
+
+    def cancel(self, task_id: str) -> None:
+        with self._cancels_lock:
+            self._cancels.add(task_id)
+
+    def cancel_requested(self, task_id: str) -> bool:
+        with self._cancels_lock:
+            return task_id in self._cancels
+
+    def publish(self, task_id: str, type_: str, **data) -> None:
+        self.bus.publish(Event(task_id, type_, {k: v for k, v in data.items() if v is not None}))
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _preload(self, model_id: str) -> None:
+        try:
+            with GPU_LOCK:
+                self.models.get(model_id)
+        except Exception:  # the first task that needs it will report the error properly
+            log.exception("preloading %s failed", model_id)
+
+    def _loop(self, preload: str | None) -> None:
+        if preload:
+            self._preload(preload)
+        while not self._stopping.is_set():
+            task = self.store.claim_next()
+            if task is None:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            self.current_task_id = task.id
+            try:
+                self._run(task)
+            finally:
+                self.current_task_id = None
+                with self._cancels_lock:
+                    self._cancels.discard(task.id)
+
+    def _run(self, task: Task) -> None:
+        try:
+            request = GenerationRequest.model_validate(task.request)
+            spec = get_spec(request.model)
+            plan = make_plan(request, spec, seed=request.seed)
+            with GPU_LOCK:
+                self.publish(task.id, ev.PROGRESS, status=st.LOADING_MODEL, progress=0.0,
+                             step=f"Loading {spec.id}")
+                was_loaded = self.models.loaded_model == spec.id
+                model = self.models.get(spec.id, on_progress=lambda f, msg: self._loading(task.id, f, msg))
+                estimate = self.estimator.estimate(spec, plan, model_loaded=True)
+                hooks = _TaskHooks(self, task, plan, estimate.encode_seconds)
+                output = run_text_to_video(model, plan, hooks, self.paths.video(task.id),
+                                           self.paths.thumbnail(task.id), self.preview_width)
+            self.estimator.record(spec, plan, output.mean_step_seconds, output.decode_encode_seconds,
+                                  None if was_loaded else model.load_seconds)
+            self._complete(task, request, plan, model, output,
+                           load_seconds=0.0 if was_loaded else model.load_seconds)
+        except Cancelled:
+            self._end(task, st.CANCELLED, "Task cancelled", "TaskCancelled", ev.CANCELLED)
+        except torch.OutOfMemoryError:
+            self.models.evict()
+            error = VramExceeded("the GPU ran out of memory; try a lower resolution, shorter duration or a smaller model")
+            self._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
+        except StudioError as error:
+            self._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
+        except Exception:
+            log.exception("task %s failed", task.id)
+            self._end(task, st.FAILED, INTERNAL_ERROR_DETAIL, "InternalError", ev.ERROR, title="Internal error")
+
+    def _loading(self, task_id: str, fraction: float, message: str) -> None:
+        self.store.update_progress(task_id, 0.0, message, None)
+        self.publish(task_id, ev.PROGRESS, status=st.LOADING_MODEL, progress=0.0, step=message,
+                     download_progress=fraction)
+
+    def _complete(self, task: Task, request: GenerationRequest, plan: GenerationPlan, model, output,
+                  load_seconds: float) -> None:
+        generation_time = output.denoise_seconds + output.decode_encode_seconds + load_seconds
+        result = {
+            "video_url": media_url("videos", task.id),
+            "thumbnail_url": media_url("thumbnails", task.id),
+            "duration_seconds": round(output.frames / output.fps, 3),
+            "resolution": request.resolution,
+            "file_size_mb": round(output.video_path.stat().st_size / 2**20, 3),
+            "generation_time_seconds": round(generation_time, 3),
+            "metadata": {
+                "prompt": request.prompt,
+                "model": plan.model,
+                "seed": plan.seed,
+                "negative_prompt": request.negative_prompt,
+                "genre": request.genre,
+                "model_trained": model.spec.trained,
+                "fps": output.fps,
+                "frames": output.frames,
+                "width": output.width,
+                "height": output.height,
+                "generated_width": plan.gen_width,
+                "generated_height": plan.gen_height,
+                "generated_frames": plan.gen_frames,
+                "num_inference_steps": plan.num_inference_steps,
+                "guidance_scale": plan.guidance_scale,
+                "memory_profile": model.memory_profile,
+                "timings": {
+                    "load_seconds": round(load_seconds, 3),
+                    "denoise_seconds": round(output.denoise_seconds, 3),
+                    "mean_step_seconds": round(output.mean_step_seconds, 4),
+                    "decode_encode_seconds": round(output.decode_encode_seconds, 3),
+                },
+                "notes": plan.notes,
+            },
+        }
+        if self.store.finish(task.id, st.COMPLETED, result=result):
+            self.publish(task.id, ev.COMPLETE, video_url=result["video_url"],
+                         thumbnail_url=result["thumbnail_url"], total_frames=output.frames)
+
+    def _end(self, task: Task, status: str, detail: str, error_type: str, event_type: str,
+             title: str | None = None) -> None:
+        self.paths.video(task.id).unlink(missing_ok=True)
+        if self.store.finish(task.id, status, error=detail, error_type=error_type):
+            self.publish(task.id, event_type, error=title or detail, detail=detail, error_type=error_type)

@@ -1,0 +1,133 @@
+"""The catalog of models the studio can run: the real Wan variants and the offline ``tiny`` model.
+
+Native sizes, frame rates and frame limits are the ones the Wan authors trained and published
+(Wan2.1 / Wan2.2 READMEs and ``wan/configs``); ``vram_gb`` is the published single-GPU peak
+for the model's native setting with the authors' offload flags, where they gave one.
+A request beyond a model's native size, frame rate or length is generated natively and then
+resized / resampled; the result metadata says so (see ``studio.engine.plan``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TINY = "tiny"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model the studio can load.
+
+    Attributes:
+        id: the name users pass as ``model``.
+        label: human-readable name for the UI.
+        repo_id: diffusers-format repository on the Hugging Face Hub (``None`` for ``tiny``).
+        native_width, native_height: the landscape size the model was trained at; portrait and
+            square requests keep this pixel area.
+        native_fps: frame rate of the training clips.
+        max_frames: longest clip (frames) the model generates in one pass; counts are 4k+1.
+        size_multiple: width/height must be multiples of this (VAE stride x patch size).
+        vram_gb: published peak GPU memory at the native setting (None: not published).
+        params_b: transformer parameters in billions.
+        trained: False only for the offline tiny model, whose output is noise-like.
+        default_steps, default_guidance: the authors' recommended sampling settings.
+    """
+
+    id: str
+    label: str
+    repo_id: str | None
+    native_width: int
+    native_height: int
+    native_fps: int
+    max_frames: int
+    size_multiple: int = 16
+    vram_gb: float | None = None
+    params_b: float = 0.0
+    trained: bool = True
+    default_steps: int = 50
+    default_guidance: float = 5.0
+    notes: str = ""
+
+    @property
+    def native_area(self) -> int:
+        return self.native_width * self.native_height
+
+    @property
+    def max_seconds(self) -> float:
+        return (self.max_frames - 1) / self.native_fps
+
+
+CATALOG: dict[str, ModelSpec] = {
+    spec.id: spec
+    for spec in (
+        ModelSpec(
+            id=TINY,
+            label="tiny (offline, untrained — output is noise-like, for testing the studio)",
+            repo_id=None,
+            native_width=160,
+            native_height=96,
+            native_fps=8,
+            max_frames=33,
+            vram_gb=None,
+            params_b=0.00002,
+            trained=False,
+            notes="Built locally from the real Wan classes with random weights; needs no network.",
+        ),
+        ModelSpec(
+            id="wan2.1-t2v-1.3b",
+            label="Wan2.1 T2V 1.3B (480p)",
+            repo_id="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+            native_width=832,
+            native_height=480,
+            native_fps=16,
+            max_frames=81,
+            vram_gb=8.19,
+            params_b=1.3,
+            notes="Wan2.1 README: 8.19 GB VRAM with offload, ~4 min for 5 s 480p on an RTX 4090.",
+        ),
+        ModelSpec(
+            id="wan2.1-t2v-14b",
+            label="Wan2.1 T2V 14B (720p)",
+            repo_id="Wan-AI/Wan2.1-T2V-14B-Diffusers",
+            native_width=1280,
+            native_height=720,
+            native_fps=16,
+            max_frames=81,
+            vram_gb=69.1,
+            params_b=14.0,
+            notes="Wan2.1 README: 720p, 50 steps, 69.1 GB peak on one H800 with offload.",
+        ),
+        ModelSpec(
+            id="wan2.2-ti2v-5b",
+            label="Wan2.2 TI2V 5B (720p, 24 fps)",
+            repo_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+            native_width=1280,
+            native_height=704,
+            native_fps=24,
+            max_frames=121,
+            size_multiple=32,
+            vram_gb=24.0,
+            params_b=5.0,
+            notes="Wan2.2 README: 720p/121 frames runs on a 24 GB GPU with offload.",
+        ),
+        ModelSpec(
+            id="wan2.2-t2v-a14b",
+            label="Wan2.2 T2V A14B (MoE, two experts)",
+            repo_id="Wan-AI/Wan2.2-T2V-A14B-Diffusers",
+            native_width=1280,
+            native_height=720,
+            native_fps=16,
+            max_frames=81,
+            vram_gb=80.0,
+            params_b=27.0,
+            default_steps=40,
+            default_guidance=4.0,
+            notes="Wan2.2 README: needs at least 80 GB for single-GPU 720p; 2 x 14B experts.",
+        ),
+    )
+}
+
+
+def get_spec(model_id: str) -> ModelSpec:
+    """The catalog entry for ``model_id``; raises ``KeyError`` for unknown ids."""
+    return CATALOG[model_id]

@@ -1,0 +1,157 @@
+"""Loading pipelines: the offline tiny model and hub models, through one ``from_pretrained`` path.
+
+Loaded pipelines are cached and reused across tasks. Only one model is resident at a time:
+real Wan models take most of a GPU, so switching models evicts the previous one first.
+Hub models are downloaded only when a task asks for them, with download progress reported.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from studio.engine.preview import LatentPreviewer
+from studio.errors import ModelUnavailable
+from studio.models.catalog import TINY, ModelSpec, get_spec
+from studio.models.tiny import ensure_tiny_model
+
+ProgressFn = Callable[[float, str], None]
+
+# How much free VRAM (beyond the published peak) we want before putting a whole pipeline on the
+# GPU; below that the loader falls back to diffusers' model CPU offload.
+_VRAM_HEADROOM = 1.15
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def default_model() -> str:
+    """``tiny`` without a CUDA device, else the smallest real Wan model."""
+    return "wan2.1-t2v-1.3b" if cuda_available() else TINY
+
+
+@dataclass
+class LoadedModel:
+    """A ready pipeline with what the engine needs beside it."""
+
+    spec: ModelSpec
+    pipe: object  # diffusers.WanPipeline
+    previewer: LatentPreviewer
+    device: torch.device
+    memory_profile: str
+    load_seconds: float
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def _download(spec: ModelSpec, on_progress: ProgressFn) -> Path:
+    """The model's files from the hub cache, downloading (with progress) if needed."""
+    from huggingface_hub import snapshot_download
+    from tqdm.auto import tqdm
+
+    class _Reporter(tqdm):  # snapshot_download drives one bar over all files' bytes
+        def update(self, n: float = 1) -> bool | None:
+            shown = super().update(n)
+            if self.total:
+                on_progress(self.n / self.total, f"Downloading {spec.id}: {self.n / 2**30:.1f}/{self.total / 2**30:.1f} GiB")
+            return shown
+
+    try:
+        return Path(snapshot_download(spec.repo_id, local_files_only=True))
+    except Exception:
+        pass  # not cached yet
+    if _hub_offline():
+        raise ModelUnavailable(
+            f"{spec.id} ({spec.repo_id}) is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+            f"use model 'tiny' or download it first")
+    try:
+        return Path(snapshot_download(spec.repo_id, tqdm_class=_Reporter))
+    except Exception as exc:
+        raise ModelUnavailable(f"could not download {spec.id} from the hub ({spec.repo_id}): {type(exc).__name__}") from exc
+
+
+class ModelCache:
+    """Keeps the most recently used pipeline loaded; thread-safe."""
+
+    def __init__(self, models_dir: Path):
+        self.models_dir = Path(models_dir)
+        self._lock = threading.Lock()
+        self._current: LoadedModel | None = None
+
+    @property
+    def loaded_model(self) -> str | None:
+        return self._current.spec.id if self._current else None
+
+    def get(self, model_id: str, on_progress: ProgressFn = lambda f, msg: None) -> LoadedModel:
+        """The loaded model, loading it (and evicting another) when needed."""
+        with self._lock:
+            if self._current is not None and self._current.spec.id == model_id:
+                return self._current
+            self.evict()
+            self._current = self._load(get_spec(model_id), on_progress)
+            return self._current
+
+    def evict(self) -> None:
+        """Drop the resident pipeline and return its memory (also used after CUDA OOM)."""
+        self._current = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _load(self, spec: ModelSpec, on_progress: ProgressFn) -> LoadedModel:
+
+        from diffusers import AutoencoderKLWan, WanPipeline
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        # Their per-component loading bars would flood the server log on every model switch.
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
+
+        started = time.perf_counter()
+        if spec.id == TINY:
+            # One intra-op thread: OpenMP's spinning workers slow small CPU ops ~100x as soon as
+            # another busy process (ffmpeg, a test client) shares this machine's two cores.
+            torch.set_num_threads(1)
+            folder, dtype, device = ensure_tiny_model(self.models_dir), torch.float32, torch.device("cpu")
+            pipe = WanPipeline.from_pretrained(folder, dtype=dtype)
+            profile = "cpu"
+        else:
+            if not cuda_available():
+                raise ModelUnavailable(f"{spec.id} needs a CUDA GPU and this machine has none; use model 'tiny'")
+            folder = _download(spec, on_progress)
+            on_progress(1.0, f"Loading {spec.id} weights")
+            # The Wan authors and diffusers decode with an fp32 VAE; the transformer runs in bf16.
+            vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", dtype=torch.float32)
+            pipe = WanPipeline.from_pretrained(folder, vae=vae, dtype=torch.bfloat16)
+            device = torch.device("cuda")
+            profile = self._place_on_gpu(pipe, spec)
+        pipe.set_progress_bar_config(disable=True)
+        previewer = self._previewer(spec, pipe.vae)
+        return LoadedModel(spec, pipe, previewer, device, profile, time.perf_counter() - started)
+
+    @staticmethod
+    def _place_on_gpu(pipe, spec: ModelSpec) -> str:
+        free, _total = torch.cuda.mem_get_info()
+        need = (spec.vram_gb or spec.params_b * 2 + 8) * 2**30
+        if free >= need * _VRAM_HEADROOM:
+            pipe.to("cuda")
+            return "gpu"
+        pipe.enable_model_cpu_offload()
+        return "model_cpu_offload"
+
+    def _previewer(self, spec: ModelSpec, vae) -> LatentPreviewer:
+        """The latent->RGB projection for this VAE, fitted once and cached on disk."""
+        path = self.models_dir / "previewers" / f"{spec.id}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return LatentPreviewer.load_or_fit(vae, path)

@@ -1,0 +1,247 @@
+"""The offline ``tiny`` model: a deterministic, untrained WanPipeline small enough for a CPU.
+
+It is assembled from the *real* diffusers / transformers classes (WanTransformer3DModel,
+AutoencoderKLWan, UMT5EncoderModel, a fast tokenizer, FlowMatchEulerDiscreteScheduler), so
+every code path the studio uses with the real Wan checkpoints (loading, prompt encoding,
+sampling, callbacks, VAE decode) runs unchanged without network or GPU. Its weights are
+random, so its videos look like noise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # importing diffusers is slow; callers of ensure_tiny_model on a warm dir skip it
+    import diffusers
+
+TINY_MODEL_DIRNAME = "tiny"
+
+#: Seed of the weight initialisation; bump together with the layout to get a new model.
+_SEED = 20240611
+
+# The pipeline always tokenizes to this length (WanPipeline's max_sequence_length default).
+_MAX_TEXT_TOKENS = 512
+
+# A spatial/temporal size limit: WanRotaryPosEmbed keeps a table of ``rope_max_seq_len`` rows
+# per axis and slices the first N rows, so every per-axis token count (frames: (F-1)/4+1,
+# height: H/16, width: W/16) must be <= rope_max_seq_len or the view() in its forward fails.
+# 1024 (the Wan default) covers 16384 px / 4093 frames and costs only a few KB of buffers.
+_ROPE_MAX_SEQ_LEN = 1024
+
+_SPECIAL_TOKENS = ["[PAD]", "</s>", "[UNK]"]  # ids 0, 1, 2 match UMT5Config's pad/eos defaults
+
+# A fixed vocabulary keeps the tokenizer deterministic and offline; words outside it map to
+# [UNK], which is fine for an untrained model but keeps prompts distinguishable.
+_WORDS = """
+a an the and or but of to in on at by for with from into onto over under above below
+near far behind between through across around after before during while as like than
+is are was were be been being has have had do does did will would can could should may
+it its this that these those there here he she they we you i me him her them us my your
+his our their who what which where when why how all some many few more most much no not
+very too so just only also again still even ever never always often slowly quickly
+one two three four five six seven eight nine ten first second last next new old young
+big small large tiny huge tall short long wide narrow high low deep shallow full empty
+red orange yellow green blue purple pink brown black white gray grey gold silver
+dark light bright dim warm cold hot cool soft hard smooth rough wet dry clean dirty
+beautiful pretty ugly happy sad calm quiet loud wild gentle strong weak fast slow
+man woman person people child children boy girl baby family friend crowd dancer singer
+cat dog bird fish horse cow lion tiger bear wolf fox rabbit deer elephant monkey dragon
+tree trees flower flowers grass forest jungle garden leaf leaves plant field farm
+sky sun moon star stars cloud clouds rain snow storm wind fog lightning rainbow sunset
+sunrise night day morning evening dusk dawn light shadow shadows fire smoke water
+sea ocean river lake wave waves beach sand island mountain mountains hill valley desert
+rock stone ice cave road street city town village house home room building bridge tower
+castle car train boat ship plane bicycle window door wall floor table chair bed kitchen
+walk walks walking run runs running jump jumps jumping fly flies flying swim swims
+swimming dance dances dancing sing sings singing play plays playing sit sits sitting
+stand stands standing look looks looking watch watches turn turns turning move moves
+moving fall falls falling rise rises rising spin spins spinning float floats floating
+glow glows glowing shine shines shining flow flows flowing drift drifts drifting
+camera shot close closeup wide aerial view pan zoom tracking slow motion scene frame
+video film movie cinematic realistic photo photorealistic style painting drawing cartoon
+anime animation render detailed sharp blurry blurred focus background foreground colors
+color colorful vivid neon glowing lights music song beat rhythm bass drum drums guitar
+piano voice concert stage sound echo echoes wave pulse dream dreamy magic magical space
+planet galaxy universe abstract pattern patterns shape shapes circle circles square line
+lines spiral particles texture glass metal wood paper quality best worst low high
+overexposed static still subtitles works images picture overall fingers hands faces
+deformed disfigured misshapen limbs fused legs background messy walking backwards
+incomplete extra poorly drawn jpeg compression residue bad
+""".split()
+_PUNCTUATION = list(".,!?;:'\"-()")
+
+
+def _build_tokenizer():
+    """WordLevel tokenizer over a fixed vocabulary, wrapped as a transformers fast tokenizer.
+
+    It appends ``</s>`` like the real UMT5 tokenizer so the pipeline's attention-mask based
+    prompt lengths behave the same way.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab: dict[str, int] = {}
+    for tok in _SPECIAL_TOKENS + _WORDS + _PUNCTUATION:
+        vocab.setdefault(tok, len(vocab))  # the word list has a few repeats; keep the first id
+
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    backend.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", vocab["</s>"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        eos_token="</s>",
+        model_max_length=_MAX_TEXT_TOKENS,
+        padding_side="right",
+    )
+
+
+def build_tiny_pipeline() -> "diffusers.WanPipeline":
+    """Build the tiny WanPipeline in memory.
+
+    Deterministic: every call returns identical weights, because initialisation runs on a
+    forked, locally seeded torch RNG (the caller's global RNG state is left untouched).
+    """
+    import torch
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = _build_tokenizer()
+    text_dim = 32
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_SEED)
+        text_encoder = UMT5EncoderModel(
+            UMT5Config(
+                vocab_size=len(tokenizer),
+                d_model=text_dim,
+                d_kv=8,
+                d_ff=64,
+                num_layers=2,
+                num_heads=4,
+                relative_attention_num_buckets=8,
+                relative_attention_max_distance=32,
+                dropout_rate=0.0,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                is_encoder_decoder=False,
+            )
+        ).eval()
+        transformer = WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=2,
+            attention_head_dim=12,  # rope splits it 4/4/4 over t/h/w (h = w = 2 * (12 // 6))
+            in_channels=16,
+            out_channels=16,
+            text_dim=text_dim,
+            freq_dim=32,
+            ffn_dim=32,
+            num_layers=2,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=_ROPE_MAX_SEQ_LEN,
+        ).eval()
+        # Same temporal (4x) and spatial (8x) compression and z_dim as Wan 2.1's VAE, with a few
+        # channels only; keeps the real latent-normalisation statistics in its config.
+        # num_res_blocks=0 (the decoder still gets one per stage) decodes ~1.7x faster than 1,
+        # and its decodes stay close enough to linear in the latent for the preview fit to
+        # beat a flat colour clearly (see studio.engine.preview).
+        vae = AutoencoderKLWan(
+            base_dim=4,
+            z_dim=16,
+            dim_mult=[1, 1, 1, 1],
+            num_res_blocks=0,
+            temperal_downsample=[False, True, True],
+        ).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    return WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=scheduler,
+        transformer=transformer,
+    )
+
+
+# What a finished save contains; used to tell a usable folder from a hand-made or partial one.
+_REQUIRED_FILES = (
+    "model_index.json",
+    "scheduler/scheduler_config.json",
+    "tokenizer/tokenizer.json",
+    "text_encoder/config.json",
+    "transformer/config.json",
+    "vae/config.json",
+)
+_REQUIRED_WEIGHT_DIRS = ("text_encoder", "transformer", "vae")
+
+_lock = threading.Lock()
+
+
+def _is_complete(folder: Path) -> bool:
+    if not all((folder / rel).is_file() for rel in _REQUIRED_FILES):
+        return False
+    return all(any((folder / sub).glob("*.safetensors")) for sub in _REQUIRED_WEIGHT_DIRS)
+
+
+def _remove_stale_temp_dirs(models_dir: Path, older_than_s: float = 600.0) -> None:
+    # Leftovers of a process killed mid-save. A build takes well under a second, so a temp
+    # folder this old cannot belong to a builder that is still running.
+    now = time.time()
+    for leftover in models_dir.glob(f".{TINY_MODEL_DIRNAME}-*-*"):
+        try:
+            if leftover.is_dir() and now - leftover.stat().st_mtime > older_than_s:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:
+            pass  # raced with another cleaner
+
+
+def ensure_tiny_model(models_dir: Path) -> Path:
+    """Make sure ``models_dir/tiny`` holds a complete saved tiny pipeline; return that folder.
+
+    The model is saved into a temporary folder next to the target and renamed into place,
+    so a crash never leaves a half-written model behind and concurrent callers (threads or
+    processes) either see nothing or a complete model. Load it with
+    ``WanPipeline.from_pretrained(folder)``.
+    """
+    models_dir = Path(models_dir)
+    target = models_dir / TINY_MODEL_DIRNAME
+    if _is_complete(target):
+        return target
+    with _lock:  # one builder per process; other processes are handled by the atomic rename
+        if _is_complete(target):
+            return target
+        models_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temp_dirs(models_dir)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{TINY_MODEL_DIRNAME}-tmp-", dir=models_dir))
+        try:
+            build_tiny_pipeline().save_pretrained(tmp, safe_serialization=True)
+            if target.exists() and not _is_complete(target):
+                # Something incomplete that we did not write atomically (e.g. a manual copy):
+                # move it aside first, because rename cannot replace a non-empty directory.
+                stale = Path(tempfile.mkdtemp(prefix=f".{TINY_MODEL_DIRNAME}-stale-", dir=models_dir))
+                os.replace(target, stale / "old")
+                shutil.rmtree(stale, ignore_errors=True)
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                # Another process won the race; its copy is as good as ours.
+                if not _is_complete(target):
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

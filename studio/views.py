@@ -1,0 +1,107 @@
+"""What the core returns about tasks: the seed's response bodies, as pydantic models.
+
+The REST routes use them as response models, the UI and Gradio API render them; they are the
+same objects everywhere, so the three ways in can never report different things.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class SubmitResponse(BaseModel):
+    """Reply to a generate request: the task is stored and queued."""
+
+    task_id: str
+    status: str = Field(description="Always 'pending' right after submission")
+    message: str
+    estimated_time_seconds: float = Field(description="Queue wait plus this task's own run, from measured rates")
+    queue_position: int = Field(description="1 = next to start; counts only tasks that start before this one")
+
+
+class TaskStatus(BaseModel):
+    """Live state of a task."""
+
+    task_id: str
+    status: str = Field(description="pending, loading_model, generating_base, encoding, completed, failed or cancelled")
+    progress: float = Field(ge=0, le=1)
+    current_step: str
+    elapsed_seconds: float = Field(description="Since the task started running (0 while pending)")
+    eta_seconds: float | None = Field(description="Remaining seconds from measured step times; null when unknown")
+    preview_url: str | None = Field(description="Latest preview of the denoised estimate (JPEG)")
+    queue_position: int = Field(description="0 once started")
+    error: str | None = None
+    error_type: str | None = None
+
+
+class ResultMetadata(BaseModel):
+    """How the video was made. ``notes`` lists every way the output differs from the request."""
+
+    model_config = {"protected_namespaces": ()}
+
+    prompt: str
+    model: str
+    seed: int
+    negative_prompt: str
+    genre: str
+    model_trained: bool
+    fps: int
+    frames: int
+    width: int
+    height: int
+    generated_width: int
+    generated_height: int
+    generated_frames: int
+    num_inference_steps: int
+    guidance_scale: float
+    memory_profile: str
+    timings: dict[str, float]
+    notes: list[str]
+
+
+class TaskResult(BaseModel):
+    """A finished video."""
+
+    task_id: str
+    status: str
+    video_url: str
+    thumbnail_url: str
+    duration_seconds: float
+    resolution: str
+    file_size_mb: float
+    generation_time_seconds: float
+    metadata: ResultMetadata
+
+
+class ModelInfo(BaseModel):
+    """One entry of the model catalog."""
+
+    model_config = {"protected_namespaces": ()}
+
+    id: str
+    label: str
+    repo_id: str | None
+    trained: bool
+    native_width: int
+    native_height: int
+    native_fps: int
+    max_frames: int
+    vram_gb: float | None
+    available: bool = Field(description="Whether this server can run it now")
+    availability: str = Field(description="Why it is or is not available")
+    loaded: bool
+    default: bool
+
+
+class GenreInfo(BaseModel):
+    name: str
+    description: str
+    prompt_suffix: str
+    negative_suffix: str
+
+
+def event_payload(data: dict[str, Any]) -> dict[str, Any]:
+    """Drop None values from an event body (the seed's events only carry what is known)."""
+    return {k: v for k, v in data.items() if v is not None}

@@ -1,0 +1,86 @@
+"""Shared fixtures: an offline environment, a studio in a temp folder, a launched server."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports huggingface_hub or gradio: no network, no telemetry.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("ECHOEL_MODEL", "tiny")
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from studio.config import Settings
+
+# A small request that still exercises every stage (resize, resample, encode) in about a second.
+SMALL = {"prompt": "a red fox running through snow", "duration_seconds": 1.0, "fps": 12,
+         "resolution": "480p", "num_inference_steps": 10}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """The real app (REST + Gradio) served by uvicorn on a loopback port in a thread."""
+
+    def __init__(self, data_dir: Path):
+        from app import build_app
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.settings = Settings(host="127.0.0.1", port=self.port, model="tiny", data_dir=data_dir)
+        self.app = build_app(self.settings)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def studio(self):
+        return self.app.state.studio
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory) -> LiveServer:
+    with LiveServer(tmp_path_factory.mktemp("studio-data")) as server:
+        yield server
+
+
+@pytest.fixture()
+def http(live_server) -> httpx.Client:
+    with httpx.Client(base_url=live_server.url, timeout=60) as client:
+        yield client
+
+
+def wait_for_terminal(http: httpx.Client, task_id: str, timeout: float = 120) -> dict:
+    """Poll /v1/status until the task ends; returns the last status body."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = http.get(f"/v1/status/{task_id}").json()
+        if body["status"] in ("completed", "failed", "cancelled"):
+            return body
+        time.sleep(0.1)
+    raise TimeoutError(f"task {task_id} did not finish in {timeout} s")
