@@ -18,7 +18,7 @@ import numpy as np
 from studio.core import Studio
 from studio.engine.genres import GENRES
 from studio.engine.plan import ASPECT, SHORT_SIDE
-from studio.engine.request import GenerationRequest, parse_request
+from studio.engine.request import GenerationRequest, field_bounds, parse_request
 from studio.errors import StudioError
 from studio.jobs import events as ev
 from studio.models.catalog import CATALOG
@@ -31,11 +31,7 @@ def _default(name: str) -> Any:
 
 
 def _bounds(name: str) -> tuple[float, float]:
-    lower = upper = None
-    for meta in FIELDS[name].metadata:
-        lower = getattr(meta, "ge", lower)
-        upper = getattr(meta, "le", upper)
-    return lower, upper
+    return field_bounds(GenerationRequest, name)
 
 
 @dataclass

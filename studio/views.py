@@ -6,8 +6,6 @@ same objects everywhere, so the three ways in can never report different things.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, Field
 
 
@@ -100,8 +98,3 @@ class GenreInfo(BaseModel):
     description: str
     prompt_suffix: str
     negative_suffix: str
-
-
-def event_payload(data: dict[str, Any]) -> dict[str, Any]:
-    """Drop None values from an event body (the seed's events only carry what is known)."""
-    return {k: v for k, v in data.items() if v is not None}

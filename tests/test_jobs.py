@@ -127,3 +127,13 @@ def test_a_slow_subscriber_keeps_the_newest_events_and_the_final_one():
     assert received[-1].type == "complete" and sub.dropped == 7
     sub.close()
     bus.publish(Event("t", "progress", {}))  # nobody listening: no error
+
+
+def test_hub_model_offline_and_uncached_is_a_clear_error(tmp_path, monkeypatch):
+    from studio.errors import ModelUnavailable
+    from studio.models import loader
+    from studio.models.catalog import CATALOG
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailable, match="not in the local Hugging Face cache"):
+        loader._download(CATALOG["wan2.1-t2v-1.3b"], lambda fraction, message: None)

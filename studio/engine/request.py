@@ -60,7 +60,8 @@ class GenerationRequest(BaseModel):
         return value
 
 
-def _field_bounds(model: type[BaseModel], name: str) -> tuple[Any, Any]:
+def field_bounds(model: type[BaseModel], name: str) -> tuple[Any, Any]:
+    """The (ge, le) bounds declared on a numeric field (None where there is none)."""
     lower = upper = None
     for meta in model.model_fields[name].metadata:
         lower = getattr(meta, "ge", lower)
@@ -86,7 +87,7 @@ def describe_validation_error(model: type[BaseModel] | None, errors: list[dict[s
         if model is not None and name in model.model_fields and kind in {
             "greater_than_equal", "less_than_equal", "greater_than", "less_than"
         }:
-            lower, upper = _field_bounds(model, name)
+            lower, upper = field_bounds(model, name)
             sentences.append(f"{name} must be between {_number(lower)} and {_number(upper)}")
         elif kind == "extra_forbidden":
             sentences.append(f"{name} is not a known field")

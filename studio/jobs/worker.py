@@ -75,8 +75,10 @@ class _TaskHooks:
     def on_encoded(self, frames_done: int, total: int) -> None:
         progress = DENOISE_SHARE + (1 - DENOISE_SHARE) * frames_done / max(total, 1)
         message = f"Encoding frame {frames_done}/{total}"
-        self.worker.store.update_progress(self.task.id, progress, message, None)
-        self.worker.publish(self.task.id, ev.PROGRESS, status=st.ENCODING, progress=progress, step=message)
+        eta = self.encode_estimate * (1 - frames_done / max(total, 1))
+        self.worker.store.update_progress(self.task.id, progress, message, eta)
+        self.worker.publish(self.task.id, ev.PROGRESS, status=st.ENCODING, progress=progress, step=message,
+                            eta_seconds=eta)
 
 
 class Worker:
