@@ -18,6 +18,8 @@ from fastapi import FastAPI
 
 from components.ui import build_ui
 from studio.api.errors import install_error_handlers
+from studio.api.middleware import BodySizeLimit
+from studio.api.ratelimit import RateLimiter
 from studio.api.routes import router
 from studio.config import Settings
 from studio.core import Studio
@@ -41,8 +43,10 @@ def build_app(settings: Settings) -> FastAPI:
     api = FastAPI(title="Echoelmusic Video Studio API", version="1.0.0", lifespan=lifespan,
                   description="Text-to-video generation on Wan 2.x. Errors are `{error, detail, type}`.")
     api.state.studio = studio
+    api.state.rate_limiter = RateLimiter(settings.rate_limits)
     install_error_handlers(api)
     api.include_router(router)
+    api.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     @api.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     def unknown_route(path: str):

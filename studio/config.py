@@ -18,6 +18,31 @@ def _env_int(name: str, default: int) -> int:
     return int(raw) if raw not in (None, "") else default
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw not in (None, "") else default
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() not in ("", "0", "false", "no")
+
+
+# Per-key request limits, in the ``limits`` library's notation (a moving window). Each keeps the
+# seed's burst and long-run rate: /generate 1 per 2 s with a burst of 5 = 5 per 10 s; batch
+# 1 per 10 s, burst 2 = 2 per 20 s; everything else 10/s, burst 50 = 50 per 5 s.
+DEFAULT_RATE_LIMITS = {"generate": "5 per 10 seconds", "batch": "2 per 20 seconds", "default": "50 per 5 seconds"}
+
+
+def _env_rate_limits() -> dict[str, str]:
+    """``ECHOEL_RATE_LIMITS="generate=5 per 10 seconds;default=1000 per 1 second"`` overrides."""
+    limits = dict(DEFAULT_RATE_LIMITS)
+    for part in os.environ.get("ECHOEL_RATE_LIMITS", "").split(";"):
+        if "=" in part:
+            name, value = part.split("=", 1)
+            limits[name.strip()] = value.strip()
+    return limits
+
+
 @dataclass(frozen=True)
 class Settings:
     """Process-wide configuration.
@@ -30,6 +55,13 @@ class Settings:
         data_dir: where the task store, videos, previews and the offline tiny model live.
         production: hide internal error text from UI users (REST never leaks it anyway).
         preview_width: width in pixels of the live preview JPEGs.
+        api_keys: keys accepted besides those created with ``python -m studio keys create``
+            (``ECHOEL_API_KEYS``, comma-separated; for development and tests).
+        rate_limits: per-key limits by endpoint class (``generate``, ``batch``, ``default``).
+        max_body_bytes: larger request bodies are refused with 413.
+        allow_loopback_urls: let the URL fetcher reach 127.0.0.0/8 and ::1 (tests only; every
+            other non-global address stays refused).
+        webhook_retry_base_seconds: first retry delay of a failed webhook (x4 per attempt).
     """
 
     host: str = "127.0.0.1"
@@ -38,6 +70,11 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path("data").resolve())
     production: bool = False
     preview_width: int = 256
+    api_keys: tuple[str, ...] = ()
+    rate_limits: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
+    max_body_bytes: int = 16 * 2**20
+    allow_loopback_urls: bool = False
+    webhook_retry_base_seconds: float = 5.0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -51,7 +88,12 @@ class Settings:
             port=_env_int("ECHOEL_PORT", base.port),
             model=os.environ.get("ECHOEL_MODEL", base.model),
             data_dir=Path(os.environ.get("ECHOEL_DATA_DIR", str(base.data_dir))).resolve(),
-            production=os.environ.get("ECHOEL_PRODUCTION", "") not in ("", "0", "false"),
+            production=_env_flag("ECHOEL_PRODUCTION"),
+            api_keys=tuple(k.strip() for k in os.environ.get("ECHOEL_API_KEYS", "").split(",") if k.strip()),
+            rate_limits=_env_rate_limits(),
+            max_body_bytes=_env_int("ECHOEL_MAX_BODY_BYTES", base.max_body_bytes),
+            allow_loopback_urls=_env_flag("ECHOEL_ALLOW_LOOPBACK_URLS"),
+            webhook_retry_base_seconds=_env_float("ECHOEL_WEBHOOK_RETRY_BASE", base.webhook_retry_base_seconds),
         )
 
     # Folders under data_dir, one job each.
@@ -66,3 +108,8 @@ class Settings:
     @property
     def db_path(self) -> Path:
         return self.data_dir / "studio.sqlite3"
+
+    @property
+    def maintenance_flag(self) -> Path:
+        """While this file exists the server drains: new work gets 503, running tasks finish."""
+        return self.data_dir / "MAINTENANCE"

@@ -6,28 +6,33 @@ submits to the same durable queue, so UI work and API work share one queue and o
 
 from __future__ import annotations
 
+import hmac
 import secrets
 import time
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
 
 from studio.config import AUTO_MODEL, Settings
 from studio.engine.estimate import Estimator
 from studio.engine.genres import GENRES
 from studio.engine.plan import make_plan
 from studio.engine.request import SEED_MAX, GenerationRequest
-from studio.errors import InvalidRequest, TaskNotFound, TaskNotReady
+from studio.errors import InvalidRequest, ServiceUnavailable, TaskNotFound, TaskNotReady
 from studio.jobs import events as ev
 from studio.jobs import store as st
 from studio.jobs.events import Event, EventBus
 from studio.jobs.store import Task, TaskStore
+from studio.jobs.webhooks import WebhookDispatcher
 from studio.jobs.worker import Worker
+from studio.keys import KeyStore
+from studio.media.fetch import FetchPolicy, validate_url
 from studio.media.paths import MediaPaths, media_url
 from studio.models.catalog import CATALOG, TINY
 from studio.models.loader import ModelCache, cuda_available, default_model
-from studio.views import GenreInfo, ModelInfo, ResultMetadata, SubmitResponse, TaskResult, TaskStatus
+from studio.views import GenreInfo, Health, ModelInfo, ResultMetadata, SubmitResponse, TaskResult, TaskStatus
 
 INTERRUPTED_REASON = "the server stopped while this task was running; submit it again"
+UI_OWNER = "ui"  # tasks started from the web UI; API keys never see them
 
 
 class Studio:
@@ -41,6 +46,10 @@ class Studio:
         self.paths = MediaPaths(settings.media_dir)
         self.models = ModelCache(settings.models_dir)
         self.estimator = Estimator(self.store)
+        self.keys = KeyStore(settings.db_path, settings.api_keys)
+        self.fetch_policy = FetchPolicy(allow_loopback=settings.allow_loopback_urls)
+        self.webhooks = WebhookDispatcher(self.store, self.keys, self.fetch_policy,
+                                          settings.webhook_retry_base_seconds)
         self.worker = Worker(self.store, self.bus, self.models, self.estimator, self.paths,
                              preview_width=settings.preview_width)
         self.default_model = default_model() if settings.model == AUTO_MODEL else settings.model
@@ -52,34 +61,54 @@ class Studio:
         offline model at once when it is the default: it is local and cheap, unlike hub models)."""
         self.store.fail_interrupted(INTERRUPTED_REASON)
         self.worker.start(preload=TINY if self.default_model == TINY else None)
+        self.webhooks.start()
 
     def stop(self) -> None:
         self.worker.stop()
+        self.webhooks.stop()
         self.store.close()
+        self.keys.close()
 
     # -- generation -------------------------------------------------------------------------
 
-    def submit(self, request: GenerationRequest, priority: int = 0) -> SubmitResponse:
-        """Store a text-to-video task and queue it; the row is committed before this returns."""
+    @property
+    def draining(self) -> bool:
+        """True while the maintenance flag file exists: new work is refused, running work finishes."""
+        return self.settings.maintenance_flag.exists()
+
+    def submit(self, request: GenerationRequest, owner: str = UI_OWNER, priority: int = 0,
+               idempotency_key: str | None = None) -> SubmitResponse:
+        """Store a text-to-video task and queue it; the row is committed before this returns.
+
+        ``owner`` is the API key id (or ``ui``); only the owner sees the task afterwards.
+        """
+        if self.draining:
+            raise ServiceUnavailable("the server is in maintenance: running tasks finish, new work is refused; retry later")
         model = request.model or self.default_model
         if model not in CATALOG:
             raise InvalidRequest(f"model must be one of {', '.join(CATALOG)}")
+        if request.webhook_url:
+            validate_url(request.webhook_url, self.fetch_policy)
         seed = request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)
-        request = request.model_copy(update={"model": model, "seed": seed})
+        stored = request.model_copy(update={"model": model, "seed": seed})
         spec = CATALOG[model]
-        own = self.estimator.estimate(spec, make_plan(request, spec, seed),
+        own = self.estimator.estimate(spec, make_plan(stored, spec, seed),
                                       model_loaded=self.models.loaded_model == model)
-        task = self.store.create_task("t2v", request.model_dump(), priority=priority,
-                                      estimated_seconds=round(own.seconds, 2))
+        task, created = self.store.create_task(
+            "t2v", stored.model_dump(), priority=priority, estimated_seconds=round(own.seconds, 2), owner=owner,
+            webhook_url=request.webhook_url, idempotency_key=idempotency_key,
+            idempotency_body=request.model_dump())  # what the client sent, before a random seed is drawn
         # Measured before waking the worker, so the reply describes the queue it joined.
         reply = SubmitResponse(
             task_id=task.id,
             status=task.status,
-            message="Task queued for processing",
-            estimated_time_seconds=round(self._queue_wait(task.id) + own.seconds, 2),
+            message="Task queued for processing" if created else "Existing task for this Idempotency-Key",
+            estimated_time_seconds=round(self._queue_wait(task.id) + own.seconds, 2) if created else
+            round(task.eta_seconds if task.eta_seconds is not None else own.seconds, 2),
             queue_position=self.store.queue_position(task.id),
         )
-        self.worker.wake()
+        if created:
+            self.worker.wake()
         return reply
 
     def _queue_wait(self, task_id: str) -> float:
@@ -93,27 +122,29 @@ class Studio:
                 wait += task.estimated_seconds or 0.0
         return wait
 
-    def cancel(self, task_id: str) -> TaskStatus:
+    def cancel(self, task_id: str, owner: str = UI_OWNER) -> TaskStatus:
         """Cancel a pending task at once, or a running one at its next step. Finished tasks are
         left as they are (cancelling twice is harmless)."""
-        task = self._task(task_id)
+        task = self._task(task_id, owner)
         if not task.is_terminal:
             self.worker.cancel(task_id)
             if self.store.request_cancel(task_id):
                 self.bus.publish(Event(task_id, ev.CANCELLED, {"error": "Task cancelled",
                                                               "error_type": "TaskCancelled"}))
-        return self.status(task_id)
+        return self.status(task_id, owner)
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _task(self, task_id: str) -> Task:
+    def _task(self, task_id: str, owner: str) -> Task:
+        """The task if it exists and belongs to ``owner``; otherwise the same 404 either way,
+        so nobody learns whether another key's task exists."""
         task = self.store.get(task_id) if isinstance(task_id, str) and len(task_id) <= 64 else None
-        if task is None:
-            raise TaskNotFound(f"no task with id {task_id[:64]!r}")
+        if task is None or not hmac.compare_digest(task.owner, owner):
+            raise TaskNotFound(f"no task with id {str(task_id)[:64]!r}")
         return task
 
-    def status(self, task_id: str) -> TaskStatus:
-        task = self._task(task_id)
+    def status(self, task_id: str, owner: str = UI_OWNER) -> TaskStatus:
+        task = self._task(task_id, owner)
         if task.started_at is None:
             elapsed = 0.0
         else:
@@ -131,8 +162,8 @@ class Studio:
             error_type=task.error_type,
         )
 
-    def result(self, task_id: str) -> TaskResult:
-        task = self._task(task_id)
+    def result(self, task_id: str, owner: str = UI_OWNER) -> TaskResult:
+        task = self._task(task_id, owner)
         if task.status != st.COMPLETED or not task.result:
             if task.status in (st.FAILED, st.CANCELLED):
                 raise TaskNotReady(f"task {task.status}: {task.error}")
@@ -141,20 +172,20 @@ class Studio:
         return TaskResult(task_id=task.id, status=task.status, metadata=ResultMetadata(**data.pop("metadata")),
                           **data)
 
-    def media_file(self, kind: str, task_id: str):
+    def media_file(self, kind: str, task_id: str, owner: str = UI_OWNER) -> Path:
         """The on-disk file behind a media URL, or ``TaskNotFound``."""
-        task = self._task(task_id)
+        task = self._task(task_id, owner)
         path = self.paths.path(kind, task.id)
         if not path.is_file():
             raise TaskNotFound(f"no {kind[:-1]} for task {task.id} (yet)")
         return path
 
-    def follow(self, task_id: str, poll_seconds: float = 1.0) -> Iterator[Event]:
+    def follow(self, task_id: str, owner: str = UI_OWNER, poll_seconds: float = 1.0) -> Iterator[Event]:
         """The task's events from now on, starting with its current state, ending with its
         final event (``complete``, ``error`` or ``cancelled``)."""
-        task = self._task(task_id)
+        task = self._task(task_id, owner)
         with self.bus.subscribe(task.id) as sub:
-            task = self._task(task_id)  # read after subscribing, so no event falls in between
+            task = self._task(task_id, owner)  # read after subscribing, so no event falls in between
             yield Event(task.id, ev.PROGRESS, {"status": task.status, "progress": task.progress,
                                                "step": task.current_step})
             if task.is_terminal:
@@ -163,7 +194,7 @@ class Studio:
             while True:
                 event = sub.get(timeout=poll_seconds)
                 if event is None:
-                    task = self._task(task_id)
+                    task = self._task(task_id, owner)
                     if task.is_terminal:  # e.g. ended by another process
                         yield self._final_event(task)
                         return
@@ -205,6 +236,7 @@ class Studio:
         return [GenreInfo(name=g.name, description=g.description, prompt_suffix=g.prompt_suffix,
                           negative_suffix=g.negative_suffix) for g in GENRES.values()]
 
-    def health(self) -> dict[str, Any]:
-        return {"status": "ok", "default_model": self.default_model, "loaded_model": self.models.loaded_model,
-                "cuda": cuda_available(), "running_task": self.worker.current_task_id}
+    def health(self) -> Health:
+        return Health(status="maintenance" if self.draining else "ok", default_model=self.default_model,
+                      loaded_model=self.models.loaded_model, cuda=cuda_available(),
+                      running_task=self.worker.current_task_id is not None)

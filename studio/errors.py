@@ -14,9 +14,10 @@ class StudioError(Exception):
     title = "Internal error"
     type_name: str | None = None  # defaults to the class name
 
-    def __init__(self, detail: str):
+    def __init__(self, detail: str, headers: dict[str, str] | None = None):
         super().__init__(detail)
         self.detail = detail
+        self.headers = headers or {}
 
     @property
     def type(self) -> str:
@@ -50,6 +51,39 @@ class TaskNotReady(StudioError):
 
     status_code = 409
     title = "Result not available"
+
+
+class IdempotencyConflict(StudioError):
+    """An ``Idempotency-Key`` reused with a different request body."""
+
+    status_code = 422
+    title = "Idempotency key reuse"
+
+
+class AuthenticationFailed(StudioError):
+    """No API key, or one the server does not know."""
+
+    status_code = 401
+    title = "Unauthorized"
+    type_name = "AuthenticationError"
+
+
+class PermissionDenied(StudioError):
+    """A known key that may not do this (revoked)."""
+
+    status_code = 403
+    title = "Forbidden"
+
+
+class RateLimited(StudioError):
+    status_code = 429
+    title = "Too many requests"
+    type_name = "RateLimitExceeded"
+
+
+class PayloadTooLarge(StudioError):
+    status_code = 413
+    title = "Payload too large"
 
 
 class ModelUnavailable(StudioError):

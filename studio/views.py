@@ -98,3 +98,13 @@ class GenreInfo(BaseModel):
     description: str
     prompt_suffix: str
     negative_suffix: str
+
+
+class Health(BaseModel):
+    """Service state."""
+
+    status: str = Field(description="'ok', or 'maintenance' while new work is refused")
+    default_model: str
+    loaded_model: str | None
+    cuda: bool
+    running_task: bool

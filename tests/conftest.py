@@ -20,6 +20,13 @@ import uvicorn
 
 from studio.config import Settings
 
+API_KEY = "test-key-1"
+OTHER_KEY = "test-key-2"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+# Limits high enough that the suite's own traffic never trips them; tests of the limits
+# themselves start a server with the defaults.
+GENEROUS_LIMITS = {"generate": "1000 per 1 second", "batch": "1000 per 1 second", "default": "10000 per 1 second"}
+
 # A small request that still exercises every stage (resize, resample, encode) in about a second.
 SMALL = {"prompt": "a red fox running through snow", "duration_seconds": 1.0, "fps": 12,
          "resolution": "480p", "num_inference_steps": 10}
@@ -34,12 +41,14 @@ def free_port() -> int:
 class LiveServer:
     """The real app (REST + Gradio) served by uvicorn on a loopback port in a thread."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, **overrides):
         from app import build_app
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.settings = Settings(host="127.0.0.1", port=self.port, model="tiny", data_dir=data_dir)
+        options = {"api_keys": (API_KEY, OTHER_KEY), "rate_limits": GENEROUS_LIMITS, "allow_loopback_urls": True,
+                   "webhook_retry_base_seconds": 0.2, **overrides}
+        self.settings = Settings(host="127.0.0.1", port=self.port, model="tiny", data_dir=data_dir, **options)
         self.app = build_app(self.settings)
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
@@ -71,7 +80,7 @@ def live_server(tmp_path_factory) -> LiveServer:
 
 @pytest.fixture()
 def http(live_server) -> httpx.Client:
-    with httpx.Client(base_url=live_server.url, timeout=60) as client:
+    with httpx.Client(base_url=live_server.url, timeout=60, headers=AUTH) as client:
         yield client
 
 

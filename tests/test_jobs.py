@@ -35,8 +35,8 @@ def test_restart_fails_tasks_left_running_and_runs_pending_ones(settings):
     # A previous process stored two tasks and died while running the first.
     store = TaskStore(settings.db_path)
     request = parse_request({**SMALL, "model": "tiny", "seed": 1}).model_dump()
-    running = store.create_task("t2v", request)
-    pending = store.create_task("t2v", request)
+    running, _ = store.create_task("t2v", request, owner="ui")
+    pending, _ = store.create_task("t2v", request, owner="ui")
     assert store.claim_next().id == running.id
     store.set_status(running.id, st.GENERATING, "Denoising step 3/10")
     store.close()
@@ -97,9 +97,9 @@ def test_unexpected_errors_do_not_leak_internals(settings, monkeypatch):
 
 def test_queue_order_is_priority_then_age(tmp_path):
     store = TaskStore(tmp_path / "q.sqlite3")
-    low = store.create_task("t2v", {"n": 1}, priority=0)
-    high = store.create_task("t2v", {"n": 2}, priority=5)
-    low2 = store.create_task("t2v", {"n": 3}, priority=0)
+    low, _ = store.create_task("t2v", {"n": 1}, priority=0)
+    high, _ = store.create_task("t2v", {"n": 2}, priority=5)
+    low2, _ = store.create_task("t2v", {"n": 3}, priority=0)
     assert [store.queue_position(t.id) for t in (high, low, low2)] == [1, 2, 3]
     assert [store.claim_next().id for _ in range(3)] == [high.id, low.id, low2.id]
     assert store.claim_next() is None
@@ -108,7 +108,7 @@ def test_queue_order_is_priority_then_age(tmp_path):
 
 def test_finishing_twice_keeps_the_first_outcome(tmp_path):
     store = TaskStore(tmp_path / "q.sqlite3")
-    task = store.create_task("t2v", {})
+    task, _ = store.create_task("t2v", {})
     assert store.finish(task.id, st.CANCELLED, error="Task cancelled")
     assert not store.finish(task.id, st.COMPLETED, result={"video_url": "x"})
     assert store.get(task.id).status == st.CANCELLED

@@ -28,7 +28,7 @@ BAD_FIELDS = [
     ("guidance_scale", 20.5, "guidance_scale must be between 1 and 20"),
     ("num_inference_steps", 9, "num_inference_steps must be between 10 and 150"),
     ("num_inference_steps", 151, "num_inference_steps must be between 10 and 150"),
-    ("webhook_url", "https://example.com/hook", "webhook delivery is not available"),
+    ("webhook_url", "ftp://example.com/hook", "webhook_url must be an http:// or https:// URL"),
     ("model", "sora", "model must be one of"),
     ("colour", "red", "colour is not a known field"),
 ]

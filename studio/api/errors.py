@@ -25,26 +25,32 @@ INTERNAL = {"error": "Internal error", "detail": "an unexpected error occurred; 
 _HTTP_TITLES = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}
 
 
-def error_response(error: StudioError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status_code)
+def error_response(error: StudioError, request: Request | None = None) -> JSONResponse:
+    """The seed's error body, with the rate-limit headers of the request (every /v1 response
+    carries them) and any headers of the error itself (``Retry-After``)."""
+    headers = dict(getattr(request.state, "rate_headers", {}) if request is not None else {})
+    headers.update(error.headers)
+    return JSONResponse(error.body(), status_code=error.status_code, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers on the REST app (Gradio's own routes keep Gradio's handling)."""
 
     @app.exception_handler(StudioError)
-    async def _studio_error(_: Request, exc: StudioError) -> JSONResponse:
-        return error_response(exc)
+    async def _studio_error(request: Request, exc: StudioError) -> JSONResponse:
+        return error_response(exc, request)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(InvalidRequest(describe_validation_error(GenerationRequest, list(exc.errors()))))
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(InvalidRequest(describe_validation_error(GenerationRequest, list(exc.errors()))),
+                              request)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         body = {"error": _HTTP_TITLES.get(exc.status_code, "HTTP error"), "detail": str(exc.detail),
                 "type": "HTTPException"}
-        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        headers = {**getattr(request.state, "rate_headers", {}), **(getattr(exc, "headers", None) or {})}
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

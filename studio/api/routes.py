@@ -9,22 +9,37 @@ from __future__ import annotations
 import asyncio
 import re
 
-from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Depends, Header, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel
+
+from studio.api.auth import api_key, websocket_key
 
 from studio.core import Studio
 from studio.engine.request import GenerationRequest
 from studio.errors import StudioError, TaskNotFound
 from studio.media.paths import MEDIA_KINDS
-from studio.views import GenreInfo, ModelInfo, SubmitResponse, TaskResult, TaskStatus
+from studio.keys import ApiKey
+from studio.views import GenreInfo, Health, ModelInfo, SubmitResponse, TaskResult, TaskStatus
 
-ERROR_BODY = {
-    "content": {"application/json": {"example": {"error": "Validation error",
-                                                 "detail": "duration_seconds must be between 1 and 60",
-                                                 "type": "ValueError"}}},
-}
-ERRORS = {code: {"description": text, **ERROR_BODY} for code, text in
-          ((400, "Invalid parameters"), (404, "Task not found"), (409, "Result not available yet"))}
+
+
+class ErrorBody(BaseModel):
+    """Every error response: the seed's shape."""
+
+    model_config = {"json_schema_extra": {"example": {"error": "Validation error",
+                                                      "detail": "duration_seconds must be between 1 and 60",
+                                                      "type": "ValueError"}}}
+    error: str
+    detail: str
+    type: str
+
+ERRORS = {code: {"description": text, "model": ErrorBody} for code, text in (
+    (400, "Invalid parameters"), (401, "Missing or invalid API key"), (403, "API key revoked"),
+    (404, "Task not found"), (409, "Result not available yet"), (413, "Request body too large"),
+    (422, "Idempotency-Key reused with a different body"), (429, "Rate limited (see Retry-After)"),
+    (503, "Maintenance: new work refused"))}
+COMMON = {code: ERRORS[code] for code in (401, 403, 429)}
 
 _MEDIA_NAME = re.compile(r"^(?P<id>[0-9a-f-]{36})(?P<suffix>\.[a-z0-9]+)$")
 
@@ -33,64 +48,69 @@ def get_studio(request: Request) -> Studio:
     return request.app.state.studio
 
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", responses=COMMON)
+
+IdempotencyKey = Header(None, alias="Idempotency-Key", max_length=255,
+                        description="Replays of the same key and body return the same task for 24 h")
 
 
 @router.post("/generate", response_model=SubmitResponse, status_code=202, tags=["core"],
-             responses={400: ERRORS[400]})
-def generate(body: GenerationRequest, studio: Studio = Depends(get_studio)) -> SubmitResponse:
+             responses={code: ERRORS[code] for code in (400, 413, 422, 503)})
+def generate(body: GenerationRequest, idempotency_key: str | None = IdempotencyKey,
+             key: ApiKey = Depends(api_key("generate")), studio: Studio = Depends(get_studio)) -> SubmitResponse:
     """Start a text-to-video task. The task is stored before the reply; poll ``/v1/status``,
-    follow ``/v1/ws/{task_id}``, then fetch ``/v1/result``."""
-    return studio.submit(body)
+    follow ``/v1/ws/{task_id}``, then fetch ``/v1/result``. With ``webhook_url``, signed
+    ``task.*`` events are POSTed there."""
+    return studio.submit(body, owner=key.id, idempotency_key=idempotency_key)
 
 
 @router.get("/status/{task_id}", response_model=TaskStatus, tags=["core"], responses={404: ERRORS[404]})
-def status(task_id: str, studio: Studio = Depends(get_studio)) -> TaskStatus:
+def status(task_id: str, key: ApiKey = Depends(api_key()), studio: Studio = Depends(get_studio)) -> TaskStatus:
     """Progress, current step, elapsed time, ETA and the latest preview of a task."""
-    return studio.status(task_id)
+    return studio.status(task_id, owner=key.id)
 
 
 @router.get("/result/{task_id}", response_model=TaskResult, tags=["core"],
             responses={404: ERRORS[404], 409: ERRORS[409]})
-def result(task_id: str, studio: Studio = Depends(get_studio)) -> TaskResult:
+def result(task_id: str, key: ApiKey = Depends(api_key()), studio: Studio = Depends(get_studio)) -> TaskResult:
     """The finished video's URLs, size, timings and metadata (409 until it is completed)."""
-    return studio.result(task_id)
+    return studio.result(task_id, owner=key.id)
 
 
 @router.post("/cancel/{task_id}", response_model=TaskStatus, tags=["core"], responses={404: ERRORS[404]})
-def cancel(task_id: str, studio: Studio = Depends(get_studio)) -> TaskStatus:
+def cancel(task_id: str, key: ApiKey = Depends(api_key()), studio: Studio = Depends(get_studio)) -> TaskStatus:
     """Cancel a task: at once while pending, at the next denoising step while running."""
-    return studio.cancel(task_id)
+    return studio.cancel(task_id, owner=key.id)
 
 
 @router.get("/models", response_model=list[ModelInfo], tags=["catalog"])
-def models(studio: Studio = Depends(get_studio)) -> list[ModelInfo]:
+def models(_: ApiKey = Depends(api_key()), studio: Studio = Depends(get_studio)) -> list[ModelInfo]:
     """The model catalog, with whether each model can run on this server."""
     return studio.list_models()
 
 
 @router.get("/genres", response_model=list[GenreInfo], tags=["catalog"])
-def genres(studio: Studio = Depends(get_studio)) -> list[GenreInfo]:
+def genres(_: ApiKey = Depends(api_key()), studio: Studio = Depends(get_studio)) -> list[GenreInfo]:
     """The style presets accepted by ``genre``."""
     return studio.list_genres()
 
 
-@router.get("/health", tags=["service"])
-def health(studio: Studio = Depends(get_studio)) -> dict:
-    """Liveness and what is loaded."""
+@router.get("/health", response_model=Health, tags=["service"])
+def health(_: ApiKey = Depends(api_key()), studio: Studio = Depends(get_studio)) -> Health:
+    """Liveness, maintenance state and what is loaded."""
     return studio.health()
 
 
 def _media_route(kind: str):
     media_type = {".mp4": "video/mp4", ".jpg": "image/jpeg"}[MEDIA_KINDS[kind]]
 
-    def serve(name: str, studio: Studio = Depends(get_studio)) -> FileResponse:
+    def serve(name: str, key: ApiKey = Depends(api_key()), studio: Studio = Depends(get_studio)) -> FileResponse:
         match = _MEDIA_NAME.match(name)
         if not match or match["suffix"] != MEDIA_KINDS[kind]:
             raise TaskNotFound(f"no such file: {name[:80]!r}")
         # Previews change during a run; everything else is immutable once written.
         cache = "no-store" if kind == "previews" else "public, max-age=86400, immutable"
-        return FileResponse(studio.media_file(kind, match["id"]), media_type=media_type,
+        return FileResponse(studio.media_file(kind, match["id"], owner=key.id), media_type=media_type,
                             headers={"Cache-Control": cache})
 
     serve.__name__ = f"get_{kind}"
@@ -108,9 +128,15 @@ async def task_events(websocket: WebSocket, task_id: str) -> None:
     """The seed's events for one task: ``progress``, ``frame_available``, then ``complete`` or
     ``error`` (or ``cancelled``), after which the server closes the socket."""
     studio: Studio = websocket.app.state.studio
+    try:
+        key = websocket_key(websocket)
+    except StudioError as error:  # refused at the handshake, with the HTTP status and the seed's body
+        await websocket.send_denial_response(
+            JSONResponse(error.body(), status_code=error.status_code, headers=error.headers))
+        return
     await websocket.accept()
     try:
-        events = studio.follow(task_id)
+        events = studio.follow(task_id, owner=key.id)
         first = await asyncio.to_thread(next, events)
     except StudioError as error:
         await websocket.send_json({"type": "error", "error": error.title, "detail": error.detail,

@@ -34,7 +34,8 @@ class GenerationRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=SEED_MAX, description="Reproducibility seed (random when absent)")
     guidance_scale: float = Field(7.5, ge=1, le=20, description="Prompt adherence (1-20)")
     num_inference_steps: int = Field(50, ge=10, le=150, description="Quality steps (10-150)")
-    webhook_url: str | None = Field(None, max_length=2048, description="Callback URL (not yet delivered)")
+    webhook_url: str | None = Field(None, max_length=2048,
+                                    description="Callback URL (http/https, public address) for signed task.* events")
     model: str | None = Field(None, description="Model id from GET /v1/models; the server default when absent")
 
     @field_validator("prompt")
@@ -53,11 +54,12 @@ class GenerationRequest(BaseModel):
 
     @field_validator("webhook_url")
     @classmethod
-    def _no_webhooks_yet(cls, value: str | None) -> str | None:
-        # Accepting a callback we would never call is worse than refusing it.
-        if value:
-            raise ValueError("webhook delivery is not available on this server yet; poll /v1/status or use the websocket")
-        return value
+    def _http_url(cls, value: str | None) -> str | None:
+        # Only the form is checked here; whether the address may be reached is the URL
+        # fetcher's call at submit time (studio.media.fetch.validate_url) and again at delivery.
+        if value is not None and not value.lower().startswith(("http://", "https://")):
+            raise ValueError("webhook_url must be an http:// or https:// URL")
+        return value or None
 
 
 def field_bounds(model: type[BaseModel], name: str) -> tuple[Any, Any]:

@@ -7,6 +7,7 @@ the queue and what the API reports can never disagree.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -14,8 +15,11 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
+
+from studio.errors import IdempotencyConflict
 
 PENDING = "pending"
 LOADING_MODEL = "loading_model"
@@ -49,9 +53,12 @@ CREATE TABLE IF NOT EXISTS tasks (
     attempt          INTEGER NOT NULL DEFAULT 0,
     error            TEXT,
     error_type       TEXT,
-    result           TEXT
+    result           TEXT,
+    owner            TEXT NOT NULL DEFAULT '',
+    webhook_url      TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_queue ON tasks (status, priority DESC, seq);
+CREATE INDEX IF NOT EXISTS tasks_owner ON tasks (owner);
 CREATE TABLE IF NOT EXISTS events (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     task_id    TEXT NOT NULL,
@@ -60,6 +67,30 @@ CREATE TABLE IF NOT EXISTS events (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_task ON events (task_id, id);
+CREATE TABLE IF NOT EXISTS idempotency (
+    owner        TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    task_id      TEXT NOT NULL,
+    created_at   REAL NOT NULL,
+    PRIMARY KEY (owner, key)
+);
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    id              TEXT PRIMARY KEY,
+    task_id         TEXT NOT NULL,
+    owner           TEXT NOT NULL,
+    url             TEXT NOT NULL,
+    event           TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    max_attempts    INTEGER NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    last_error      TEXT,
+    created_at      REAL NOT NULL,
+    finished_at     REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON webhook_outbox (status, next_attempt_at);
 CREATE TABLE IF NOT EXISTS timings (
     model   TEXT NOT NULL,
     name    TEXT NOT NULL,
@@ -92,6 +123,8 @@ class Task:
     error: str | None = None
     error_type: str | None = None
     result: dict[str, Any] | None = field(default=None)
+    owner: str = ""
+    webhook_url: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -125,7 +158,16 @@ class TaskStore:
         # FULL: a task acknowledged to a client survives a power cut, not only a crash.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
         self._db.executescript(_SCHEMA)
+
+    def _migrate(self) -> None:
+        """Add the columns later versions introduced to a task table an older version made."""
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        if columns:
+            for name, decl in (("owner", "TEXT NOT NULL DEFAULT ''"), ("webhook_url", "TEXT")):
+                if name not in columns:
+                    self._db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {decl}")
 
     def close(self) -> None:
         with self._lock:
@@ -147,25 +189,46 @@ class TaskStore:
 
     @staticmethod
     def _add_event(db: sqlite3.Connection, task_id: str, type_: str, data: dict[str, Any]) -> None:
-        db.execute(
-            "INSERT INTO events (task_id, type, data, created_at) VALUES (?, ?, ?, ?)",
-            (task_id, type_, json.dumps(data), time.time()),
-        )
+        """Record a lifecycle event and, in the same transaction, queue its webhook (if the
+        task has a ``webhook_url``): the event and its delivery can never disagree."""
+        now = time.time()
+        db.execute("INSERT INTO events (task_id, type, data, created_at) VALUES (?, ?, ?, ?)",
+                   (task_id, type_, json.dumps(data), now))
+        # The seed's webhook events have no task.cancelled: a cancel is a failure with that status.
+        event = "task.failed" if type_ == "task.cancelled" else type_
+        _queue_webhook(db, task_id, event, data, max_attempts=WEBHOOK_MAX_ATTEMPTS, now=now)
 
     def create_task(self, kind: str, request: dict[str, Any], priority: int = 0,
-                    estimated_seconds: float | None = None) -> Task:
-        """Insert a pending task (and its ``task.created`` event) and commit it."""
-        task_id = str(uuid.uuid4())
+                    estimated_seconds: float | None = None, owner: str = "",
+                    webhook_url: str | None = None, idempotency_key: str | None = None,
+                    idempotency_body: dict[str, Any] | None = None) -> tuple[Task, bool]:
+        """Insert a pending task (and its ``task.created`` event) and commit it.
+
+        With an ``idempotency_key``, a second call by the same owner with the same request
+        returns the first task instead (``created`` False) for 24 hours; the same key with a
+        different ``idempotency_body`` (the request as the client sent it) raises
+        ``IdempotencyConflict``. Both happen inside one write
+        transaction, so concurrent duplicates cannot both create a task.
+        """
         now = time.time()
+        body = json.dumps(idempotency_body if idempotency_body is not None else request, sort_keys=True)
         with self._transaction() as db:
+            if idempotency_key is not None:
+                existing = _idempotent_task(db, owner, idempotency_key, body, now)
+                if existing is not None:
+                    return _row_to_task(db.execute("SELECT * FROM tasks WHERE id = ?", (existing,)).fetchone()), False
+            task_id = str(uuid.uuid4())
             db.execute(
                 "INSERT INTO tasks (id, kind, status, priority, request, created_at, estimated_seconds,"
-                " current_step) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " current_step, owner, webhook_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (task_id, kind, PENDING, priority, json.dumps(request), now, estimated_seconds,
-                 "Queued"),
+                 "Queued", owner, webhook_url),
             )
+            if idempotency_key is not None:
+                db.execute("INSERT INTO idempotency VALUES (?, ?, ?, ?, ?)",
+                           (owner, idempotency_key, _hash(body), task_id, now))
             self._add_event(db, task_id, "task.created", {"status": PENDING})
-        return self.get(task_id)
+        return self.get(task_id), True
 
     def claim_next(self) -> Task | None:
         """Move the next pending task (highest priority, then oldest) to ``loading_model``."""
@@ -254,6 +317,49 @@ class TaskStore:
                 db.execute("UPDATE timings SET value = ?, samples = samples + 1 WHERE model = ? AND name = ?",
                            (blended, model, name))
 
+    # -- webhook outbox -----------------------------------------------------------------------
+
+    def queue_progress_webhook(self, task_id: str, data: dict[str, Any]) -> None:
+        """A ``task.progress`` webhook: delivered once, never retried (the next one supersedes it)."""
+        with self._transaction() as db:
+            _queue_webhook(db, task_id, "task.progress", data, max_attempts=1, now=time.time())
+
+    def claim_due_webhooks(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Pending deliveries whose time has come, marked ``sending``."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT * FROM webhook_outbox WHERE status = 'pending' AND next_attempt_at <= ?"
+                " ORDER BY next_attempt_at LIMIT ?", (time.time(), limit)).fetchall()
+            for row in rows:
+                db.execute("UPDATE webhook_outbox SET status = 'sending' WHERE id = ?", (row["id"],))
+        return [dict(r) for r in rows]
+
+    def settle_webhook(self, delivery_id: str, status: str, error: str | None = None,
+                       retry_at: float | None = None) -> None:
+        """Record a delivery attempt: ``delivered``, ``failed``, ``gone`` or, with ``retry_at``,
+        back to ``pending`` for another try."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE webhook_outbox SET status = ?, attempts = attempts + 1, last_error = ?,"
+                " next_attempt_at = COALESCE(?, next_attempt_at), finished_at = ? WHERE id = ?",
+                ("pending" if retry_at is not None else status, error, retry_at,
+                 None if retry_at is not None else time.time(), delivery_id))
+            if status == "gone":  # the receiver said 410: stop sending this task's events there
+                row = db.execute("SELECT task_id, url FROM webhook_outbox WHERE id = ?", (delivery_id,)).fetchone()
+                db.execute("UPDATE webhook_outbox SET status = 'gone', finished_at = ? WHERE task_id = ? AND url = ?"
+                           " AND status = 'pending'", (time.time(), row["task_id"], row["url"]))
+
+    def requeue_interrupted_webhooks(self) -> int:
+        """At start-up: deliveries a dead process was sending go out again (same webhook id)."""
+        with self._transaction() as db:
+            return db.execute("UPDATE webhook_outbox SET status = 'pending' WHERE status = 'sending'").rowcount
+
+    def webhooks(self, task_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM webhook_outbox WHERE task_id = ? ORDER BY created_at",
+                                    (task_id,)).fetchall()
+        return [dict(r) for r in rows]
+
     # -- reads ------------------------------------------------------------------------------
 
     def get(self, task_id: str) -> Task | None:
@@ -300,3 +406,44 @@ class TaskStore:
             row = self._db.execute("SELECT value FROM timings WHERE model = ? AND name = ?",
                                    (model, name)).fetchone()
         return row["value"] if row else None
+
+
+# -- helpers used inside transactions -------------------------------------------------------
+
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+WEBHOOK_MAX_ATTEMPTS = 8
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _idempotent_task(db: sqlite3.Connection, owner: str, key: str, body: str, now: float) -> str | None:
+    """The task an earlier request with this key created, or None if the key is new (or expired)."""
+    db.execute("DELETE FROM idempotency WHERE created_at < ?", (now - IDEMPOTENCY_TTL_SECONDS,))
+    row = db.execute("SELECT request_hash, task_id FROM idempotency WHERE owner = ? AND key = ?",
+                     (owner, key)).fetchone()
+    if row is None:
+        return None
+    if row["request_hash"] != _hash(body):
+        raise IdempotencyConflict(
+            "this Idempotency-Key was already used with a different request body; use a new key")
+    return row["task_id"]
+
+
+def _queue_webhook(db: sqlite3.Connection, task_id: str, event: str, data: dict[str, Any],
+                   max_attempts: int, now: float) -> None:
+    row = db.execute("SELECT owner, webhook_url FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    if row is None or not row["webhook_url"]:
+        return
+    if db.execute("SELECT 1 FROM webhook_outbox WHERE task_id = ? AND url = ? AND status = 'gone'",
+                  (task_id, row["webhook_url"])).fetchone():
+        return  # the receiver answered 410 Gone for this task: it wants nothing more
+    payload = {"event": event, "task_id": task_id,
+               "timestamp": datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+               "data": {k: v for k, v in data.items() if v is not None}}
+    db.execute(
+        "INSERT INTO webhook_outbox (id, task_id, owner, url, event, payload, status, max_attempts,"
+        " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+        ("msg_" + uuid.uuid4().hex, task_id, row["owner"], row["webhook_url"], event,
+         json.dumps(payload, separators=(",", ":")), max_attempts, now, now))

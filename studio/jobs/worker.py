@@ -33,6 +33,7 @@ from studio.models.loader import ModelCache
 log = logging.getLogger(__name__)
 
 INTERNAL_ERROR_DETAIL = "the generation failed inside the server; the error was logged"
+PROGRESS_WEBHOOK_INTERVAL = 2.0  # seconds; the seed's task.progress is a hint, not a stream
 
 
 @dataclass
@@ -45,6 +46,7 @@ class _TaskHooks:
     encode_estimate: float
     started: float = field(default_factory=time.perf_counter)
     step_seconds: list[float] = field(default_factory=list)
+    last_progress_webhook: float = 0.0
 
     def should_cancel(self) -> bool:
         return self.worker.cancel_requested(self.task.id)
@@ -67,10 +69,18 @@ class _TaskHooks:
                                           preview_path=preview_url)
         self.worker.publish(self.task.id, ev.PROGRESS, status=st.GENERATING, progress=progress,
                             step=message, eta_seconds=eta, current_step=step, total_steps=total)
+        self._progress_webhook(progress, message)
         if preview_url:
             self.worker.publish(self.task.id, ev.FRAME_AVAILABLE, quality="preview",
                                 frame_index=self.plan.gen_frames // 2, step=step,
                                 progress=progress, preview_url=f"{preview_url}?step={step}")
+
+    def _progress_webhook(self, progress: float, message: str) -> None:
+        """At most one ``task.progress`` webhook per ``PROGRESS_WEBHOOK_INTERVAL`` seconds."""
+        now = time.monotonic()
+        if self.task.webhook_url and now - self.last_progress_webhook >= PROGRESS_WEBHOOK_INTERVAL:
+            self.last_progress_webhook = now
+            self.worker.store.queue_progress_webhook(self.task.id, {"progress": round(progress, 4), "step": message})
 
     def on_encoded(self, frames_done: int, total: int) -> None:
         progress = DENOISE_SHARE + (1 - DENOISE_SHARE) * frames_done / max(total, 1)

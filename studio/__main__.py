@@ -1,0 +1,83 @@
+"""Administration commands.
+
+    python -m studio keys create --name NAME    print a new API key and its webhook secret (once)
+    python -m studio keys list                  list keys (ids, names, prefixes, state)
+    python -m studio keys revoke KEY_ID         revoke a key (its requests get 403)
+    python -m studio maintenance on|off|status  drain: refuse new work with 503, finish running tasks
+
+All take ``--data-dir`` (default ``ECHOEL_DATA_DIR`` or ``./data``), the server's data folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+from studio.config import Settings
+from studio.keys import KeyStore
+
+
+def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    store = KeyStore(settings.db_path)
+    try:
+        if args.action == "create":
+            created = store.create(args.name)
+            print(f"id:             {created.record.id}")
+            print(f"api key:        {created.key}")
+            print(f"webhook secret: {created.record.webhook_secret}")
+            print("Store both now: the key is kept only as a hash and cannot be shown again.")
+        elif args.action == "list":
+            for key in store.list():
+                state = "revoked " + datetime.fromtimestamp(key.revoked_at).isoformat(" ", "seconds") \
+                    if key.revoked_at else "active"
+                created = datetime.fromtimestamp(key.created_at).isoformat(" ", "seconds")
+                print(f"{key.id}\t{key.name}\t{key.prefix}…\tcreated {created}\t{state}")
+        elif args.action == "revoke":
+            if not store.revoke(args.key_id):
+                print(f"no active key with id {args.key_id}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.key_id}")
+    finally:
+        store.close()
+    return 0
+
+
+def _maintenance(args: argparse.Namespace, settings: Settings) -> int:
+    flag = settings.maintenance_flag
+    if args.state == "on":
+        flag.parent.mkdir(parents=True, exist_ok=True)
+        flag.touch()
+    elif args.state == "off":
+        flag.unlink(missing_ok=True)
+    print("maintenance: " + ("on (new work gets 503)" if flag.exists() else "off"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m studio", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    commands = parser.add_subparsers(dest="command", required=True)
+    keys = commands.add_parser("keys", help="manage API keys")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    create = key_actions.add_parser("create")
+    create.add_argument("--name", required=True)
+    key_actions.add_parser("list")
+    revoke = key_actions.add_parser("revoke")
+    revoke.add_argument("key_id")
+    maintenance = commands.add_parser("maintenance", help="drain mode")
+    maintenance.add_argument("state", choices=["on", "off", "status"])
+    args = parser.parse_args(argv)
+
+    settings = Settings.from_env()
+    if args.data_dir is not None:
+        settings = replace(settings, data_dir=args.data_dir.resolve())
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return _keys(args, settings) if args.command == "keys" else _maintenance(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Who is calling: ``Authorization: Bearer <key>`` on every /v1 route and websocket.
+
+Order matters: the caller is identified (by key, or by address for unknown keys), the rate
+limit is charged, and only then is a missing, unknown or revoked key refused, so guessing keys
+is rate limited too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+
+from fastapi import Request, Response, WebSocket
+
+from studio.api.ratelimit import RateDecision, RateLimiter
+from studio.errors import AuthenticationFailed, PermissionDenied, RateLimited
+from studio.keys import MAX_KEY_LENGTH, ApiKey, KeyStore
+
+_BEARER = re.compile(r"^\s*bearer\s+([\x21-\x7e]+)\s*$", re.IGNORECASE)
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer`` header (scheme case-insensitive), or None."""
+    if not header or len(header) > MAX_KEY_LENGTH + 16:
+        return None
+    match = _BEARER.match(header)
+    return match.group(1) if match else None
+
+
+def check_access(keys: KeyStore, limiter: RateLimiter, kind: str, headers: Mapping[str, str],
+                 client_host: str) -> tuple[ApiKey, RateDecision]:
+    """Identify the caller, charge the rate limit, then refuse bad keys.
+
+    Raises ``RateLimited`` (429), ``AuthenticationFailed`` (401) or ``PermissionDenied`` (403);
+    each carries the rate-limit headers.
+    """
+    token = bearer_token(headers.get("authorization"))
+    key = keys.lookup(token) if token else None
+    decision = limiter.hit(kind, key.id if key else f"addr:{client_host}")
+    if not decision.allowed:
+        raise RateLimited(f"rate limit for {kind} requests exceeded ({limiter.items.get(kind, limiter.items['default'])});"
+                          f" retry after {decision.headers['Retry-After']} s", headers=decision.headers)
+    if token is None:
+        raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'", headers=decision.headers)
+    if key is None:
+        raise AuthenticationFailed("invalid API key", headers=decision.headers)
+    if key.revoked:
+        raise PermissionDenied("this API key has been revoked", headers=decision.headers)
+    return key, decision
+
+
+def api_key(kind: str = "default") -> Callable[..., ApiKey]:
+    """A FastAPI dependency: the calling key, with ``kind``'s rate limit charged and the
+    ``X-RateLimit-*`` headers set on the response."""
+
+    def dependency(request: Request, response: Response) -> ApiKey:
+        app = request.app
+        host = request.client.host if request.client else "unknown"
+        key, decision = check_access(app.state.studio.keys, app.state.rate_limiter, kind, request.headers, host)
+        request.state.rate_headers = decision.headers  # error responses of the route carry them too
+        response.headers.update(decision.headers)
+        return key
+
+    return dependency
+
+
+def websocket_key(websocket: WebSocket) -> ApiKey:
+    """The calling key of a websocket handshake (``Authorization`` header, or ``?api_key=`` for
+    browsers, which cannot set headers on websockets)."""
+    headers = dict(websocket.headers)
+    if "authorization" not in headers and websocket.query_params.get("api_key"):
+        headers["authorization"] = f"Bearer {websocket.query_params['api_key']}"
+    app = websocket.app
+    host = websocket.client.host if websocket.client else "unknown"
+    key, _ = check_access(app.state.studio.keys, app.state.rate_limiter, "default", headers, host)
+    return key

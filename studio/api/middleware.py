@@ -1,0 +1,62 @@
+"""ASGI middleware for the REST API (pure ASGI: no per-request task or body copy)."""
+
+from __future__ import annotations
+
+import json
+
+from studio.errors import PayloadTooLarge
+
+
+class BodySizeLimit:
+    """Refuse request bodies over ``max_bytes`` under ``prefix`` with 413, without buffering them.
+
+    A declared ``Content-Length`` over the cap is refused before anything is read; a chunked or
+    lying body is counted as it streams, and once past the cap whatever the app answers is
+    replaced by the 413.
+    """
+
+    def __init__(self, app, max_bytes: int, prefix: str = "/v1"):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.prefix = prefix
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return await self._refuse(send)
+
+        received = 0
+        too_large = False
+
+        async def counting_receive():
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    too_large = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        refused = False
+
+        async def guarded_send(message):
+            nonlocal refused
+            if too_large:
+                if not refused:
+                    refused = True
+                    await self._refuse(send)
+                return
+            await send(message)
+
+        await self.app(scope, counting_receive, guarded_send)
+
+    async def _refuse(self, send) -> None:
+        error = PayloadTooLarge(f"request body over {self.max_bytes} bytes")
+        body = json.dumps(error.body()).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})

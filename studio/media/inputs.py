@@ -1,0 +1,117 @@
+"""Checks on media that users send: base64 images, uploaded files, audio length.
+
+Everything is checked before it is decoded in full: sizes from the encoded length, pixel counts
+from the image header (decompression bombs), durations from the container header.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from studio.errors import PayloadTooLarge, StudioError
+
+MAX_IMAGE_BYTES = 20 * 2**20
+MAX_IMAGE_PIXELS = 36_000_000  # a little above 8K UHD (33.2 MP)
+MAX_AUDIO_SECONDS = 600.0
+MAX_AUDIO_BYTES = 100 * 2**20
+IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+
+_DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(;[\w=.+-]+)*;base64,", re.IGNORECASE)
+
+# File signatures of what uploads may be (by kind), checked instead of trusting names or MIME.
+_SIGNATURES = {
+    "image": ((0, b"\x89PNG\r\n\x1a\n"), (0, b"\xff\xd8\xff"), (8, b"WEBP")),
+    "video": ((4, b"ftyp"), (0, b"\x1a\x45\xdf\xa3")),  # ISO-BMFF (mp4/mov), Matroska/WebM
+    "audio": ((0, b"RIFF"), (0, b"ID3"), (0, b"\xff\xfb"), (0, b"\xff\xf3"), (0, b"fLaC"), (0, b"OggS"),
+              (4, b"ftyp")),
+}
+
+
+class InvalidMedia(StudioError):
+    """Media that is malformed, of the wrong type, or beyond a pixel/duration cap."""
+
+    status_code = 400
+    title = "Invalid media"
+
+
+def decode_base64_image(data: str, max_bytes: int = MAX_IMAGE_BYTES,
+                        max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """A base64 (or ``data:image/...;base64,``) PNG/JPEG/WebP as an RGB uint8 array.
+
+    413 when the decoded bytes would exceed ``max_bytes``; 400 for bad base64, another format,
+    a data-URI MIME that is not an image, or more than ``max_pixels`` pixels.
+    """
+    from PIL import Image
+
+    match = _DATA_URI.match(data)
+    if match:
+        if match["mime"] and not match["mime"].lower().startswith("image/"):
+            raise InvalidMedia(f"data URI has MIME type {match['mime']}, not an image")
+        data = data[match.end():]
+    data = "".join(data.split())
+    if len(data) * 3 // 4 > max_bytes:
+        raise PayloadTooLarge(f"image is over {max_bytes // 2**20} MiB")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidMedia("image is not valid base64") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(raw))  # reads the header only
+        except (Image.UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning,
+                OSError):
+            raise InvalidMedia("image is not a readable PNG, JPEG or WebP") from None
+        if image.format not in IMAGE_FORMATS:
+            raise InvalidMedia(f"image format {image.format} is not accepted; use PNG, JPEG or WebP")
+        width, height = image.size
+        if width * height > max_pixels:
+            raise InvalidMedia(f"image is {width}x{height}: over the {max_pixels} pixel limit")
+        try:
+            return np.asarray(image.convert("RGB"))
+        except (OSError, Image.DecompressionBombWarning, Image.DecompressionBombError):
+            raise InvalidMedia("image data is truncated or corrupt") from None
+
+
+def check_upload_type(path: Path, kind: str) -> None:
+    """Refuse an uploaded file whose first bytes are not an accepted ``kind`` (image, video, audio)."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not any(head[offset:offset + len(magic)] == magic for offset, magic in _SIGNATURES[kind]):
+        raise InvalidMedia(f"the uploaded file is not a supported {kind} file")
+
+
+def audio_duration(data: bytes, max_seconds: float = MAX_AUDIO_SECONDS, max_bytes: int = MAX_AUDIO_BYTES) -> float:
+    """Seconds of audio in ``data``, refusing anything over the size or length caps (or not audio)."""
+    import av
+
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"audio is over {max_bytes // 2**20} MiB")
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if not container.streams.audio:
+                raise InvalidMedia("the file has no audio stream")
+            stream = container.streams.audio[0]
+            if stream.duration is not None and stream.time_base is not None:
+                seconds = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                seconds = container.duration / 1_000_000
+            else:  # no header duration: count decoded samples, stopping at the cap
+                samples = 0
+                for frame in container.decode(stream):
+                    samples += frame.samples
+                    if samples / frame.sample_rate > max_seconds:
+                        break
+                seconds = samples / (stream.sample_rate or 1)
+    except av.FFmpegError:
+        raise InvalidMedia("the file is not readable audio") from None
+    if seconds > max_seconds:
+        raise InvalidMedia(f"audio is {seconds:.0f} s long: over the {max_seconds:.0f} s limit")
+    return seconds
