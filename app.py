@@ -17,6 +17,7 @@ import gradio as gr
 from fastapi import FastAPI
 
 from components.ui import build_ui
+from studio.api import genius_batch
 from studio.api.errors import install_error_handlers
 from studio.api.middleware import BodySizeLimit
 from studio.api.ratelimit import RateLimiter
@@ -46,6 +47,7 @@ def build_app(settings: Settings) -> FastAPI:
     api.state.rate_limiter = RateLimiter(settings.rate_limits)
     install_error_handlers(api)
     api.include_router(router)
+    api.include_router(genius_batch.router)
     api.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     @api.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from components import generate_tab
+from components import batch_tab, generate_tab
 from studio.core import Studio
 
 TITLE = "Echoelmusic Video Studio"
@@ -18,6 +18,9 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     "REST API at [/docs](/docs); Gradio API under \"Use via API\" below.")
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
-                tab = generate_tab.create_ui(studio)
-        generate_tab.create_event_handlers(tab, studio)
+                generate = generate_tab.create_ui(studio)
+            with gr.Tab("Batch", id="batch"):
+                batch = batch_tab.create_ui(studio)
+        generate_tab.create_event_handlers(generate, studio)
+        batch_tab.create_event_handlers(batch, studio)
     return demo

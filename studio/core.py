@@ -10,6 +10,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from studio.config import AUTO_MODEL, Settings
@@ -33,6 +34,15 @@ from studio.views import GenreInfo, Health, ModelInfo, ResultMetadata, SubmitRes
 
 INTERRUPTED_REASON = "the server stopped while this task was running; submit it again"
 UI_OWNER = "ui"  # tasks started from the web UI; API keys never see them
+NORMAL_PRIORITY = 1  # single generations; batches choose low (0), normal (1) or high (2)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request ready to store: model and seed resolved, its own run time estimated."""
+
+    stored: GenerationRequest
+    estimate: float
 
 
 class Studio:
@@ -76,7 +86,19 @@ class Studio:
         """True while the maintenance flag file exists: new work is refused, running work finishes."""
         return self.settings.maintenance_flag.exists()
 
-    def submit(self, request: GenerationRequest, owner: str = UI_OWNER, priority: int = 0,
+    def prepare(self, request: GenerationRequest) -> Prepared:
+        """Resolve a request for storage (model, seed) and estimate its own run time."""
+        model = request.model or self.default_model
+        if model not in CATALOG:
+            raise InvalidRequest(f"model must be one of {', '.join(CATALOG)}")
+        seed = request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)
+        stored = request.model_copy(update={"model": model, "seed": seed})
+        spec = CATALOG[model]
+        estimate = self.estimator.estimate(spec, make_plan(stored, spec, seed),
+                                           model_loaded=self.models.loaded_model == model)
+        return Prepared(stored, estimate.seconds)
+
+    def submit(self, request: GenerationRequest, owner: str = UI_OWNER, priority: int = NORMAL_PRIORITY,
                idempotency_key: str | None = None) -> SubmitResponse:
         """Store a text-to-video task and queue it; the row is committed before this returns.
 
@@ -84,35 +106,28 @@ class Studio:
         """
         if self.draining:
             raise ServiceUnavailable("the server is in maintenance: running tasks finish, new work is refused; retry later")
-        model = request.model or self.default_model
-        if model not in CATALOG:
-            raise InvalidRequest(f"model must be one of {', '.join(CATALOG)}")
         if request.webhook_url:
             validate_url(request.webhook_url, self.fetch_policy)
-        seed = request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)
-        stored = request.model_copy(update={"model": model, "seed": seed})
-        spec = CATALOG[model]
-        own = self.estimator.estimate(spec, make_plan(stored, spec, seed),
-                                      model_loaded=self.models.loaded_model == model)
+        prepared = self.prepare(request)
         task, created = self.store.create_task(
-            "t2v", stored.model_dump(), priority=priority, estimated_seconds=round(own.seconds, 2), owner=owner,
-            webhook_url=request.webhook_url, idempotency_key=idempotency_key,
+            "t2v", prepared.stored.model_dump(), priority=priority, estimated_seconds=round(prepared.estimate, 2),
+            owner=owner, webhook_url=request.webhook_url, idempotency_key=idempotency_key,
             idempotency_body=request.model_dump())  # what the client sent, before a random seed is drawn
         # Measured before waking the worker, so the reply describes the queue it joined.
         reply = SubmitResponse(
             task_id=task.id,
             status=task.status,
             message="Task queued for processing" if created else "Existing task for this Idempotency-Key",
-            estimated_time_seconds=round(self._queue_wait(task.id) + own.seconds, 2) if created else
-            round(task.eta_seconds if task.eta_seconds is not None else own.seconds, 2),
+            estimated_time_seconds=round(self.queue_wait(task.id) + prepared.estimate, 2) if created else
+            round(task.eta_seconds if task.eta_seconds is not None else prepared.estimate, 2),
             queue_position=self.store.queue_position(task.id),
         )
         if created:
             self.worker.wake()
         return reply
 
-    def _queue_wait(self, task_id: str) -> float:
-        """Seconds until ``task_id`` can start: what is left of the running task plus the
+    def queue_wait(self, task_id: str) -> float:
+        """Seconds until ``task_id`` can start: what is left of the running tasks plus the
         estimates of the pending tasks ahead of it."""
         wait = 0.0
         for task in self.store.tasks_ahead(task_id):

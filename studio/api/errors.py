@@ -13,7 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from studio.engine.request import GenerationRequest, describe_validation_error
+from pydantic import BaseModel
+
+from studio.engine.request import describe_validation_error
 from studio.errors import InvalidRequest, StudioError
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,13 @@ def error_response(error: StudioError, request: Request | None = None) -> JSONRe
     return JSONResponse(error.body(), status_code=error.status_code, headers=headers)
 
 
+def _body_model(request: Request) -> type[BaseModel] | None:
+    """The pydantic model of the route's JSON body, so messages can quote its declared bounds."""
+    body_field = getattr(request.scope.get("route"), "body_field", None)
+    model = getattr(getattr(body_field, "field_info", None), "annotation", None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers on the REST app (Gradio's own routes keep Gradio's handling)."""
 
@@ -42,8 +51,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(InvalidRequest(describe_validation_error(GenerationRequest, list(exc.errors()))),
-                              request)
+        detail = describe_validation_error(_body_model(request), list(exc.errors()))
+        return error_response(InvalidRequest(detail), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

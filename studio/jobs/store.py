@@ -55,10 +55,18 @@ CREATE TABLE IF NOT EXISTS tasks (
     error_type       TEXT,
     result           TEXT,
     owner            TEXT NOT NULL DEFAULT '',
-    webhook_url      TEXT
+    webhook_url      TEXT,
+    batch_id         TEXT
+);
+CREATE TABLE IF NOT EXISTS batches (
+    id         TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    request    TEXT NOT NULL,
+    created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_queue ON tasks (status, priority DESC, seq);
 CREATE INDEX IF NOT EXISTS tasks_owner ON tasks (owner);
+CREATE INDEX IF NOT EXISTS tasks_batch ON tasks (batch_id);
 CREATE TABLE IF NOT EXISTS events (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     task_id    TEXT NOT NULL,
@@ -125,6 +133,7 @@ class Task:
     result: dict[str, Any] | None = field(default=None)
     owner: str = ""
     webhook_url: str | None = None
+    batch_id: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -165,7 +174,7 @@ class TaskStore:
         """Add the columns later versions introduced to a task table an older version made."""
         columns = {row["name"] for row in self._db.execute("PRAGMA table_info(tasks)")}
         if columns:
-            for name, decl in (("owner", "TEXT NOT NULL DEFAULT ''"), ("webhook_url", "TEXT")):
+            for name, decl in (("owner", "TEXT NOT NULL DEFAULT ''"), ("webhook_url", "TEXT"), ("batch_id", "TEXT")):
                 if name not in columns:
                     self._db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {decl}")
 
@@ -217,24 +226,89 @@ class TaskStore:
                 existing = _idempotent_task(db, owner, idempotency_key, body, now)
                 if existing is not None:
                     return _row_to_task(db.execute("SELECT * FROM tasks WHERE id = ?", (existing,)).fetchone()), False
-            task_id = str(uuid.uuid4())
-            db.execute(
-                "INSERT INTO tasks (id, kind, status, priority, request, created_at, estimated_seconds,"
-                " current_step, owner, webhook_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (task_id, kind, PENDING, priority, json.dumps(request), now, estimated_seconds,
-                 "Queued", owner, webhook_url),
-            )
+            task_id = self._insert_task(db, kind, request, priority, estimated_seconds, owner, webhook_url, None, now)
             if idempotency_key is not None:
                 db.execute("INSERT INTO idempotency VALUES (?, ?, ?, ?, ?)",
                            (owner, idempotency_key, _hash(body), task_id, now))
-            self._add_event(db, task_id, "task.created", {"status": PENDING})
         return self.get(task_id), True
 
+    def _insert_task(self, db: sqlite3.Connection, kind: str, request: dict[str, Any], priority: int,
+                     estimated_seconds: float | None, owner: str, webhook_url: str | None,
+                     batch_id: str | None, now: float) -> str:
+        task_id = str(uuid.uuid4())
+        db.execute(
+            "INSERT INTO tasks (id, kind, status, priority, request, created_at, estimated_seconds,"
+            " current_step, owner, webhook_url, batch_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (task_id, kind, PENDING, priority, json.dumps(request), now, estimated_seconds,
+             "Queued", owner, webhook_url, batch_id),
+        )
+        self._add_event(db, task_id, "task.created", {"status": PENDING, "batch_id": batch_id})
+        return task_id
+
+    def create_batch(self, owner: str, batch_request: dict[str, Any], tasks: list[dict[str, Any]],
+                     priority: int, estimates: list[float], webhook_url: str | None = None,
+                     idempotency_key: str | None = None) -> tuple[str, list[str], bool]:
+        """Insert a batch and one pending task per entry of ``tasks``, atomically.
+
+        Returns (batch id, task ids, created); an ``idempotency_key`` replay returns the
+        original batch (created False), as ``create_task`` does for single tasks.
+        """
+        now = time.time()
+        body = json.dumps(batch_request, sort_keys=True)
+        with self._transaction() as db:
+            if idempotency_key is not None:
+                existing = _idempotent_task(db, owner, idempotency_key, body, now)
+                if existing is not None:
+                    ids = [r["id"] for r in db.execute("SELECT id FROM tasks WHERE batch_id = ? ORDER BY seq",
+                                                        (existing,))]
+                    return existing, ids, False
+            batch_id = "batch-" + uuid.uuid4().hex[:16]
+            db.execute("INSERT INTO batches VALUES (?, ?, ?, ?)", (batch_id, owner, body, now))
+            ids = [self._insert_task(db, "t2v", task, priority, estimate, owner, webhook_url, batch_id, now)
+                   for task, estimate in zip(tasks, estimates)]
+            if idempotency_key is not None:
+                db.execute("INSERT INTO idempotency VALUES (?, ?, ?, ?, ?)",
+                           (owner, idempotency_key, _hash(body), batch_id, now))
+        return batch_id, ids, True
+
+    def batch(self, batch_id: str) -> tuple[dict[str, Any], list[Task]] | None:
+        """The batch row (owner, request, created_at) and its tasks in submission order."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()
+            if row is None:
+                return None
+            tasks = self._db.execute("SELECT * FROM tasks WHERE batch_id = ? ORDER BY seq", (batch_id,)).fetchall()
+        info = {"id": row["id"], "owner": row["owner"], "request": json.loads(row["request"]),
+                "created_at": row["created_at"]}
+        return info, [_row_to_task(t) for t in tasks]
+
+    def claim_companions(self, head: Task, limit: int, compatible) -> list[Task]:
+        """Claim up to ``limit`` more pending tasks of ``head``'s batch for which
+        ``compatible(task)`` holds, to run together with it in one pipeline call."""
+        if limit <= 0 or not head.batch_id:
+            return []
+        claimed = []
+        with self._transaction() as db:
+            rows = db.execute("SELECT * FROM tasks WHERE batch_id = ? AND status = ? ORDER BY seq",
+                              (head.batch_id, PENDING)).fetchall()
+            for row in rows:
+                task = _row_to_task(row)
+                if len(claimed) >= limit or not compatible(task):
+                    continue
+                db.execute("UPDATE tasks SET status = ?, started_at = ?, attempt = attempt + 1,"
+                           " current_step = 'Loading model' WHERE id = ?", (LOADING_MODEL, time.time(), task.id))
+                self._add_event(db, task.id, "task.started", {"status": LOADING_MODEL})
+                claimed.append(task)
+        return [self.get(t.id) for t in claimed]
+
     def claim_next(self) -> Task | None:
-        """Move the next pending task (highest priority, then oldest) to ``loading_model``."""
+        """Move the next pending task to ``loading_model``: highest effective priority (the
+        priority plus one level per ``AGE_BOOST_SECONDS`` waited, so low never starves), then
+        oldest."""
         with self._transaction() as db:
             row = db.execute(
-                "SELECT id FROM tasks WHERE status = ? ORDER BY priority DESC, seq LIMIT 1", (PENDING,)
+                "SELECT id FROM tasks WHERE status = ? ORDER BY priority + (? - created_at) / ? DESC, seq LIMIT 1",
+                (PENDING, time.time(), AGE_BOOST_SECONDS),
             ).fetchone()
             if row is None:
                 return None
@@ -370,13 +444,12 @@ class TaskStore:
     def queue_position(self, task_id: str) -> int:
         """1 for the next task to start, 2 for the one after, ...; 0 when not pending."""
         with self._lock:
-            row = self._db.execute("SELECT status, priority, seq FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            row = self._db.execute("SELECT status, priority, seq, created_at FROM tasks WHERE id = ?",
+                                   (task_id,)).fetchone()
             if row is None or row["status"] != PENDING:
                 return 0
-            ahead = self._db.execute(
-                "SELECT COUNT(*) FROM tasks WHERE status = ? AND (priority > ? OR (priority = ? AND seq < ?))",
-                (PENDING, row["priority"], row["priority"], row["seq"]),
-            ).fetchone()[0]
+            ahead = self._db.execute(f"SELECT COUNT(*) FROM tasks WHERE status = ? AND {_STARTS_BEFORE}",
+                                     (PENDING, *_starts_before_args(row))).fetchone()[0]
         return ahead + 1
 
     def tasks_ahead(self, task_id: str | None = None) -> list[Task]:
@@ -386,11 +459,11 @@ class TaskStore:
                 rows = self._db.execute(
                     "SELECT * FROM tasks WHERE status IN (?, ?, ?, ?)", (PENDING, *RUNNING_STATUSES)).fetchall()
             else:
-                me = self._db.execute("SELECT priority, seq FROM tasks WHERE id = ?", (task_id,)).fetchone()
+                me = self._db.execute("SELECT priority, seq, created_at FROM tasks WHERE id = ?",
+                                      (task_id,)).fetchone()
                 rows = self._db.execute(
-                    "SELECT * FROM tasks WHERE status IN (?, ?, ?) OR (status = ? AND id != ? AND"
-                    " (priority > ? OR (priority = ? AND seq < ?)))",
-                    (*RUNNING_STATUSES, PENDING, task_id, me["priority"], me["priority"], me["seq"]),
+                    f"SELECT * FROM tasks WHERE status IN (?, ?, ?) OR (status = ? AND {_STARTS_BEFORE})",
+                    (*RUNNING_STATUSES, PENDING, *_starts_before_args(me)),
                 ).fetchall()
         return [_row_to_task(r) for r in rows]
 
@@ -411,6 +484,16 @@ class TaskStore:
 # -- helpers used inside transactions -------------------------------------------------------
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+AGE_BOOST_SECONDS = 120.0  # waiting this long raises a task by one priority level
+
+# Whether a pending row starts before task "me": effective priority (priority + wait / boost)
+# compared at any one instant reduces to this time-independent test.
+_STARTS_BEFORE = "((priority - ?) * ? + (? - created_at) > 0 OR ((priority - ?) * ? + (? - created_at) = 0 AND seq < ?))"
+
+
+def _starts_before_args(me: sqlite3.Row) -> tuple:
+    p, b, c = me["priority"], AGE_BOOST_SECONDS, me["created_at"]
+    return (p, b, c, p, b, c, me["seq"])
 WEBHOOK_MAX_ATTEMPTS = 8
 
 

@@ -1,0 +1,106 @@
+"""The Batch tab: many prompts in, a gallery of results as they finish, per-task status, totals.
+
+A thin adapter over ``studio.genius.batch`` (api name ``/batch_submit``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import gradio as gr
+
+from studio.core import UI_OWNER, Studio
+from studio.engine.plan import SHORT_SIDE
+from studio.errors import StudioError
+from studio.genius.batch import PRIORITIES, BatchRequest, batch_status, submit_batch
+
+POLL_SECONDS = 0.5
+
+
+@dataclass
+class BatchTab:
+    inputs: list[gr.components.Component]
+    submit_button: gr.Button
+    outputs: list[gr.components.Component]
+
+
+def create_ui(studio: Studio) -> BatchTab:
+    """Lay out the tab (call inside a ``gr.Tab``)."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            prompts = gr.Textbox(label="Prompts (one per line)", lines=6, elem_id="batch-prompts",
+                                 placeholder="Sunset over ocean waves\nCity skyline at night\nForest in autumn colors")
+            priority = gr.Radio(list(PRIORITIES)[::-1], value="normal", label="Priority")
+            caching = gr.Checkbox(value=True, label="Similarity caching (reuse text encodings of equal prompts)")
+            max_concurrent = gr.Slider(1, 16, value=4, step=1, label="Max concurrent (tasks per pipeline call)")
+            with gr.Row():
+                duration = gr.Slider(1, 60, value=2, step=0.5, label="Duration (s)")
+                fps = gr.Slider(12, 60, value=12, step=1, label="FPS")
+            with gr.Row():
+                resolution = gr.Dropdown(list(SHORT_SIDE), value="480p", label="Resolution")
+                steps = gr.Slider(10, 150, value=20, step=1, label="Steps")
+            submit_button = gr.Button("Submit batch", variant="primary", elem_id="batch-run")
+        with gr.Column(scale=1):
+            totals = gr.Markdown("No batch yet.", elem_id="batch-totals")
+            gallery = gr.Gallery(label="Results", columns=3, height=320, elem_id="batch-gallery")
+            table = gr.Dataframe(headers=["#", "prompt", "status", "progress", "step"], label="Tasks",
+                                 interactive=False, elem_id="batch-table")
+            batch_id = gr.Textbox(label="Batch id", interactive=False)
+    inputs = [prompts, priority, caching, max_concurrent, duration, fps, resolution, steps]
+    return BatchTab(inputs, submit_button, [batch_id, totals, gallery, table])
+
+
+def make_handler(studio: Studio):
+    def batch_submit(prompts: str, priority: str = "normal", enable_similarity_caching: bool = True,
+                     max_concurrent: int = 4, duration_seconds: float = 2.0, fps: int = 12,
+                     resolution: str = "480p", num_inference_steps: int = 20) -> Iterator[tuple]:
+        """Submit one task per prompt line and follow them until all have finished.
+
+        Args:
+            prompts: prompts, one per line (blank lines are ignored).
+            priority: high, normal or low.
+            enable_similarity_caching: reuse text encodings of equal prompts.
+            max_concurrent: most tasks run together in one pipeline call.
+            duration_seconds: video length of every task.
+            fps: frames per second.
+            resolution: 480p ... 8k.
+            num_inference_steps: denoising steps.
+
+        Returns:
+            Per update: batch id, totals, gallery of finished thumbnails, task table.
+        """
+        lines = [line.strip() for line in prompts.splitlines() if line.strip()]
+        try:
+            request = BatchRequest(prompts=lines or [""], priority=priority,
+                                   enable_similarity_caching=enable_similarity_caching,
+                                   max_concurrent=int(max_concurrent),
+                                   settings={"duration_seconds": duration_seconds, "fps": int(fps),
+                                             "resolution": resolution,
+                                             "num_inference_steps": int(num_inference_steps)})
+            submitted = submit_batch(studio, request, owner=UI_OWNER)
+        except StudioError as error:
+            raise gr.Error(error.detail, title=error.title) from None
+        except ValueError as error:  # pydantic
+            raise gr.Error(str(error).splitlines()[-1], title="Validation error") from None
+        while True:
+            status = batch_status(studio, submitted.batch_id, UI_OWNER)
+            done = sum(status.counts.get(s, 0) for s in ("completed", "failed", "cancelled"))
+            gallery = [(str(studio.paths.thumbnail(t.task_id)), lines[i]) for i, t in enumerate(status.tasks)
+                       if t.status == "completed"]
+            rows = [[i + 1, lines[i][:60], t.status, f"{t.progress:.0%}", t.current_step]
+                    for i, t in enumerate(status.tasks)]
+            counts = ", ".join(f"{n} {s}" for s, n in status.counts.items())
+            totals = f"**{done}/{status.total} finished** ({counts}) — {status.progress:.0%} overall"
+            yield submitted.batch_id, totals, gallery, rows
+            if done == status.total:
+                return
+            time.sleep(POLL_SECONDS)
+
+    return batch_submit
+
+
+def create_event_handlers(tab: BatchTab, studio: Studio) -> None:
+    tab.submit_button.click(make_handler(studio), tab.inputs, tab.outputs, api_name="batch_submit",
+                            concurrency_limit=None)

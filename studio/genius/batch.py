@@ -1,0 +1,126 @@
+"""Batch Inference: many prompts as tasks of the one durable queue, run together when they can.
+
+- Every prompt becomes a task with the batch's priority (``high`` before ``normal`` before
+  ``low``, FIFO within a level; a waiting task gains one level per ``AGE_BOOST_SECONDS`` of the
+  store, so ``low`` never starves). Single ``/generate`` tasks are ``normal``.
+- VRAM-aware grouping (see ``Worker``): tasks of one batch with the same model and shape run as
+  one batched pipeline call while their summed VRAM estimate fits ``vram_budget_gb`` (and the
+  device), never more than ``max_concurrent`` at once.
+- Similarity caching (``enable_similarity_caching``): equal prompts reuse the text encoder's
+  output instead of encoding again; every reuse is recorded in the task's metadata.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from studio.engine.request import GenerationRequest, parse_request
+from studio.errors import InvalidRequest, ServiceUnavailable, TaskNotFound
+from studio.jobs import store as st
+from studio.media.fetch import validate_url
+
+if TYPE_CHECKING:
+    from studio.core import Studio
+    from studio.views import TaskStatus
+
+PRIORITIES = {"low": 0, "normal": 1, "high": 2}
+MAX_PROMPTS = 64
+
+
+class BatchRequest(BaseModel):
+    """The seed's batch fields, plus ``settings`` shared by every prompt (any generate field)."""
+
+    model_config = {"extra": "forbid"}
+
+    prompts: list[str] = Field(..., min_length=1, max_length=MAX_PROMPTS, description=f"1-{MAX_PROMPTS} prompts")
+    priority: Literal["high", "normal", "low"] = "normal"
+    enable_similarity_caching: bool = True
+    max_concurrent: int = Field(4, ge=1, le=16, description="Most tasks of this batch run in one pipeline call")
+    vram_budget_gb: float | None = Field(None, gt=0, le=2048, description="Summed VRAM estimate a group may use")
+    settings: dict[str, Any] = Field(default_factory=dict,
+                                     description="Generate fields applied to every prompt (fps, resolution, ...)")
+    webhook_url: str | None = Field(None, max_length=2048, description="Receives every task's task.* events")
+
+    @field_validator("settings")
+    @classmethod
+    def _no_prompt_in_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in ("prompt", "webhook_url"):
+            if name in value:
+                raise ValueError(f"settings.{name} is not allowed (give it at the top level)")
+        return value
+
+
+class BatchSubmitResponse(BaseModel):
+    batch_id: str
+    task_ids: list[str]
+    total: int
+    estimated_time_seconds: float = Field(description="Until the last task of the batch is done (queue included)")
+    queue_position: int = Field(description="Queue position of the batch's first task")
+
+
+class BatchStatus(BaseModel):
+    batch_id: str
+    total: int
+    counts: dict[str, int] = Field(description="Tasks per status")
+    progress: float = Field(description="Mean progress of the batch's tasks")
+    priority: str
+    tasks: list["TaskStatus"]
+
+
+def _task_requests(request: BatchRequest) -> list[GenerationRequest]:
+    """One validated generate request per prompt (errors name the prompt and the field)."""
+    requests = []
+    for index, prompt in enumerate(request.prompts):
+        try:
+            requests.append(parse_request({**request.settings, "prompt": prompt}))
+        except InvalidRequest as error:
+            raise InvalidRequest(f"prompts[{index}]: {error.detail}" if "prompt" in error.detail
+                                 else f"settings: {error.detail}") from None
+    return requests
+
+
+def submit_batch(studio: "Studio", request: BatchRequest, owner: str,
+                 idempotency_key: str | None = None) -> BatchSubmitResponse:
+    """Queue every prompt of ``request`` as a task of one batch (one transaction)."""
+    if studio.draining:
+        raise ServiceUnavailable("the server is in maintenance: new work is refused; retry later")
+    if request.webhook_url:
+        validate_url(request.webhook_url, studio.fetch_policy)
+    prepared = [studio.prepare(r) for r in _task_requests(request)]
+    batch_id, task_ids, created = studio.store.create_batch(
+        owner, request.model_dump(), [p.stored.model_dump() for p in prepared], PRIORITIES[request.priority],
+        [round(p.estimate, 2) for p in prepared], webhook_url=request.webhook_url,
+        idempotency_key=idempotency_key)
+    if created:
+        studio.worker.wake()
+    last = task_ids[-1]
+    wait = studio.queue_wait(last) + (prepared[-1].estimate if created else 0.0)
+    return BatchSubmitResponse(batch_id=batch_id, task_ids=task_ids, total=len(task_ids),
+                               estimated_time_seconds=round(wait, 2),
+                               queue_position=studio.store.queue_position(task_ids[0]))
+
+
+def batch_status(studio: "Studio", batch_id: str, owner: str) -> BatchStatus:
+    """Every task of the batch with its status, and the totals."""
+    found = studio.store.batch(batch_id) if len(batch_id) <= 64 else None
+    if found is None or found[0]["owner"] != owner:
+        raise TaskNotFound(f"no batch with id {batch_id[:64]!r}")
+    info, tasks = found
+    counts = {status: 0 for status in st.ALL_STATUSES}
+    for task in tasks:
+        counts[task.status] += 1
+    statuses = [studio.status(task.id, owner) for task in tasks]
+    return BatchStatus(batch_id=batch_id, total=len(tasks), counts={k: v for k, v in counts.items() if v},
+                       progress=round(sum(t.progress for t in tasks) / max(len(tasks), 1), 4),
+                       priority=info["request"]["priority"], tasks=statuses)
+
+
+def _rebuild() -> None:
+    from studio.views import TaskStatus  # noqa: F401  (resolves the forward reference)
+
+    BatchStatus.model_rebuild()
+
+
+_rebuild()

@@ -1,0 +1,80 @@
+"""Batch Inference: REST and Gradio API, priorities, per-task status."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from gradio_client import Client
+
+from studio.jobs.store import AGE_BOOST_SECONDS, TaskStore
+from tests.conftest import AUTH, OTHER_KEY
+
+FAST = {"duration_seconds": 1, "fps": 12, "resolution": "480p", "num_inference_steps": 10}
+
+
+def wait_batch(http, batch_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = http.get(f"/v1/genius/batch/{batch_id}").json()
+        if sum(body["counts"].get(s, 0) for s in ("completed", "failed", "cancelled")) == body["total"]:
+            return body
+        time.sleep(0.1)
+    raise TimeoutError(batch_id)
+
+
+def test_batch_runs_every_prompt_as_a_task(http, live_server):
+    response = http.post("/v1/genius/batch/submit", json={
+        "prompts": ["Sunset over ocean waves", "City skyline at night", "Sunset over ocean waves"],
+        "priority": "high", "settings": FAST})
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["total"] == 3 and len(set(body["task_ids"])) == 3 and body["queue_position"] >= 1
+    assert body["estimated_time_seconds"] > 0
+    final = wait_batch(http, body["batch_id"])
+    assert final["counts"] == {"completed": 3} and final["progress"] == 1.0 and final["priority"] == "high"
+    for task_id, prompt in zip(body["task_ids"], ["Sunset over ocean waves", "City skyline at night",
+                                                  "Sunset over ocean waves"]):
+        result = http.get(f"/v1/result/{task_id}").json()
+        assert result["metadata"]["prompt"] == prompt
+        assert http.get(result["video_url"]).status_code == 200
+    # another key sees neither the batch nor its tasks
+    other = {"Authorization": f"Bearer {OTHER_KEY}"}
+    assert httpx.get(f"{live_server.url}/v1/genius/batch/{body['batch_id']}", headers=other).status_code == 404
+
+
+@pytest.mark.parametrize("body,detail", [
+    ({"prompts": []}, "prompts"),
+    ({"prompts": ["a"], "priority": "urgent"}, "priority"),
+    ({"prompts": ["a"], "max_concurrent": 0}, "max_concurrent must be between 1 and 16"),
+    ({"prompts": ["a"], "settings": {"fps": 5}}, "settings: fps must be between 12 and 60"),
+    ({"prompts": ["ok", " "]}, "prompts[1]"),
+    ({"prompts": ["a"], "settings": {"prompt": "x"}}, "settings.prompt is not allowed"),
+])
+def test_bad_batches_are_400(http, body, detail):
+    response = http.post("/v1/genius/batch/submit", json=body)
+    assert response.status_code == 400 and detail in response.json()["detail"], response.text
+
+
+def test_priority_orders_the_queue_and_age_prevents_starvation(tmp_path):
+    store = TaskStore(tmp_path / "q.sqlite3")
+    low, _ = store.create_task("t2v", {"n": "low"}, priority=0)
+    normal, _ = store.create_task("t2v", {"n": "normal"}, priority=1)
+    high, _ = store.create_task("t2v", {"n": "high"}, priority=2)
+    assert [store.queue_position(t.id) for t in (high, normal, low)] == [1, 2, 3]
+    # a low task that has waited two boost periods overtakes a fresh high one
+    store._db.execute("UPDATE tasks SET created_at = created_at - ? WHERE id = ?", (2.5 * AGE_BOOST_SECONDS, low.id))
+    assert store.queue_position(low.id) == 1
+    assert store.claim_next().id == low.id
+
+
+def test_batch_through_the_gradio_api(live_server):
+    client = Client(live_server.url, verbose=False, download_files=False)
+    try:
+        updates = list(client.submit("one\ntwo", "low", True, 2, 1.0, 12, "480p", 10, api_name="/batch_submit"))
+    finally:
+        client.close()
+    batch_id, totals, gallery, table = updates[-1]
+    assert batch_id.startswith("batch-") and "2/2 finished" in totals
+    assert len(gallery) == 2
