@@ -14,19 +14,21 @@ from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
 
 from components.ui import build_ui
-from studio.api import genius_batch
+from studio.api import genius_batch, genius_decoder
 from studio.api.errors import install_error_handlers
 from studio.api.middleware import BodySizeLimit
 from studio.api.ratelimit import RateLimiter
 from studio.api.routes import router
 from studio.config import Settings
 from studio.core import Studio
-from studio.errors import RouteNotFound
+from studio.errors import MethodNotAllowed, RouteNotFound
 
 ASSETS = Path(__file__).resolve().parent / "assets"
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
 
 
 def build_app(settings: Settings) -> FastAPI:
@@ -50,9 +52,16 @@ def build_app(settings: Settings) -> FastAPI:
     api.include_router(genius_batch.router)
     api.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
-    @api.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
-    def unknown_route(path: str):
-        # Without this, unknown /v1 paths would fall through to the UI mounted at "/".
+    api.include_router(genius_decoder.router)
+
+    @api.api_route("/v1/{path:path}", methods=ALL_METHODS, include_in_schema=False)
+    def unknown_route(path: str, request: Request):
+        # Without this, unknown /v1 paths and methods would fall through to the UI mounted at "/".
+        allowed = sorted({m for route in api.routes if isinstance(route, APIRoute) and route.path != "/v1/{path:path}"
+                          and route.path_regex.match(request.url.path) for m in route.methods})
+        if allowed:
+            raise MethodNotAllowed(f"{request.method} is not allowed here; use {', '.join(allowed)}",
+                                   headers={"Allow": ", ".join(allowed)})
         raise RouteNotFound(f"no route {path[:100]!r} under /v1; see /docs")
 
     demo = build_ui(studio)

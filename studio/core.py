@@ -19,6 +19,7 @@ from studio.engine.genres import GENRES
 from studio.engine.plan import make_plan
 from studio.engine.request import SEED_MAX, GenerationRequest
 from studio.errors import InvalidRequest, ServiceUnavailable, TaskNotFound, TaskNotReady
+from studio.genius.decoder import DecoderStatsAggregate
 from studio.jobs import events as ev
 from studio.jobs import store as st
 from studio.jobs.events import Event, EventBus
@@ -60,8 +61,9 @@ class Studio:
         self.fetch_policy = FetchPolicy(allow_loopback=settings.allow_loopback_urls)
         self.webhooks = WebhookDispatcher(self.store, self.keys, self.fetch_policy,
                                           settings.webhook_retry_base_seconds)
+        self.decoder_stats = DecoderStatsAggregate()
         self.worker = Worker(self.store, self.bus, self.models, self.estimator, self.paths,
-                             preview_width=settings.preview_width)
+                             preview_width=settings.preview_width, decoder_stats=self.decoder_stats)
         self.default_model = default_model() if settings.model == AUTO_MODEL else settings.model
         if self.default_model not in CATALOG:
             raise ValueError(f"unknown default model {self.default_model!r}; choose one of {', '.join(CATALOG)}")

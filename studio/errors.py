@@ -46,6 +46,11 @@ class RouteNotFound(StudioError):
     title = "Not found"
 
 
+class MethodNotAllowed(StudioError):
+    status_code = 405
+    title = "Method not allowed"
+
+
 class TaskNotReady(StudioError):
     """The result was asked for before the task finished, or the task ended without one."""
 

@@ -34,6 +34,32 @@ class TaskStatus(BaseModel):
     error_type: str | None = None
 
 
+class DecoderRunStats(BaseModel):
+    """One task's step-cache ("speculative decoder") figures; definitions in studio.genius.decoder."""
+
+    level: str = Field(description="acceleration: off, balanced or fast")
+    method: str | None = Field(description="first_block_cache, or null when off")
+    threshold: float | None = Field(description="FirstBlockCache threshold on the relative first-block residual change")
+    steps: int
+    passes: int = Field(description="Transformer forward passes (steps x CFG branches)")
+    passes_reused: int = Field(description="Passes whose remaining blocks were skipped (cached residual reused)")
+    steps_fully_computed: int
+    steps_fully_reused: int
+    tokens_per_pass: int = Field(description="Latent tokens per transformer pass")
+    total_tokens: int = Field(description="passes x tokens_per_pass")
+    accepted_tokens: int = Field(description="passes_reused x tokens_per_pass")
+    acceptance_rate: float
+    speedup_factor: float = Field(description="uncached_estimate_seconds / denoise_seconds")
+    average_draft_time_ms: float = Field(description="Mean first-block (draft) time per cached pass")
+    average_verify_time_ms: float = Field(description="Mean residual comparison (verify) time per compared pass")
+    draft_passes: int
+    verify_passes: int
+    full_step_seconds: float = Field(description="Mean fully computed step after the first, comparison time removed")
+    full_step_samples: int = Field(description="Steps full_step_seconds was measured over")
+    uncached_estimate_seconds: float = Field(description="first step + full_step_seconds x (steps - 1)")
+    denoise_seconds: float = Field(description="Sum of the engine's measured step times")
+
+
 class ResultMetadata(BaseModel):
     """How the video was made. ``notes`` lists every way the output differs from the request."""
 
@@ -57,6 +83,7 @@ class ResultMetadata(BaseModel):
     memory_profile: str
     timings: dict[str, float]
     notes: list[str]
+    decoder: DecoderRunStats | None = Field(None, description="Step-cache stats of this task (acceleration)")
 
 
 class TaskResult(BaseModel):

@@ -73,6 +73,7 @@ class GenerationPlan:
     fps: int
     duration_seconds: float
     notes: list[str] = field(default_factory=list)
+    acceleration: str = "off"  # step-cache level (studio.genius.decoder.CACHE_LEVELS)
 
     @property
     def latent_frames(self) -> int:
@@ -125,4 +126,5 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
         fps=request.fps,
         duration_seconds=request.duration_seconds,
         notes=notes,
+        acceleration=request.acceleration,
     )

@@ -37,6 +37,11 @@ class GenerationRequest(BaseModel):
     webhook_url: str | None = Field(None, max_length=2048,
                                     description="Callback URL (http/https, public address) for signed task.* events")
     model: str | None = Field(None, description="Model id from GET /v1/models; the server default when absent")
+    acceleration: Literal["off", "balanced", "fast"] = Field(
+        "off", description="Step cache (the 'speculative decoder'): off computes every transformer pass; "
+                           "balanced / fast skip the remaining blocks of a pass when the first block's output "
+                           "changed little since the last full pass (FirstBlockCache; thresholds and measured "
+                           "stats: GET /v1/genius/decoder/stats)")
 
     @field_validator("prompt")
     @classmethod

@@ -8,7 +8,7 @@ events are published and cancellation is checked.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -18,6 +18,7 @@ import torch
 from studio.engine.decode import iter_decoded_frames
 from studio.engine.plan import GenerationPlan
 from studio.engine.preview import estimate_denoised
+from studio.genius import decoder
 from studio.media.video import Mp4Writer, fit_width, resize, write_jpeg
 from studio.models.loader import LoadedModel
 
@@ -48,6 +49,8 @@ class RunOutput:
     denoise_seconds: float
     decode_encode_seconds: float
     mean_step_seconds: float
+    step_seconds: list[float] = field(default_factory=list)  # per denoising step, hooks excluded
+    decoder: decoder.DecoderStats | None = None  # step-cache stats (acceleration)
 
 
 class _StepWatcher:
@@ -61,7 +64,15 @@ class _StepWatcher:
         self.min_preview_interval = min_preview_interval
         self.last_preview_at = 0.0
         self.last_step_at = time.perf_counter()
+        self.clock_started = False
         self.step_seconds: list[float] = []
+
+    def start_clock(self, module, args) -> None:
+        """Forward pre-hook of the denoisers: step 1's clock starts at its first transformer
+        pass, so prompt encoding and latent preparation are not billed to a step."""
+        if not self.clock_started:
+            self.clock_started = True
+            self.last_step_at = time.perf_counter()
 
     def __call__(self, pipe, i: int, t, kwargs: dict) -> dict:
         now = time.perf_counter()
@@ -85,7 +96,7 @@ class _StepWatcher:
 
 
 def _denoise(model: LoadedModel, plan: GenerationPlan, hooks: RunHooks, preview_width: int,
-             min_preview_interval: float) -> tuple[torch.Tensor, list[float]]:
+             min_preview_interval: float) -> tuple[torch.Tensor, list[float], decoder.DecoderStats]:
     pipe = model.pipe
     device = pipe._execution_device
     generator = torch.Generator(device="cpu").manual_seed(plan.seed)
@@ -93,7 +104,18 @@ def _denoise(model: LoadedModel, plan: GenerationPlan, hooks: RunHooks, preview_
     initial = pipe.prepare_latents(1, pipe.transformer.config.in_channels, plan.gen_height, plan.gen_width,
                                    plan.gen_frames, torch.float32, torch.device("cpu"), generator).to(device)
     watcher = _StepWatcher(model, plan, hooks, initial, preview_width, min_preview_interval)
-    latents = pipe(
+    clocks = [m.register_forward_pre_hook(watcher.start_clock) for m in decoder.denoisers(pipe)]
+    try:
+        with decoder.apply(pipe, plan.acceleration) as recorder:
+            latents = _call_pipe(pipe, plan, initial, watcher)
+    finally:
+        for handle in clocks:
+            handle.remove()
+    return latents, watcher.step_seconds, recorder.stats(watcher.step_seconds)
+
+
+def _call_pipe(pipe, plan: GenerationPlan, initial: torch.Tensor, watcher: _StepWatcher) -> torch.Tensor:
+    return pipe(
         prompt=plan.prompt,
         negative_prompt=plan.negative_prompt,
         height=plan.gen_height,
@@ -106,7 +128,6 @@ def _denoise(model: LoadedModel, plan: GenerationPlan, hooks: RunHooks, preview_
         callback_on_step_end=watcher,
         callback_on_step_end_tensor_inputs=["latents"],
     ).frames
-    return latents, watcher.step_seconds
 
 
 def _decode_and_encode(model: LoadedModel, plan: GenerationPlan, latents: torch.Tensor, hooks: RunHooks,
@@ -142,7 +163,7 @@ def run_text_to_video(model: LoadedModel, plan: GenerationPlan, hooks: RunHooks,
     hooks.on_phase("generating_base", f"Denoising step 0/{plan.num_inference_steps}")
     started = time.perf_counter()
     with torch.inference_mode():
-        latents, step_seconds = _denoise(model, plan, hooks, preview_width, min_preview_interval)
+        latents, step_seconds, decoder_stats = _denoise(model, plan, hooks, preview_width, min_preview_interval)
     denoised_at = time.perf_counter()
     hooks.on_phase("encoding", f"Decoding and encoding {plan.out_frames} frames")
     frames = _decode_and_encode(model, plan, latents, hooks, video_path, thumbnail_path)
@@ -157,4 +178,6 @@ def run_text_to_video(model: LoadedModel, plan: GenerationPlan, hooks: RunHooks,
         denoise_seconds=denoised_at - started,
         decode_encode_seconds=finished - denoised_at,
         mean_step_seconds=float(np.mean(step_seconds)) if step_seconds else 0.0,
+        step_seconds=step_seconds,
+        decoder=decoder_stats,
     )

@@ -21,6 +21,7 @@ from studio.engine.plan import GenerationPlan, make_plan
 from studio.engine.request import GenerationRequest
 from studio.engine.t2v import DENOISE_SHARE, Cancelled, run_text_to_video
 from studio.errors import StudioError, VramExceeded
+from studio.genius.decoder import DecoderStatsAggregate
 from studio.jobs import events as ev
 from studio.jobs import store as st
 from studio.jobs.events import Event, EventBus
@@ -95,9 +96,11 @@ class Worker:
     """Runs queued tasks one at a time on a background thread."""
 
     def __init__(self, store: TaskStore, bus: EventBus, models: ModelCache, estimator: Estimator,
-                 paths: MediaPaths, preview_width: int = 256):
+                 paths: MediaPaths, preview_width: int = 256, decoder_stats: DecoderStatsAggregate | None = None):
         self.store, self.bus, self.models, self.estimator, self.paths = store, bus, models, estimator, paths
         self.preview_width = preview_width
+        # Step-cache ("speculative decoder") totals of every completed task, for /v1/genius/decoder/stats.
+        self.decoder_stats = decoder_stats if decoder_stats is not None else DecoderStatsAggregate()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._cancels: set[str] = set()
@@ -177,7 +180,10 @@ class Worker:
                 hooks = _TaskHooks(self, task, plan, estimate.encode_seconds)
                 output = run_text_to_video(model, plan, hooks, self.paths.video(task.id),
                                            self.paths.thumbnail(task.id), self.preview_width)
-            self.estimator.record(spec, plan, output.mean_step_seconds, output.decode_encode_seconds,
+            # The rate learnt is the uncached one, so step-cache runs do not make later estimates optimistic.
+            step_rate = (output.decoder.uncached_estimate_seconds / output.decoder.steps
+                         if output.decoder and output.decoder.steps else output.mean_step_seconds)
+            self.estimator.record(spec, plan, step_rate, output.decode_encode_seconds,
                                   None if was_loaded else model.load_seconds)
             self._complete(task, request, plan, model, output,
                            load_seconds=0.0 if was_loaded else model.load_seconds)
@@ -232,9 +238,12 @@ class Worker:
                     "decode_encode_seconds": round(output.decode_encode_seconds, 3),
                 },
                 "notes": plan.notes,
+                "decoder": output.decoder.to_dict() if output.decoder else None,
             },
         }
         if self.store.finish(task.id, st.COMPLETED, result=result):
+            if output.decoder:
+                self.decoder_stats.add(output.decoder)
             self.publish(task.id, ev.COMPLETE, video_url=result["video_url"],
                          thumbnail_url=result["thumbnail_url"], total_frames=output.frames)
 
