@@ -18,8 +18,9 @@ from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
 
 from components.ui import build_ui
-from studio.api import genius_batch, genius_decoder
+from studio.api import genius_batch, genius_decoder, genius_sla
 from studio.api.errors import install_error_handlers
+from studio.api.metrics_middleware import MetricsMiddleware
 from studio.api.middleware import BodySizeLimit
 from studio.api.ratelimit import RateLimiter
 from studio.api.routes import router
@@ -51,8 +52,11 @@ def build_app(settings: Settings) -> FastAPI:
     api.include_router(router)
     api.include_router(genius_batch.router)
     api.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    api.add_middleware(MetricsMiddleware, monitor=studio.sla)  # outermost: times 413s too
 
     api.include_router(genius_decoder.router)
+    api.include_router(genius_sla.router)
+    api.include_router(genius_sla.metrics_router)  # GET /metrics (Prometheus; API key required)
 
     @api.api_route("/v1/{path:path}", methods=ALL_METHODS, include_in_schema=False)
     def unknown_route(path: str, request: Request):

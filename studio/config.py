@@ -62,6 +62,7 @@ class Settings:
         allow_loopback_urls: let the URL fetcher reach 127.0.0.0/8 and ::1 (tests only; every
             other non-global address stays refused).
         webhook_retry_base_seconds: first retry delay of a failed webhook (x4 per attempt).
+        sla_level: the SLA level /v1/genius/sla/status compares against by default.
     """
 
     host: str = "127.0.0.1"
@@ -75,6 +76,7 @@ class Settings:
     max_body_bytes: int = 16 * 2**20
     allow_loopback_urls: bool = False
     webhook_retry_base_seconds: float = 5.0
+    sla_level: str = "standard"
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -94,6 +96,7 @@ class Settings:
             max_body_bytes=_env_int("ECHOEL_MAX_BODY_BYTES", base.max_body_bytes),
             allow_loopback_urls=_env_flag("ECHOEL_ALLOW_LOOPBACK_URLS"),
             webhook_retry_base_seconds=_env_float("ECHOEL_WEBHOOK_RETRY_BASE", base.webhook_retry_base_seconds),
+            sla_level=os.environ.get("ECHOEL_SLA_LEVEL", base.sla_level),
         )
 
     # Folders under data_dir, one job each.

@@ -20,6 +20,7 @@ from studio.engine.plan import make_plan
 from studio.engine.request import SEED_MAX, GenerationRequest
 from studio.errors import InvalidRequest, ServiceUnavailable, TaskNotFound, TaskNotReady
 from studio.genius.decoder import DecoderStatsAggregate
+from studio.genius.sla import SlaMonitor
 from studio.jobs import events as ev
 from studio.jobs import store as st
 from studio.jobs.events import Event, EventBus
@@ -64,6 +65,8 @@ class Studio:
         self.decoder_stats = DecoderStatsAggregate()
         self.worker = Worker(self.store, self.bus, self.models, self.estimator, self.paths,
                              preview_width=settings.preview_width, decoder_stats=self.decoder_stats)
+        self.sla = SlaMonitor(settings.db_path, default_level=settings.sla_level, queue_depth=self.store.queue_depth)
+        self.worker.on_generation = self.sla.record_generation
         self.default_model = default_model() if settings.model == AUTO_MODEL else settings.model
         if self.default_model not in CATALOG:
             raise ValueError(f"unknown default model {self.default_model!r}; choose one of {', '.join(CATALOG)}")
@@ -71,6 +74,7 @@ class Studio:
     def start(self) -> None:
         """Fail tasks a previous process left running, then start the worker (which loads the
         offline model at once when it is the default: it is local and cheap, unlike hub models)."""
+        self.sla.start()  # first: the uptime history starts when the process is up
         self.store.fail_interrupted(INTERRUPTED_REASON)
         self.worker.start(preload=TINY if self.default_model == TINY else None)
         self.webhooks.start()
@@ -78,6 +82,7 @@ class Studio:
     def stop(self) -> None:
         self.worker.stop()
         self.webhooks.stop()
+        self.sla.stop()  # the last heartbeat
         self.store.close()
         self.keys.close()
 

@@ -467,6 +467,12 @@ class TaskStore:
                 ).fetchall()
         return [_row_to_task(r) for r in rows]
 
+    def queue_depth(self) -> int:
+        """Pending and running tasks."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM tasks WHERE status IN (?, ?, ?, ?)",
+                                    (PENDING, *RUNNING_STATUSES)).fetchone()[0]
+
     def events(self, task_id: str) -> list[dict[str, Any]]:
         """The persisted lifecycle events of a task, oldest first."""
         with self._lock:

@@ -107,6 +107,7 @@ class Worker:
         self._cancels_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.current_task_id: str | None = None
+        self.on_generation = None  # (seconds, ok) -> None: the SLA monitor's record_generation
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -199,6 +200,14 @@ class Worker:
             log.exception("task %s failed", task.id)
             self._end(task, st.FAILED, INTERNAL_ERROR_DETAIL, "InternalError", ev.ERROR, title="Internal error")
 
+    def _generation_done(self, task: Task, ok: bool) -> None:
+        """Tell the SLA monitor how long the task ran, from its claim to its end."""
+        if self.on_generation is not None and task.started_at is not None:
+            try:
+                self.on_generation(time.time() - task.started_at, ok)
+            except Exception:
+                log.exception("recording the generation time of %s failed", task.id)
+
     def _loading(self, task_id: str, fraction: float, message: str) -> None:
         self.store.update_progress(task_id, 0.0, message, None)
         self.publish(task_id, ev.PROGRESS, status=st.LOADING_MODEL, progress=0.0, step=message,
@@ -242,6 +251,7 @@ class Worker:
             },
         }
         if self.store.finish(task.id, st.COMPLETED, result=result):
+            self._generation_done(task, True)
             if output.decoder:
                 self.decoder_stats.add(output.decoder)
             self.publish(task.id, ev.COMPLETE, video_url=result["video_url"],
@@ -251,4 +261,6 @@ class Worker:
              title: str | None = None) -> None:
         self.paths.video(task.id).unlink(missing_ok=True)
         if self.store.finish(task.id, status, error=detail, error_type=error_type):
+            if status == st.FAILED:  # cancelled runs say nothing about the service
+                self._generation_done(task, False)
             self.publish(task.id, event_type, error=title or detail, detail=detail, error_type=error_type)
