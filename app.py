@@ -15,13 +15,13 @@ from pathlib import Path
 
 import gradio as gr
 from fastapi import FastAPI, Request
-from fastapi.routing import APIRoute
+from starlette.routing import Match, Mount
 
 from components.ui import build_ui
-from studio.api import genius_batch, genius_decoder, genius_sla
+from studio.api import genius_batch, genius_decoder, genius_orchestrator, genius_sla
 from studio.api.errors import install_error_handlers
 from studio.api.metrics_middleware import MetricsMiddleware
-from studio.api.middleware import BodySizeLimit
+from studio.api.middleware import BodySizeLimit, UnknownMethods
 from studio.api.ratelimit import RateLimiter
 from studio.api.routes import router
 from studio.config import Settings
@@ -52,17 +52,18 @@ def build_app(settings: Settings) -> FastAPI:
     api.include_router(router)
     api.include_router(genius_batch.router)
     api.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    api.add_middleware(UnknownMethods, known=ALL_METHODS, allowed=lambda scope: _allowed_methods(api, scope))
     api.add_middleware(MetricsMiddleware, monitor=studio.sla)  # outermost: times 413s too
 
     api.include_router(genius_decoder.router)
+    api.include_router(genius_orchestrator.router)
     api.include_router(genius_sla.router)
     api.include_router(genius_sla.metrics_router)  # GET /metrics (Prometheus; API key required)
 
     @api.api_route("/v1/{path:path}", methods=ALL_METHODS, include_in_schema=False)
     def unknown_route(path: str, request: Request):
         # Without this, unknown /v1 paths and methods would fall through to the UI mounted at "/".
-        allowed = sorted({m for route in api.routes if isinstance(route, APIRoute) and route.path != "/v1/{path:path}"
-                          and route.path_regex.match(request.url.path) for m in route.methods})
+        allowed = _allowed_methods(api, request.scope)
         if allowed:
             raise MethodNotAllowed(f"{request.method} is not allowed here; use {', '.join(allowed)}",
                                    headers={"Allow": ", ".join(allowed)})
@@ -79,6 +80,14 @@ def build_app(settings: Settings) -> FastAPI:
         enable_monitoring=False,
         footer_links=["api", "settings"],
     )
+
+
+def _allowed_methods(api: FastAPI, scope: dict) -> list[str]:
+    """Methods some real /v1 route accepts at this path (the catch-all and the UI mount aside)."""
+    routes = [r for r in api.router.routes
+              if not isinstance(r, Mount) and getattr(r, "path", None) != "/v1/{path:path}"]
+    return [method for method in ALL_METHODS
+            if any(r.matches({**scope, "method": method})[0] == Match.FULL for r in routes)]
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:

@@ -15,6 +15,7 @@ import cv2
 import gradio as gr
 import numpy as np
 
+from components.orchestrator_tab import AUTO_CHOICE, attach_auto_hint
 from studio.core import Studio
 from studio.engine.genres import GENRES
 from studio.engine.plan import ASPECT, SHORT_SIDE
@@ -47,6 +48,7 @@ class GenerateTab:
     video: gr.Video
     thumbnail: gr.Image
     metadata: gr.JSON
+    auto_hint: gr.Markdown
 
 
 def _model_choices(studio: Studio) -> list[tuple[str, str]]:
@@ -79,7 +81,8 @@ def create_ui(studio: Studio) -> GenerateTab:
                                          elem_id="gen-resolution")
                 aspect = gr.Dropdown(list(ASPECT), value=_default("aspect_ratio"), label="Aspect ratio")
                 genre = gr.Dropdown(list(GENRES), value=_default("genre"), label="Genre")
-            model = gr.Dropdown(_model_choices(studio), value=studio.default_model, label="Model")
+            model = gr.Dropdown([AUTO_CHOICE, *_model_choices(studio)], value=studio.default_model, label="Model")
+            auto_hint = gr.Markdown(visible=False, elem_id="gen-auto-hint")
             with gr.Accordion("Sampling", open=False):
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
                 lo, hi = _bounds("guidance_scale")
@@ -102,7 +105,8 @@ def create_ui(studio: Studio) -> GenerateTab:
                 task_id = gr.Textbox(label="Task id", interactive=False, elem_id="gen-task-id")
             metadata = gr.JSON(label="Metadata", elem_id="gen-metadata")
     inputs = [prompt, negative, duration, fps, resolution, aspect, genre, seed, guidance, steps, model]
-    return GenerateTab(inputs, generate_button, stop_button, task_id, preview, status, video, thumbnail, metadata)
+    return GenerateTab(inputs, generate_button, stop_button, task_id, preview, status, video, thumbnail, metadata,
+                       auto_hint)
 
 
 def _read_rgb(path) -> np.ndarray | None:
@@ -140,7 +144,7 @@ def make_handlers(studio: Studio):
             seed: reproducibility seed; -1 picks a random one (recorded in the metadata).
             guidance_scale: prompt adherence, 1-20.
             num_inference_steps: denoising steps, 10-150.
-            model: model id; empty for the server default.
+            model: model id, 'auto' for the Model Orchestrator's pick, or empty for the server default.
 
         Returns:
             Per update: task id, preview image, status text, video file, thumbnail, metadata.
@@ -223,6 +227,9 @@ def _summary(result) -> str:
 def create_event_handlers(tab: GenerateTab, studio: Studio) -> None:
     """Wire the tab: Generate streams, Stop cancels; both exposed through the Gradio API."""
     generate, get_status, cancel_task = make_handlers(studio)
+    prompt, _negative, duration, _fps, resolution, _aspect, _genre, _seed, guidance, steps, model = tab.inputs
+    attach_auto_hint(studio, model=model, prompt=prompt, duration=duration, resolution=resolution,
+                     guidance=guidance, steps=steps, output=tab.auto_hint)
     outputs = [tab.task_id, tab.preview, tab.status, tab.video, tab.thumbnail, tab.metadata]
     run = tab.generate_button.click(generate, tab.inputs, outputs, api_name="generate",
                                     concurrency_limit=None, show_progress="minimal",

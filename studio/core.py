@@ -96,6 +96,10 @@ class Studio:
     def prepare(self, request: GenerationRequest) -> Prepared:
         """Resolve a request for storage (model, seed) and estimate its own run time."""
         model = request.model or self.default_model
+        if model == AUTO_MODEL:
+            from studio.genius.orchestrator import choose_model  # the orchestrator builds on the core
+
+            model, _reasons = choose_model(self, request)
         if model not in CATALOG:
             raise InvalidRequest(f"model must be one of {', '.join(CATALOG)}")
         seed = request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)

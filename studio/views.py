@@ -60,6 +60,14 @@ class DecoderRunStats(BaseModel):
     denoise_seconds: float = Field(description="Sum of the engine's measured step times")
 
 
+class BatchRunInfo(BaseModel):
+    """How a batch task ran: tasks denoised in the same pipeline call, text-encoding reuse."""
+
+    batch_id: str
+    group_size: int = Field(description="Tasks denoised together in one batched pipeline call")
+    text_encoding: str = Field(description="'reused' (an equal prompt was encoded before) or 'computed'")
+
+
 class ResultMetadata(BaseModel):
     """How the video was made. ``notes`` lists every way the output differs from the request."""
 
@@ -84,6 +92,7 @@ class ResultMetadata(BaseModel):
     timings: dict[str, float]
     notes: list[str]
     decoder: DecoderRunStats | None = Field(None, description="Step-cache stats of this task (acceleration)")
+    batch: BatchRunInfo | None = Field(None, description="For batch tasks: how it was run")
 
 
 class TaskResult(BaseModel):

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from studio.api.auth import api_key
 from studio.api.routes import COMMON, ERRORS, IdempotencyKey, get_studio
 from studio.core import Studio
 from studio.genius.batch import BatchRequest, BatchStatus, BatchSubmitResponse, batch_status, submit_batch
 from studio.keys import ApiKey
+
+class BatchIdConvertor(StringConvertor):
+    """Batch ids look like ``batch-<16 hex>``; anything else (``submit``) is not this route."""
+
+    regex = "batch-[0-9a-f]{16}"
+
+
+register_url_convertor("batch_id", BatchIdConvertor())
 
 router = APIRouter(prefix="/v1/genius/batch", tags=["genius: batch"], responses=COMMON)
 
@@ -22,7 +31,7 @@ def submit(body: BatchRequest, idempotency_key: str | None = IdempotencyKey,
     return submit_batch(studio, body, owner=key.id, idempotency_key=idempotency_key)
 
 
-@router.get("/{batch_id}", response_model=BatchStatus, responses={404: ERRORS[404]})
+@router.get("/{batch_id:batch_id}", response_model=BatchStatus, responses={404: ERRORS[404]})
 def status(batch_id: str, key: ApiKey = Depends(api_key()), studio: Studio = Depends(get_studio)) -> BatchStatus:
     """Each task of the batch with its status and progress, and the totals."""
     return batch_status(studio, batch_id, owner=key.id)

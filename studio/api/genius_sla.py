@@ -11,6 +11,8 @@ and reveals load, which is not public information. It is charged to the ``defaul
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from studio.api.auth import api_key
@@ -27,7 +29,7 @@ def get_monitor(request: Request) -> SlaMonitor:
 
 
 @router.get("/status", response_model=SlaStatus, responses={400: ERRORS[400]})
-def sla_status(level: str | None = Query(None, max_length=40,
+def sla_status(level: Literal["best_effort", "standard", "premium", "critical"] | None = Query(None,
                                          description=f"One of {', '.join(SLA_LEVELS)}; default: the server's "
                                                      "ECHOEL_SLA_LEVEL (standard)"),
                _: ApiKey = Depends(api_key()), monitor: SlaMonitor = Depends(get_monitor)) -> SlaStatus:

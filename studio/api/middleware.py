@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
-from studio.errors import PayloadTooLarge
+from studio.errors import MethodNotAllowed, PayloadTooLarge, RouteNotFound, StudioError
 
 
 class BodySizeLimit:
@@ -59,4 +60,27 @@ class BodySizeLimit:
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class UnknownMethods:
+    """405 for request methods no route handles at all (``QUERY``, ``FOO``) under ``prefix``:
+    the router can only list known methods, and the UI mounted at ``/`` would answer 404."""
+
+    def __init__(self, app, known: list[str], allowed: Callable[[dict], list[str]], prefix: str = "/v1"):
+        self.app, self.known, self.allowed, self.prefix = app, set(known), allowed, prefix
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in self.known or not scope["path"].startswith(self.prefix):
+            return await self.app(scope, receive, send)
+        allowed = ", ".join(self.allowed(scope))
+        if allowed:
+            error: StudioError = MethodNotAllowed(f"{scope['method']} is not allowed here; use {allowed}")
+        else:
+            error = RouteNotFound(f"no route {scope['path'][:100]!r}; see /docs")
+        body = json.dumps(error.body()).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if allowed:
+            headers.append((b"allow", allowed.encode()))
+        await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": body})

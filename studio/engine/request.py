@@ -6,37 +6,69 @@ service has a single model). Every violation becomes ``InvalidRequest`` naming t
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from studio.engine.genres import GENRES
+from studio.models.catalog import CATALOG
 from studio.errors import InvalidRequest
 
 Resolution = Literal["480p", "720p", "1080p", "1440p", "4k", "8k"]
 AspectRatio = Literal["16:9", "9:16", "1:1", "4:3"]
+GenreName = Literal[tuple(GENRES)]
+ModelName = Literal[("auto", *CATALOG)]
+NOT_BLANK = r"\S"  # at least one non-space character (JSON Schema patterns are unanchored)
 
-SEED_MAX = 2**32 - 1  # torch.Generator seeds are 64-bit, but 32 bits keep seeds portable
+SEED_MAX = 2**32 - 1
+# Only the form of a URL is checked by the request models (so the OpenAPI schema can say it);
+# whether its address may be reached is the URL fetcher's call at submit and at delivery.
+HTTP_URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://[^\s]+$"  # torch.Generator seeds are 64-bit, but 32 bits keep seeds portable
 
 
-class GenerationRequest(BaseModel):
+_NUMBER_TYPES = (int, float)
+
+
+def _is_numeric(annotation: Any) -> bool:
+    args = get_args(annotation) or (annotation,)
+    return any(a in _NUMBER_TYPES for a in args) and not any(a is str for a in args)
+
+
+class JsonModel(BaseModel):
+    """A request body with JSON's types: numbers must be JSON numbers (``true`` is not 1 and
+    ``"5"`` is not 5), while whole floats still count as integers, as JSON Schema says."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                value = data.get(name)
+                if isinstance(value, (bool, str)) and _is_numeric(field.annotation):
+                    raise ValueError(f"{name} must be a number")
+        return data
+
+
+class GenerationRequest(JsonModel):
     """A text-to-video request. Unknown fields are rejected so that typos do not pass silently."""
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(..., min_length=1, max_length=2000, description="Text description (1-2000 chars)")
+    prompt: str = Field(..., min_length=1, max_length=2000, pattern=NOT_BLANK,
+                        description="Text description (1-2000 chars)")
     negative_prompt: str = Field("blurry, low quality", max_length=2000, description="What to avoid")
     duration_seconds: float = Field(4.0, ge=1, le=60, description="Duration (1-60 seconds)")
     fps: int = Field(24, ge=12, le=60, description="Frames per second (12-60)")
     resolution: Resolution = Field("720p", description="480p/720p/1080p/1440p/4k/8k")
     aspect_ratio: AspectRatio = Field("16:9", description="16:9/9:16/1:1/4:3")
-    genre: str = Field("cinematic", description="Style genre; GET /v1/genres lists them")
+    genre: GenreName = Field("cinematic", description="Style genre; GET /v1/genres lists them")
     seed: int | None = Field(None, ge=0, le=SEED_MAX, description="Reproducibility seed (random when absent)")
     guidance_scale: float = Field(7.5, ge=1, le=20, description="Prompt adherence (1-20)")
     num_inference_steps: int = Field(50, ge=10, le=150, description="Quality steps (10-150)")
-    webhook_url: str | None = Field(None, max_length=2048,
+    webhook_url: str | None = Field(None, max_length=2048, pattern=HTTP_URL_PATTERN,
                                     description="Callback URL (http/https, public address) for signed task.* events")
-    model: str | None = Field(None, description="Model id from GET /v1/models; the server default when absent")
+    model: ModelName | None = Field(None, description="Model id from GET /v1/models, or 'auto' for the Model "
+                                                      "Orchestrator's pick; the server default when absent")
     acceleration: Literal["off", "balanced", "fast"] = Field(
         "off", description="Step cache (the 'speculative decoder'): off computes every transformer pass; "
                            "balanced / fast skip the remaining blocks of a pass when the first block's output "
@@ -50,21 +82,6 @@ class GenerationRequest(BaseModel):
             raise ValueError("prompt must not be blank")
         return value.strip()
 
-    @field_validator("genre")
-    @classmethod
-    def _known_genre(cls, value: str) -> str:
-        if value not in GENRES:
-            raise ValueError(f"genre must be one of {', '.join(GENRES)}")
-        return value
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        # Only the form is checked here; whether the address may be reached is the URL
-        # fetcher's call at submit time (studio.media.fetch.validate_url) and again at delivery.
-        if value is not None and not value.lower().startswith(("http://", "https://")):
-            raise ValueError("webhook_url must be an http:// or https:// URL")
-        return value or None
 
 
 def field_bounds(model: type[BaseModel], name: str) -> tuple[Any, Any]:
@@ -88,16 +105,28 @@ def describe_validation_error(model: type[BaseModel] | None, errors: list[dict[s
     """
     sentences = []
     for err in errors:
-        loc = [str(part) for part in err.get("loc", ()) if part != "body"]
-        name = loc[0] if loc else "body"
+        loc = [part for part in err.get("loc", ()) if part != "body"]
+        # prompts[1], settings.fps: where in the body, as a client would write it
+        name = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(loc)) \
+            or "body"
         kind = err.get("type", "")
-        if model is not None and name in model.model_fields and kind in {
-            "greater_than_equal", "less_than_equal", "greater_than", "less_than"
-        }:
+        if model is not None and name in model.model_fields and kind in {"greater_than_equal", "less_than_equal"} \
+                and None not in field_bounds(model, name):
             lower, upper = field_bounds(model, name)
             sentences.append(f"{name} must be between {_number(lower)} and {_number(upper)}")
+        elif kind in {"greater_than", "less_than", "greater_than_equal", "less_than_equal"}:
+            bound = next(iter((err.get("ctx") or {}).values()), None)
+            relation = {"greater_than": "greater than", "less_than": "less than",
+                        "greater_than_equal": "at least", "less_than_equal": "at most"}[kind]
+            sentences.append(f"{name} must be {relation} {bound}")
+        elif kind == "literal_error":
+            sentences.append(f"{name} must be one of {(err.get('ctx') or {}).get('expected', '')}")
         elif kind == "extra_forbidden":
             sentences.append(f"{name} is not a known field")
+        elif kind == "string_pattern_mismatch" and name.endswith("url"):
+            sentences.append(f"{name} must be an http:// or https:// URL")
+        elif kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == NOT_BLANK:
+            sentences.append(f"{name} must not be blank")
         elif kind == "json_invalid":
             sentences.append("the request body is not valid JSON")
         elif kind == "missing":

@@ -1,4 +1,6 @@
-"""One text-to-video run: denoise with live previews, then decode and encode frame by frame.
+"""Text-to-video runs: denoise with live previews, then decode and encode frame by frame.
+
+A run covers one task, or a group of same-shaped tasks denoised in one batched pipeline call.
 
 The engine knows nothing about tasks, HTTP or the UI: it takes a plan, a loaded model and a
 ``RunHooks`` object, and calls the hooks as it goes. The hooks are where progress is stored,
@@ -18,6 +20,7 @@ import torch
 from studio.engine.decode import iter_decoded_frames
 from studio.engine.plan import GenerationPlan
 from studio.engine.preview import estimate_denoised
+from studio.engine.text_cache import TextEmbeddingCache
 from studio.genius import decoder
 from studio.media.video import Mp4Writer, fit_width, resize, write_jpeg
 from studio.models.loader import LoadedModel
@@ -50,15 +53,22 @@ class RunOutput:
     decode_encode_seconds: float
     mean_step_seconds: float
     step_seconds: list[float] = field(default_factory=list)  # per denoising step, hooks excluded
-    decoder: decoder.DecoderStats | None = None  # step-cache stats (acceleration)
+    decoder: decoder.DecoderStats | None = None  # step-cache stats (acceleration), of the whole call
+    group_size: int = 1  # tasks denoised together in this pipeline call
+    text_encoding_reused: bool = False  # the prompt's text encoding came from the cache
 
 
 class _StepWatcher:
-    """The ``callback_on_step_end`` of the pipeline: timing, previews, cancellation."""
+    """The ``callback_on_step_end`` of the pipeline: timing, previews, cancellation.
 
-    def __init__(self, model: LoadedModel, plan: GenerationPlan, hooks: RunHooks,
+    One watcher serves a whole group (a batched call): latents row ``i`` belongs to
+    ``plans[i]`` / ``hooks[i]``. A task cancelled mid-run stops getting updates and its output
+    is dropped; the call itself stops only when every task of the group is cancelled.
+    """
+
+    def __init__(self, model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHooks],
                  initial_latents: torch.Tensor, preview_width: int, min_preview_interval: float):
-        self.model, self.plan, self.hooks = model, plan, hooks
+        self.model, self.plans, self.hooks = model, plans, hooks
         self.previous = initial_latents
         self.preview_width = preview_width
         self.min_preview_interval = min_preview_interval
@@ -66,6 +76,7 @@ class _StepWatcher:
         self.last_step_at = time.perf_counter()
         self.clock_started = False
         self.step_seconds: list[float] = []
+        self.cancelled: set[int] = set()
 
     def start_clock(self, module, args) -> None:
         """Forward pre-hook of the denoisers: step 1's clock starts at its first transformer
@@ -79,45 +90,84 @@ class _StepWatcher:
         self.step_seconds.append(now - self.last_step_at)
         self.last_step_at = now
         latents = kwargs["latents"]
-        total = self.plan.num_inference_steps
-        preview = None
-        last_step = i == total - 1
-        if i == 0 or last_step or now - self.last_preview_at >= self.min_preview_interval:
+        total = self.plans[0].num_inference_steps
+        denoised = None
+        if i == 0 or i == total - 1 or now - self.last_preview_at >= self.min_preview_interval:
             sigmas = pipe.scheduler.sigmas
             denoised = estimate_denoised(self.previous, latents, float(sigmas[i]), float(sigmas[i + 1]))
-            preview = self.model.previewer.to_rgb(denoised, width=self.preview_width)
             self.last_preview_at = now
         self.previous = latents
-        self.hooks.on_step(i + 1, total, self.step_seconds[-1], preview)
-        if self.hooks.should_cancel():
+        for row, hooks in enumerate(self.hooks):
+            if row in self.cancelled:
+                continue
+            preview = None if denoised is None else self.model.previewer.to_rgb(
+                denoised[row:row + 1], width=self.preview_width)
+            hooks.on_step(i + 1, total, self.step_seconds[-1], preview)
+            if hooks.should_cancel():
+                self.cancelled.add(row)
+        if len(self.cancelled) == len(self.hooks):
             raise Cancelled()
         self.last_step_at = time.perf_counter()  # hook time is not step time
         return {}
 
 
-def _denoise(model: LoadedModel, plan: GenerationPlan, hooks: RunHooks, preview_width: int,
-             min_preview_interval: float) -> tuple[torch.Tensor, list[float], decoder.DecoderStats]:
+@dataclass
+class TextEncoding:
+    """What the text encoder produced for a group, and which prompts reused earlier encodings."""
+
+    prompt_embeds: torch.Tensor | None = None
+    negative_prompt_embeds: torch.Tensor | None = None
+    reused: list[bool] = field(default_factory=list)
+
+
+def _encode_texts(pipe, plans: list[GenerationPlan], cache: TextEmbeddingCache | None) -> TextEncoding:
+    """Prompt embeddings for the group through ``cache`` (equal prompts are encoded once); with
+    no cache the pipeline encodes the prompts itself."""
+    if cache is None:
+        return TextEncoding(reused=[False] * len(plans))
+    device = pipe._execution_device
+    prompts, reused = cache.encode(pipe, plans[0].model, [p.prompt for p in plans], device)
+    negative = None
+    if plans[0].guidance_scale > 1.0:
+        negative, _ = cache.encode(pipe, plans[0].model, [p.negative_prompt for p in plans], device)
+    return TextEncoding(prompts, negative, reused)
+
+
+def _initial_latents(pipe, plan: GenerationPlan, device) -> torch.Tensor:
+    """The plan's starting noise from its own seed (what a single run of it would use)."""
+    generator = torch.Generator(device="cpu").manual_seed(plan.seed)
+    return pipe.prepare_latents(1, pipe.transformer.config.in_channels, plan.gen_height, plan.gen_width,
+                                plan.gen_frames, torch.float32, torch.device("cpu"), generator).to(device)
+
+
+def _denoise(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHooks], preview_width: int,
+             min_preview_interval: float, text_cache: TextEmbeddingCache | None,
+             ) -> tuple[torch.Tensor, _StepWatcher, decoder.DecoderStats, TextEncoding]:
     pipe = model.pipe
     device = pipe._execution_device
-    generator = torch.Generator(device="cpu").manual_seed(plan.seed)
     # Our own starting noise, so the first step's denoised estimate can be computed too.
-    initial = pipe.prepare_latents(1, pipe.transformer.config.in_channels, plan.gen_height, plan.gen_width,
-                                   plan.gen_frames, torch.float32, torch.device("cpu"), generator).to(device)
-    watcher = _StepWatcher(model, plan, hooks, initial, preview_width, min_preview_interval)
+    initial = torch.cat([_initial_latents(pipe, plan, device) for plan in plans])
+    watcher = _StepWatcher(model, plans, hooks, initial, preview_width, min_preview_interval)
+    texts = _encode_texts(pipe, plans, text_cache)
     clocks = [m.register_forward_pre_hook(watcher.start_clock) for m in decoder.denoisers(pipe)]
     try:
-        with decoder.apply(pipe, plan.acceleration) as recorder:
-            latents = _call_pipe(pipe, plan, initial, watcher)
+        with decoder.apply(pipe, plans[0].acceleration) as recorder:
+            latents = _call_pipe(pipe, plans, initial, watcher, texts)
     finally:
         for handle in clocks:
             handle.remove()
-    return latents, watcher.step_seconds, recorder.stats(watcher.step_seconds)
+    return latents, watcher, recorder.stats(watcher.step_seconds), texts
 
 
-def _call_pipe(pipe, plan: GenerationPlan, initial: torch.Tensor, watcher: _StepWatcher) -> torch.Tensor:
+def _call_pipe(pipe, plans: list[GenerationPlan], initial: torch.Tensor, watcher: _StepWatcher,
+               texts: TextEncoding) -> torch.Tensor:
+    plan = plans[0]  # the group shares shape, steps, guidance and acceleration
+    if texts.prompt_embeds is not None:
+        prompts = {"prompt_embeds": texts.prompt_embeds, "negative_prompt_embeds": texts.negative_prompt_embeds}
+    else:
+        prompts = {"prompt": [p.prompt for p in plans], "negative_prompt": [p.negative_prompt for p in plans]}
     return pipe(
-        prompt=plan.prompt,
-        negative_prompt=plan.negative_prompt,
+        **prompts,
         height=plan.gen_height,
         width=plan.gen_width,
         num_frames=plan.gen_frames,
@@ -160,24 +210,57 @@ def run_text_to_video(model: LoadedModel, plan: GenerationPlan, hooks: RunHooks,
     Raises ``Cancelled`` when ``hooks.should_cancel()`` turns true (checked after every step
     and every decoded chunk); the partial video is removed.
     """
-    hooks.on_phase("generating_base", f"Denoising step 0/{plan.num_inference_steps}")
+    output = run_group(model, [plan], [hooks], [video_path], [thumbnail_path], preview_width,
+                       min_preview_interval)[0]
+    if output is None:
+        raise Cancelled()
+    return output
+
+
+def run_group(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHooks], video_paths: list[Path],
+              thumbnail_paths: list[Path], preview_width: int = 256, min_preview_interval: float = 0.2,
+              text_cache: TextEmbeddingCache | None = None) -> list[RunOutput | None]:
+    """Generate several plans of one shape (model, size, frames, steps, guidance, acceleration)
+    in ONE batched pipeline call, then decode and encode each video.
+
+    Returns one ``RunOutput`` per plan, or None for a task cancelled along the way; raises
+    ``Cancelled`` when all of them were. With ``text_cache``, equal prompts share one text
+    encoding (``RunOutput.text_encoding_reused`` says which ones reused).
+    """
+    for h, plan in zip(hooks, plans):
+        h.on_phase("generating_base", f"Denoising step 0/{plan.num_inference_steps}")
     started = time.perf_counter()
     with torch.inference_mode():
-        latents, step_seconds, decoder_stats = _denoise(model, plan, hooks, preview_width, min_preview_interval)
+        latents, watcher, decoder_stats, texts = _denoise(model, plans, hooks, preview_width,
+                                                          min_preview_interval, text_cache)
     denoised_at = time.perf_counter()
-    hooks.on_phase("encoding", f"Decoding and encoding {plan.out_frames} frames")
-    frames = _decode_and_encode(model, plan, latents, hooks, video_path, thumbnail_path)
-    finished = time.perf_counter()
-    return RunOutput(
-        video_path=video_path,
-        thumbnail_path=thumbnail_path,
-        frames=frames,
-        width=plan.out_width,
-        height=plan.out_height,
-        fps=plan.fps,
-        denoise_seconds=denoised_at - started,
-        decode_encode_seconds=finished - denoised_at,
-        mean_step_seconds=float(np.mean(step_seconds)) if step_seconds else 0.0,
-        step_seconds=step_seconds,
-        decoder=decoder_stats,
-    )
+    outputs: list[RunOutput | None] = []
+    for row, (plan, h, video_path, thumbnail_path) in enumerate(zip(plans, hooks, video_paths, thumbnail_paths)):
+        if row in watcher.cancelled:
+            outputs.append(None)
+            continue
+        encode_started = time.perf_counter()
+        h.on_phase("encoding", f"Decoding and encoding {plan.out_frames} frames")
+        try:
+            frames = _decode_and_encode(model, plan, latents[row:row + 1], h, video_path, thumbnail_path)
+        except Cancelled:
+            outputs.append(None)
+            continue
+        outputs.append(RunOutput(
+            video_path=video_path,
+            thumbnail_path=thumbnail_path,
+            frames=frames,
+            width=plan.out_width,
+            height=plan.out_height,
+            fps=plan.fps,
+            denoise_seconds=denoised_at - started,
+            decode_encode_seconds=time.perf_counter() - encode_started,
+            mean_step_seconds=float(np.mean(watcher.step_seconds)) if watcher.step_seconds else 0.0,
+            step_seconds=watcher.step_seconds,
+            decoder=decoder_stats,
+            group_size=len(plans),
+            text_encoding_reused=texts.reused[row] if texts.reused else False,
+        ))
+    if all(o is None for o in outputs):
+        raise Cancelled()
+    return outputs

@@ -12,11 +12,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model
 
-from studio.engine.request import GenerationRequest, parse_request
+from studio.engine.request import HTTP_URL_PATTERN, NOT_BLANK, GenerationRequest, JsonModel, parse_request
 from studio.errors import InvalidRequest, ServiceUnavailable, TaskNotFound
 from studio.jobs import store as st
 from studio.media.fetch import validate_url
@@ -29,27 +29,31 @@ PRIORITIES = {"low": 0, "normal": 1, "high": 2}
 MAX_PROMPTS = 64
 
 
-class BatchRequest(BaseModel):
+# Every generate field except the per-prompt ones, with the same defaults and bounds.
+BatchSettings = create_model(
+    "BatchSettings", __base__=JsonModel,
+    **{name: (field.annotation, field) for name, field in GenerationRequest.model_fields.items()
+       if name not in ("prompt", "webhook_url")})
+BatchSettings.model_config["extra"] = "forbid"
+BatchSettings.model_rebuild(force=True)
+
+
+class BatchRequest(JsonModel):
     """The seed's batch fields, plus ``settings`` shared by every prompt (any generate field)."""
 
-    model_config = {"extra": "forbid"}
+    model_config = ConfigDict(extra="forbid")
 
-    prompts: list[str] = Field(..., min_length=1, max_length=MAX_PROMPTS, description=f"1-{MAX_PROMPTS} prompts")
+    prompts: list[Annotated[str, Field(min_length=1, max_length=2000, pattern=NOT_BLANK)]] = Field(
+        ..., min_length=1, max_length=MAX_PROMPTS, description=f"1-{MAX_PROMPTS} prompts")
     priority: Literal["high", "normal", "low"] = "normal"
-    enable_similarity_caching: bool = True
+    enable_similarity_caching: StrictBool = True
     max_concurrent: int = Field(4, ge=1, le=16, description="Most tasks of this batch run in one pipeline call")
     vram_budget_gb: float | None = Field(None, gt=0, le=2048, description="Summed VRAM estimate a group may use")
-    settings: dict[str, Any] = Field(default_factory=dict,
-                                     description="Generate fields applied to every prompt (fps, resolution, ...)")
-    webhook_url: str | None = Field(None, max_length=2048, description="Receives every task's task.* events")
+    settings: BatchSettings = Field(default_factory=lambda: BatchSettings(),
+                                    description="Generate fields applied to every prompt (fps, resolution, ...)")
+    webhook_url: str | None = Field(None, max_length=2048, pattern=HTTP_URL_PATTERN,
+                                    description="Receives every task's task.* events")
 
-    @field_validator("settings")
-    @classmethod
-    def _no_prompt_in_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for name in ("prompt", "webhook_url"):
-            if name in value:
-                raise ValueError(f"settings.{name} is not allowed (give it at the top level)")
-        return value
 
 
 class BatchSubmitResponse(BaseModel):
@@ -74,7 +78,7 @@ def _task_requests(request: BatchRequest) -> list[GenerationRequest]:
     requests = []
     for index, prompt in enumerate(request.prompts):
         try:
-            requests.append(parse_request({**request.settings, "prompt": prompt}))
+            requests.append(parse_request({**request.settings.model_dump(exclude_unset=True), "prompt": prompt}))
         except InvalidRequest as error:
             raise InvalidRequest(f"prompts[{index}]: {error.detail}" if "prompt" in error.detail
                                  else f"settings: {error.detail}") from None
@@ -93,13 +97,14 @@ def submit_batch(studio: "Studio", request: BatchRequest, owner: str,
         owner, request.model_dump(), [p.stored.model_dump() for p in prepared], PRIORITIES[request.priority],
         [round(p.estimate, 2) for p in prepared], webhook_url=request.webhook_url,
         idempotency_key=idempotency_key)
-    if created:
-        studio.worker.wake()
     last = task_ids[-1]
     wait = studio.queue_wait(last) + (prepared[-1].estimate if created else 0.0)
-    return BatchSubmitResponse(batch_id=batch_id, task_ids=task_ids, total=len(task_ids),
-                               estimated_time_seconds=round(wait, 2),
-                               queue_position=studio.store.queue_position(task_ids[0]))
+    reply = BatchSubmitResponse(batch_id=batch_id, task_ids=task_ids, total=len(task_ids),
+                                estimated_time_seconds=round(wait, 2),
+                                queue_position=studio.store.queue_position(task_ids[0]))
+    if created:  # after measuring, so the reply describes the queue the batch joined
+        studio.worker.wake()
+    return reply
 
 
 def batch_status(studio: "Studio", batch_id: str, owner: str) -> BatchStatus:

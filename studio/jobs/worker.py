@@ -19,7 +19,8 @@ from studio.engine.estimate import Estimator
 from studio.engine.gpu import GPU_LOCK
 from studio.engine.plan import GenerationPlan, make_plan
 from studio.engine.request import GenerationRequest
-from studio.engine.t2v import DENOISE_SHARE, Cancelled, run_text_to_video
+from studio.engine.t2v import DENOISE_SHARE, Cancelled, run_group
+from studio.engine.text_cache import TextEmbeddingCache
 from studio.errors import StudioError, VramExceeded
 from studio.genius.decoder import DecoderStatsAggregate
 from studio.jobs import events as ev
@@ -106,7 +107,8 @@ class Worker:
         self._cancels: set[str] = set()
         self._cancels_lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self.current_task_id: str | None = None
+        self.current_task_ids: list[str] = []
+        self.text_cache = TextEmbeddingCache()
         self.on_generation = None  # (seconds, ok) -> None: the SLA monitor's record_generation
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -120,8 +122,8 @@ class Worker:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop after the current task (cancelling it) and wait for the thread."""
         self._stopping.set()
-        if self.current_task_id:
-            self.cancel(self.current_task_id)
+        for task_id in list(self.current_task_ids):
+            self.cancel(task_id)
         self._wake.set()
         if self._thread:
             self._thread.join(timeout)
@@ -159,46 +161,104 @@ class Worker:
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
-            self.current_task_id = task.id
+            group = [task] + self._companions(task)
+            self.current_task_ids = [t.id for t in group]
             try:
-                self._run(task)
+                self._run(group)
             finally:
-                self.current_task_id = None
+                self.current_task_ids = []
                 with self._cancels_lock:
-                    self._cancels.discard(task.id)
+                    self._cancels.difference_update(t.id for t in group)
 
-    def _run(self, task: Task) -> None:
+    @property
+    def current_task_id(self) -> str | None:
+        return self.current_task_ids[0] if self.current_task_ids else None
+
+    def _companions(self, head: Task) -> list[Task]:
+        """More tasks of ``head``'s batch that can share its pipeline call: same model and
+        shape, within the batch's ``max_concurrent`` (and ``vram_budget_gb``, see ``_fits``)."""
+        if not head.batch_id:
+            return []
+        found = self.store.batch(head.batch_id)
+        if found is None:
+            return []
+        options = found[0]["request"]
+        key = _shape_key(head)
+        members = [head]
+
+        def compatible(task: Task) -> bool:
+            if _shape_key(task) != key or not self._fits(members + [task], options.get("vram_budget_gb")):
+                return False
+            members.append(task)
+            return True
+
+        return self.store.claim_companions(head, options["max_concurrent"] - 1, compatible)
+
+    @staticmethod
+    def _fits(tasks: list[Task], budget_gb: float | None) -> bool:
+        """Whether a group's summed VRAM estimate fits the budget and the device (always true on
+        CPU, where the tiny model runs)."""
+        if not torch.cuda.is_available():
+            return True
+        from studio.genius.orchestrator import group_vram_gb
+
+        need = group_vram_gb([_plan_of(t) for t in tasks])
+        free_gb = torch.cuda.mem_get_info()[0] / 2**30
+        return need <= free_gb and (budget_gb is None or need <= budget_gb)
+
+    def _run(self, tasks: list[Task]) -> None:
+        """Run a group (usually of one) in one pipeline call; every failure ends all of them."""
         try:
-            request = GenerationRequest.model_validate(task.request)
-            spec = get_spec(request.model)
-            plan = make_plan(request, spec, seed=request.seed)
+            requests = [GenerationRequest.model_validate(t.request) for t in tasks]
+            spec = get_spec(requests[0].model)
+            plans = [make_plan(r, spec, seed=r.seed) for r in requests]
+            reuse_text = self._reuse_text_encodings(tasks[0])
             with GPU_LOCK:
-                self.publish(task.id, ev.PROGRESS, status=st.LOADING_MODEL, progress=0.0,
-                             step=f"Loading {spec.id}")
+                for task in tasks:
+                    self.publish(task.id, ev.PROGRESS, status=st.LOADING_MODEL, progress=0.0, step=f"Loading {spec.id}")
                 was_loaded = self.models.loaded_model == spec.id
-                model = self.models.get(spec.id, on_progress=lambda f, msg: self._loading(task.id, f, msg))
-                estimate = self.estimator.estimate(spec, plan, model_loaded=True)
-                hooks = _TaskHooks(self, task, plan, estimate.encode_seconds)
-                output = run_text_to_video(model, plan, hooks, self.paths.video(task.id),
-                                           self.paths.thumbnail(task.id), self.preview_width)
+                model = self.models.get(spec.id, on_progress=lambda f, msg: [self._loading(t.id, f, msg) for t in tasks])
+                estimate = self.estimator.estimate(spec, plans[0], model_loaded=True)
+                hooks = [_TaskHooks(self, t, p, estimate.encode_seconds) for t, p in zip(tasks, plans)]
+                outputs = run_group(model, plans, hooks, [self.paths.video(t.id) for t in tasks],
+                                    [self.paths.thumbnail(t.id) for t in tasks], self.preview_width,
+                                    text_cache=self.text_cache if reuse_text else None)
+            load_seconds = 0.0 if was_loaded else model.load_seconds
+            first = next(o for o in outputs if o is not None)
             # The rate learnt is the uncached one, so step-cache runs do not make later estimates optimistic.
-            step_rate = (output.decoder.uncached_estimate_seconds / output.decoder.steps
-                         if output.decoder and output.decoder.steps else output.mean_step_seconds)
-            self.estimator.record(spec, plan, step_rate, output.decode_encode_seconds,
+            step_rate = (first.decoder.uncached_estimate_seconds / first.decoder.steps
+                         if first.decoder and first.decoder.steps else first.mean_step_seconds)
+            self.estimator.record(spec, plans[0], step_rate / len(tasks), first.decode_encode_seconds,
                                   None if was_loaded else model.load_seconds)
-            self._complete(task, request, plan, model, output,
-                           load_seconds=0.0 if was_loaded else model.load_seconds)
+            if first.decoder:
+                self.decoder_stats.add(first.decoder)  # once per pipeline call, not per task
+            for task, request, plan, output in zip(tasks, requests, plans, outputs):
+                if output is None:
+                    self._end(task, st.CANCELLED, "Task cancelled", "TaskCancelled", ev.CANCELLED)
+                else:
+                    self._complete(task, request, plan, model, output, load_seconds)
         except Cancelled:
-            self._end(task, st.CANCELLED, "Task cancelled", "TaskCancelled", ev.CANCELLED)
+            for task in tasks:
+                self._end(task, st.CANCELLED, "Task cancelled", "TaskCancelled", ev.CANCELLED)
         except torch.OutOfMemoryError:
             self.models.evict()
             error = VramExceeded("the GPU ran out of memory; try a lower resolution, shorter duration or a smaller model")
-            self._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
+            for task in tasks:
+                self._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
         except StudioError as error:
-            self._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
+            for task in tasks:
+                self._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
         except Exception:
-            log.exception("task %s failed", task.id)
-            self._end(task, st.FAILED, INTERNAL_ERROR_DETAIL, "InternalError", ev.ERROR, title="Internal error")
+            log.exception("tasks %s failed", [t.id for t in tasks])
+            for task in tasks:
+                self._end(task, st.FAILED, INTERNAL_ERROR_DETAIL, "InternalError", ev.ERROR, title="Internal error")
+
+    def _reuse_text_encodings(self, task: Task) -> bool:
+        """Batch tasks with similarity caching on share text encodings of equal prompts."""
+        if not task.batch_id:
+            return False
+        found = self.store.batch(task.batch_id)
+        return bool(found and found[0]["request"].get("enable_similarity_caching", True))
 
     def _generation_done(self, task: Task, ok: bool) -> None:
         """Tell the SLA monitor how long the task ran, from its claim to its end."""
@@ -248,12 +308,13 @@ class Worker:
                 },
                 "notes": plan.notes,
                 "decoder": output.decoder.to_dict() if output.decoder else None,
+                "batch": {"batch_id": task.batch_id, "group_size": output.group_size,
+                          "text_encoding": "reused" if output.text_encoding_reused else "computed"}
+                if task.batch_id else None,
             },
         }
         if self.store.finish(task.id, st.COMPLETED, result=result):
             self._generation_done(task, True)
-            if output.decoder:
-                self.decoder_stats.add(output.decoder)
             self.publish(task.id, ev.COMPLETE, video_url=result["video_url"],
                          thumbnail_url=result["thumbnail_url"], total_frames=output.frames)
 
@@ -264,3 +325,15 @@ class Worker:
             if status == st.FAILED:  # cancelled runs say nothing about the service
                 self._generation_done(task, False)
             self.publish(task.id, event_type, error=title or detail, detail=detail, error_type=error_type)
+
+
+def _plan_of(task: Task) -> GenerationPlan:
+    request = GenerationRequest.model_validate(task.request)
+    return make_plan(request, get_spec(request.model), seed=request.seed)
+
+
+def _shape_key(task: Task) -> tuple:
+    """What tasks must share to be denoised in one batched call."""
+    plan = _plan_of(task)
+    return (plan.model, plan.gen_width, plan.gen_height, plan.gen_frames, plan.num_inference_steps,
+            plan.guidance_scale, plan.acceleration)

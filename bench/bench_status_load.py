@@ -1,0 +1,265 @@
+"""Load on ``GET /v1/status/{task_id}``: latency and throughput at rising request rates.
+
+Starts ``python app.py`` (tiny model, a temp data dir) as a separate process with one API key
+(``ECHOEL_API_KEYS=bench-key``) and the default rate limit raised to 100000 per second, so
+authentication and rate limiting stay in the path. Submits one small task, waits until it has
+completed, then polls its status with the key at each target rate for ``--duration`` seconds.
+
+The load is open-loop: request i is due at ``start + i / rate`` whether or not earlier ones
+have answered (a client that waits for answers would hide server queueing). Latency is measured
+from that due time to the end of the response, so time a request spent waiting in the client
+(for a connection, or for the event loop) counts too; ``lag p99`` says how late requests were
+actually sent. Errors are non-200 answers, timeouts and connection errors. The load generator
+(httpx.AsyncClient, one event loop) runs on the same cores as the server: its CPU time is
+printed next to the server's, and it is part of what limits the achievable rate.
+
+    .venv/bin/python bench/bench_status_load.py [--rates 50,100,200,300,400] [--duration 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "bench-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+SMALL = {"prompt": "a red fox running through snow", "duration_seconds": 1, "fps": 12,
+         "resolution": "480p", "num_inference_steps": 10, "model": "tiny"}
+GOAL_RATE, GOAL_P99_MS = 300, 25.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(data_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "ECHOEL_API_KEYS": KEY, "ECHOEL_RATE_LIMITS": "default=100000 per 1 second",
+           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--model", "tiny",
+                             "--data-dir", str(data_dir)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}; see {log_path}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/health", headers=AUTH, timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+def completed_task(base: str) -> str:
+    with httpx.Client(base_url=base, headers=AUTH, timeout=60) as http:
+        reply = http.post("/v1/generate", json=SMALL)
+        reply.raise_for_status()
+        task_id = reply.json()["task_id"]
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            body = http.get(f"/v1/status/{task_id}").json()
+            if body["status"] in ("completed", "failed", "cancelled"):
+                if body["status"] != "completed":
+                    raise RuntimeError(f"task ended {body['status']}: {body.get('error')}")
+                return task_id
+            time.sleep(0.2)
+    raise TimeoutError("the task did not complete")
+
+
+@dataclass
+class Stage:
+    rate: float
+    duration: float
+    sent: int = 0
+    latencies: list[float] = field(default_factory=list)  # seconds, due time -> response end
+    lags: list[float] = field(default_factory=list)  # seconds, due time -> request handed to httpx
+    errors: dict[str, int] = field(default_factory=dict)
+    elapsed: float = 0.0  # first due time -> last response
+    client_cpu: float = 0.0
+    server_cpu: float = 0.0
+    other_cpu: float = 0.0  # cores busy with neither (other processes on the machine)
+    server_cpu_ms: float = 0.0  # server CPU time per answered request
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    def pct(self, values: list[float], q: float) -> float:
+        if not values:
+            return float("nan")
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))] * 1000
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+
+async def run_stage(client: httpx.AsyncClient, path: str, stage: Stage, timeout: float) -> None:
+    count = int(stage.rate * stage.duration)
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task] = set()
+    last_end = 0.0
+
+    async def one(due: float) -> None:
+        nonlocal last_end
+        stage.lags.append(loop.time() - due)
+        try:
+            # wait_for bounds the whole request; httpx's own timeout is per phase (pool, connect, read)
+            response = await asyncio.wait_for(client.get(path), timeout)
+            if response.status_code == 200:
+                stage.latencies.append(loop.time() - due)
+            else:
+                stage.error(f"HTTP {response.status_code}")
+        except (asyncio.TimeoutError, httpx.TimeoutException):
+            stage.error("timeout")
+        except httpx.HTTPError as exc:
+            stage.error(type(exc).__name__)
+        last_end = max(last_end, loop.time())
+
+    start = loop.time() + 0.05
+    for i in range(count):
+        due = start + i / stage.rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(due))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        stage.sent += 1
+    if pending:
+        await asyncio.wait(pending)  # each one ends within `timeout`
+    stage.elapsed = max(last_end - start, 1e-9)
+
+
+async def run_all(base: str, task_id: str, rates: list[float], duration: float, timeout: float,
+                  server: psutil.Process) -> list[Stage]:
+    me = psutil.Process()
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=base, headers=AUTH, limits=limits) as client:
+        path = f"/v1/status/{task_id}"
+        await run_stage(client, path, Stage(rate=50, duration=2), timeout)  # warm-up: connections, caches
+        stages = []
+        for rate in rates:
+            stage = Stage(rate=rate, duration=duration)
+            c0, s0, a0, t0 = me.cpu_times(), server.cpu_times(), busy_seconds(), time.monotonic()
+            await run_stage(client, path, stage, timeout)
+            c1, s1, a1, wall = me.cpu_times(), server.cpu_times(), busy_seconds(), time.monotonic() - t0
+            stage.client_cpu = (c1.user + c1.system - c0.user - c0.system) / wall
+            stage.server_cpu = (s1.user + s1.system - s0.user - s0.system) / wall
+            stage.other_cpu = max(0.0, (a1 - a0) / wall - stage.client_cpu - stage.server_cpu)
+            answered = len(stage.latencies) + stage.error_count
+            stage.server_cpu_ms = stage.server_cpu * wall * 1000 / max(answered, 1)
+            stages.append(stage)
+            await asyncio.sleep(1.0)  # let the server drain between stages
+        return stages
+
+
+def busy_seconds() -> float:
+    """CPU seconds spent by everything on the machine (all cores) since boot."""
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + getattr(t, "steal", 0)
+
+
+def other_load(seconds: float = 2.0) -> float:
+    """Cores kept busy by other processes right now (this process is idle while measuring)."""
+    a0, t0 = busy_seconds(), time.monotonic()
+    time.sleep(seconds)
+    return (busy_seconds() - a0) / (time.monotonic() - t0)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = psutil.virtual_memory().total / 2**30
+    return f"{os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB, Python {platform.python_version()}, {platform.system()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", default="50,100,200,300,400", help="target requests/s, comma-separated")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per rate")
+    parser.add_argument("--timeout", type=float, default=5.0, help="per-request timeout, seconds")
+    parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
+    args = parser.parse_args()
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    port = args.port or free_port()
+    base = f"http://127.0.0.1:{port}"
+
+    idle_before = other_load()
+    if idle_before > 0.1:
+        print(f"warning: other processes keep {idle_before:.0%} of a core busy before the run; "
+              "the figures below are not those of a quiet machine", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_server(Path(tmp) / "data", port, Path(tmp) / "server.log")
+        try:
+            task_id = completed_task(base)
+            stages = asyncio.run(run_all(base, task_id, rates, args.duration, args.timeout,
+                                         psutil.Process(server.pid)))
+        finally:
+            server.terminate()
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+    print(f"machine: {machine()}")
+    print(f"server: python app.py (uvicorn, 1 worker, tiny model), key auth + rate limiting on; "
+          f"GET /v1/status/<completed task> over loopback")
+    print(f"client: httpx.AsyncClient, open loop, {args.duration:g} s per rate, <= 64 connections, "
+          f"timeout {args.timeout:g} s; the client shares the {os.cpu_count()} cores with the server")
+    print(f"other load before the run: {idle_before:.0%} of a core (CPU columns: share of one core, "
+          f"from /proc; 'other' = everything but server and client)")
+    print()
+    print("| offered req/s | sent | achieved req/s | p50 ms | p99 ms | max ms | errors | lag p99 ms "
+          "| server CPU | server CPU ms/req | client CPU | other CPU |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for s in stages:
+        errors = str(s.error_count) + (f" ({', '.join(f'{k}: {v}' for k, v in s.errors.items())})" if s.errors else "")
+        print(f"| {s.rate:g} | {s.sent} | {s.throughput:.0f} | {s.pct(s.latencies, 50):.1f} | "
+              f"{s.pct(s.latencies, 99):.1f} | {s.pct(s.latencies, 100):.1f} | {errors} | "
+              f"{s.pct(s.lags, 99):.1f} | {s.server_cpu:.0%} | {s.server_cpu_ms:.2f} | "
+              f"{s.client_cpu:.0%} | {s.other_cpu:.0%} |")
+    print()
+    goal = next((s for s in stages if s.rate == GOAL_RATE), None)
+    if goal is None:
+        print(f"goal: p99 under {GOAL_P99_MS:g} ms at {GOAL_RATE} requests/s with zero errors: not measured "
+              f"({GOAL_RATE} is not among --rates)")
+        return
+    p99 = goal.pct(goal.latencies, 99)
+    kept_up = goal.throughput >= 0.95 * GOAL_RATE
+    met = p99 < GOAL_P99_MS and goal.error_count == 0 and kept_up
+    print(f"goal: p99 under {GOAL_P99_MS:g} ms at {GOAL_RATE} requests/s with zero errors: "
+          f"{'MET' if met else 'MISSED'} (p99 {p99:.1f} ms, {goal.error_count} errors, "
+          f"achieved {goal.throughput:.0f} req/s)")
+
+
+if __name__ == "__main__":
+    main()

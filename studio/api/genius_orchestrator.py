@@ -1,0 +1,42 @@
+"""REST route of the Model Orchestrator: ``POST /v1/genius/orchestrator/select-model``.
+
+A thin adapter over ``studio.genius.orchestrator.select_model`` (formulas and selection rules are
+documented there). Authenticated and rate limited like every ``/v1`` route
+(``Authorization: Bearer <key>``, the ``default`` limit); errors are ``{error, detail, type}``.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from studio.api.auth import api_key
+from studio.api.routes import COMMON, ERRORS
+from studio.genius.orchestrator import SelectModelRequest, SelectModelResponse, select_model
+from studio.keys import ApiKey
+
+router = APIRouter(prefix="/v1/genius/orchestrator", tags=["genius: orchestrator"], responses=COMMON)
+
+
+def get_studio(request: Request):
+    return request.app.state.studio
+
+
+@router.post("/select-model", response_model=SelectModelResponse, responses={400: ERRORS[400], 413: ERRORS[413]})
+def select_model_route(body: SelectModelRequest, _: ApiKey = Depends(api_key()),
+                       studio=Depends(get_studio)) -> SelectModelResponse:
+    """Recommend a model for a prompt, duration, resolution and GPU budget.
+
+    - ``complexity`` / ``confidence``: simple, moderate or complex from counted prompt features
+      (subjects, actions, camera moves, scene changes, length); confidence is 0.5 on a class
+      boundary and approaches 1 far from it.
+    - ``vram_required_gb``: peak GPU memory (GiB) of weights + activations + VAE decode in the
+      fastest memory profile that fits (full GPU, model CPU offload, group offload).
+    - ``estimated_time_seconds``: FLOPs per step x steps / this GPU's measured FLOP/s (the H200
+      prior until a model has run here), plus load and decode/encode.
+    - ``alternatives[].speed_factor``: recommended model's time / the alternative's time.
+    - ``reasons``: how each number was reached, in words.
+
+    ``max_vram_gb`` defaults to this server's free GPU memory; without a GPU (and no
+    ``max_vram_gb``) the answer is the offline ``tiny`` model, and the reasons say so.
+    """
+    return select_model(studio, body)
