@@ -24,7 +24,7 @@ from studio.models.tiny import ensure_tiny_model
 
 ProgressFn = Callable[[float, str], None]
 
-# How much free VRAM (beyond the published peak) we want before putting a whole pipeline on the
+# How much free VRAM (beyond the estimated peak) we want before putting a whole pipeline on the
 # GPU; below that the loader falls back to diffusers' model CPU offload.
 _VRAM_HEADROOM = 1.15
 
@@ -142,8 +142,13 @@ class ModelCache:
 
     @staticmethod
     def _place_on_gpu(pipe, spec: ModelSpec) -> str:
+        """Whole pipeline on the GPU when its peak (the orchestrator's formula at the model's
+        native size and length) fits the free memory, else diffusers' model CPU offload."""
+        from studio.genius.orchestrator import ARCHITECTURES, memory_estimate
+
         free, _total = torch.cuda.mem_get_info()
-        need = (spec.vram_gb or spec.params_b * 2 + 8) * 2**30
+        need = memory_estimate(ARCHITECTURES[spec.id], spec.native_width, spec.native_height, spec.max_frames,
+                               "gpu").peak_bytes
         if free >= need * _VRAM_HEADROOM:
             pipe.to("cuda")
             return "gpu"
