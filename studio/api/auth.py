@@ -53,7 +53,9 @@ def api_key(kind: str = "default") -> Callable[..., ApiKey]:
     """A FastAPI dependency: the calling key, with ``kind``'s rate limit charged and the
     ``X-RateLimit-*`` headers set on the response."""
 
-    def dependency(request: Request, response: Response) -> ApiKey:
+    # async on purpose: the checks are a hash, a dict lookup and an in-memory counter (the key
+    # table lookup is one indexed SQLite read), so a hop to the thread pool would cost more.
+    async def dependency(request: Request, response: Response) -> ApiKey:
         app = request.app
         host = request.client.host if request.client else "unknown"
         key, decision = check_access(app.state.studio.keys, app.state.rate_limiter, kind, request.headers, host)

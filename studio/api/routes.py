@@ -44,7 +44,7 @@ COMMON = {code: ERRORS[code] for code in (401, 403, 429)}
 _MEDIA_NAME = re.compile(r"^(?P<id>[0-9a-f-]{36})(?P<suffix>\.[a-z0-9]+)$")
 
 
-def get_studio(request: Request) -> Studio:
+async def get_studio(request: Request) -> Studio:
     return request.app.state.studio
 
 
@@ -65,8 +65,11 @@ def generate(body: GenerationRequest, idempotency_key: str | None = IdempotencyK
 
 
 @router.get("/status/{task_id}", response_model=TaskStatus, tags=["core"], responses={404: ERRORS[404]})
-def status(task_id: str, key: ApiKey = Depends(api_key()), studio: Studio = Depends(get_studio)) -> TaskStatus:
+async def status(task_id: str, key: ApiKey = Depends(api_key()),
+                 studio: Studio = Depends(get_studio)) -> TaskStatus:
     """Progress, current step, elapsed time, ETA and the latest preview of a task."""
+    # async: two indexed SQLite reads, cheaper in the event loop than a thread-pool hop
+    # (this is the route clients poll; see bench/bench_status_load.py).
     return studio.status(task_id, owner=key.id)
 
 
