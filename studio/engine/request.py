@@ -26,6 +26,13 @@ SEED_MAX = 2**32 - 1
 HTTP_URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://[^\s]+$"  # torch.Generator seeds are 64-bit, but 32 bits keep seeds portable
 
 
+def strip_prompt(value: str) -> str:
+    """A prompt without surrounding spaces; one that is only spaces is refused."""
+    if not value.strip():
+        raise ValueError("prompt must not be blank")
+    return value.strip()
+
+
 _NUMBER_TYPES = (int, float)
 
 
@@ -75,12 +82,7 @@ class GenerationRequest(JsonModel):
                            "changed little since the last full pass (FirstBlockCache; thresholds and measured "
                            "stats: GET /v1/genius/decoder/stats)")
 
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("prompt must not be blank")
-        return value.strip()
+    _strip_prompt = field_validator("prompt")(strip_prompt)
 
 
 

@@ -128,7 +128,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from studio.engine.estimate import ENCODE_RATE, LOAD_SECONDS, STEP_RATE, Estimator, latent_tokens
 from studio.engine.plan import GenerationPlan, make_plan
-from studio.engine.request import GenerationRequest, JsonModel, Resolution
+from studio.engine.request import GenerationRequest, JsonModel, Resolution, strip_prompt
 from studio.models.catalog import CATALOG, TINY, ModelSpec
 
 GIB = 2**30
@@ -594,12 +594,7 @@ class SelectModelRequest(JsonModel):
     prefer_quality: StrictBool = Field(False, description="Pick the highest-quality model that fits and finishes "
                                                     "within 30 min, instead of the fastest adequate one")
 
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("prompt must not be blank")
-        return value.strip()
+    _strip_prompt = field_validator("prompt")(strip_prompt)
 
 
 class Alternative(BaseModel):

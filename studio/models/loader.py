@@ -17,6 +17,12 @@ from pathlib import Path
 
 import torch
 
+# Imported here, in whichever thread imports the studio first, and not lazily in the worker:
+# diffusers' lazy module is not safe to import from two threads at once.
+from diffusers import AutoencoderKLWan, WanPipeline
+from diffusers.utils import logging as diffusers_logging
+from transformers.utils import logging as transformers_logging
+
 from studio.engine.preview import LatentPreviewer
 from studio.errors import ModelUnavailable
 from studio.models.catalog import TINY, ModelSpec, get_spec
@@ -109,10 +115,6 @@ class ModelCache:
             torch.cuda.empty_cache()
 
     def _load(self, spec: ModelSpec, on_progress: ProgressFn) -> LoadedModel:
-
-        from diffusers import AutoencoderKLWan, WanPipeline
-        from diffusers.utils import logging as diffusers_logging
-        from transformers.utils import logging as transformers_logging
 
         # Their per-component loading bars would flood the server log on every model switch.
         diffusers_logging.disable_progress_bar()
