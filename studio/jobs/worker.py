@@ -161,10 +161,11 @@ class Worker:
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
-            group = [task] + self._companions(task)
+            options = self._batch_options(task)
+            group = [task] + self._companions(task, options)
             self.current_task_ids = [t.id for t in group]
             try:
-                self._run(group)
+                self._run(group, reuse_text=bool(options and options.get("enable_similarity_caching", True)))
             finally:
                 self.current_task_ids = []
                 with self._cancels_lock:
@@ -174,15 +175,16 @@ class Worker:
     def current_task_id(self) -> str | None:
         return self.current_task_ids[0] if self.current_task_ids else None
 
-    def _companions(self, head: Task) -> list[Task]:
+    def _batch_options(self, task: Task) -> dict | None:
+        """The batch request a task belongs to (max_concurrent, budget, caching), if any."""
+        found = self.store.batch(task.batch_id) if task.batch_id else None
+        return found[0]["request"] if found else None
+
+    def _companions(self, head: Task, options: dict | None) -> list[Task]:
         """More tasks of ``head``'s batch that can share its pipeline call: same model and
         shape, within the batch's ``max_concurrent`` (and ``vram_budget_gb``, see ``_fits``)."""
-        if not head.batch_id:
+        if options is None:
             return []
-        found = self.store.batch(head.batch_id)
-        if found is None:
-            return []
-        options = found[0]["request"]
         key = _shape_key(head)
         members = [head]
 
@@ -206,13 +208,13 @@ class Worker:
         free_gb = torch.cuda.mem_get_info()[0] / 2**30
         return need <= free_gb and (budget_gb is None or need <= budget_gb)
 
-    def _run(self, tasks: list[Task]) -> None:
-        """Run a group (usually of one) in one pipeline call; every failure ends all of them."""
+    def _run(self, tasks: list[Task], reuse_text: bool = False) -> None:
+        """Run a group (usually of one) in one pipeline call; every failure ends all of them.
+        ``reuse_text``: batch similarity caching (equal prompts share a text encoding)."""
         try:
             requests = [GenerationRequest.model_validate(t.request) for t in tasks]
             spec = get_spec(requests[0].model)
             plans = [make_plan(r, spec, seed=r.seed) for r in requests]
-            reuse_text = self._reuse_text_encodings(tasks[0])
             with GPU_LOCK:
                 for task in tasks:
                     self.publish(task.id, ev.PROGRESS, status=st.LOADING_MODEL, progress=0.0, step=f"Loading {spec.id}")
@@ -252,13 +254,6 @@ class Worker:
             log.exception("tasks %s failed", [t.id for t in tasks])
             for task in tasks:
                 self._end(task, st.FAILED, INTERNAL_ERROR_DETAIL, "InternalError", ev.ERROR, title="Internal error")
-
-    def _reuse_text_encodings(self, task: Task) -> bool:
-        """Batch tasks with similarity caching on share text encodings of equal prompts."""
-        if not task.batch_id:
-            return False
-        found = self.store.batch(task.batch_id)
-        return bool(found and found[0]["request"].get("enable_similarity_caching", True))
 
     def _generation_done(self, task: Task, ok: bool) -> None:
         """Tell the SLA monitor how long the task ran, from its claim to its end."""
