@@ -1,4 +1,4 @@
-"""The Generate tab: text-to-video with a live preview, progress, Stop, and the finished video.
+"""The Generate tab: text-to-video with a live frame strip, progress, Stop, and the finished video.
 
 Its handlers are thin adapters over ``Studio``: ``generate`` submits a task to the one queue and
 yields the task's events; ``get_status`` and ``cancel_task`` expose the same core calls to
@@ -7,20 +7,20 @@ yields the task's events; ``get_status`` and ``cancel_task`` expose the same cor
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import gradio as gr
-import numpy as np
 
 from components.orchestrator_tab import AUTO_CHOICE, attach_auto_hint
-from studio.core import Studio
+from studio.core import UI_OWNER, Studio
 from studio.engine.genres import GENRES
 from studio.engine.plan import ASPECT, SHORT_SIDE
 from studio.engine.request import GenerationRequest, field_bounds, parse_request
 from studio.errors import StudioError
+from studio.genius.streaming import StreamStartRequest, start_stream
 from studio.jobs import events as ev
 from studio.models.catalog import CATALOG
 
@@ -43,7 +43,7 @@ class GenerateTab:
     generate_button: gr.Button
     stop_button: gr.Button
     task_id: gr.Textbox
-    preview: gr.Image
+    preview: gr.Gallery
     status: gr.Markdown
     video: gr.Video
     thumbnail: gr.Image
@@ -95,8 +95,9 @@ def create_ui(studio: Studio) -> GenerateTab:
                 stop_button = gr.Button("Stop", variant="stop", elem_id="gen-stop")
         with gr.Column(scale=1):
             status = gr.Markdown("Ready.", elem_id="gen-status")
-            preview = gr.Image(label="Live preview (denoised estimate)", format="jpeg", interactive=False,
-                               elem_id="gen-preview", height=240)
+            preview = gr.Gallery(label="Frames as they arrive: denoising previews, then final frames",
+                                 columns=6, height=240, object_fit="contain", interactive=False,
+                                 allow_preview=True, elem_id="gen-strip")
             video = gr.Video(label="Video", interactive=False, autoplay=True, loop=True, buttons=["download"],
                              elem_id="gen-video")
             with gr.Row():
@@ -109,9 +110,26 @@ def create_ui(studio: Studio) -> GenerateTab:
                        auto_hint)
 
 
-def _read_rgb(path) -> np.ndarray | None:
-    image = cv2.imread(str(path))
-    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+class _FrameStrip:
+    """The Generate tab's frame strip: a Progressive Streaming session of the task, shown as a
+    gallery of its newest frames, refreshed at most every ``INTERVAL`` seconds."""
+
+    INTERVAL = 0.4
+    FRAMES = 24
+
+    def __init__(self, studio: Studio, task_id: str):
+        session = start_stream(studio, StreamStartRequest(task_id=task_id), owner=UI_OWNER)
+        _, self.board = studio.streams.session(session.session_id, UI_OWNER)
+        self.shown_version = 0
+        self.shown_at = 0.0
+
+    def due(self) -> bool:
+        """Whether new frames arrived and the last refresh is old enough."""
+        return self.board.version > self.shown_version and time.monotonic() - self.shown_at >= self.INTERVAL
+
+    def frames(self) -> list[tuple[str, str]]:
+        self.shown_version, self.shown_at = self.board.version, time.monotonic()
+        return [(str(path), f"#{index} {quality}") for index, quality, path in self.board.strip(self.FRAMES)]
 
 
 def make_handlers(studio: Studio):
@@ -147,7 +165,8 @@ def make_handlers(studio: Studio):
             model: model id, 'auto' for the Model Orchestrator's pick, or empty for the server default.
 
         Returns:
-            Per update: task id, preview image, status text, video file, thumbnail, metadata.
+            Per update: task id, frame strip (gallery of the newest frames: denoising previews,
+            then final frames as the video decodes), status text, video file, thumbnail, metadata.
         """
         try:
             request = parse_request({
@@ -162,6 +181,7 @@ def make_handlers(studio: Studio):
             raise gr.Error(error.detail, title=error.title) from None
         task_id = submitted.task_id
         skip = gr.skip()
+        strip = _FrameStrip(studio, task_id)
         yield (task_id, skip, f"Queued (position {submitted.queue_position}, "
                f"about {submitted.estimated_time_seconds:.0f} s)", None, None, None)
         finished = False
@@ -171,14 +191,12 @@ def make_handlers(studio: Studio):
                 if event.type == ev.PROGRESS:
                     progress(data.get("progress", 0.0), desc=data.get("step", ""))
                     yield task_id, skip, data.get("step", ""), skip, skip, skip
-                elif event.type == ev.FRAME_AVAILABLE:
-                    image = _read_rgb(studio.paths.preview(task_id))
-                    if image is not None:
-                        yield task_id, image, skip, skip, skip, skip
+                if event.type in (ev.PROGRESS, ev.FRAME_AVAILABLE) and strip.due():
+                    yield task_id, strip.frames(), skip, skip, skip, skip
                 elif event.type == ev.COMPLETE:
                     finished = True
                     result = studio.result(task_id)
-                    yield (task_id, skip, _summary(result), str(studio.paths.video(task_id)),
+                    yield (task_id, strip.frames(), _summary(result), str(studio.paths.video(task_id)),
                            str(studio.paths.thumbnail(task_id)), result.model_dump())
                 elif event.type == ev.CANCELLED:
                     finished = True

@@ -21,6 +21,7 @@ from studio.engine.request import SEED_MAX, GenerationRequest
 from studio.errors import InvalidRequest, ServiceUnavailable, TaskNotFound, TaskNotReady
 from studio.genius.decoder import DecoderStatsAggregate
 from studio.genius.sla import SlaMonitor
+from studio.genius.streaming import StreamHub
 from studio.jobs import events as ev
 from studio.jobs import store as st
 from studio.jobs.events import Event, EventBus
@@ -67,6 +68,8 @@ class Studio:
                              preview_width=settings.preview_width, decoder_stats=self.decoder_stats)
         self.sla = SlaMonitor(settings.db_path, default_level=settings.sla_level, queue_depth=self.store.queue_depth)
         self.worker.on_generation = self.sla.record_generation
+        self.streams = StreamHub(settings.media_dir / "stream")  # under media_dir: the UI may serve it
+        self.worker.streams = self.streams
         self.default_model = default_model() if settings.model == AUTO_MODEL else settings.model
         if self.default_model not in CATALOG:
             raise ValueError(f"unknown default model {self.default_model!r}; choose one of {', '.join(CATALOG)}")
@@ -151,7 +154,7 @@ class Studio:
     def cancel(self, task_id: str, owner: str = UI_OWNER) -> TaskStatus:
         """Cancel a pending task at once, or a running one at its next step. Finished tasks are
         left as they are (cancelling twice is harmless)."""
-        task = self._task(task_id, owner)
+        task = self.task(task_id, owner)
         if not task.is_terminal:
             self.worker.cancel(task_id)
             if self.store.request_cancel(task_id):
@@ -161,7 +164,7 @@ class Studio:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _task(self, task_id: str, owner: str) -> Task:
+    def task(self, task_id: str, owner: str) -> Task:
         """The task if it exists and belongs to ``owner``; otherwise the same 404 either way,
         so nobody learns whether another key's task exists."""
         task = self.store.get(task_id) if isinstance(task_id, str) and len(task_id) <= 64 else None
@@ -170,7 +173,7 @@ class Studio:
         return task
 
     def status(self, task_id: str, owner: str = UI_OWNER) -> TaskStatus:
-        task = self._task(task_id, owner)
+        task = self.task(task_id, owner)
         if task.started_at is None:
             elapsed = 0.0
         else:
@@ -189,7 +192,7 @@ class Studio:
         )
 
     def result(self, task_id: str, owner: str = UI_OWNER) -> TaskResult:
-        task = self._task(task_id, owner)
+        task = self.task(task_id, owner)
         if task.status != st.COMPLETED or not task.result:
             if task.status in (st.FAILED, st.CANCELLED):
                 raise TaskNotReady(f"task {task.status}: {task.error}")
@@ -200,7 +203,7 @@ class Studio:
 
     def media_file(self, kind: str, task_id: str, owner: str = UI_OWNER) -> Path:
         """The on-disk file behind a media URL, or ``TaskNotFound``."""
-        task = self._task(task_id, owner)
+        task = self.task(task_id, owner)
         path = self.paths.path(kind, task.id)
         if not path.is_file():
             raise TaskNotFound(f"no {kind[:-1]} for task {task.id} (yet)")
@@ -209,20 +212,20 @@ class Studio:
     def follow(self, task_id: str, owner: str = UI_OWNER, poll_seconds: float = 1.0) -> Iterator[Event]:
         """The task's events from now on, starting with its current state, ending with its
         final event (``complete``, ``error`` or ``cancelled``)."""
-        task = self._task(task_id, owner)
+        task = self.task(task_id, owner)
         with self.bus.subscribe(task.id) as sub:
-            task = self._task(task_id, owner)  # read after subscribing, so no event falls in between
+            task = self.task(task_id, owner)  # read after subscribing, so no event falls in between
             yield Event(task.id, ev.PROGRESS, {"status": task.status, "progress": task.progress,
                                                "step": task.current_step})
             if task.is_terminal:
-                yield self._final_event(task)
+                yield self.final_event(task)
                 return
             while True:
                 event = sub.get(timeout=poll_seconds)
                 if event is None:
-                    task = self._task(task_id, owner)
+                    task = self.task(task_id, owner)
                     if task.is_terminal:  # e.g. ended by another process
-                        yield self._final_event(task)
+                        yield self.final_event(task)
                         return
                     continue
                 yield event
@@ -230,10 +233,13 @@ class Studio:
                     return
 
     @staticmethod
-    def _final_event(task: Task) -> Event:
+    def final_event(task: Task) -> Event:
+        """The closing event of an ended task, rebuilt from its row."""
         if task.status == st.COMPLETED:
+            frames = ((task.result or {}).get("metadata") or {}).get("frames")
             return Event(task.id, ev.COMPLETE, {"video_url": media_url("videos", task.id),
-                                                "thumbnail_url": media_url("thumbnails", task.id)})
+                                                "thumbnail_url": media_url("thumbnails", task.id),
+                                                "total_frames": frames})
         if task.status == st.CANCELLED:
             return Event(task.id, ev.CANCELLED, {"error": "Task cancelled", "error_type": "TaskCancelled"})
         return Event(task.id, ev.ERROR, {"error": task.error, "error_type": task.error_type})

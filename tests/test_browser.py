@@ -26,7 +26,7 @@ OBSERVER_JS = """
 () => {
   const seen = {previewSrcs: [], statuses: []};
   window.__smoke = seen;
-  const preview = document.querySelector('#gen-preview');
+  const preview = document.querySelector('#gen-strip');
   const status = document.querySelector('#gen-status');
   const record = () => {
     for (const img of preview.querySelectorAll('img')) {

@@ -46,6 +46,12 @@ class Hooks:
     def on_encoded(self, frames_done, total) -> None:
         pass
 
+    def streaming(self) -> bool:
+        return False
+
+    def on_stream_frame(self, frame_index, quality, rgb, progress) -> None:
+        pass
+
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):

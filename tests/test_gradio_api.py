@@ -31,9 +31,12 @@ def test_generate_streams_previews_then_the_video(client, live_server):
     assert metadata["status"] == "completed" and metadata["metadata"]["seed"] == 5
     assert video["path"].endswith(".mp4") and thumbnail["path"].endswith(".jpg")
     first_video = next(i for i, u in enumerate(updates) if _value(u[3]))
-    previews = [u[1] for u in updates[:first_video] if _value(u[1])]
-    assert len(previews) >= 2, f"{len(previews)} previews before the video"
-    assert all(p["path"].endswith(".jpeg") for p in previews)
+    strips = [u[1] for u in updates[:first_video] if _value(u[1])]
+    assert len(strips) >= 2, f"{len(strips)} frame strips before the video"
+    assert any(" preview" in frame["caption"] for strip in strips for frame in strip)
+    assert all(frame["image"]["path"].endswith(".jpg") for strip in strips for frame in strip)
+    # the last strip: every one of the 12 output frames, final
+    assert [frame["caption"] for frame in preview] == [f"#{i} final" for i in range(12)]
     assert "Done" in status and task_id == metadata["task_id"]
     # the same task is visible through REST-equivalent core calls
     assert live_server.studio.status(task_id).status == "completed"

@@ -83,6 +83,11 @@ class GenerationPlan:
         """Which generated frame is shown as output frame ``out_index`` (nearest in time)."""
         return min(self.gen_frames - 1, out_index * self.gen_frames // self.out_frames)
 
+    def output_index(self, gen_index: int) -> int:
+        """The first output frame that shows generated frame ``gen_index`` or a later one (the
+        inverse of ``source_index``): where a latent frame's preview goes in the output."""
+        return min(self.out_frames - 1, -(-gen_index * self.out_frames // self.gen_frames))
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -22,6 +22,7 @@ from studio.engine.plan import GenerationPlan
 from studio.engine.preview import estimate_denoised
 from studio.engine.text_cache import TextEmbeddingCache
 from studio.genius import decoder
+from studio.genius.streaming import FINAL, PREVIEW
 from studio.media.video import Mp4Writer, fit_width, resize, write_jpeg
 from studio.models.loader import LoadedModel
 
@@ -39,6 +40,8 @@ class RunHooks(Protocol):
     def on_phase(self, status: str, message: str) -> None: ...
     def on_step(self, step: int, total: int, step_seconds: float, preview: np.ndarray | None) -> None: ...
     def on_encoded(self, frames_done: int, total: int) -> None: ...
+    def streaming(self) -> bool: ...
+    def on_stream_frame(self, frame_index: int, quality: str, rgb: np.ndarray, progress: float) -> None: ...
 
 
 @dataclass
@@ -103,12 +106,24 @@ class _StepWatcher:
             preview = None if denoised is None else self.model.previewer.to_rgb(
                 denoised[row:row + 1], width=self.preview_width)
             hooks.on_step(i + 1, total, self.step_seconds[-1], preview)
+            if denoised is not None and hooks.streaming():
+                self._stream_previews(pipe, self.plans[row], hooks, denoised[row:row + 1],
+                                      DENOISE_SHARE * (i + 1) / total)
             if hooks.should_cancel():
                 self.cancelled.add(row)
         if len(self.cancelled) == len(self.hooks):
             raise Cancelled()
         self.last_step_at = time.perf_counter()  # hook time is not step time
         return {}
+
+    def _stream_previews(self, pipe, plan: GenerationPlan, hooks: RunHooks, denoised: torch.Tensor,
+                         progress: float) -> None:
+        """Every latent frame's denoised estimate as a preview of the output frame it starts."""
+        ratio = pipe.vae_scale_factor_temporal
+        for latent_index in range(denoised.shape[2]):
+            rgb = self.model.previewer.to_rgb(denoised, frame=latent_index, width=self.preview_width)
+            gen_index = min(latent_index * ratio, plan.gen_frames - 1)
+            hooks.on_stream_frame(plan.output_index(gen_index), PREVIEW, rgb, progress)
 
 
 @dataclass
@@ -189,10 +204,14 @@ def _decode_and_encode(model: LoadedModel, plan: GenerationPlan, latents: torch.
     with Mp4Writer(video_path, plan.out_width, plan.out_height, plan.fps) as writer:
         for chunk in iter_decoded_frames(model.pipe.vae, latents):
             seen += len(chunk)
+            streaming = hooks.streaming()
             while out_index < plan.out_frames and plan.source_index(out_index) < seen:
                 source = chunk[plan.source_index(out_index) - (seen - len(chunk))]
                 frame = resize(source, plan.out_width, plan.out_height)
                 writer.write(frame)
+                if streaming:
+                    progress = DENOISE_SHARE + (1 - DENOISE_SHARE) * (out_index + 1) / plan.out_frames
+                    hooks.on_stream_frame(out_index, FINAL, frame, progress)
                 if out_index == thumb_index:
                     write_jpeg(thumbnail_path, fit_width(frame, min(THUMBNAIL_WIDTH, plan.out_width)))
                 out_index += 1

@@ -23,6 +23,7 @@ from studio.engine.t2v import DENOISE_SHARE, Cancelled, run_group
 from studio.engine.text_cache import TextEmbeddingCache
 from studio.errors import StudioError, VramExceeded
 from studio.genius.decoder import DecoderStatsAggregate
+from studio.genius.streaming import StreamHub
 from studio.jobs import events as ev
 from studio.jobs import store as st
 from studio.jobs.events import Event, EventBus
@@ -84,6 +85,14 @@ class _TaskHooks:
             self.last_progress_webhook = now
             self.worker.store.queue_progress_webhook(self.task.id, {"progress": round(progress, 4), "step": message})
 
+    def streaming(self) -> bool:
+        return self.worker.streams is not None and self.worker.streams.board(self.task.id) is not None
+
+    def on_stream_frame(self, frame_index: int, quality: str, rgb: np.ndarray, progress: float) -> None:
+        board = self.worker.streams.board(self.task.id) if self.worker.streams else None
+        if board is not None:
+            board.put(frame_index, quality, rgb, progress)
+
     def on_encoded(self, frames_done: int, total: int) -> None:
         progress = DENOISE_SHARE + (1 - DENOISE_SHARE) * frames_done / max(total, 1)
         message = f"Encoding frame {frames_done}/{total}"
@@ -110,6 +119,7 @@ class Worker:
         self.current_task_ids: list[str] = []
         self.text_cache = TextEmbeddingCache()
         self.on_generation = None  # (seconds, ok) -> None: the SLA monitor's record_generation
+        self.streams: StreamHub | None = None  # Progressive Streaming's frame boards, when wired
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -312,6 +322,7 @@ class Worker:
             self._generation_done(task, True)
             self.publish(task.id, ev.COMPLETE, video_url=result["video_url"],
                          thumbnail_url=result["thumbnail_url"], total_frames=output.frames)
+            self._stream_outcome(task.id, ev.COMPLETE, video_url=result["video_url"], total_frames=output.frames)
 
     def _end(self, task: Task, status: str, detail: str, error_type: str, event_type: str,
              title: str | None = None) -> None:
@@ -320,6 +331,11 @@ class Worker:
             if status == st.FAILED:  # cancelled runs say nothing about the service
                 self._generation_done(task, False)
             self.publish(task.id, event_type, error=title or detail, detail=detail, error_type=error_type)
+            self._stream_outcome(task.id, event_type, error=title or detail, detail=detail, error_type=error_type)
+
+    def _stream_outcome(self, task_id: str, type_: str, **data) -> None:
+        if self.streams is not None:
+            self.streams.finish(task_id, {"type": type_, "task_id": task_id, **data})
 
 
 def _plan_of(task: Task) -> GenerationPlan:
