@@ -92,7 +92,10 @@ def make_handler(studio: Studio):
             rows = [[i + 1, lines[i][:60], t.status, f"{t.progress:.0%}", t.current_step]
                     for i, t in enumerate(status.tasks)]
             counts = ", ".join(f"{n} {s}" for s, n in status.counts.items())
-            totals = f"**{done}/{status.total} finished** ({counts}) — {status.progress:.0%} overall"
+            saved = status.similarity_cache
+            totals = (f"**{done}/{status.total} finished** ({counts}) — {status.progress:.0%} overall · "
+                      f"similarity caching: {saved.text_encodings_reused} text encodings and "
+                      f"{saved.denoising_states_reused} denoising states reused, {saved.steps_skipped} steps skipped")
             yield submitted.batch_id, totals, gallery, rows
             if done == status.total:
                 return

@@ -60,12 +60,22 @@ class DecoderRunStats(BaseModel):
     denoise_seconds: float = Field(description="Sum of the engine's measured step times")
 
 
+class DenoisingStateReuse(BaseModel):
+    """Approximate caching: which earlier task's early state this one started from."""
+
+    source_task_id: str
+    cosine: float = Field(description="Cosine of the two prompts' pooled text embeddings")
+    skipped_steps: int = Field(description="Denoising steps not run (the source's first steps)")
+
+
 class BatchRunInfo(BaseModel):
     """How a batch task ran: tasks denoised in the same pipeline call, text-encoding reuse."""
 
     batch_id: str
     group_size: int = Field(description="Tasks denoised together in one batched pipeline call")
     text_encoding: str = Field(description="'reused' (an equal prompt was encoded before) or 'computed'")
+    denoising_state: DenoisingStateReuse | None = Field(
+        None, description="Set when the task started from a near-identical prompt's cached state")
 
 
 class ResultMetadata(BaseModel):

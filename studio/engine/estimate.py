@@ -76,14 +76,14 @@ class Estimator:
         total = load + step_seconds * plan.num_inference_steps + encode
         return Estimate(total, step_seconds, encode, load, "measured" if measured else "prior")
 
-    def record(self, spec: ModelSpec, plan: GenerationPlan, mean_step_seconds: float,
-               encode_seconds: float, load_seconds: float | None) -> None:
-        """Fold one finished run's measurements into the model's rates."""
+    def record(self, spec: ModelSpec, plan: GenerationPlan, mean_step_seconds: float | None,
+               encode_seconds: float | None, load_seconds: float | None) -> None:
+        """Fold one finished run's measurements (those not None) into the model's rates."""
         tokens = latent_tokens(spec, plan)
-        if mean_step_seconds > 0 and tokens:
+        if mean_step_seconds and tokens:
             self.store.record_timing(spec.id, STEP_RATE, mean_step_seconds / tokens * 1000)
         megapixels = plan.out_frames * plan.out_width * plan.out_height / 1e6
-        if megapixels:
+        if encode_seconds is not None and megapixels:
             self.store.record_timing(spec.id, ENCODE_RATE, encode_seconds / megapixels)
         if load_seconds is not None:
             self.store.record_timing(spec.id, LOAD_SECONDS, load_seconds)

@@ -11,8 +11,8 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from studio.engine.genres import GENRES
-from studio.models.catalog import CATALOG
 from studio.errors import InvalidRequest
+from studio.models.catalog import CATALOG
 
 Resolution = Literal["480p", "720p", "1080p", "1440p", "4k", "8k"]
 AspectRatio = Literal["16:9", "9:16", "1:1", "4:3"]

@@ -20,6 +20,7 @@ import torch
 from studio.engine.decode import iter_decoded_frames
 from studio.engine.plan import GenerationPlan
 from studio.engine.preview import estimate_denoised
+from studio.engine.state_cache import start_at_step
 from studio.engine.text_cache import TextEmbeddingCache
 from studio.genius import decoder
 from studio.genius.streaming import FINAL, PREVIEW
@@ -59,6 +60,16 @@ class RunOutput:
     decoder: decoder.DecoderStats | None = None  # step-cache stats (acceleration), of the whole call
     group_size: int = 1  # tasks denoised together in this pipeline call
     text_encoding_reused: bool = False  # the prompt's text encoding came from the cache
+    states: dict[int, torch.Tensor] = field(default_factory=dict)  # steps done -> latents (CPU), if captured
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Start a group after ``step`` steps from ``latents`` ``[n, C, T, h, w]`` (approximate
+    caching: near-identical prompts skip the early steps, see ``studio.engine.state_cache``)."""
+
+    step: int
+    latents: torch.Tensor
 
 
 class _StepWatcher:
@@ -70,8 +81,12 @@ class _StepWatcher:
     """
 
     def __init__(self, model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHooks],
-                 initial_latents: torch.Tensor, preview_width: int, min_preview_interval: float):
+                 initial_latents: torch.Tensor, preview_width: int, min_preview_interval: float,
+                 first_step: int = 0, capture_steps: tuple[int, ...] = ()):
         self.model, self.plans, self.hooks = model, plans, hooks
+        self.first_step = first_step  # steps skipped by a resumed run
+        self.capture_steps = set(capture_steps)
+        self.states: dict[int, torch.Tensor] = {}  # steps done -> latents of the whole group (CPU)
         self.previous = initial_latents
         self.preview_width = preview_width
         self.min_preview_interval = min_preview_interval
@@ -94,8 +109,11 @@ class _StepWatcher:
         self.last_step_at = now
         latents = kwargs["latents"]
         total = self.plans[0].num_inference_steps
+        step = self.first_step + i + 1  # steps done, counting skipped ones
+        if step in self.capture_steps:
+            self.states[step] = latents.detach().to("cpu", copy=True)
         denoised = None
-        if i == 0 or i == total - 1 or now - self.last_preview_at >= self.min_preview_interval:
+        if i == 0 or step == total or now - self.last_preview_at >= self.min_preview_interval:
             sigmas = pipe.scheduler.sigmas
             denoised = estimate_denoised(self.previous, latents, float(sigmas[i]), float(sigmas[i + 1]))
             self.last_preview_at = now
@@ -105,10 +123,10 @@ class _StepWatcher:
                 continue
             preview = None if denoised is None else self.model.previewer.to_rgb(
                 denoised[row:row + 1], width=self.preview_width)
-            hooks.on_step(i + 1, total, self.step_seconds[-1], preview)
+            hooks.on_step(step, total, self.step_seconds[-1], preview)
             if denoised is not None and hooks.streaming():
                 self._stream_previews(pipe, self.plans[row], hooks, denoised[row:row + 1],
-                                      DENOISE_SHARE * (i + 1) / total)
+                                      DENOISE_SHARE * step / total)
             if hooks.should_cancel():
                 self.cancelled.add(row)
         if len(self.cancelled) == len(self.hooks):
@@ -135,17 +153,23 @@ class TextEncoding:
     reused: list[bool] = field(default_factory=list)
 
 
-def _encode_texts(pipe, plans: list[GenerationPlan], cache: TextEmbeddingCache | None) -> TextEncoding:
-    """Prompt embeddings for the group through ``cache`` (equal prompts are encoded once); with
-    no cache the pipeline encodes the prompts itself."""
-    if cache is None:
-        return TextEncoding(reused=[False] * len(plans))
+def encode_texts(pipe, plans: list[GenerationPlan], cache: TextEmbeddingCache) -> TextEncoding:
+    """Prompt embeddings for a group through ``cache`` (equal prompts are encoded once)."""
     device = pipe._execution_device
     prompts, reused = cache.encode(pipe, plans[0].model, [p.prompt for p in plans], device)
     negative = None
     if plans[0].guidance_scale > 1.0:
         negative, _ = cache.encode(pipe, plans[0].model, [p.negative_prompt for p in plans], device)
     return TextEncoding(prompts, negative, reused)
+
+
+def select_texts(texts: TextEncoding | None, rows: list[int]) -> TextEncoding | None:
+    """The encodings of some rows of a group (a sub-group run on its own)."""
+    if texts is None:
+        return None
+    negative = texts.negative_prompt_embeds
+    return TextEncoding(texts.prompt_embeds[rows], None if negative is None else negative[rows],
+                        [texts.reused[r] for r in rows])
 
 
 def _initial_latents(pipe, plan: GenerationPlan, device) -> torch.Tensor:
@@ -156,28 +180,30 @@ def _initial_latents(pipe, plan: GenerationPlan, device) -> torch.Tensor:
 
 
 def _denoise(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHooks], preview_width: int,
-             min_preview_interval: float, text_cache: TextEmbeddingCache | None,
-             ) -> tuple[torch.Tensor, _StepWatcher, decoder.DecoderStats, TextEncoding]:
+             min_preview_interval: float, texts: TextEncoding | None, resume: Resume | None,
+             capture_steps: tuple[int, ...]) -> tuple[torch.Tensor, _StepWatcher, decoder.DecoderStats]:
     pipe = model.pipe
     device = pipe._execution_device
-    # Our own starting noise, so the first step's denoised estimate can be computed too.
-    initial = torch.cat([_initial_latents(pipe, plan, device) for plan in plans])
-    watcher = _StepWatcher(model, plans, hooks, initial, preview_width, min_preview_interval)
-    texts = _encode_texts(pipe, plans, text_cache)
+    if resume is not None:
+        initial, first_step = resume.latents.to(device), resume.step
+    else:  # our own starting noise, so the first step's denoised estimate can be computed too
+        initial, first_step = torch.cat([_initial_latents(pipe, plan, device) for plan in plans]), 0
+    watcher = _StepWatcher(model, plans, hooks, initial, preview_width, min_preview_interval,
+                           first_step, capture_steps)
     clocks = [m.register_forward_pre_hook(watcher.start_clock) for m in decoder.denoisers(pipe)]
     try:
-        with decoder.apply(pipe, plans[0].acceleration) as recorder:
+        with decoder.apply(pipe, plans[0].acceleration) as recorder, start_at_step(pipe.scheduler, first_step):
             latents = _call_pipe(pipe, plans, initial, watcher, texts)
     finally:
         for handle in clocks:
             handle.remove()
-    return latents, watcher, recorder.stats(watcher.step_seconds), texts
+    return latents, watcher, recorder.stats(watcher.step_seconds)
 
 
 def _call_pipe(pipe, plans: list[GenerationPlan], initial: torch.Tensor, watcher: _StepWatcher,
-               texts: TextEncoding) -> torch.Tensor:
+               texts: TextEncoding | None) -> torch.Tensor:
     plan = plans[0]  # the group shares shape, steps, guidance and acceleration
-    if texts.prompt_embeds is not None:
+    if texts is not None:
         prompts = {"prompt_embeds": texts.prompt_embeds, "negative_prompt_embeds": texts.negative_prompt_embeds}
     else:
         prompts = {"prompt": [p.prompt for p in plans], "negative_prompt": [p.negative_prompt for p in plans]}
@@ -238,20 +264,24 @@ def run_text_to_video(model: LoadedModel, plan: GenerationPlan, hooks: RunHooks,
 
 def run_group(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHooks], video_paths: list[Path],
               thumbnail_paths: list[Path], preview_width: int = 256, min_preview_interval: float = 0.2,
-              text_cache: TextEmbeddingCache | None = None) -> list[RunOutput | None]:
+              texts: TextEncoding | None = None, resume: Resume | None = None,
+              capture_steps: tuple[int, ...] = ()) -> list[RunOutput | None]:
     """Generate several plans of one shape (model, size, frames, steps, guidance, acceleration)
     in ONE batched pipeline call, then decode and encode each video.
 
     Returns one ``RunOutput`` per plan, or None for a task cancelled along the way; raises
-    ``Cancelled`` when all of them were. With ``text_cache``, equal prompts share one text
-    encoding (``RunOutput.text_encoding_reused`` says which ones reused).
+    ``Cancelled`` when all of them were. ``texts``: prompt encodings made beforehand (see
+    ``encode_texts``; without them the pipeline encodes the prompts). ``resume``: start from
+    cached latents after some steps. ``capture_steps``: keep the latents after these steps
+    (``RunOutput.states``).
     """
     for h, plan in zip(hooks, plans):
-        h.on_phase("generating_base", f"Denoising step 0/{plan.num_inference_steps}")
+        done = resume.step if resume else 0
+        h.on_phase("generating_base", f"Denoising step {done}/{plan.num_inference_steps}")
     started = time.perf_counter()
     with torch.inference_mode():
-        latents, watcher, decoder_stats, texts = _denoise(model, plans, hooks, preview_width,
-                                                          min_preview_interval, text_cache)
+        latents, watcher, decoder_stats = _denoise(model, plans, hooks, preview_width, min_preview_interval,
+                                                   texts, resume, capture_steps)
     denoised_at = time.perf_counter()
     outputs: list[RunOutput | None] = []
     for row, (plan, h, video_path, thumbnail_path) in enumerate(zip(plans, hooks, video_paths, thumbnail_paths)):
@@ -278,7 +308,8 @@ def run_group(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHo
             step_seconds=watcher.step_seconds,
             decoder=decoder_stats,
             group_size=len(plans),
-            text_encoding_reused=texts.reused[row] if texts.reused else False,
+            text_encoding_reused=texts.reused[row] if texts else False,
+            states={step: state[row:row + 1] for step, state in watcher.states.items()},
         ))
     if all(o is None for o in outputs):
         raise Cancelled()

@@ -7,7 +7,10 @@
   one batched pipeline call while their summed VRAM estimate fits ``vram_budget_gb`` (and the
   device), never more than ``max_concurrent`` at once.
 - Similarity caching (``enable_similarity_caching``): equal prompts reuse the text encoder's
-  output instead of encoding again; every reuse is recorded in the task's metadata.
+  output instead of encoding again, and near-identical prompts start from a cached early
+  denoising state of the most similar earlier prompt, skipping those steps (approximate
+  caching as in NIRVANA; thresholds and rules in ``studio.engine.state_cache``). Every reuse is
+  recorded in the task's metadata (``metadata.batch``) and counted in the batch's status.
 """
 
 from __future__ import annotations
@@ -64,12 +67,21 @@ class BatchSubmitResponse(BaseModel):
     queue_position: int = Field(description="Queue position of the batch's first task")
 
 
+class SimilarityStats(BaseModel):
+    """What similarity caching saved in a batch, counted from its finished tasks' metadata."""
+
+    text_encodings_reused: int = Field(description="Tasks whose prompt encoding was reused")
+    denoising_states_reused: int = Field(description="Tasks that started from a near-identical prompt's state")
+    steps_skipped: int = Field(description="Denoising steps those tasks did not run")
+
+
 class BatchStatus(BaseModel):
     batch_id: str
     total: int
     counts: dict[str, int] = Field(description="Tasks per status")
     progress: float = Field(description="Mean progress of the batch's tasks")
     priority: str
+    similarity_cache: SimilarityStats
     tasks: list["TaskStatus"]
 
 
@@ -119,7 +131,16 @@ def batch_status(studio: "Studio", batch_id: str, owner: str) -> BatchStatus:
     statuses = [studio.status(task.id, owner) for task in tasks]
     return BatchStatus(batch_id=batch_id, total=len(tasks), counts={k: v for k, v in counts.items() if v},
                        progress=round(sum(t.progress for t in tasks) / max(len(tasks), 1), 4),
-                       priority=info["request"]["priority"], tasks=statuses)
+                       priority=info["request"]["priority"], similarity_cache=_similarity_stats(tasks),
+                       tasks=statuses)
+
+
+def _similarity_stats(tasks: list) -> SimilarityStats:
+    runs = [((t.result or {}).get("metadata") or {}).get("batch") or {} for t in tasks]
+    states = [r["denoising_state"] for r in runs if r.get("denoising_state")]
+    return SimilarityStats(text_encodings_reused=sum(r.get("text_encoding") == "reused" for r in runs),
+                           denoising_states_reused=len(states),
+                           steps_skipped=sum(s["skipped_steps"] for s in states))
 
 
 def _rebuild() -> None:

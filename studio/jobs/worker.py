@@ -19,7 +19,17 @@ from studio.engine.estimate import Estimator
 from studio.engine.gpu import GPU_LOCK
 from studio.engine.plan import GenerationPlan, make_plan
 from studio.engine.request import GenerationRequest
-from studio.engine.t2v import DENOISE_SHARE, Cancelled, run_group
+from studio.engine.state_cache import DenoisingStateCache, StateMatch, capture_steps, pooled_text, reusable
+from studio.engine.t2v import (
+    DENOISE_SHARE,
+    Cancelled,
+    Resume,
+    RunOutput,
+    TextEncoding,
+    encode_texts,
+    run_group,
+    select_texts,
+)
 from studio.engine.text_cache import TextEmbeddingCache
 from studio.errors import StudioError, VramExceeded
 from studio.genius.decoder import DecoderStatsAggregate
@@ -118,6 +128,7 @@ class Worker:
         self._thread: threading.Thread | None = None
         self.current_task_ids: list[str] = []
         self.text_cache = TextEmbeddingCache()
+        self.state_cache = DenoisingStateCache()
         self.on_generation = None  # (seconds, ok) -> None: the SLA monitor's record_generation
         self.streams: StreamHub | None = None  # Progressive Streaming's frame boards, when wired
 
@@ -232,23 +243,15 @@ class Worker:
                 model = self.models.get(spec.id, on_progress=lambda f, msg: [self._loading(t.id, f, msg) for t in tasks])
                 estimate = self.estimator.estimate(spec, plans[0], model_loaded=True)
                 hooks = [_TaskHooks(self, t, p, estimate.encode_seconds) for t, p in zip(tasks, plans)]
-                outputs = run_group(model, plans, hooks, [self.paths.video(t.id) for t in tasks],
-                                    [self.paths.thumbnail(t.id) for t in tasks], self.preview_width,
-                                    text_cache=self.text_cache if reuse_text else None)
+                outputs, matches = self._generate(model, tasks, plans, hooks, reuse_text)
+                if not was_loaded:
+                    self.estimator.record(spec, plans[0], None, None, model.load_seconds)
             load_seconds = 0.0 if was_loaded else model.load_seconds
-            first = next(o for o in outputs if o is not None)
-            # The rate learnt is the uncached one, so step-cache runs do not make later estimates optimistic.
-            step_rate = (first.decoder.uncached_estimate_seconds / first.decoder.steps
-                         if first.decoder and first.decoder.steps else first.mean_step_seconds)
-            self.estimator.record(spec, plans[0], step_rate / len(tasks), first.decode_encode_seconds,
-                                  None if was_loaded else model.load_seconds)
-            if first.decoder:
-                self.decoder_stats.add(first.decoder)  # once per pipeline call, not per task
-            for task, request, plan, output in zip(tasks, requests, plans, outputs):
+            for task, request, plan, output, match in zip(tasks, requests, plans, outputs, matches):
                 if output is None:
                     self._end(task, st.CANCELLED, "Task cancelled", "TaskCancelled", ev.CANCELLED)
                 else:
-                    self._complete(task, request, plan, model, output, load_seconds)
+                    self._complete(task, request, plan, model, output, load_seconds, match)
         except Cancelled:
             for task in tasks:
                 self._end(task, st.CANCELLED, "Task cancelled", "TaskCancelled", ev.CANCELLED)
@@ -265,6 +268,68 @@ class Worker:
             for task in tasks:
                 self._end(task, st.FAILED, INTERNAL_ERROR_DETAIL, "InternalError", ev.ERROR, title="Internal error")
 
+    def _generate(self, model, tasks: list[Task], plans: list[GenerationPlan], hooks: list[_TaskHooks],
+                  similarity: bool) -> tuple[list[RunOutput | None], list[StateMatch | None]]:
+        """The group's pipeline calls. Without similarity caching: one call. With it (batch
+        ``enable_similarity_caching``): equal prompts share text encodings, and prompts
+        near-identical to an earlier one (cached, or earlier in this group) start from that
+        run's cached early state: the others run first, keeping their early states, then the
+        near-identical ones resume, grouped by how many steps they skip."""
+        outputs: list[RunOutput | None] = [None] * len(tasks)
+        matches: list[StateMatch | None] = [None] * len(tasks)
+        if not similarity:
+            self._call(model, tasks, plans, hooks, list(range(len(tasks))), outputs)
+            return outputs, matches
+        with torch.inference_mode():
+            texts = encode_texts(model.pipe, plans, self.text_cache)
+            pooled = pooled_text(texts.prompt_embeds)
+        key = _state_key(tasks[0], plans[0])
+        leaders: list[int] = []
+        followers: list[int] = []
+        for i, plan in enumerate(plans):
+            near_leader = any(reusable(float(pooled[i] @ pooled[j]), plan.prompt, plan.seed,
+                                       plans[j].prompt, plans[j].seed) for j in leaders)
+            cached = self.state_cache.match(key, pooled[i], plan.prompt, plan.seed, plan.num_inference_steps)
+            (followers if near_leader or cached else leaders).append(i)
+        self._call(model, tasks, plans, hooks, leaders, outputs, texts,
+                   capture=tuple(capture_steps(plans[0].num_inference_steps)))
+        for i in leaders:
+            if outputs[i] is not None:
+                self.state_cache.add(key, tasks[i].id, plans[i].prompt, plans[i].seed, pooled[i], outputs[i].states)
+        by_step: dict[int, list[int]] = {}
+        for i in followers:
+            matches[i] = self.state_cache.match(key, pooled[i], plans[i].prompt, plans[i].seed,
+                                                plans[i].num_inference_steps)
+            by_step.setdefault(matches[i].skipped_steps if matches[i] else 0, []).append(i)
+        for step, rows in sorted(by_step.items()):
+            resume = Resume(step, torch.cat([matches[i].latents for i in rows])) if step else None
+            self._call(model, tasks, plans, hooks, rows, outputs, texts, resume=resume)
+        return outputs, matches
+
+    def _call(self, model, tasks: list[Task], plans: list[GenerationPlan], hooks: list[_TaskHooks],
+              rows: list[int], outputs: list, texts: TextEncoding | None = None, resume: Resume | None = None,
+              capture: tuple[int, ...] = ()) -> None:
+        """One batched pipeline call over ``rows`` of the group; fills ``outputs[row]`` (None
+        for a cancelled task) and learns the call's step and encode times."""
+        if not rows:
+            return
+        try:
+            results = run_group(model, [plans[i] for i in rows], [hooks[i] for i in rows],
+                                [self.paths.video(tasks[i].id) for i in rows],
+                                [self.paths.thumbnail(tasks[i].id) for i in rows], self.preview_width,
+                                texts=select_texts(texts, rows), resume=resume, capture_steps=capture)
+        except Cancelled:
+            return
+        for i, result in zip(rows, results):
+            outputs[i] = result
+        first = next(o for o in results if o is not None)
+        # The rate learnt is the uncached one, so step-cache runs do not make later estimates optimistic.
+        step_rate = (first.decoder.uncached_estimate_seconds / first.decoder.steps
+                     if first.decoder and first.decoder.steps else first.mean_step_seconds)
+        self.estimator.record(model.spec, plans[rows[0]], step_rate / len(rows), first.decode_encode_seconds, None)
+        if first.decoder:
+            self.decoder_stats.add(first.decoder)  # once per pipeline call, not per task
+
     def _generation_done(self, task: Task, ok: bool) -> None:
         """Tell the SLA monitor how long the task ran, from its claim to its end."""
         if self.on_generation is not None and task.started_at is not None:
@@ -278,8 +343,8 @@ class Worker:
         self.publish(task_id, ev.PROGRESS, status=st.LOADING_MODEL, progress=0.0, step=message,
                      download_progress=fraction)
 
-    def _complete(self, task: Task, request: GenerationRequest, plan: GenerationPlan, model, output,
-                  load_seconds: float) -> None:
+    def _complete(self, task: Task, request: GenerationRequest, plan: GenerationPlan, model, output: RunOutput,
+                  load_seconds: float, match: StateMatch | None = None) -> None:
         generation_time = output.denoise_seconds + output.decode_encode_seconds + load_seconds
         result = {
             "video_url": media_url("videos", task.id),
@@ -311,10 +376,11 @@ class Worker:
                     "mean_step_seconds": round(output.mean_step_seconds, 4),
                     "decode_encode_seconds": round(output.decode_encode_seconds, 3),
                 },
-                "notes": plan.notes,
+                "notes": plan.notes + ([_resume_note(match)] if match else []),
                 "decoder": output.decoder.to_dict() if output.decoder else None,
                 "batch": {"batch_id": task.batch_id, "group_size": output.group_size,
-                          "text_encoding": "reused" if output.text_encoding_reused else "computed"}
+                          "text_encoding": "reused" if output.text_encoding_reused else "computed",
+                          "denoising_state": match.to_dict() if match else None}
                 if task.batch_id else None,
             },
         }
@@ -336,6 +402,18 @@ class Worker:
     def _stream_outcome(self, task_id: str, type_: str, **data) -> None:
         if self.streams is not None:
             self.streams.finish(task_id, {"type": type_, "task_id": task_id, **data})
+
+
+def _resume_note(match: StateMatch) -> str:
+    return (f"similarity caching: started after step {match.skipped_steps} from the denoising state of task "
+            f"{match.source_task_id} (near-identical prompt, cosine {match.cosine:.3f}); this seed's own noise "
+            "was not used")
+
+
+def _state_key(task: Task, plan: GenerationPlan) -> tuple:
+    """Which cached denoising states a task may start from: its owner's, of the same shape."""
+    return (task.owner, plan.model, plan.gen_width, plan.gen_height, plan.gen_frames, plan.num_inference_steps,
+            plan.guidance_scale, plan.acceleration)
 
 
 def _plan_of(task: Task) -> GenerationPlan:
