@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from components import batch_tab, generate_tab, monitor_tab, orchestrator_tab
+from components import batch_tab, generate_tab, inpaint_tab, monitor_tab, orchestrator_tab
 from studio.core import Studio
 
 TITLE = "Echoelmusic Video Studio"
@@ -23,10 +23,13 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 batch = batch_tab.create_ui(studio)
             with gr.Tab("Model Orchestrator", id="orchestrator"):
                 orchestrator = orchestrator_tab.create_ui(studio)
+            with gr.Tab("Inpaint", id="inpaint"):
+                inpaint = inpaint_tab.create_ui(studio)
             with gr.Tab("Monitor", id="monitor"):
                 monitor = monitor_tab.create_ui(studio, decoder_stats=studio.decoder_stats.snapshot)
         generate_tab.create_event_handlers(generate, studio)
         batch_tab.create_event_handlers(batch, studio)
         orchestrator_tab.create_event_handlers(orchestrator, studio)
+        inpaint_tab.create_event_handlers(inpaint, studio)
         monitor_tab.create_event_handlers(monitor, studio)
     return demo

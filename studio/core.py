@@ -33,7 +33,16 @@ from studio.media.fetch import FetchPolicy, validate_url
 from studio.media.paths import MediaPaths, media_url
 from studio.models.catalog import CATALOG, TINY
 from studio.models.loader import ModelCache, cuda_available, default_model
-from studio.views import GenreInfo, Health, ModelInfo, ResultMetadata, SubmitResponse, TaskResult, TaskStatus
+from studio.views import (
+    EditMetadata,
+    GenreInfo,
+    Health,
+    ModelInfo,
+    ResultMetadata,
+    SubmitResponse,
+    TaskResult,
+    TaskStatus,
+)
 
 INTERRUPTED_REASON = "the server stopped while this task was running; submit it again"
 UI_OWNER = "ui"  # tasks started from the web UI; API keys never see them
@@ -65,7 +74,8 @@ class Studio:
                                           settings.webhook_retry_base_seconds)
         self.decoder_stats = DecoderStatsAggregate()
         self.worker = Worker(self.store, self.bus, self.models, self.estimator, self.paths,
-                             preview_width=settings.preview_width, decoder_stats=self.decoder_stats)
+                             preview_width=settings.preview_width, decoder_stats=self.decoder_stats,
+                             data_dir=settings.data_dir)
         self.sla = SlaMonitor(settings.db_path, default_level=settings.sla_level, queue_depth=self.store.queue_depth)
         self.worker.on_generation = self.sla.record_generation
         self.streams = StreamHub(settings.media_dir / "stream")  # under media_dir: the UI may serve it
@@ -118,8 +128,7 @@ class Studio:
 
         ``owner`` is the API key id (or ``ui``); only the owner sees the task afterwards.
         """
-        if self.draining:
-            raise ServiceUnavailable("the server is in maintenance: running tasks finish, new work is refused; retry later")
+        self.refuse_when_draining()
         if request.webhook_url:
             validate_url(request.webhook_url, self.fetch_policy)
         prepared = self.prepare(request)
@@ -138,6 +147,22 @@ class Studio:
         )
         if created:
             self.worker.wake()
+        return reply
+
+    def refuse_when_draining(self) -> None:
+        if self.draining:
+            raise ServiceUnavailable("the server is in maintenance: running tasks finish, new work is refused; retry later")
+
+    def submit_edit(self, kind: str, request: dict, owner: str, estimate: float) -> SubmitResponse:
+        """Store a video-side genius task (``studio.engine.edit``) whose inputs the feature has
+        validated and stored, and queue it."""
+        self.refuse_when_draining()
+        task, _ = self.store.create_task(kind, request, priority=NORMAL_PRIORITY,
+                                         estimated_seconds=round(estimate, 2), owner=owner)
+        reply = SubmitResponse(task_id=task.id, status=task.status, message=f"{kind} task queued for processing",
+                               estimated_time_seconds=round(self.queue_wait(task.id) + estimate, 2),
+                               queue_position=self.store.queue_position(task.id))
+        self.worker.wake()
         return reply
 
     def queue_wait(self, task_id: str) -> float:
@@ -198,8 +223,9 @@ class Studio:
                 raise TaskNotReady(f"task {task.status}: {task.error}")
             raise TaskNotReady(f"task is {task.status} ({task.progress:.0%}); poll /v1/status/{task.id}")
         data = dict(task.result)
-        return TaskResult(task_id=task.id, status=task.status, metadata=ResultMetadata(**data.pop("metadata")),
-                          **data)
+        meta = data.pop("metadata")
+        metadata = EditMetadata(**meta) if "feature" in meta else ResultMetadata(**meta)
+        return TaskResult(task_id=task.id, status=task.status, metadata=metadata, **data)
 
     def media_file(self, kind: str, task_id: str, owner: str = UI_OWNER) -> Path:
         """The on-disk file behind a media URL, or ``TaskNotFound``."""

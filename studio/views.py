@@ -105,6 +105,23 @@ class ResultMetadata(BaseModel):
     batch: BatchRunInfo | None = Field(None, description="For batch tasks: how it was run")
 
 
+class EditMetadata(BaseModel):
+    """How a video-side genius task (lip-sync, inpaint, V2V, consistency, scene) made its video."""
+
+    feature: str = Field(description="lipsync, inpaint, v2v, consistency or scene")
+    path: str = Field(description="'classical' (no model) or 'model'")
+    method: str = Field(description="The algorithm or pipeline that ran")
+    source: dict | None = Field(description="The input video: {task_id} or {upload}, with its size, fps, frames")
+    fps: float
+    frames: int
+    width: int
+    height: int
+    has_audio: bool
+    timings: dict[str, float]
+    notes: list[str]
+    details: dict = Field(description="The feature's own figures (see the feature's docs)")
+
+
 class TaskResult(BaseModel):
     """A finished video."""
 
@@ -116,7 +133,7 @@ class TaskResult(BaseModel):
     resolution: str
     file_size_mb: float
     generation_time_seconds: float
-    metadata: ResultMetadata
+    metadata: ResultMetadata | EditMetadata
 
 
 class ModelInfo(BaseModel):

@@ -18,8 +18,16 @@ import pytest
 
 import studio.media.fetch as fetch_module
 from studio.errors import StudioError
-from studio.media.fetch import (USER_AGENT, FetchFailed, FetchPolicy, FetchResponse, PinnedURL,
-                                URLRefused, fetch, validate_url)
+from studio.media.fetch import (
+    USER_AGENT,
+    FetchFailed,
+    FetchPolicy,
+    FetchResponse,
+    PinnedURL,
+    URLRefused,
+    fetch,
+    validate_url,
+)
 
 pytestmark = pytest.mark.timeout(30)
 

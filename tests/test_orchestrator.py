@@ -39,8 +39,21 @@ from studio.engine.plan import make_plan
 from studio.engine.request import GenerationRequest
 from studio.genius import orchestrator as orch
 from studio.genius.orchestrator import (
-    ARCHITECTURES, COMPLEX_FROM, GIB, H200_PRIOR_FLOP_S, SIMPLE_BELOW, DeviceInfo, PipelineSetup, SelectModelRequest,
-    choose_model, classify_prompt, estimate_time, flops_per_forward, flops_per_step, memory_estimate, select_model,
+    ARCHITECTURES,
+    COMPLEX_FROM,
+    GIB,
+    H200_PRIOR_FLOP_S,
+    SIMPLE_BELOW,
+    DeviceInfo,
+    PipelineSetup,
+    SelectModelRequest,
+    choose_model,
+    classify_prompt,
+    estimate_time,
+    flops_per_forward,
+    flops_per_step,
+    memory_estimate,
+    select_model,
 )
 from studio.jobs import store as st
 from studio.jobs.store import TaskStore

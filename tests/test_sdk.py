@@ -6,14 +6,24 @@ from __future__ import annotations
 import asyncio
 import json
 
+import echoelmusic
 import httpx
 import pytest
-
-import echoelmusic
 from echoelmusic import (
-    APIConnectionError, AuthenticationError, BadRequestError, ConflictError, EchoelError, GenerationFailed,
-    NotFoundError, PermissionDeniedError, RateLimitError, ServerError, ServiceUnavailableError,
-    SyncVideoGenClient, TaskCancelled, VideoGenClient,
+    APIConnectionError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    EchoelError,
+    GenerationFailed,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    ServiceUnavailableError,
+    SyncVideoGenClient,
+    TaskCancelled,
+    VideoGenClient,
 )
 from echoelmusic._shared import Endpoint
 

@@ -20,7 +20,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
 from studio.api.errors import install_error_handlers
-from studio.api.genius_sla import metrics_router, router as sla_router
+from studio.api.genius_sla import metrics_router
+from studio.api.genius_sla import router as sla_router
 from studio.api.metrics_middleware import MetricsMiddleware
 from studio.api.ratelimit import RateLimiter
 from studio.errors import InvalidRequest

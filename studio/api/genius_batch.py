@@ -11,6 +11,7 @@ from studio.core import Studio
 from studio.genius.batch import BatchRequest, BatchStatus, BatchSubmitResponse, batch_status, submit_batch
 from studio.keys import ApiKey
 
+
 class BatchIdConvertor(StringConvertor):
     """Batch ids look like ``batch-<16 hex>``; anything else (``submit``) is not this route."""
 

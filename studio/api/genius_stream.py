@@ -23,7 +23,7 @@ _FRAME_NAME = re.compile(r"^(?P<index>\d{1,6})\.jpg$")
 WAIT_SECONDS = 1.0  # how long a websocket waits for the board to change before looking again
 
 
-@router.post("/start", response_model=StreamStartResponse, responses={404: ERRORS[404]})
+@router.post("/start", response_model=StreamStartResponse, responses={code: ERRORS[code] for code in (400, 404, 413)})
 def start(body: StreamStartRequest, key: ApiKey = Depends(api_key()),
           studio: Studio = Depends(get_studio)) -> StreamStartResponse:
     """Open a stream session on a task; follow it at ``websocket_url``. The websocket sends
@@ -33,7 +33,7 @@ def start(body: StreamStartRequest, key: ApiKey = Depends(api_key()),
     return start_stream(studio, body, owner=key.id)
 
 
-@router.get("/frames/{session_id}/{name}", response_class=FileResponse, responses={404: ERRORS[404]})
+@router.get("/frames/{session_id}/{name}", response_class=FileResponse, responses={code: ERRORS[code] for code in (400, 404)})
 def frame(session_id: str, name: str, quality: str = Query(PREVIEW, pattern="^(preview|final)$"),
           width: int | None = Query(None, ge=16, le=4096), key: ApiKey = Depends(api_key()),
           studio: Studio = Depends(get_studio)) -> Response:

@@ -14,14 +14,12 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 
 from studio.api.auth import api_key, websocket_key
-
 from studio.core import Studio
 from studio.engine.request import GenerationRequest
 from studio.errors import StudioError, TaskNotFound
-from studio.media.paths import MEDIA_KINDS
 from studio.keys import ApiKey
+from studio.media.paths import MEDIA_KINDS
 from studio.views import GenreInfo, Health, ModelInfo, SubmitResponse, TaskResult, TaskStatus
-
 
 
 class ErrorBody(BaseModel):

@@ -6,7 +6,7 @@ service has a single model). Every violation becomes ``InvalidRequest`` naming t
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -99,6 +99,9 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
 def describe_validation_error(model: type[BaseModel] | None, errors: list[dict[str, Any]]) -> str:
     """One readable sentence per pydantic error, naming the field and its bound.
 
@@ -141,7 +144,12 @@ def describe_validation_error(model: type[BaseModel] | None, errors: list[dict[s
 
 def parse_request(data: dict[str, Any]) -> GenerationRequest:
     """Validate a plain dict into a request, or raise ``InvalidRequest`` naming the field."""
+    return parse_model(GenerationRequest, data)
+
+
+def parse_model(model: type[ModelT], data: dict[str, Any]) -> ModelT:
+    """Validate ``data`` into ``model`` (any request body), or raise ``InvalidRequest`` naming the field."""
     try:
-        return GenerationRequest.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise InvalidRequest(describe_validation_error(GenerationRequest, exc.errors())) from None
+        raise InvalidRequest(describe_validation_error(model, exc.errors())) from None

@@ -11,10 +11,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from studio.engine.edit import FRAME_RATE, run_edit
+from studio.engine.edit import Cancelled as EditCancelled
 from studio.engine.estimate import Estimator
 from studio.engine.gpu import GPU_LOCK
 from studio.engine.plan import GenerationPlan, make_plan
@@ -112,12 +115,37 @@ class _TaskHooks:
                             eta_seconds=eta)
 
 
+@dataclass
+class _EditHooks:
+    """Hooks of a video-side task: progress rows and events (at most every 0.2 s), cancellation."""
+
+    worker: "Worker"
+    task: Task
+    last_update: float = 0.0
+
+    def should_cancel(self) -> bool:
+        return self.worker.cancel_requested(self.task.id)
+
+    def on_progress(self, fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if now - self.last_update < 0.2 and fraction < 1.0:
+            return
+        self.last_update = now
+        elapsed = time.time() - (self.task.started_at or time.time())
+        eta = elapsed * (1 - fraction) / fraction if fraction > 0.02 else None
+        self.worker.store.update_progress(self.task.id, fraction, message, eta)
+        self.worker.publish(self.task.id, ev.PROGRESS, status=st.GENERATING, progress=round(fraction, 4),
+                            step=message, eta_seconds=eta)
+
+
 class Worker:
     """Runs queued tasks one at a time on a background thread."""
 
     def __init__(self, store: TaskStore, bus: EventBus, models: ModelCache, estimator: Estimator,
-                 paths: MediaPaths, preview_width: int = 256, decoder_stats: DecoderStatsAggregate | None = None):
+                 paths: MediaPaths, preview_width: int = 256, decoder_stats: DecoderStatsAggregate | None = None,
+                 data_dir: Path | None = None):
         self.store, self.bus, self.models, self.estimator, self.paths = store, bus, models, estimator, paths
+        self.data_dir = data_dir if data_dir is not None else paths.root.parent  # edit tasks' inputs live here
         self.preview_width = preview_width
         # Step-cache ("speculative decoder") totals of every completed task, for /v1/genius/decoder/stats.
         self.decoder_stats = decoder_stats if decoder_stats is not None else DecoderStatsAggregate()
@@ -181,6 +209,9 @@ class Worker:
             if task is None:
                 self._wake.wait(1.0)
                 self._wake.clear()
+                continue
+            if task.kind != "t2v":
+                self._run_single_edit(task)
                 continue
             options = self._batch_options(task)
             group = [task] + self._companions(task, options)
@@ -267,6 +298,37 @@ class Worker:
             log.exception("tasks %s failed", [t.id for t in tasks])
             for task in tasks:
                 self._end(task, st.FAILED, INTERNAL_ERROR_DETAIL, "InternalError", ev.ERROR, title="Internal error")
+
+    def _run_single_edit(self, task: Task) -> None:
+        self.current_task_ids = [task.id]
+        try:
+            self._run_edit(task)
+        finally:
+            self.current_task_ids = []
+            with self._cancels_lock:
+                self._cancels.discard(task.id)
+
+    def _run_edit(self, task: Task) -> None:
+        """Run a video-side genius task (``studio.engine.edit``); failures end it like a generation's."""
+        hooks = _EditHooks(self, task)
+        try:
+            self.store.set_status(task.id, st.GENERATING, "Starting")
+            with GPU_LOCK:
+                result, seconds_per_frame = run_edit(task, self.data_dir, self.paths, hooks)
+            self.store.record_timing(task.kind, FRAME_RATE, seconds_per_frame)
+            if self.store.finish(task.id, st.COMPLETED, result=result):
+                self._generation_done(task, True)
+                total = result["metadata"]["frames"]
+                self.publish(task.id, ev.COMPLETE, video_url=result["video_url"],
+                             thumbnail_url=result["thumbnail_url"], total_frames=total)
+                self._stream_outcome(task.id, ev.COMPLETE, video_url=result["video_url"], total_frames=total)
+        except EditCancelled:
+            self._end(task, st.CANCELLED, "Task cancelled", "TaskCancelled", ev.CANCELLED)
+        except StudioError as error:
+            self._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
+        except Exception:
+            log.exception("task %s (%s) failed", task.id, task.kind)
+            self._end(task, st.FAILED, INTERNAL_ERROR_DETAIL, "InternalError", ev.ERROR, title="Internal error")
 
     def _generate(self, model, tasks: list[Task], plans: list[GenerationPlan], hooks: list[_TaskHooks],
                   similarity: bool) -> tuple[list[RunOutput | None], list[StateMatch | None]]:

@@ -12,10 +12,14 @@ import io
 import re
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from studio.errors import PayloadTooLarge, StudioError
+
+if TYPE_CHECKING:
+    from studio.media.fetch import FetchPolicy
 
 MAX_IMAGE_BYTES = 20 * 2**20
 MAX_IMAGE_PIXELS = 36_000_000  # a little above 8K UHD (33.2 MP)
@@ -48,8 +52,6 @@ def decode_base64_image(data: str, max_bytes: int = MAX_IMAGE_BYTES,
     413 when the decoded bytes would exceed ``max_bytes``; 400 for bad base64, another format,
     a data-URI MIME that is not an image, or more than ``max_pixels`` pixels.
     """
-    from PIL import Image
-
     match = _DATA_URI.match(data)
     if match:
         if match["mime"] and not match["mime"].lower().startswith("image/"):
@@ -62,6 +64,13 @@ def decode_base64_image(data: str, max_bytes: int = MAX_IMAGE_BYTES,
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidMedia("image is not valid base64") from None
+    return decode_image(raw, max_pixels)
+
+
+def decode_image(raw: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """PNG/JPEG/WebP bytes as an RGB uint8 array (400 for another format or over ``max_pixels``)."""
+    from PIL import Image
+
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -115,3 +124,25 @@ def audio_duration(data: bytes, max_seconds: float = MAX_AUDIO_SECONDS, max_byte
     if seconds > max_seconds:
         raise InvalidMedia(f"audio is {seconds:.0f} s long: over the {max_seconds:.0f} s limit")
     return seconds
+
+
+def fetch_media(url: str, policy: "FetchPolicy", what: str) -> bytes:
+    """The body of ``url`` through the guarded fetcher (public hosts only, size and time caps);
+    400 naming ``what`` (the request field) when the server does not answer 200."""
+    from studio.media.fetch import FetchFailed, fetch
+
+    response = fetch(url, policy)
+    if response.status_code != 200:
+        raise FetchFailed(f"{what}: {url[:200]} answered HTTP {response.status_code}")
+    return response.content
+
+
+def fetch_image(url: str, policy: "FetchPolicy", what: str) -> np.ndarray:
+    """An image from ``url`` (guarded fetch, image caps) as RGB uint8."""
+    raw = fetch_media(url, policy, what)
+    if len(raw) > MAX_IMAGE_BYTES:
+        raise PayloadTooLarge(f"{what}: image is over {MAX_IMAGE_BYTES // 2**20} MiB")
+    try:
+        return decode_image(raw)
+    except InvalidMedia as error:
+        raise InvalidMedia(f"{what}: {error.detail}") from None

@@ -7,6 +7,8 @@ PATH. Frames are piped to ffmpeg as they arrive: a long video is never held in m
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -106,3 +108,52 @@ def write_jpeg(path: Path, rgb: np.ndarray, quality: int = 85) -> Path:
     tmp.write_bytes(data.tobytes())
     os.replace(tmp, path)
     return path
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video file holds, from its container header (frames counted when the header lacks them)."""
+
+    width: int
+    height: int
+    fps: float
+    frames: int
+    has_audio: bool
+
+    @property
+    def duration_seconds(self) -> float:
+        return self.frames / self.fps if self.fps else 0.0
+
+
+def probe_video(path: Path, max_frames: int | None = None) -> VideoInfo:
+    """The size, rate and length of a video; ``InvalidMedia`` when it is not a readable video
+    or has more than ``max_frames`` frames."""
+    import av
+
+    from studio.media.inputs import InvalidMedia
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InvalidMedia("the file has no video stream")
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0)
+            frames = stream.frames or sum(1 for _ in container.demux(stream) if _.size)
+            info = VideoInfo(stream.codec_context.width, stream.codec_context.height, fps, frames,
+                             bool(container.streams.audio))
+    except av.FFmpegError:
+        raise InvalidMedia("the file is not a readable video") from None
+    if info.frames <= 0 or info.width <= 0 or info.fps <= 0:
+        raise InvalidMedia("the video has no frames")
+    if max_frames is not None and info.frames > max_frames:
+        raise InvalidMedia(f"the video has {info.frames} frames: over the {max_frames} frame limit")
+    return info
+
+
+def read_frames(path: Path) -> Iterator[np.ndarray]:
+    """Decode a video frame by frame as RGB uint8 arrays (never the whole video in memory)."""
+    import av
+
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            yield frame.to_ndarray(format="rgb24")

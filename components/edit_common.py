@@ -1,0 +1,62 @@
+"""Widgets and handler plumbing shared by the video-side feature tabs (inpaint, V2V, lip-sync,
+consistency, scenes): where the input video comes from, and following the queued task."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from studio.core import UI_OWNER, Studio
+from studio.errors import StudioError
+from studio.jobs import events as ev
+
+
+@dataclass
+class SourcePicker:
+    task_id: gr.Textbox
+    upload: gr.Video
+
+
+def source_picker(prefix: str) -> SourcePicker:
+    """An uploaded video, or the id of a finished task from the Generate tab."""
+    with gr.Group():
+        upload = gr.Video(label="Input video (upload)", sources=["upload"], elem_id=f"{prefix}-upload")
+        task_id = gr.Textbox(label="…or the task id of a finished video", elem_id=f"{prefix}-task-id",
+                             placeholder="e.g. the Task id shown on the Generate tab")
+    return SourcePicker(task_id, upload)
+
+
+def source_of(task_id: str | None, upload: str | None) -> tuple[str | None, Path | None]:
+    """(task id, upload path) for a feature's ``submit``; an upload wins over a task id."""
+    if upload:
+        return None, Path(upload)
+    return (task_id or "").strip() or None, None
+
+
+def gr_error(error: StudioError) -> gr.Error:
+    return gr.Error(error.detail, title=error.title)
+
+
+def follow(studio: Studio, task_id: str) -> Iterator[tuple[str, str | None, dict | None]]:
+    """Yield (status text, video path, result) as the task runs; cancel it if the UI goes away."""
+    finished = False
+    try:
+        for event in studio.follow(task_id, owner=UI_OWNER):
+            data = event.data
+            if event.type == ev.PROGRESS:
+                yield f"{data.get('step', '')} ({data.get('progress', 0.0):.0%})", None, None
+            elif event.type == ev.COMPLETE:
+                finished = True
+                result = studio.result(task_id, owner=UI_OWNER)
+                yield (f"Done: {result.metadata.frames} frames, {result.metadata.width}x{result.metadata.height}, "
+                       f"{result.generation_time_seconds:.1f} s.", str(studio.paths.video(task_id)),
+                       result.model_dump())
+            elif event.type in (ev.ERROR, ev.CANCELLED):
+                finished = True
+                raise gr.Error(str(data.get("detail") or data.get("error")), title=str(data.get("error")))
+    finally:
+        if not finished:
+            studio.cancel(task_id, owner=UI_OWNER)

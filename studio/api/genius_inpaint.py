@@ -1,0 +1,28 @@
+"""REST route of Video Inpainting: ``POST /v1/genius/inpaint/process``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from studio.api.auth import api_key
+from studio.api.routes import COMMON, ERRORS, get_studio
+from studio.core import Studio
+from studio.genius import inpaint_task
+from studio.genius.inpaint_task import InpaintRequest
+from studio.keys import ApiKey
+from studio.views import SubmitResponse
+
+router = APIRouter(prefix="/v1/genius/inpaint", tags=["genius: inpaint"], responses=COMMON)
+
+
+@router.post("/process", response_model=SubmitResponse, status_code=202,
+             responses={code: ERRORS[code] for code in (400, 404, 409, 413, 503)})
+def process(body: InpaintRequest, key: ApiKey = Depends(api_key("generate")),
+            studio: Studio = Depends(get_studio)) -> SubmitResponse:
+    """Queue an inpainting task on the video of ``task_id``: ``remove`` an object (background
+    propagated from other frames, the rest filled spatially), ``blend`` an overlay (feathered
+    or Poisson), ``background`` replacement from an image (GrabCut foreground), ``extend`` the
+    canvas (classical reflect + blur), ``replace`` (needs Wan VACE). ``bbox`` is
+    ``[x1, y1, x2, y2]`` and is tracked across frames. Follow it like any task; the result's
+    ``metadata.details`` has the tracked boxes and fill statistics."""
+    return inpaint_task.submit(studio, body, owner=key.id)

@@ -1,0 +1,230 @@
+"""Video-in, video-out tasks: the video-side genius features on the one durable queue.
+
+Lip-sync, inpainting, V2V, consistency tracking and scene edits are tasks like any generation:
+a row in the store before the reply, run by the worker under the GPU lock, ending in an H.264
+mp4 + thumbnail + result row, with progress, cancellation and the same error handling.
+
+A feature contributes two things, in ``studio/genius/<feature>_task.py``:
+
+- ``submit(studio, body, owner, upload=None) -> SubmitResponse``: validate, resolve the source
+  video (a completed task of the caller's, or an uploaded file), fetch URL inputs through the
+  guarded fetcher, store what the run needs under an inputs folder, and queue the task;
+- ``run(job: EditJob) -> EditOutcome``: the work, writing frames through ``write_video``.
+
+The worker finds ``run`` by the task's kind (``studio.genius.<kind>_task``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from studio.errors import InvalidRequest, TaskNotReady
+from studio.jobs import store as st
+from studio.media.inputs import check_upload_type
+from studio.media.paths import media_url
+from studio.media.video import Mp4Writer, VideoInfo, fit_width, probe_video, read_frames, write_jpeg
+
+if TYPE_CHECKING:
+    from studio.core import Studio
+    from studio.jobs.store import Task
+
+EDIT_KINDS = ("inpaint", "v2v", "lipsync", "consistency", "scene")
+MAX_SOURCE_FRAMES = 60 * 60  # one minute at 60 fps
+SOURCE_NAME = "source.mp4"
+THUMBNAIL_WIDTH = 320
+# Seconds per frame assumed for a kind before any task of it has been measured.
+PRIOR_SECONDS_PER_FRAME = 0.05
+FRAME_RATE = "edit_seconds_per_frame"
+
+
+class Cancelled(Exception):
+    """Raised by ``EditJob.check`` when the task was cancelled."""
+
+
+class EditHooks(Protocol):
+    def should_cancel(self) -> bool: ...
+    def on_progress(self, fraction: float, message: str) -> None: ...
+
+
+@dataclass
+class EditJob:
+    """What a feature's ``run`` gets: its request, its inputs, where to write, and hooks."""
+
+    task_id: str
+    kind: str
+    request: dict
+    inputs: Path  # folder holding this task's stored inputs (source video, fetched media)
+    video_path: Path
+    thumbnail_path: Path
+    hooks: EditHooks
+    source: Path | None = None  # the input video, when the feature takes one
+
+    def source_info(self) -> VideoInfo:
+        if self.source is None:
+            raise InvalidRequest("this task has no source video")
+        return probe_video(self.source)
+
+    def source_frames(self) -> Iterable[np.ndarray]:
+        return read_frames(self.source)
+
+    def check(self, fraction: float, message: str) -> None:
+        """Report progress and stop here if the task was cancelled."""
+        if self.hooks.should_cancel():
+            raise Cancelled()
+        self.hooks.on_progress(fraction, message)
+
+
+@dataclass
+class WrittenVideo:
+    frames: int
+    fps: float
+    width: int
+    height: int
+    has_audio: bool = False
+
+
+@dataclass
+class EditOutcome:
+    """What a run made: the video written, which path ran (``classical`` or ``model``), and the
+    feature's own figures (``details``)."""
+
+    video: WrittenVideo
+    path: str
+    method: str
+    details: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def write_video(job: EditJob, frames: Iterable[np.ndarray], fps: float, expected_frames: int,
+                progress: tuple[float, float] = (0.0, 1.0), message: str = "Processing frame",
+                audio: Path | None = None) -> WrittenVideo:
+    """Encode ``frames`` (RGB uint8, any even or odd size: odd sizes lose their last row or
+    column, as H.264 4:2:0 needs even ones) to the task's mp4 and thumbnail, reporting
+    progress from ``progress[0]`` to ``progress[1]`` and checking for cancellation per frame.
+    With ``audio``, the audio is muxed in as AAC."""
+    start, end = progress
+    writer = None
+    thumbnail_at = max(0, expected_frames // 2)
+    target = job.video_path if audio is None else job.video_path.with_name(job.video_path.stem + ".silent.mp4")
+    try:
+        for index, frame in enumerate(frames):
+            frame = frame[: frame.shape[0] // 2 * 2, : frame.shape[1] // 2 * 2]
+            if writer is None:
+                writer = Mp4Writer(target, frame.shape[1], frame.shape[0], fps)
+            writer.write(np.ascontiguousarray(frame))
+            if index == thumbnail_at or (index == 0 and not job.thumbnail_path.exists()):
+                write_jpeg(job.thumbnail_path, fit_width(frame, min(THUMBNAIL_WIDTH, frame.shape[1])))
+            job.check(start + (end - start) * (index + 1) / max(expected_frames, 1),
+                      f"{message} {index + 1}/{expected_frames}")
+        if writer is None:
+            raise InvalidRequest("the edit produced no frames")
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if audio is not None:
+        from studio.media.audio import mux_audio
+
+        mux_audio(target, audio, job.video_path)
+        target.unlink(missing_ok=True)
+    return WrittenVideo(writer.frames_written, fps, writer.size[0], writer.size[1], audio is not None)
+
+
+# -- submission helpers ---------------------------------------------------------------------------
+
+def new_inputs(studio: "Studio") -> tuple[str, Path]:
+    """A fresh folder for one task's inputs: (its id, its path)."""
+    inputs_id = uuid.uuid4().hex
+    folder = studio.settings.data_dir / "inputs" / inputs_id
+    folder.mkdir(parents=True)
+    return inputs_id, folder
+
+
+def inputs_folder(studio_data_dir: Path, inputs_id: str) -> Path:
+    return studio_data_dir / "inputs" / inputs_id
+
+
+def store_source(studio: "Studio", owner: str, folder: Path, task_id: str | None, upload: Path | None,
+                 field_name: str = "task_id") -> dict:
+    """Resolve the input video of an edit: a completed task of ``owner``'s, or an uploaded file
+    (copied into ``folder`` so it outlives the upload). Returns the stored description."""
+    if task_id:
+        task = studio.task(task_id, owner)
+        if task.status != st.COMPLETED or not studio.paths.video(task.id).is_file():
+            raise TaskNotReady(f"{field_name}: task {task.id} is {task.status}; its video is not ready")
+        info = probe_video(studio.paths.video(task.id))
+        return {"task_id": task.id, **_info(info)}
+    if upload is not None:
+        check_upload_type(Path(upload), "video")
+        info = probe_video(Path(upload), MAX_SOURCE_FRAMES)
+        shutil.copyfile(upload, folder / SOURCE_NAME)
+        return {"upload": SOURCE_NAME, **_info(info)}
+    raise InvalidRequest(f"{field_name}: give the id of a completed task, or upload a video")
+
+
+def _info(info: VideoInfo) -> dict:
+    return {"frames": info.frames, "fps": info.fps, "width": info.width, "height": info.height}
+
+
+def source_path(studio_paths, folder: Path, source: dict) -> Path:
+    return studio_paths.video(source["task_id"]) if "task_id" in source else folder / source["upload"]
+
+
+def estimate_seconds(studio: "Studio", kind: str, frames: int) -> float:
+    """Frames x this kind's measured seconds per frame (a prior until one has run)."""
+    rate = studio.store.timing(kind, FRAME_RATE) or PRIOR_SECONDS_PER_FRAME
+    return frames * rate
+
+
+# -- running ------------------------------------------------------------------------------------
+
+def runner(kind: str) -> Callable[[EditJob], EditOutcome]:
+    if kind not in EDIT_KINDS:
+        raise ValueError(f"unknown edit kind {kind!r}")
+    return importlib.import_module(f"studio.genius.{kind}_task").run
+
+
+def run_edit(task: "Task", data_dir: Path, paths, hooks: EditHooks) -> tuple[dict, float]:
+    """Run an edit task to completion; returns its result row and its frames-per-second cost."""
+    request = task.request
+    folder = inputs_folder(data_dir, request["inputs_id"])
+    source = request.get("source")
+    job = EditJob(task.id, task.kind, request, folder, paths.video(task.id), paths.thumbnail(task.id), hooks,
+                  source_path(paths, folder, source) if source else None)
+    started = time.perf_counter()
+    outcome = runner(task.kind)(job)
+    seconds = time.perf_counter() - started
+    video = outcome.video
+    result = {
+        "video_url": media_url("videos", task.id),
+        "thumbnail_url": media_url("thumbnails", task.id),
+        "duration_seconds": round(video.frames / video.fps, 3),
+        "resolution": f"{min(video.width, video.height)}p",
+        "file_size_mb": round(job.video_path.stat().st_size / 2**20, 3),
+        "generation_time_seconds": round(seconds, 3),
+        "metadata": {
+            "feature": task.kind,
+            "path": outcome.path,
+            "method": outcome.method,
+            "source": source,
+            "fps": video.fps,
+            "frames": video.frames,
+            "width": video.width,
+            "height": video.height,
+            "has_audio": video.has_audio,
+            "timings": {"processing_seconds": round(seconds, 3)},
+            "notes": outcome.notes,
+            "details": outcome.details,
+        },
+    }
+    return result, seconds / max(video.frames, 1)
