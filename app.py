@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from starlette.routing import Match, Mount
 
 from components.ui import build_ui
+from studio.api import genius_scene  # noqa: I001  (one line per feature: helpers add theirs)
 from studio.api import genius_batch, genius_decoder, genius_inpaint, genius_orchestrator, genius_sla, genius_stream
 from studio.api.errors import install_error_handlers
 from studio.api.metrics_middleware import MetricsMiddleware
@@ -51,6 +52,7 @@ def build_app(settings: Settings) -> FastAPI:
     install_error_handlers(api)
     api.include_router(router)
     api.include_router(genius_batch.router)
+    api.include_router(genius_scene.router)
     api.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     api.add_middleware(UnknownMethods, known=ALL_METHODS, allowed=lambda scope: _allowed_methods(api, scope))
     api.add_middleware(MetricsMiddleware, monitor=studio.sla)  # outermost: times 413s too

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from components import scene_tab  # noqa: I001  (one line per feature: helpers add theirs)
 from components import batch_tab, generate_tab, inpaint_tab, monitor_tab, orchestrator_tab
 from studio.core import Studio
 
@@ -23,6 +24,8 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 batch = batch_tab.create_ui(studio)
             with gr.Tab("Model Orchestrator", id="orchestrator"):
                 orchestrator = orchestrator_tab.create_ui(studio)
+            with gr.Tab("Scenes", id="scene"):
+                scene = scene_tab.create_ui(studio)
             with gr.Tab("Inpaint", id="inpaint"):
                 inpaint = inpaint_tab.create_ui(studio)
             with gr.Tab("Monitor", id="monitor"):
@@ -31,5 +34,6 @@ def build_ui(studio: Studio) -> gr.Blocks:
         batch_tab.create_event_handlers(batch, studio)
         orchestrator_tab.create_event_handlers(orchestrator, studio)
         inpaint_tab.create_event_handlers(inpaint, studio)
+        scene_tab.create_event_handlers(scene, studio)
         monitor_tab.create_event_handlers(monitor, studio)
     return demo

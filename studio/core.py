@@ -181,6 +181,8 @@ class Studio:
         left as they are (cancelling twice is harmless)."""
         task = self.task(task_id, owner)
         if not task.is_terminal:
+            for part in task.request.get("shots", []) if task.kind == "scene" else []:
+                self.cancel(part, owner)  # a scene edit's shots go with it
             self.worker.cancel(task_id)
             if self.store.request_cancel(task_id):
                 self.bus.publish(Event(task_id, ev.CANCELLED, {"error": "Task cancelled",
@@ -203,11 +205,14 @@ class Studio:
             elapsed = 0.0
         else:
             elapsed = (task.finished_at or time.time()) - task.started_at
+        progress, step = task.progress, task.current_step
+        if task.kind == "scene" and not task.is_terminal:
+            progress, step = self._scene_progress(task)
         return TaskStatus(
             task_id=task.id,
             status=task.status,
-            progress=round(task.progress, 4),
-            current_step=task.current_step,
+            progress=round(progress, 4),
+            current_step=step,
             elapsed_seconds=round(elapsed, 3),
             eta_seconds=None if task.eta_seconds is None else round(task.eta_seconds, 2),
             preview_url=task.preview_path,
@@ -215,6 +220,16 @@ class Studio:
             error=task.error,
             error_type=task.error_type,
         )
+
+    def _scene_progress(self, task: Task) -> tuple[float, str]:
+        """A scene edit's progress covers its shots: 90% for generating them (their mean
+        progress), 10% for stitching."""
+        shots = [self.store.get(shot_id) for shot_id in task.request["shots"]]
+        done = [1.0 if s is None or s.is_terminal else s.progress for s in shots]
+        running = next((i for i, s in enumerate(shots) if s is not None and not s.is_terminal), None)
+        step = task.current_step if running is None else \
+            f"Shot {running + 1}/{len(shots)}: {shots[running].current_step or shots[running].status}"
+        return 0.9 * sum(done) / len(done) + 0.1 * task.progress, step
 
     def result(self, task_id: str, owner: str = UI_OWNER) -> TaskResult:
         task = self.task(task_id, owner)

@@ -46,7 +46,8 @@ _created: set[str] = set()
 
 # Routes whose requests are checked against stored media (the source video's size and length,
 # which inputs a mode needs): a schema-valid body can still be a clear 400 there.
-MEDIA_DEPENDENT = ("/v1/genius/inpaint/",)
+MEDIA_DEPENDENT = ("/v1/genius/inpaint/", "/v1/genius/v2v/", "/v1/genius/lipsync/", "/v1/genius/consistency/",
+                   "/v1/genius/scene/")
 
 
 def _false_positive(failure, response, path: str = "") -> bool:

@@ -35,7 +35,8 @@ from studio.media.video import Mp4Writer, VideoInfo, fit_width, probe_video, rea
 
 if TYPE_CHECKING:
     from studio.core import Studio
-    from studio.jobs.store import Task
+    from studio.jobs.store import Task, TaskStore
+    from studio.media.paths import MediaPaths
 
 EDIT_KINDS = ("inpaint", "v2v", "lipsync", "consistency", "scene")
 MAX_SOURCE_FRAMES = 60 * 60  # one minute at 60 fps
@@ -67,6 +68,8 @@ class EditJob:
     thumbnail_path: Path
     hooks: EditHooks
     source: Path | None = None  # the input video, when the feature takes one
+    paths: "MediaPaths | None" = None  # other tasks' media (a scene's shots)
+    store: "TaskStore | None" = None  # other tasks' rows (a scene's shots)
 
     def source_info(self) -> VideoInfo:
         if self.source is None:
@@ -194,13 +197,14 @@ def runner(kind: str) -> Callable[[EditJob], EditOutcome]:
     return importlib.import_module(f"studio.genius.{kind}_task").run
 
 
-def run_edit(task: "Task", data_dir: Path, paths, hooks: EditHooks) -> tuple[dict, float]:
+def run_edit(task: "Task", data_dir: Path, paths: "MediaPaths", hooks: EditHooks,
+             store: "TaskStore | None" = None) -> tuple[dict, float]:
     """Run an edit task to completion; returns its result row and its frames-per-second cost."""
     request = task.request
-    folder = inputs_folder(data_dir, request["inputs_id"])
+    folder = inputs_folder(data_dir, request["inputs_id"]) if "inputs_id" in request else data_dir
     source = request.get("source")
     job = EditJob(task.id, task.kind, request, folder, paths.video(task.id), paths.thumbnail(task.id), hooks,
-                  source_path(paths, folder, source) if source else None)
+                  source_path(paths, folder, source) if source else None, paths, store)
     started = time.perf_counter()
     outcome = runner(task.kind)(job)
     seconds = time.perf_counter() - started

@@ -1,0 +1,126 @@
+"""The Scenes tab: a multi-shot edit from several prompts, stitched with transitions.
+
+A thin adapter over ``studio.genius.scene_task`` (api names ``/scene_edit``, ``/scene_transitions``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import gradio as gr
+
+from components.edit_common import gr_error
+from studio.core import UI_OWNER, Studio
+from studio.engine.plan import SHORT_SIDE
+from studio.engine.request import parse_model
+from studio.errors import StudioError
+from studio.genius.scene_task import SceneEditRequest, submit, transitions_catalog
+from studio.jobs import store as st
+
+POLL_SECONDS = 0.5
+TRANSITION_CHOICES = ["auto", "cut", "crossfade", "wipe", "zoom", "blur", "morph"]
+EXAMPLE = [["Establishing shot: medieval castle at dawn", 2], ["Close-up: knight preparing armor", 2],
+           ["Action: knight rides through forest", 2]]
+
+
+@dataclass
+class SceneTab:
+    inputs: list
+    run_button: gr.Button
+    outputs: list
+
+
+def create_ui(studio: Studio) -> SceneTab:
+    """Lay out the tab (call inside a ``gr.Tab``)."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            scenes = gr.Dataframe(value=EXAMPLE, headers=["prompt", "duration (s)"], datatype=["str", "number"],
+                                  column_count=(2, "fixed"), interactive=True, label="Scenes", elem_id="scene-table")
+            with gr.Row():
+                transition = gr.Dropdown(TRANSITION_CHOICES, value="auto", label="Transitions",
+                                         info="auto: chosen per boundary from measured colour and motion")
+                transition_seconds = gr.Slider(0, 2, value=0.5, step=0.1, label="Transition length (s)")
+            consistency = gr.Checkbox(value=False, label="Character consistency (same seed and description)")
+            character = gr.Textbox(label="Character description", placeholder="a knight in silver armor")
+            with gr.Row():
+                fps = gr.Slider(12, 60, value=12, step=1, label="FPS")
+                resolution = gr.Dropdown(list(SHORT_SIDE), value="480p", label="Resolution")
+                steps = gr.Slider(10, 150, value=20, step=1, label="Steps")
+            run_button = gr.Button("Create edit", variant="primary", elem_id="scene-run")
+            with gr.Accordion("Transition types", open=False):
+                gr.Markdown("\n".join(f"- **{t['type']}**: {t['description']}" for t in transitions_catalog()))
+        with gr.Column(scale=1):
+            status = gr.Markdown("Ready.", elem_id="scene-status")
+            video = gr.Video(label="Edit", interactive=False, elem_id="scene-video")
+            details = gr.JSON(label="Timeline and transitions")
+    inputs = [scenes, transition, transition_seconds, consistency, character, fps, resolution, steps]
+    return SceneTab(inputs, run_button, [status, video, details])
+
+
+def _scenes(table) -> list[dict]:
+    rows = table.values.tolist() if hasattr(table, "values") else list(table or [])
+    return [{"prompt": str(prompt).strip(), "duration": float(duration)}
+            for prompt, duration in rows if str(prompt).strip()]
+
+
+def make_handler(studio: Studio):
+    def scene_edit(scenes, transition: str = "auto", transition_duration_seconds: float = 0.5,
+                   enable_character_consistency: bool = False, character_description: str = "",
+                   fps: int = 12, resolution: str = "480p", num_inference_steps: int = 20) -> Iterator[tuple]:
+        """Generate every scene as a shot and stitch them with transitions into one video.
+
+        Args:
+            scenes: rows of [prompt, duration in seconds].
+            transition: auto (chosen per boundary), or one type for every boundary.
+            transition_duration_seconds: overlap of each transition.
+            enable_character_consistency: same seed and character description for every shot.
+            character_description: appended to every prompt when consistency is on.
+            fps: frames per second of every shot.
+            resolution: 480p, 720p, ...
+            num_inference_steps: denoising steps per shot.
+
+        Returns:
+            Per update: status text, the edit video, timeline and transitions.
+        """
+        rows = _scenes(scenes)
+        body = {"scenes": rows, "transition_duration_seconds": float(transition_duration_seconds),
+                "enable_character_consistency": bool(enable_character_consistency),
+                "character_description": character_description.strip() or None,
+                "settings": {"fps": int(fps), "resolution": resolution, "num_inference_steps": int(num_inference_steps)}}
+        if transition == "auto":
+            body["enable_auto_transitions"] = True
+        else:
+            body["transitions"] = [{"type": transition}] * max(len(rows) - 1, 0)
+        try:
+            reply = submit(studio, parse_model(SceneEditRequest, body), UI_OWNER)
+        except StudioError as error:
+            raise gr_error(error) from None
+        planned = ", ".join(t.type for t in reply.transitions) or "none"
+        finished = False
+        try:
+            while True:
+                state = studio.status(reply.task_id, UI_OWNER)
+                yield (f"{state.current_step or state.status} ({state.progress:.0%}) — {reply.total_scenes} scenes, "
+                       f"{reply.total_duration_seconds:.1f} s planned, transitions: {planned}"), gr.skip(), gr.skip()
+                if state.status in st.TERMINAL_STATUSES:
+                    break
+                time.sleep(POLL_SECONDS)
+            finished = True
+            if state.status != st.COMPLETED:
+                raise gr.Error(state.error or state.status, title=f"Edit {state.status}")
+            result = studio.result(reply.task_id, UI_OWNER)
+            yield (f"Done: {result.duration_seconds:.2f} s, {result.metadata.frames} frames.",
+                   str(studio.paths.video(reply.task_id)), result.metadata.details)
+        finally:
+            if not finished:
+                studio.cancel(reply.task_id, UI_OWNER)
+
+    return scene_edit
+
+
+def create_event_handlers(tab: SceneTab, studio: Studio) -> None:
+    tab.run_button.click(make_handler(studio), tab.inputs, tab.outputs, api_name="scene_edit",
+                         concurrency_limit=None)
+    gr.api(transitions_catalog, api_name="scene_transitions")
