@@ -18,8 +18,18 @@ from fastapi import FastAPI, Request
 from starlette.routing import Match, Mount
 
 from components.ui import build_ui
-from studio.api import genius_scene  # noqa: I001  (one line per feature: helpers add theirs)
-from studio.api import genius_batch, genius_decoder, genius_inpaint, genius_orchestrator, genius_sla, genius_stream
+from studio.api import (
+    genius_batch,
+    genius_consistency,
+    genius_decoder,
+    genius_inpaint,
+    genius_lipsync,
+    genius_orchestrator,
+    genius_scene,
+    genius_sla,
+    genius_stream,
+    genius_v2v,
+)
 from studio.api.errors import install_error_handlers
 from studio.api.metrics_middleware import MetricsMiddleware
 from studio.api.middleware import BodySizeLimit, UnknownMethods
@@ -62,6 +72,9 @@ def build_app(settings: Settings) -> FastAPI:
     api.include_router(genius_sla.router)
     api.include_router(genius_stream.router)
     api.include_router(genius_inpaint.router)
+    api.include_router(genius_lipsync.router)
+    api.include_router(genius_consistency.router)
+    api.include_router(genius_v2v.router)
     api.include_router(genius_sla.metrics_router)  # GET /metrics (Prometheus; API key required)
 
     @api.api_route("/v1/{path:path}", methods=ALL_METHODS, include_in_schema=False)

@@ -35,28 +35,16 @@ sys.path.insert(0, str(ROOT))
 
 from studio.engine.plan import make_plan  # noqa: E402
 from studio.engine.request import parse_request  # noqa: E402
-from studio.engine.t2v import run_group  # noqa: E402
+from studio.engine.t2v import QuietHooks, run_group  # noqa: E402
 from studio.genius.streaming import FrameBoard  # noqa: E402
 from studio.models.catalog import get_spec  # noqa: E402
 from studio.models.loader import ModelCache  # noqa: E402
 
 
-class Hooks:
+class Hooks(QuietHooks):
     def __init__(self, board: FrameBoard | None):
         self.board = board
         self.published = 0
-
-    def should_cancel(self) -> bool:
-        return False
-
-    def on_phase(self, status, message) -> None:
-        pass
-
-    def on_step(self, step, total, step_seconds, preview) -> None:
-        pass
-
-    def on_encoded(self, frames_done, total) -> None:
-        pass
 
     def streaming(self) -> bool:
         return self.board is not None

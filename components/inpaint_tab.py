@@ -15,7 +15,8 @@ from components.edit_common import follow, gr_error, source_of, source_picker
 from studio.core import UI_OWNER, Studio
 from studio.engine.request import parse_model
 from studio.errors import StudioError
-from studio.genius.inpaint_task import InpaintRequest, encode_image_base64, submit
+from studio.genius.inpaint_task import InpaintRequest, submit
+from studio.media.inputs import encode_png_base64
 
 
 @dataclass
@@ -76,7 +77,7 @@ def make_handler(studio: Studio):
             Per update: status text, result video, result metadata.
         """
         source_task, upload = source_of(task_id, video)
-        image_b64 = encode_image_base64(image[:, :, :3]) if image is not None else None
+        image_b64 = encode_png_base64(image[:, :, :3]) if image is not None else None
         body = {"task_id": source_task, "mode": mode, "feather_radius": int(feather_radius),
                 "blend_method": blend_method, "prompt": prompt.strip() or None}
         if mode == "extend":

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import gradio as gr
 
-from components import scene_tab  # noqa: I001  (one line per feature: helpers add theirs)
-from components import batch_tab, generate_tab, inpaint_tab, monitor_tab, orchestrator_tab
+from components import (
+    batch_tab,
+    consistency_tab,
+    generate_tab,
+    inpaint_tab,
+    lipsync_tab,
+    monitor_tab,
+    orchestrator_tab,
+    scene_tab,
+    v2v_tab,
+)
 from studio.core import Studio
 
 TITLE = "Echoelmusic Video Studio"
@@ -28,12 +37,21 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 scene = scene_tab.create_ui(studio)
             with gr.Tab("Inpaint", id="inpaint"):
                 inpaint = inpaint_tab.create_ui(studio)
+            with gr.Tab("Lip-Sync", id="lipsync"):
+                lipsync = lipsync_tab.create_ui(studio)
+            with gr.Tab("Consistency", id="consistency"):
+                consistency = consistency_tab.create_ui(studio)
+            with gr.Tab("V2V", id="v2v"):
+                v2v = v2v_tab.create_ui(studio)
             with gr.Tab("Monitor", id="monitor"):
                 monitor = monitor_tab.create_ui(studio, decoder_stats=studio.decoder_stats.snapshot)
         generate_tab.create_event_handlers(generate, studio)
         batch_tab.create_event_handlers(batch, studio)
         orchestrator_tab.create_event_handlers(orchestrator, studio)
         inpaint_tab.create_event_handlers(inpaint, studio)
+        lipsync_tab.create_event_handlers(lipsync, studio)
+        consistency_tab.create_event_handlers(consistency, studio)
+        v2v_tab.create_event_handlers(v2v, studio)
         scene_tab.create_event_handlers(scene, studio)
         monitor_tab.create_event_handlers(monitor, studio)
     return demo

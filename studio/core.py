@@ -231,8 +231,12 @@ class Studio:
             f"Shot {running + 1}/{len(shots)}: {shots[running].current_step or shots[running].status}"
         return 0.9 * sum(done) / len(done) + 0.1 * task.progress, step
 
-    def result(self, task_id: str, owner: str = UI_OWNER) -> TaskResult:
+    def result(self, task_id: str, owner: str = UI_OWNER, kind: str | None = None) -> TaskResult:
+        """The finished task's result (409 until completed); with ``kind``, 404 for a task of
+        another kind (the genius features' own result routes)."""
         task = self.task(task_id, owner)
+        if kind is not None and task.kind != kind:
+            raise TaskNotFound(f"no {kind} task with id {task.id!r}")
         if task.status != st.COMPLETED or not task.result:
             if task.status in (st.FAILED, st.CANCELLED):
                 raise TaskNotReady(f"task {task.status}: {task.error}")

@@ -16,7 +16,7 @@ from diffusers import WanPipeline
 from studio.engine.estimate import latent_tokens
 from studio.engine.plan import make_plan
 from studio.engine.request import parse_request
-from studio.engine.t2v import Cancelled, run_text_to_video
+from studio.engine.t2v import Cancelled, QuietHooks, run_text_to_video
 from studio.errors import InvalidRequest
 from studio.genius import decoder
 from studio.genius.decoder import CACHE_LEVELS, DecoderStats, DecoderStatsAggregate
@@ -29,7 +29,7 @@ from tests.conftest import AUTH, SMALL, wait_for_terminal
 BODY = {**SMALL, "seed": 1234}
 
 
-class Hooks:
+class Hooks(QuietHooks):
     def __init__(self, cancel_after_step: int | None = None):
         self.steps: list[float] = []
         self.cancel_after_step = cancel_after_step
@@ -37,20 +37,8 @@ class Hooks:
     def should_cancel(self) -> bool:
         return self.cancel_after_step is not None and len(self.steps) >= self.cancel_after_step
 
-    def on_phase(self, status: str, message: str) -> None:
-        pass
-
     def on_step(self, step, total, step_seconds, preview) -> None:
         self.steps.append(step_seconds)
-
-    def on_encoded(self, frames_done, total) -> None:
-        pass
-
-    def streaming(self) -> bool:
-        return False
-
-    def on_stream_frame(self, frame_index, quality, rgb, progress) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")

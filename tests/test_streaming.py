@@ -12,7 +12,7 @@ from websockets.sync.client import connect
 
 from studio.engine.plan import make_plan
 from studio.engine.request import parse_request
-from studio.engine.t2v import run_text_to_video
+from studio.engine.t2v import QuietHooks, run_text_to_video
 from studio.genius.streaming import FINAL, PREVIEW, AdaptiveSender, FrameBoard, StreamSession
 from studio.models.catalog import get_spec
 from studio.models.loader import ModelCache
@@ -87,24 +87,12 @@ def test_adaptive_sender_shrinks_previews_for_a_lagging_client_and_recovers(tmp_
 
 # -- the engine ---------------------------------------------------------------------------------
 
-class StreamingHooks:
+class StreamingHooks(QuietHooks):
     """Engine hooks that stream, recording each frame and whether the mp4 existed yet."""
 
     def __init__(self, video_path):
         self.video_path = video_path
         self.frames: list[tuple[int, str, tuple, bool]] = []
-
-    def should_cancel(self) -> bool:
-        return False
-
-    def on_phase(self, status, message) -> None:
-        pass
-
-    def on_step(self, step, total, step_seconds, preview) -> None:
-        pass
-
-    def on_encoded(self, frames_done, total) -> None:
-        pass
 
     def streaming(self) -> bool:
         return True

@@ -12,6 +12,7 @@ import re
 from fastapi import APIRouter, Depends, Header, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from studio.api.auth import api_key, websocket_key
 from studio.core import Studio
@@ -20,6 +21,16 @@ from studio.errors import StudioError, TaskNotFound
 from studio.keys import ApiKey
 from studio.media.paths import MEDIA_KINDS
 from studio.views import GenreInfo, Health, ModelInfo, SubmitResponse, TaskResult, TaskStatus
+
+
+class TaskUuidConvertor(StringConvertor):
+    """Task ids are UUIDs: a route ``/{task_id:task_uuid}`` never swallows a sibling path such as
+    ``/generate`` or ``/transform`` (which would also make ``OPTIONS`` advertise the wrong methods)."""
+
+    regex = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+register_url_convertor("task_uuid", TaskUuidConvertor())
 
 
 class ErrorBody(BaseModel):

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from studio.core import Studio
     from studio.jobs.store import Task, TaskStore
     from studio.media.paths import MediaPaths
+    from studio.models.loader import ModelCache
 
 EDIT_KINDS = ("inpaint", "v2v", "lipsync", "consistency", "scene")
 MAX_SOURCE_FRAMES = 60 * 60  # one minute at 60 fps
@@ -70,6 +71,7 @@ class EditJob:
     source: Path | None = None  # the input video, when the feature takes one
     paths: "MediaPaths | None" = None  # other tasks' media (a scene's shots)
     store: "TaskStore | None" = None  # other tasks' rows (a scene's shots)
+    models: "ModelCache | None" = None  # the worker's loaded pipelines, for a feature's model path
 
     def source_info(self) -> VideoInfo:
         if self.source is None:
@@ -198,13 +200,13 @@ def runner(kind: str) -> Callable[[EditJob], EditOutcome]:
 
 
 def run_edit(task: "Task", data_dir: Path, paths: "MediaPaths", hooks: EditHooks,
-             store: "TaskStore | None" = None) -> tuple[dict, float]:
+             store: "TaskStore | None" = None, models: "ModelCache | None" = None) -> tuple[dict, float]:
     """Run an edit task to completion; returns its result row and its frames-per-second cost."""
     request = task.request
     folder = inputs_folder(data_dir, request["inputs_id"]) if "inputs_id" in request else data_dir
     source = request.get("source")
     job = EditJob(task.id, task.kind, request, folder, paths.video(task.id), paths.thumbnail(task.id), hooks,
-                  source_path(paths, folder, source) if source else None, paths, store)
+                  source_path(paths, folder, source) if source else None, paths, store, models)
     started = time.perf_counter()
     outcome = runner(task.kind)(job)
     seconds = time.perf_counter() - started

@@ -45,6 +45,29 @@ class RunHooks(Protocol):
     def on_stream_frame(self, frame_index: int, quality: str, rgb: np.ndarray, progress: float) -> None: ...
 
 
+class QuietHooks:
+    """Hooks that ignore every report and never cancel: a base for callers (tests, benchmarks)
+    that override only what they watch."""
+
+    def should_cancel(self) -> bool:
+        return False
+
+    def on_phase(self, status: str, message: str) -> None:
+        pass
+
+    def on_step(self, step: int, total: int, step_seconds: float, preview: np.ndarray | None) -> None:
+        pass
+
+    def on_encoded(self, frames_done: int, total: int) -> None:
+        pass
+
+    def streaming(self) -> bool:
+        return False
+
+    def on_stream_frame(self, frame_index: int, quality: str, rgb: np.ndarray, progress: float) -> None:
+        pass
+
+
 @dataclass
 class RunOutput:
     video_path: Path

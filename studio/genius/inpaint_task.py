@@ -11,7 +11,6 @@ while no VACE model is loaded: nothing is faked.
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -24,7 +23,7 @@ from studio.engine.plan import ASPECT
 from studio.engine.request import HTTP_URL_PATTERN, NOT_BLANK, JsonModel
 from studio.errors import InvalidRequest, ModelUnavailable
 from studio.genius import inpaint
-from studio.media.inputs import decode_base64_image, fetch_image
+from studio.media.inputs import image_input
 
 if TYPE_CHECKING:
     from studio.core import Studio
@@ -91,12 +90,8 @@ def submit(studio: "Studio", request: InpaintRequest, owner: str, upload: Path |
 
 
 def _image(studio: "Studio", request: InpaintRequest, name: str) -> np.ndarray | None:
-    data, url = getattr(request, f"{name}_image_base64"), getattr(request, f"{name}_url")
-    if data and url:
-        raise InvalidRequest(f"{name}_image_base64: give the image or {name}_url, not both")
-    if data:
-        return decode_base64_image(data)
-    return fetch_image(url, studio.fetch_policy, f"{name}_url") if url else None
+    return image_input(getattr(request, f"{name}_image_base64"), getattr(request, f"{name}_url"),
+                       studio.fetch_policy, f"{name}_image_base64", f"{name}_url")
 
 
 def _target_size(request: InpaintRequest, shape: tuple[int, int, int]) -> tuple[int, int]:
@@ -139,8 +134,3 @@ def run(job: EditJob) -> EditOutcome:
     video = write_video(job, out, info.fps, len(out), progress=(0.8, 1.0), message="Encoding frame")
     return EditOutcome(video, "classical", method, details)
 
-
-def encode_image_base64(image: np.ndarray) -> str:
-    """An RGB array as base64 PNG (how the UI passes images through the same request model)."""
-    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    return base64.b64encode(data.tobytes()).decode()

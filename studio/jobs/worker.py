@@ -314,7 +314,7 @@ class Worker:
         try:
             self.store.set_status(task.id, st.GENERATING, "Starting")
             with GPU_LOCK:
-                result, seconds_per_frame = run_edit(task, self.data_dir, self.paths, hooks, self.store)
+                result, seconds_per_frame = run_edit(task, self.data_dir, self.paths, hooks, self.store, self.models)
             self.store.record_timing(task.kind, FRAME_RATE, seconds_per_frame)
             if self.store.finish(task.id, st.COMPLETED, result=result):
                 self._generation_done(task, True)

@@ -67,6 +67,21 @@ def decode_base64_image(data: str, max_bytes: int = MAX_IMAGE_BYTES,
     return decode_image(raw, max_pixels)
 
 
+def decode_base64_audio(data: str) -> bytes:
+    """Bytes of a base64 string or ``data:audio/...;base64,`` URI (400 when it is not base64,
+    or names a MIME type that is not audio or video)."""
+    match = _DATA_URI.match(data)
+    if match:
+        mime = (match["mime"] or "").lower()
+        if mime and not mime.startswith(("audio/", "video/")) and mime != "application/octet-stream":
+            raise InvalidMedia(f"audio_base64: data URI has MIME type {match['mime']}, not audio")
+        data = data[match.end():]
+    try:
+        return base64.b64decode("".join(data.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidMedia("audio_base64: not valid base64") from None
+
+
 def decode_image(raw: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """PNG/JPEG/WebP bytes as an RGB uint8 array (400 for another format or over ``max_pixels``)."""
     from PIL import Image
@@ -146,3 +161,27 @@ def fetch_image(url: str, policy: "FetchPolicy", what: str) -> np.ndarray:
         return decode_image(raw)
     except InvalidMedia as error:
         raise InvalidMedia(f"{what}: {error.detail}") from None
+
+
+def image_input(data: str | None, url: str | None, policy: "FetchPolicy", data_field: str,
+                url_field: str) -> np.ndarray | None:
+    """An optional image a request gives as base64 ``data`` or a ``url`` (fetched through the
+    guarded fetcher), as RGB uint8; None when neither is given. Errors name the field."""
+    if data and url:
+        raise InvalidMedia(f"{data_field}: give the image or {url_field}, not both")
+    if data:
+        try:
+            return decode_base64_image(data)
+        except InvalidMedia as error:
+            raise InvalidMedia(f"{data_field}: {error.detail}") from None
+    return fetch_image(url, policy, url_field) if url else None
+
+
+def encode_png_base64(image: np.ndarray) -> str:
+    """An RGB(A) array as base64 PNG: how the UI passes images through the same request models."""
+    import cv2
+
+    ok, data = cv2.imencode(".png", cv2.cvtColor(image[:, :, :3], cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise InvalidMedia("the image could not be encoded")
+    return base64.b64encode(data.tobytes()).decode()

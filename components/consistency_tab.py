@@ -1,0 +1,152 @@
+"""The Consistency tab: register entities from reference images, then track them in a video.
+
+A thin adapter over ``studio.genius.consistency_task`` (api names ``/register_entity``,
+``/list_entities``, ``/track``). The UI's entities are its own (one owner for the UI), apart
+from every API key's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import gradio as gr
+import numpy as np
+
+from components.edit_common import follow, gr_error, source_of, source_picker
+from studio.core import UI_OWNER, Studio
+from studio.engine.request import parse_model
+from studio.errors import StudioError
+from studio.genius.consistency import ENTITY_TYPES
+from studio.genius.consistency_task import (
+    RegisterEntityRequest,
+    TrackRequest,
+    list_entities,
+    register_entity,
+    submit,
+)
+from studio.media.inputs import encode_png_base64
+
+
+@dataclass
+class ConsistencyTab:
+    register_inputs: list
+    register_button: gr.Button
+    register_outputs: list
+    refresh_button: gr.Button
+    entities: gr.JSON
+    track_inputs: list
+    track_button: gr.Button
+    track_outputs: list
+
+
+def create_ui(studio: Studio) -> ConsistencyTab:
+    """Lay out the tab (call inside a ``gr.Tab``)."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            gr.Markdown("### 1. Register entities")
+            reference = gr.Image(label="Reference image (16-2048 px per side)", type="numpy",
+                                 elem_id="consistency-reference")
+            with gr.Row():
+                name = gr.Textbox(label="Name", placeholder="e.g. hero", elem_id="consistency-name")
+                entity_type = gr.Dropdown(list(ENTITY_TYPES), value="object", label="Type")
+            register_button = gr.Button("Register entity", elem_id="consistency-register")
+            registered = gr.Markdown("", elem_id="consistency-registered")
+            with gr.Row():
+                refresh_button = gr.Button("Refresh list", size="sm")
+            entities = gr.JSON(label="Registered entities", value=lambda: _entities(studio))
+        with gr.Column(scale=1):
+            gr.Markdown("### 2. Track them in a video")
+            source = source_picker("consistency")
+            names = gr.Textbox(label="Entities to track (comma-separated names; empty = all)")
+            detect_every = gr.Slider(1, 60, value=5, step=1, label="Detect every N frames (track in between)")
+            track_button = gr.Button("Track", variant="primary", elem_id="consistency-run")
+            status = gr.Markdown("Ready.", elem_id="consistency-status")
+            video = gr.Video(label="Annotated video", interactive=False, elem_id="consistency-video")
+            timelines = gr.JSON(label="Consistency score and timelines")
+    return ConsistencyTab([reference, name, entity_type], register_button, [registered, entities], refresh_button,
+                          entities, [source.upload, source.task_id, names, detect_every], track_button,
+                          [status, video, timelines])
+
+
+def _entities(studio: Studio) -> list[dict]:
+    return [e.model_dump() for e in list_entities(studio, UI_OWNER).entities]
+
+
+def make_register_handler(studio: Studio):
+    def register(image: np.ndarray | None, name: str = "", entity_type: str = "object") -> tuple[str, list[dict]]:
+        """Register an entity to track: a reference image, a unique name and a type.
+
+        Args:
+            image: the reference image (16-2048 px on each side, not flat).
+            name: unique among the UI's entities; the key of its timeline.
+            entity_type: character, object, animal, vehicle or prop (a character also gets a face model).
+
+        Returns:
+            A confirmation, and the list of registered entities.
+        """
+        if image is None:
+            raise gr.Error("Upload a reference image first.", title="Validation error")
+        body = {"name": (name or "").strip(), "entity_type": entity_type,
+                "reference_image_base64": encode_png_base64(np.ascontiguousarray(image[:, :, :3]))}
+        try:
+            info = register_entity(studio, parse_model(RegisterEntityRequest, body), UI_OWNER)
+        except StudioError as error:
+            raise gr_error(error) from None
+        return (f"Registered **{info.name}** ({info.entity_type}, {info.width}x{info.height}).",
+                _entities(studio))
+
+    return register
+
+
+def make_list_handler(studio: Studio):
+    def list_all() -> list[dict]:
+        """The registered entities (id, name, type, reference size, creation time).
+
+        Returns:
+            The entities, oldest first.
+        """
+        return _entities(studio)
+
+    return list_all
+
+
+def make_track_handler(studio: Studio):
+    def track(video: str | None, task_id: str = "", entity_names: str = "", detect_every: int = 5) -> Iterator[tuple]:
+        """Track registered entities through a video and score how consistently they look.
+
+        Args:
+            video: input video file (or leave empty and give task_id).
+            task_id: a finished task whose video is tracked.
+            entity_names: comma-separated entity names; empty tracks all of them.
+            detect_every: detect on every N-th frame, track in between.
+
+        Returns:
+            Per update: status text, the annotated video, the result (consistency_score, entity_timelines with
+            [x1, y1, x2, y2] boxes, entity_scores).
+        """
+        source_task, upload = source_of(task_id, video)
+        names = [n.strip() for n in (entity_names or "").split(",") if n.strip()]
+        body = {"entity_names": names or None, "detect_every": int(detect_every)}
+        try:
+            submitted = submit(studio, parse_model(TrackRequest, body), UI_OWNER, task_id=source_task, upload=upload)
+        except StudioError as error:
+            raise gr_error(error) from None
+        yield f"Queued (position {submitted.queue_position}).", None, None
+        for status, path, result in follow(studio, submitted.task_id):
+            if result:
+                details = result["metadata"]["details"]
+                score = details["consistency_score"]
+                status += f" Consistency score: {'n/a (no entity found)' if score is None else f'{score:.3f}'}."
+                result = {"task_id": submitted.task_id, **details}
+            yield status, path if path else gr.skip(), result if result else gr.skip()
+
+    return track
+
+
+def create_event_handlers(tab: ConsistencyTab, studio: Studio) -> None:
+    tab.register_button.click(make_register_handler(studio), tab.register_inputs, tab.register_outputs,
+                              api_name="register_entity")
+    tab.refresh_button.click(make_list_handler(studio), None, tab.entities, api_name="list_entities")
+    tab.track_button.click(make_track_handler(studio), tab.track_inputs, tab.track_outputs, api_name="track",
+                           concurrency_limit=None)

@@ -1,0 +1,106 @@
+"""The Lip-Sync tab: make the face in a video speak an audio clip.
+
+A thin adapter over ``studio.genius.lipsync_task`` (api name ``/lipsync``).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from components.edit_common import follow, gr_error, source_of, source_picker
+from studio.core import UI_OWNER, Studio
+from studio.engine.request import parse_model
+from studio.errors import StudioError
+from studio.genius import lipsync
+from studio.genius.lipsync_task import LipSyncRequest, submit
+
+
+@dataclass
+class LipSyncTab:
+    inputs: list
+    run_button: gr.Button
+    outputs: list
+
+
+def create_ui(studio: Studio) -> LipSyncTab:
+    """Lay out the tab (call inside a ``gr.Tab``)."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            source = source_picker("lipsync")
+            audio = gr.Audio(label="Speech", type="filepath", sources=["upload", "microphone"],
+                             elem_id="lipsync-audio")
+            expression = gr.Radio(list(lipsync.EXPRESSIONS), value="neutral", label="Expression")
+            intensity = gr.Slider(0, lipsync.MAX_INTENSITY, value=1.0, step=0.05, label="Intensity")
+            face_region = gr.Textbox(label="Face region x1, y1, x2, y2 (optional)", elem_id="lipsync-face",
+                                     placeholder="empty: the face is detected")
+            run_button = gr.Button("Lip-sync", variant="primary", elem_id="lipsync-run")
+        with gr.Column(scale=1):
+            status = gr.Markdown("Ready.", elem_id="lipsync-status")
+            video = gr.Video(label="Result", interactive=False, elem_id="lipsync-video")
+            timeline = gr.LinePlot(x="time", y="viseme", label="Viseme timeline", x_title="time (s)",
+                                   elem_id="lipsync-timeline")
+            details = gr.JSON(label="Result metadata")
+    inputs = [source.upload, source.task_id, audio, expression, intensity, face_region]
+    return LipSyncTab(inputs, run_button, [status, video, timeline, details])
+
+
+def viseme_timeline(segments: list[dict]) -> pd.DataFrame:
+    """The track as a step line: each segment's start and end at its viseme."""
+    return pd.DataFrame([{"time": s[edge], "viseme": s["viseme"]}
+                         for s in segments for edge in ("start_seconds", "end_seconds")],
+                        columns=["time", "viseme"])
+
+
+def _face_region(text: str) -> list[float] | None:
+    if not text.strip():
+        return None
+    try:
+        return [float(v) for v in re.split(r"[\s,;]+", text.strip().strip("[]()")) if v]
+    except ValueError:
+        raise gr.Error("face_region: give four numbers x1, y1, x2, y2 in pixels", title="Validation error") from None
+
+
+def make_handler(studio: Studio):
+    def lipsync_video(video: str | None, task_id: str = "", audio: str | None = None, expression: str = "neutral",
+                      intensity: float = 1.0, face_region: str = "") -> Iterator[tuple]:
+        """Lip-sync a video to speech: the mouth follows visemes read from the audio.
+
+        Args:
+            video: input video file (or leave empty and give task_id).
+            task_id: a finished task whose video is lip-synced.
+            audio: the speech (wav, mp3, flac, ogg, m4a); the output is as long as it.
+            expression: neutral, happy, sad, surprised or angry.
+            intensity: scale of the mouth movement, 0 to 2.
+            face_region: "x1, y1, x2, y2" of the face in pixels; empty to detect it.
+
+        Returns:
+            Per update: status text, result video, viseme timeline, result metadata.
+        """
+        source_task, upload = source_of(task_id, video)
+        if not audio:
+            raise gr.Error("audio: upload or record the speech to sync to", title="Validation error")
+        body = {"task_id": source_task, "audio_base64": base64.b64encode(Path(audio).read_bytes()).decode(),
+                "expression": expression, "intensity": float(intensity), "face_region": _face_region(face_region)}
+        try:
+            submitted = submit(studio, parse_model(LipSyncRequest, body), UI_OWNER, upload=upload)
+        except StudioError as error:
+            raise gr_error(error) from None
+        yield f"Queued (position {submitted.queue_position}).", None, None, None
+        for status, path, result in follow(studio, submitted.task_id):
+            if result:
+                yield status, path, viseme_timeline(result["metadata"]["details"]["viseme_track"]), result
+            else:
+                yield status, gr.skip(), gr.skip(), gr.skip()
+
+    return lipsync_video
+
+
+def create_event_handlers(tab: LipSyncTab, studio: Studio) -> None:
+    tab.run_button.click(make_handler(studio), tab.inputs, tab.outputs, api_name="lipsync", concurrency_limit=None)

@@ -1,0 +1,111 @@
+"""The V2V tab: interpolate, upscale, enhance, colourise, restyle or re-animate a video.
+
+A thin adapter over ``studio.genius.v2v_task`` (api name ``/v2v``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from components.edit_common import follow, gr_error, source_of, source_picker
+from studio.core import UI_OWNER, Studio
+from studio.engine.request import parse_model
+from studio.errors import StudioError
+from studio.genius.v2v_task import V2VRequest, submit
+from studio.media.inputs import encode_png_base64
+
+MODES = ["interpolation", "upscale", "enhancement", "colorization", "style_transfer", "motion_transfer"]
+
+
+@dataclass
+class V2VTab:
+    inputs: list
+    run_button: gr.Button
+    outputs: list
+
+
+def create_ui(studio: Studio) -> V2VTab:
+    """Lay out the tab (call inside a ``gr.Tab``)."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            source = source_picker("v2v")
+            mode = gr.Radio(MODES, value="interpolation", label="Mode",
+                            info="colorization, style_transfer and motion_transfer need a reference")
+            strength = gr.Slider(0, 1, value=0.7, step=0.05, label="Strength (style transfer, enhancement)")
+            reference = gr.Image(label="Reference image (colorization, style transfer; motion transfer appearance)",
+                                 type="numpy")
+            with gr.Row():
+                preserve_motion = gr.Checkbox(True, label="Preserve motion (smooth along the source's flow)")
+                temporal = gr.Slider(0, 1, value=0.8, step=0.05, label="Temporal consistency")
+            with gr.Row():
+                scale = gr.Number(2, label="Upscale factor (1-4)")
+                factor = gr.Radio([2, 4], value=2, label="Interpolation factor")
+                target_fps = gr.Number(0, label="…or target fps (0: use the factor)")
+            motion_video = gr.Video(label="Motion reference video (motion transfer, instead of an image)",
+                                    sources=["upload"], elem_id="v2v-motion-upload")
+            run_button = gr.Button("Transform", variant="primary", elem_id="v2v-run")
+        with gr.Column(scale=1):
+            status = gr.Markdown("Ready.", elem_id="v2v-status")
+            video = gr.Video(label="Result", interactive=False, elem_id="v2v-video")
+            details = gr.JSON(label="Result metadata")
+    inputs = [source.upload, source.task_id, mode, strength, reference, preserve_motion, temporal, scale, factor,
+              target_fps, motion_video]
+    return V2VTab(inputs, run_button, [status, video, details])
+
+
+def make_handler(studio: Studio):
+    def v2v(video: str | None, task_id: str = "", mode: str = "interpolation", strength: float = 0.7,
+            reference: np.ndarray | None = None, preserve_motion: bool = True, temporal_consistency: float = 0.8,
+            scale: float = 2.0, factor: int = 2, target_fps: float = 0.0,
+            motion_video: str | None = None) -> Iterator[tuple]:
+        """Transform a video: interpolate frames, upscale, enhance, colourise, restyle or transfer motion.
+
+        Args:
+            video: input video file (or leave empty and give task_id).
+            task_id: a finished task whose video is transformed.
+            mode: interpolation, upscale, enhancement, colorization, style_transfer or motion_transfer.
+            strength: 0-1, how far style_transfer / enhancement go.
+            reference: reference image (colorization, style_transfer; motion_transfer's appearance).
+            preserve_motion: temporal smoothing follows the source's optical flow.
+            temporal_consistency: 0-1 flicker smoothing (colorization, style_transfer).
+            scale: upscale factor (above 1, at most 4).
+            factor: interpolation frame-rate multiplier (2 or 4).
+            target_fps: interpolation output fps instead of the factor (0: use the factor).
+            motion_video: motion_transfer: a video whose motion animates the input's first frame.
+
+        Returns:
+            Per update: status text, result video, result metadata.
+        """
+        source_task, upload = source_of(task_id, video)
+        body = {"source_task_id": source_task, "mode": mode, "strength": float(strength),
+                "preserve_motion": bool(preserve_motion), "temporal_consistency": float(temporal_consistency)}
+        if mode == "upscale":
+            body["scale"] = float(scale)
+        elif mode == "interpolation":
+            if target_fps:
+                body["target_fps"] = float(target_fps)
+            else:
+                body["factor"] = int(factor)
+        motion_upload = Path(motion_video) if motion_video and mode == "motion_transfer" else None
+        if reference is not None and mode in ("colorization", "style_transfer", "motion_transfer") \
+                and motion_upload is None:
+            body["style_reference_base64"] = encode_png_base64(reference[:, :, :3])
+        try:
+            submitted = submit(studio, parse_model(V2VRequest, body), UI_OWNER, upload=upload,
+                               reference_upload=motion_upload)
+        except StudioError as error:
+            raise gr_error(error) from None
+        yield f"Queued (position {submitted.queue_position}).", None, None
+        for status, path, result in follow(studio, submitted.task_id):
+            yield status, path if path else gr.skip(), result if result else gr.skip()
+
+    return v2v
+
+
+def create_event_handlers(tab: V2VTab, studio: Studio) -> None:
+    tab.run_button.click(make_handler(studio), tab.inputs, tab.outputs, api_name="v2v", concurrency_limit=None)
