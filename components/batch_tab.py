@@ -33,7 +33,8 @@ def create_ui(studio: Studio) -> BatchTab:
             prompts = gr.Textbox(label="Prompts (one per line)", lines=6, elem_id="batch-prompts",
                                  placeholder="Sunset over ocean waves\nCity skyline at night\nForest in autumn colors")
             priority = gr.Radio(list(PRIORITIES)[::-1], value="normal", label="Priority")
-            caching = gr.Checkbox(value=True, label="Similarity caching (equal prompts share text encodings; near-identical ones skip early steps)")
+            caching = gr.Checkbox(value=True, label="Similarity caching (equal prompts share text encodings; "
+                                                    "near-identical ones skip early steps)")
             max_concurrent = gr.Slider(1, 16, value=4, step=1, label="Max concurrent (tasks per pipeline call)")
             with gr.Row():
                 duration = gr.Slider(1, 60, value=2, step=0.5, label="Duration (s)")

@@ -88,7 +88,8 @@ def make_handler(studio: Studio):
         body = {"scenes": rows, "transition_duration_seconds": float(transition_duration_seconds),
                 "enable_character_consistency": bool(enable_character_consistency),
                 "character_description": character_description.strip() or None,
-                "settings": {"fps": int(fps), "resolution": resolution, "num_inference_steps": int(num_inference_steps)}}
+                "settings": {"fps": int(fps), "resolution": resolution,
+                             "num_inference_steps": int(num_inference_steps)}}
         if transition == "auto":
             body["enable_auto_transitions"] = True
         else:

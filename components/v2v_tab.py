@@ -1,6 +1,7 @@
 """The V2V tab: interpolate, upscale, enhance, colourise, restyle or re-animate a video.
 
-A thin adapter over ``studio.genius.v2v_task`` (api name ``/v2v``).
+A thin adapter over ``studio.genius.v2v_task`` (api name ``/v2v``). A prompt with style transfer
+(or with colorization and no reference image) runs the model path (WanVideoToVideo).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from components.edit_common import follow, gr_error, source_of, source_picker
 from studio.core import UI_OWNER, Studio
 from studio.engine.request import parse_model
 from studio.errors import StudioError
-from studio.genius.v2v_task import V2VRequest, submit
+from studio.genius.v2v_task import MODEL_MODES, V2V_MODELS, V2VRequest, submit
 from studio.media.inputs import encode_png_base64
 
 MODES = ["interpolation", "upscale", "enhancement", "colorization", "style_transfer", "motion_transfer"]
@@ -35,7 +36,8 @@ def create_ui(studio: Studio) -> V2VTab:
         with gr.Column(scale=1):
             source = source_picker("v2v")
             mode = gr.Radio(MODES, value="interpolation", label="Mode",
-                            info="colorization, style_transfer and motion_transfer need a reference")
+                            info="colorization, style_transfer and motion_transfer need a reference; a prompt "
+                                 "runs style_transfer / colorization through the model instead")
             strength = gr.Slider(0, 1, value=0.7, step=0.05, label="Strength (style transfer, enhancement)")
             reference = gr.Image(label="Reference image (colorization, style transfer; motion transfer appearance)",
                                  type="numpy")
@@ -48,21 +50,32 @@ def create_ui(studio: Studio) -> V2VTab:
                 target_fps = gr.Number(0, label="…or target fps (0: use the factor)")
             motion_video = gr.Video(label="Motion reference video (motion transfer, instead of an image)",
                                     sources=["upload"], elem_id="v2v-motion-upload")
+            with gr.Accordion("Model path (WanVideoToVideo)", open=False):
+                prompt = gr.Textbox("", label="Prompt (style transfer; colorization without a reference)", lines=2,
+                                    elem_id="v2v-prompt")
+                with gr.Row():
+                    model = gr.Dropdown(list(V2V_MODELS), value=_default_model(studio), label="Model")
+                    steps = gr.Slider(10, 150, value=30, step=1, label="Denoising steps (strength x steps run)")
             run_button = gr.Button("Transform", variant="primary", elem_id="v2v-run")
         with gr.Column(scale=1):
             status = gr.Markdown("Ready.", elem_id="v2v-status")
             video = gr.Video(label="Result", interactive=False, elem_id="v2v-video")
             details = gr.JSON(label="Result metadata")
     inputs = [source.upload, source.task_id, mode, strength, reference, preserve_motion, temporal, scale, factor,
-              target_fps, motion_video]
+              target_fps, motion_video, prompt, model, steps]
     return V2VTab(inputs, run_button, [status, video, details])
+
+
+def _default_model(studio: Studio) -> str | None:
+    return studio.default_model if studio.default_model in V2V_MODELS else None
 
 
 def make_handler(studio: Studio):
     def v2v(video: str | None, task_id: str = "", mode: str = "interpolation", strength: float = 0.7,
             reference: np.ndarray | None = None, preserve_motion: bool = True, temporal_consistency: float = 0.8,
             scale: float = 2.0, factor: int = 2, target_fps: float = 0.0,
-            motion_video: str | None = None) -> Iterator[tuple]:
+            motion_video: str | None = None, prompt: str = "", model: str | None = None,
+            num_inference_steps: int = 30) -> Iterator[tuple]:
         """Transform a video: interpolate frames, upscale, enhance, colourise, restyle or transfer motion.
 
         Args:
@@ -77,6 +90,9 @@ def make_handler(studio: Studio):
             factor: interpolation frame-rate multiplier (2 or 4).
             target_fps: interpolation output fps instead of the factor (0: use the factor).
             motion_video: motion_transfer: a video whose motion animates the input's first frame.
+            prompt: style_transfer (or colorization without a reference): run the model path.
+            model: the model path's model (empty: the server default).
+            num_inference_steps: the model path's schedule (10-150; strength x steps are run).
 
         Returns:
             Per update: status text, result video, result metadata.
@@ -91,6 +107,10 @@ def make_handler(studio: Studio):
                 body["target_fps"] = float(target_fps)
             else:
                 body["factor"] = int(factor)
+        if (prompt or "").strip() and mode in MODEL_MODES:
+            body.update(prompt=prompt, num_inference_steps=int(num_inference_steps))
+            if model:
+                body["model"] = model
         motion_upload = Path(motion_video) if motion_video and mode == "motion_transfer" else None
         if reference is not None and mode in ("colorization", "style_transfer", "motion_transfer") \
                 and motion_upload is None:

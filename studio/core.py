@@ -150,8 +150,10 @@ class Studio:
         return reply
 
     def refuse_when_draining(self) -> None:
+        """503 while the maintenance flag is set: running tasks finish, new work is refused."""
         if self.draining:
-            raise ServiceUnavailable("the server is in maintenance: running tasks finish, new work is refused; retry later")
+            raise ServiceUnavailable("the server is in maintenance: running tasks finish, new work is refused; "
+                                     "retry later")
 
     def submit_edit(self, kind: str, request: dict, owner: str, estimate: float) -> SubmitResponse:
         """Store a video-side genius task (``studio.engine.edit``) whose inputs the feature has

@@ -33,7 +33,8 @@ def start(body: StreamStartRequest, key: ApiKey = Depends(api_key()),
     return start_stream(studio, body, owner=key.id)
 
 
-@router.get("/frames/{session_id}/{name}", response_class=FileResponse, responses={code: ERRORS[code] for code in (400, 404)})
+@router.get("/frames/{session_id}/{name}", response_class=FileResponse,
+            responses={code: ERRORS[code] for code in (400, 404)})
 def frame(session_id: str, name: str, quality: str = Query(PREVIEW, pattern="^(preview|final)$"),
           width: int | None = Query(None, ge=16, le=4096), key: ApiKey = Depends(api_key()),
           studio: Studio = Depends(get_studio)) -> Response:

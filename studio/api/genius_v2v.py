@@ -19,8 +19,8 @@ router = APIRouter(prefix="/v1/genius/v2v", tags=["genius: v2v"], responses=COMM
              responses={code: ERRORS[code] for code in (400, 404, 409, 413, 503)})
 def transform(body: V2VRequest, key: ApiKey = Depends(api_key("generate")),
               studio: Studio = Depends(get_studio)) -> SubmitResponse:
-    """Queue a video-to-video transformation of the video of ``source_task_id``, classical
-    (model-free) in every mode: ``interpolation`` (occlusion-aware optical-flow frames, ``factor``
+    """Queue a video-to-video transformation of the video of ``source_task_id``. Classical
+    (model-free) paths: ``interpolation`` (occlusion-aware optical-flow frames, ``factor``
     2/4 or ``target_fps``; x2 turns N frames into 2N-1 at twice the rate), ``upscale`` (bicubic +
     edge-guided sharpening to ``scale`` or ``width``/``height``), ``enhancement`` (motion-compensated
     denoise, sharpening, local contrast by ``strength``), ``colorization`` and ``style_transfer``
@@ -28,8 +28,10 @@ def transform(body: V2VRequest, key: ApiKey = Depends(api_key("generate")),
     time by ``temporal_consistency``, along the source's motion when ``preserve_motion``) and
     ``motion_transfer`` (the source's motion animates the reference image, or the motion of
     ``motion_reference_task_id``'s video animates the source's first frame). A mode without the
-    reference it needs is a 400 naming ``style_reference_url``. Follow it like any task; the
-    result's ``metadata`` has ``path`` ("classical") and ``method``, and ``metadata.details`` the
+    reference it needs is a 400 naming ``style_reference_url``. Model path: ``style_transfer`` or
+    ``colorization`` with a ``prompt`` run diffusers' WanVideoToVideo on ``model`` (default: the
+    server's), ``strength`` = how much of the source is re-noised. Follow it like any task; the
+    result's ``metadata`` has ``path`` ("classical" or "model") and ``method``, and ``metadata.details`` the
     mode's parameters and the input/output size, fps and frames (also at
     ``GET /v1/genius/v2v/{task_id}``)."""
     return v2v_task.submit(studio, body, owner=key.id)

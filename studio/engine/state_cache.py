@@ -18,10 +18,11 @@ differently, so they are a property of the encoder, not universal constants.
 Only states of the same owner (API key), model, size, frame count, steps, guidance and
 acceleration are reused: anything else changes the meaning of "step k". An *equal* prompt with a
 *different* seed is not reused either: asking again with another seed asks for another
-variation, which a shared early state would largely erase (equal prompt and seed: reused). Resuming a prompt from its *own* cached state reproduces
-its full run exactly with first-order samplers (FlowMatch Euler, as in the tiny model); with
-multistep samplers (Wan's UniPC) the sampler's history restarts, which is part of the
-approximation.
+variation, which a shared early state would largely erase (equal prompt and seed: reused).
+
+Resuming a prompt from its *own* cached state reproduces its full run exactly with first-order
+samplers (FlowMatch Euler, as in the tiny model); with multistep samplers (Wan's UniPC) the
+sampler's history restarts, which is part of the approximation.
 """
 
 from __future__ import annotations

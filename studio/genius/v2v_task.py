@@ -1,14 +1,31 @@
 """V2V Pipeline as a queued task: ``POST /v1/genius/v2v/transform``.
 
 The request names the source video (``source_task_id`` of a completed task, or an upload
-through the UI / Gradio API), a ``mode`` and its inputs; the algorithms are the classical ones
-of ``studio.genius.v2v`` (``transform``, whose docstrings give methods and measurements).
-``style_transfer`` and ``colorization`` take a reference image (``style_reference_url``, fetched
-through the guarded fetcher, or ``style_reference_base64``); ``motion_transfer`` takes either a
-reference image (animated by the source's motion) or a reference video
-(``motion_reference_task_id``: its motion animates the source's first frame). Without a
-reference these three have no classical path and no model is wired for them, so the request
-is refused with a 400 naming ``style_reference_url``: nothing is faked.
+through the UI / Gradio API), a ``mode`` and its inputs. Two paths:
+
+- **model** (diffusers' ``WanVideoToVideoPipeline``, built from the loaded text-to-video
+  model's components, so no second copy of the weights): ``style_transfer`` with a ``prompt``,
+  and ``colorization`` with a ``prompt`` and no reference image. The source is re-noised by
+  ``strength`` (the share of the ``num_inference_steps`` schedule that is re-run: 0.3 keeps
+  most of the source, 1.0 regenerates it from noise) and denoised towards the prompt, in
+  windows of at most the model's ``max_frames`` (a 4k+1 frame count), each resized to the
+  model's generation size (``studio.engine.plan.generation_size`` for the source's aspect) and
+  back to the source size. ``colorization`` feeds the model the grayscale source and keeps
+  the source's luminance (Lab L), taking only the chroma (a, b) from the model's output. A
+  reference image given with ``style_transfer`` + ``prompt`` is not used (the notes say so);
+  ``preserve_motion`` / ``temporal_consistency`` are classical-path settings. ``model`` (a
+  catalog text-to-video model the pipeline supports; the server default when absent) must be
+  loadable here: a hub model without network or GPU fails the task with ``ModelUnavailable``
+  (the loader's message). ``seed`` (drawn and recorded when absent) makes a run repeatable.
+- **classical** (``studio.genius.v2v.transform``, whose docstrings give methods and
+  measurements) for everything else. ``style_transfer`` and ``colorization`` take a reference
+  image (``style_reference_url``, fetched through the guarded fetcher, or
+  ``style_reference_base64``); ``motion_transfer`` takes either a reference image (animated by
+  the source's motion) or a reference video (``motion_reference_task_id``: its motion animates
+  the source's first frame). Without a reference and without a prompt these three have no
+  path, so the request is refused with a 400 naming ``style_reference_url``: nothing is faked.
+  ``colorization`` with both a prompt and a reference runs the classical path (notes say the
+  prompt was not used).
 
 Everything a request can get wrong is checked at submission (``transform`` run on the first
 source frame). At run time frames stream from the decoder through ``transform`` into the
@@ -18,14 +35,24 @@ video for ``motion_transfer`` is held whole, hence ``MAX_REFERENCE_FRAMES``).
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import secrets
 import shutil
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+import torch
+
+# Imported at module import (the API imports this module in the main thread): diffusers' lazy
+# module is not safe to import from two threads at once (see studio.models.loader).
+from diffusers import WanVideoToVideoPipeline
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from studio.engine.edit import (
     EditJob,
@@ -36,12 +63,14 @@ from studio.engine.edit import (
     store_source,
     write_video,
 )
-from studio.engine.request import HTTP_URL_PATTERN, JsonModel
-from studio.errors import InvalidRequest, TaskNotReady
+from studio.engine.plan import generation_size
+from studio.engine.request import HTTP_URL_PATTERN, NOT_BLANK, SEED_MAX, JsonModel, strip_prompt
+from studio.errors import InvalidRequest, ModelUnavailable, TaskNotReady
 from studio.genius import v2v
 from studio.jobs import store as st
 from studio.media.inputs import check_upload_type, image_input
-from studio.media.video import probe_video, read_frames
+from studio.media.video import VideoInfo, probe_video, read_frames, resize
+from studio.models.catalog import CATALOG, TINY, ModelSpec
 
 if TYPE_CHECKING:
     from studio.core import Studio
@@ -61,6 +90,15 @@ MODE_FIELDS = {
 }
 # transform's field names -> this API's
 _FIELD_NAMES = {"reference": "style_reference_url", "source": "source_task_id", "fps": "source_task_id"}
+
+# -- the model path ---------------------------------------------------------------------------
+MODEL_MODES = ("style_transfer", "colorization")
+MODEL_FIELDS = ("model", "num_inference_steps", "seed")  # read only by the model path
+# Text-to-video models WanVideoToVideoPipeline can run: one transformer, Wan2.1's VAE. Wan2.2
+# A14B (two experts, transformer_2) and TI2V-5B (expand_timesteps) need pipeline code it lacks.
+V2V_MODELS = tuple(m for m in (TINY, "wan2.1-t2v-1.3b", "wan2.1-t2v-14b") if m in CATALOG)
+NEGATIVE_PROMPT = "blurry, low quality"
+MAX_SEQUENCE_LENGTH = 512
 
 
 class V2VRequest(JsonModel):
@@ -93,6 +131,27 @@ class V2VRequest(JsonModel):
     factor: Literal[2, 4] | None = Field(None, description="interpolation: frame-rate multiplier (default 2)")
     target_fps: float | None = Field(None, gt=0, le=v2v.MAX_TARGET_FPS,
                                      description="interpolation: output frame rate (instead of factor)")
+    prompt: str | None = Field(
+        None, min_length=1, max_length=2000, pattern=NOT_BLANK,
+        description="The model path (WanVideoToVideo): style_transfer with a prompt, or colorization with a prompt "
+                    "and no reference image; strength is then the share of the denoising schedule re-run")
+    model: Literal[V2V_MODELS] | None = Field(
+        None, description="The model path's model (a text-to-video model the video-to-video pipeline supports); "
+                          "the server default when absent")
+    num_inference_steps: int | None = Field(
+        None, ge=10, le=150, description="The model path's schedule length (10-150; strength x steps are run; "
+                                         "the model's default when absent)")
+    seed: int | None = Field(None, ge=0, le=SEED_MAX, description="The model path's noise seed (random when absent)")
+
+    @field_validator("prompt")
+    @classmethod
+    def _strip_prompt(cls, value: str | None) -> str | None:
+        return None if value is None else strip_prompt(value)
+
+    def uses_model(self, has_reference: bool) -> bool:
+        """Whether the request runs the model path (see the module docstring)."""
+        return bool(self.prompt) and (self.mode == "style_transfer"
+                                      or (self.mode == "colorization" and not has_reference))
 
 
 class V2VStream(BaseModel):
@@ -108,7 +167,7 @@ class V2VSummary(BaseModel):
     task_id: str
     status: str
     mode: str
-    path: str = Field(description="'classical' (no model)")
+    path: str = Field(description="'classical' (no model) or 'model' (WanVideoToVideo)")
     method: str = Field(description="The algorithm that ran")
     parameters: dict = Field(description="The values the mode used")
     input: V2VStream
@@ -126,13 +185,16 @@ def submit(studio: "Studio", request: V2VRequest, owner: str, upload: Path | Non
     studio.refuse_when_draining()
     spec = v2v.MODES[request.mode]
     _check_mode_fields(request, reference_upload)
+    has_image_reference = bool(request.style_reference_url or request.style_reference_base64)
+    if request.uses_model(has_image_reference):
+        return _submit_model(studio, request, owner, upload)
     has_video_reference = bool(request.motion_reference_task_id or reference_upload)
-    if spec.reference is not None and not has_video_reference \
-            and not (request.style_reference_url or request.style_reference_base64):
+    if spec.reference is not None and not has_video_reference and not has_image_reference:
         also = " (or motion_reference_task_id, a reference video)" if request.mode == "motion_transfer" else ""
+        model = " or a prompt (the model path)" if request.mode in MODEL_MODES else ""
         raise InvalidRequest(f"style_reference_url: mode {request.mode!r} needs a reference image "
-                             f"(style_reference_url or style_reference_base64){also}; without one it has no "
-                             "classical path and no model for it is loaded on this server")
+                             f"(style_reference_url or style_reference_base64){also}{model}; without one it has "
+                             "no classical path" + ("" if model else " and no model path"))
     if spec.reference is None and (request.style_reference_url or request.style_reference_base64):
         raise InvalidRequest(f"style_reference_url: mode {request.mode!r} takes no reference image")
     reference = _reference_image(studio, request)
@@ -146,6 +208,38 @@ def submit(studio: "Studio", request: V2VRequest, owner: str, upload: Path | Non
     return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, expected))
 
 
+def _submit_model(studio: "Studio", request: V2VRequest, owner: str, upload: Path | None) -> "SubmitResponse":
+    """Queue the model path: the model, steps and seed are resolved and stored now."""
+    model_id = request.model or studio.default_model
+    if model_id not in V2V_MODELS:
+        raise InvalidRequest(f"model: the server's default model {model_id!r} has no video-to-video path; "
+                             f"choose one of {', '.join(V2V_MODELS)}")
+    spec = CATALOG[model_id]
+    steps = request.num_inference_steps or spec.default_steps
+    if steps_run(steps, request.strength) < 1:
+        raise InvalidRequest(f"strength: {request.strength:g} of {steps} steps re-runs no denoising step; the model "
+                             f"path needs strength of at least {1 / steps:.3g}")
+    seed = request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)
+    inputs_id, folder = new_inputs(studio)
+    try:
+        source = store_source(studio, owner, folder, request.source_task_id, upload, field_name="source_task_id")
+        _first_frame(source_path(studio.paths, folder, source), "source_task_id")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    stored = {"mode": request.mode, "path": "model", "prompt": request.prompt, "negative_prompt": NEGATIVE_PROMPT,
+              "model": model_id, "strength": request.strength, "num_inference_steps": steps, "seed": seed,
+              "guidance_scale": spec.default_guidance, "source": source, "inputs_id": inputs_id,
+              "reference_ignored": bool(request.style_reference_url or request.style_reference_base64)}
+    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, source["frames"]))
+
+
+def steps_run(num_inference_steps: int, strength: float) -> int:
+    """Denoising steps WanVideoToVideoPipeline runs: the last ``strength`` of the schedule
+    (its ``get_timesteps``)."""
+    return min(int(num_inference_steps * strength), num_inference_steps)
+
+
 def _store_inputs(studio: "Studio", request: V2VRequest, owner: str, folder: Path, upload: Path | None,
                   reference_upload: Path | None, reference: np.ndarray | None) -> tuple[dict, int]:
     """Resolve and store the source and reference, validate the whole request on the first
@@ -155,6 +249,8 @@ def _store_inputs(studio: "Studio", request: V2VRequest, owner: str, folder: Pat
               "temporal_consistency": request.temporal_consistency, "scale": request.scale, "width": request.width,
               "height": request.height, "factor": request.factor, "target_fps": request.target_fps,
               "source": source}
+    if request.prompt:  # colorization with a reference: the classical path runs
+        stored["prompt_unused"] = True
     if request.motion_reference_task_id or reference_upload:
         stored["reference_video"] = _store_reference_video(studio, owner, folder, request, reference_upload)
         reference = [_first_frame(folder / REFERENCE_VIDEO, "motion_reference_task_id")]
@@ -177,6 +273,12 @@ def _check_mode_fields(request: V2VRequest, reference_upload: Path | None) -> No
     if (request.motion_reference_task_id or reference_upload) \
             and (request.style_reference_url or request.style_reference_base64):
         raise InvalidRequest("motion_reference_task_id: give a reference video or a reference image, not both")
+    if request.prompt is not None and request.mode not in MODEL_MODES:
+        raise InvalidRequest(f"prompt: only modes {' and '.join(MODEL_MODES)} have a model path, not {request.mode!r}")
+    for name in MODEL_FIELDS:
+        if getattr(request, name) is not None and request.prompt is None:
+            raise InvalidRequest(f"{name}: only the model path takes it (style_transfer or colorization with a "
+                                 "prompt)")
 
 
 def _reference_image(studio: "Studio", request: V2VRequest) -> np.ndarray | None:
@@ -244,6 +346,8 @@ def expected_frames(stored: dict, source_frames: int, fps: float) -> int:
 
 def run(job: EditJob) -> EditOutcome:
     """Stream the source through the mode into the encoder (no frame list is built)."""
+    if job.request.get("path") == "model":
+        return _run_model(job)
     request = job.request
     info = job.source_info()
     reference = None
@@ -263,7 +367,165 @@ def run(job: EditJob) -> EditOutcome:
     path, method = details.pop("path"), details.pop("method")
     details["input"]["frames"] = info.frames
     details["output"].update(width=video.width, height=video.height, fps=video.fps, frames=video.frames)
-    return EditOutcome(video, path, method, details)
+    notes = []
+    if request.get("prompt_unused"):
+        notes.append("prompt not used: colorization with a reference image runs the classical path")
+    return EditOutcome(video, path, method, details, notes)
+
+
+# -- the model path ---------------------------------------------------------------------------
+
+def video_to_video_pipeline(pipe) -> WanVideoToVideoPipeline:
+    """A WanVideoToVideoPipeline sharing the loaded WanPipeline's components (no weights are
+    copied); ``ModelUnavailable`` for a model whose pipeline needs more than it has."""
+    if getattr(pipe, "transformer_2", None) is not None or pipe.config.get("expand_timesteps", False):
+        raise ModelUnavailable("this model (two experts or expanded timesteps) has no video-to-video pipeline")
+    expected = set(inspect.signature(WanVideoToVideoPipeline.__init__).parameters) - {"self"}
+    v2v_pipe = WanVideoToVideoPipeline(**{k: v for k, v in pipe.components.items() if k in expected})
+    v2v_pipe.set_progress_bar_config(disable=True)
+    return v2v_pipe
+
+
+def frame_grid(frames: int) -> int:
+    """The smallest 4k+1 count holding ``frames`` (Wan's causal VAE: 1 + 4 per latent frame)."""
+    return 4 * -(-(frames - 1) // 4) + 1
+
+
+def _windows(frames: Iterable[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+    window: list[np.ndarray] = []
+    for frame in frames:
+        window.append(frame)
+        if len(window) == size:
+            yield window
+            window = []
+    if window:
+        yield window
+
+
+def _grayscale(frame: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+
+
+def _with_luminance(source: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """``source``'s Lab lightness with ``colour``'s chroma (a, b)."""
+    lab = cv2.cvtColor(colour, cv2.COLOR_RGB2LAB)
+    lab[..., 0] = cv2.cvtColor(source, cv2.COLOR_RGB2LAB)[..., 0]
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
+class _Monotonic:
+    """Edit hooks whose progress never goes back: a window's denoising steps report ahead of
+    the frames ``write_video`` then writes for it."""
+
+    def __init__(self, hooks):
+        self.hooks, self.best = hooks, 0.0
+
+    def should_cancel(self) -> bool:
+        return self.hooks.should_cancel()
+
+    def on_progress(self, fraction: float, message: str) -> None:
+        self.best = max(self.best, fraction)
+        self.hooks.on_progress(self.best, message)
+
+
+# Share of a window's progress given to denoising; the rest is decoding and writing its frames.
+DENOISE_SHARE = 0.9
+
+
+def _model_frames(job: EditJob, pipe: WanVideoToVideoPipeline, texts: tuple, spec: ModelSpec, info: VideoInfo,
+                  size: tuple[int, int], generator: torch.Generator, counters: dict) -> Iterator[np.ndarray]:
+    """The source through the pipeline window by window, resized back to the source size."""
+    request = job.request
+    colorize = request["mode"] == "colorization"
+    gen_w, gen_h = size
+    windows = max(1, -(-info.frames // spec.max_frames))
+    steps = steps_run(request["num_inference_steps"], request["strength"])
+    done = 0
+    for index, window in enumerate(_windows(job.source_frames(), spec.max_frames)):
+        count = len(window)
+        start = done
+
+        def on_step(_pipe, i, _t, _kwargs, count=count, index=index, start=start):
+            fraction = (start + count * DENOISE_SHARE * (i + 1) / steps) / max(info.frames, 1)
+            job.check(fraction, f"Window {index + 1}/{windows}: denoising step {i + 1}/{steps}")
+            counters["steps"] += 1
+            return {}
+
+        inputs = [_grayscale(frame) if colorize else frame for frame in window]
+        inputs += [inputs[-1]] * (frame_grid(count) - count)  # padded to 4k+1, the padding dropped below
+        job.check(start / max(info.frames, 1), f"Window {index + 1}/{windows}: encoding {count} frames")
+        with torch.inference_mode():
+            output = pipe(
+                video=[Image.fromarray(resize(frame, gen_w, gen_h)) for frame in inputs],
+                prompt_embeds=texts[0], negative_prompt_embeds=texts[1],
+                height=gen_h, width=gen_w,
+                num_inference_steps=request["num_inference_steps"], strength=request["strength"],
+                guidance_scale=request["guidance_scale"], generator=generator, output_type="np",
+                callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents"],
+            ).frames[0]
+        counters["windows"] += 1
+        for k in range(count):
+            frame = resize((np.clip(output[k], 0, 1) * 255).round().astype(np.uint8), info.width, info.height)
+            yield _with_luminance(window[k], frame) if colorize else frame
+        done += count
+
+
+def _run_model(job: EditJob) -> EditOutcome:
+    """The model path: WanVideoToVideo over the source, window by window, into the encoder."""
+    request = job.request
+    info = job.source_info()
+    if job.models is None:
+        raise ModelUnavailable("this worker has no model cache; the model path cannot run")
+    job.check(0.0, f"Loading {request['model']}")
+    loaded = job.models.get(request["model"], lambda fraction, message: job.hooks.on_progress(0.0, message))
+    spec = loaded.spec
+    pipe = video_to_video_pipeline(loaded.pipe)
+    size = generation_size(spec, info.width, info.height)
+    guidance = request["guidance_scale"]
+    job.check(0.0, "Encoding the prompt")
+    with torch.inference_mode():
+        texts = loaded.pipe.encode_prompt(  # the loaded pipeline's: diffusers 0.42.1's V2V one needs ftfy
+            prompt=request["prompt"], negative_prompt=request["negative_prompt"],
+            do_classifier_free_guidance=guidance > 1.0, max_sequence_length=MAX_SEQUENCE_LENGTH,
+            device=loaded.pipe._execution_device)
+    generator = torch.Generator(device="cpu").manual_seed(request["seed"])
+    counters = {"windows": 0, "steps": 0}
+    monotonic = dataclasses.replace(job, hooks=_Monotonic(job.hooks))
+    frames = _model_frames(monotonic, pipe, texts, spec, info, size, generator, counters)
+    audio = job.source if info.has_audio else None
+    video = write_video(monotonic, frames, info.fps, info.frames, message=f"{request['mode']} (model): frame",
+                        audio=audio)
+    steps = steps_run(request["num_inference_steps"], request["strength"])
+    parameters = {"prompt": request["prompt"], "negative_prompt": request["negative_prompt"],
+                  "strength": request["strength"], "num_inference_steps": request["num_inference_steps"],
+                  "steps_run": steps, "guidance_scale": guidance, "seed": request["seed"], "model": spec.id}
+    details = {
+        "mode": request["mode"],
+        "parameters": parameters,
+        "input": {"width": info.width, "height": info.height, "fps": info.fps, "frames": info.frames},
+        "output": {"width": video.width, "height": video.height, "fps": video.fps, "frames": video.frames},
+        "model": spec.id, "model_trained": spec.trained, "windows": counters["windows"],
+        "window_frames": spec.max_frames, "steps": steps, "steps_total": counters["steps"],
+        "strength": request["strength"], "seed": request["seed"],
+        "generated": {"width": size[0], "height": size[1]},
+    }
+    if request["mode"] == "colorization":
+        details["luminance"] = "source"
+    notes = []
+    if not spec.trained:
+        notes.append(f"{spec.id} is an untrained offline model: its output is noise-like by design")
+    if size != (info.width, info.height):
+        notes.append(f"frames were resized to {size[0]}x{size[1]} ({spec.id}'s generation size) and the output "
+                     f"back to {info.width}x{info.height}")
+    if counters["windows"] > 1:
+        notes.append(f"the source ran in {counters['windows']} windows of at most {spec.max_frames} frames, each "
+                     "denoised on its own (a window boundary can show a seam)")
+    if request["mode"] == "colorization":
+        notes.append("the model saw the grayscale source; the output keeps the source's luminance and takes the "
+                     "model's chroma")
+    if request.get("reference_ignored"):
+        notes.append("the reference image was not used: style_transfer with a prompt runs the model path")
+    return EditOutcome(video, "model", f"WanVideoToVideo ({spec.id})", details, notes)
 
 
 def summary(studio: "Studio", task_id: str, owner: str) -> V2VSummary:
