@@ -1,4 +1,5 @@
-"""The Inpaint tab: remove, blend, replace the background of, or extend a video.
+"""The Inpaint tab: remove, blend, replace the background of, or extend a video; replace an
+object (and prompt-driven background / extend) with Wan VACE.
 
 A thin adapter over ``studio.genius.inpaint_task`` (api name ``/inpaint``).
 """
@@ -17,6 +18,8 @@ from studio.engine.request import parse_model
 from studio.errors import StudioError
 from studio.genius.inpaint_task import InpaintRequest, submit
 from studio.media.inputs import encode_png_base64
+from studio.models.catalog import VACE_CATALOG
+from studio.models.loader import default_model, unavailable_reason
 
 
 @dataclass
@@ -26,29 +29,39 @@ class InpaintTab:
     outputs: list
 
 
+def _vace_choices() -> list[tuple[str, str]]:
+    return [(spec.label + ("" if unavailable_reason(spec) is None else " — unavailable here"), spec.id)
+            for spec in VACE_CATALOG.values()]
+
+
 def create_ui(studio: Studio) -> InpaintTab:
     """Lay out the tab (call inside a ``gr.Tab``)."""
     with gr.Row():
         with gr.Column(scale=1):
             source = source_picker("inpaint")
             mode = gr.Radio(["remove", "blend", "background", "extend", "replace"], value="remove", label="Mode",
-                            info="replace needs the Wan VACE model")
+                            info="replace (and background / extend with a prompt) run Wan VACE")
             with gr.Row():
                 x1 = gr.Number(20, precision=0, label="x1")
                 y1 = gr.Number(20, precision=0, label="y1")
                 x2 = gr.Number(80, precision=0, label="x2")
                 y2 = gr.Number(80, precision=0, label="y2")
             feather = gr.Slider(0, 64, value=10, step=1, label="Feather radius (px)")
-            image = gr.Image(label="Overlay (blend) or new background (background)", type="numpy")
+            image = gr.Image(label="Overlay (blend), new background (background) or reference (replace)",
+                             type="numpy")
             blend_method = gr.Radio(["feather", "poisson"], value="feather", label="Blend method")
             aspect = gr.Dropdown(["16:9", "9:16", "1:1", "4:3"], value="1:1", label="Extend to aspect ratio")
             prompt = gr.Textbox(label="Prompt (model modes)", lines=2)
+            with gr.Row():
+                model = gr.Dropdown(_vace_choices(), value=default_model("vace"), label="VACE model")
+                use_model = gr.Checkbox(False, label="Use the model for remove / extend without a prompt")
             run_button = gr.Button("Inpaint", variant="primary", elem_id="inpaint-run")
         with gr.Column(scale=1):
             status = gr.Markdown("Ready.", elem_id="inpaint-status")
             video = gr.Video(label="Result", interactive=False, elem_id="inpaint-video")
             details = gr.JSON(label="Result metadata")
-    inputs = [source.upload, source.task_id, mode, x1, y1, x2, y2, feather, image, blend_method, aspect, prompt]
+    inputs = [source.upload, source.task_id, mode, x1, y1, x2, y2, feather, image, blend_method, aspect, prompt,
+              model, use_model]
     return InpaintTab(inputs, run_button, [status, video, details])
 
 
@@ -56,22 +69,24 @@ def make_handler(studio: Studio):
     def inpaint(video: str | None, task_id: str = "", mode: str = "remove", x1: int = 0, y1: int = 0,
                 x2: int = 0, y2: int = 0, feather_radius: int = 10, image: np.ndarray | None = None,
                 blend_method: str = "feather", target_aspect_ratio: str = "1:1",
-                prompt: str = "") -> Iterator[tuple]:
+                prompt: str = "", model: str | None = None, use_model: bool = False) -> Iterator[tuple]:
         """Inpaint a video: remove an object, blend an overlay, replace the background, extend.
 
         Args:
             video: input video file (or leave empty and give task_id).
             task_id: a finished task whose video is edited.
-            mode: remove, blend, background, extend or replace (replace needs Wan VACE).
+            mode: remove, blend, background, extend or replace (replace runs Wan VACE).
             x1: box left edge (px, first frame); the box is tracked over time.
             y1: box top edge.
             x2: box right edge (exclusive).
             y2: box bottom edge (exclusive).
             feather_radius: soft mask edge in pixels.
-            image: the overlay (blend) or new background (background).
+            image: the overlay (blend), new background (background) or reference image (replace).
             blend_method: feather or poisson (blend).
             target_aspect_ratio: extend grows the canvas to this aspect.
             prompt: for the model modes.
+            model: the Wan VACE model (tiny-vace, wan2.1-vace-1.3b, wan2.1-vace-14b).
+            use_model: run remove / extend without a prompt through the model.
 
         Returns:
             Per update: status text, result video, result metadata.
@@ -79,13 +94,14 @@ def make_handler(studio: Studio):
         source_task, upload = source_of(task_id, video)
         image_b64 = encode_png_base64(image[:, :, :3]) if image is not None else None
         body = {"task_id": source_task, "mode": mode, "feather_radius": int(feather_radius),
-                "blend_method": blend_method, "prompt": prompt.strip() or None}
+                "blend_method": blend_method, "prompt": (prompt or "").strip() or None,
+                "model": model or None, "use_model": bool(use_model)}
         if mode == "extend":
             body["target_aspect_ratio"] = target_aspect_ratio
         else:
             body["bbox"] = [int(x1), int(y1), int(x2), int(y2)]
-        if image_b64 and mode in ("blend", "background"):
-            body[f"{'overlay' if mode == 'blend' else 'background'}_image_base64"] = image_b64
+        if image_b64 and mode in ("blend", "background", "replace"):
+            body[f"{'background' if mode == 'background' else 'overlay'}_image_base64"] = image_b64
         try:
             submitted = submit(studio, parse_model(InpaintRequest, body), UI_OWNER, upload=upload)
         except StudioError as error:

@@ -22,7 +22,9 @@ def process(body: InpaintRequest, key: ApiKey = Depends(api_key("generate")),
     """Queue an inpainting task on the video of ``task_id``: ``remove`` an object (background
     propagated from other frames, the rest filled spatially), ``blend`` an overlay (feathered
     or Poisson), ``background`` replacement from an image (GrabCut foreground), ``extend`` the
-    canvas (classical reflect + blur), ``replace`` (needs Wan VACE). ``bbox`` is
+    canvas (classical reflect + blur); ``replace``, and ``background``/``extend`` with a ``prompt``
+    (or ``use_model``), run Wan VACE masked video generation (``model``: tiny-vace offline, the
+    1.3B/14B VACE on a GPU server; pixels outside the mask are kept exactly). ``bbox`` is
     ``[x1, y1, x2, y2]`` and is tracked across frames. Follow it like any task; the result's
     ``metadata.details`` has the tracked boxes and fill statistics."""
     return inpaint_task.submit(studio, body, owner=key.id)

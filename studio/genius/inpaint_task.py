@@ -4,13 +4,39 @@ The request names the input video (``task_id`` of a completed task, or an upload
 UI / Gradio API), a ``mode`` and its inputs. Boxes in the API are ``[x1, y1, x2, y2]`` pixel
 corners of the first frame (``x2``/``y2`` exclusive), tracked across frames when the object
 moves. Which path runs is decided by ``studio.genius.inpaint.plan_inpaint``; the classical
-algorithms and their thresholds are documented there. Requests that need Wan VACE (``replace``;
-``background``/``extend`` driven by a prompt) fail at submission with ``ModelUnavailable``
-while no VACE model is loaded: nothing is faked.
+algorithms and their thresholds are documented there.
+
+Model path (Wan VACE through diffusers' ``WanVACEPipeline``): ``replace``, ``background`` with a
+prompt (and no image) and ``extend`` with a prompt; ``remove`` and ``extend`` without a prompt
+only when the request asks (``use_model``), since the classical remove shows the real
+background. ``model`` is a VACE catalog id (default: ``tiny-vace`` without a GPU,
+``wan2.1-vace-1.3b`` with one); a model that cannot be loaded here fails the submission with
+``ModelUnavailable`` (503): nothing is faked. ``tiny-vace`` is untrained: what it paints is
+noise-like (it exists to run the whole path offline).
+
+What the model regenerates, per frame, at the source size (weights in [0, 1]; the model sees
+the binary region ``weight > 0`` with those pixels set to grey, VACE's "to generate" value):
+
+- ``replace`` / ``remove``: the tracked box grown by ``inpaint.MASK_DILATION_PX`` plus the
+  ``feather_radius`` cosine band (``inpaint.make_masks``); ``replace`` passes the overlay (or
+  background) image, when given, as VACE's ``reference_images``;
+- ``background``: everything outside the GrabCut foreground (``inpaint.segment_foreground``),
+  feathered ``feather_radius`` px into the object's edge, like the classical background mode;
+- ``extend``: the new border of the target canvas, the video placed at its centre.
+
+The clip runs in windows of at most the model's ``max_frames`` (balanced, each padded to 4k+1
+frames by repeating its last frame), at the model's generation size
+(``studio.engine.plan.generation_size``: the canvas, or the model's native area at its aspect),
+resized in and back out. The output is composited explicitly: ``weight * generated +
+(1 - weight) * source`` where ``weight > 0``; every other pixel is the source's, exactly.
 """
 
 from __future__ import annotations
 
+import math
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -19,11 +45,12 @@ import numpy as np
 from pydantic import ConfigDict, Field
 
 from studio.engine.edit import EditJob, EditOutcome, estimate_seconds, new_inputs, store_source, write_video
-from studio.engine.plan import ASPECT
-from studio.engine.request import HTTP_URL_PATTERN, NOT_BLANK, JsonModel
-from studio.errors import InvalidRequest, ModelUnavailable
+from studio.engine.plan import ASPECT, generation_size
+from studio.engine.request import HTTP_URL_PATTERN, NOT_BLANK, SEED_MAX, JsonModel
+from studio.errors import InvalidRequest, ModelUnavailable, VramExceeded
 from studio.genius import inpaint
 from studio.media.inputs import image_input
+from studio.models.catalog import VACE_CATALOG, ModelSpec, get_spec
 
 if TYPE_CHECKING:
     from studio.core import Studio
@@ -32,6 +59,10 @@ if TYPE_CHECKING:
 KIND = "inpaint"
 MAX_FRAMES = 720  # the classical paths hold the clip in memory (30 s at 24 fps)
 TASK_ID_PATTERN = r"^[A-Za-z0-9-]+$"
+VaceModel = Literal[tuple(VACE_CATALOG)]
+NEGATIVE_PROMPT = "blurry, low quality, distorted, watermark, text"
+GREY = 127  # VACE's "generate here" value: 0 on the pipeline's [-1, 1] scale
+TEXT_TOKENS = 512  # WanVACEPipeline's max_sequence_length default
 
 
 class InpaintRequest(JsonModel):
@@ -46,8 +77,18 @@ class InpaintRequest(JsonModel):
                                    description="[x1, y1, x2, y2] in pixels of the first frame; tracked over time")
     feather_radius: int = Field(10, ge=0, le=64, description="Soft mask edge in pixels")
     prompt: str | None = Field(None, min_length=1, max_length=2000, pattern=NOT_BLANK,
-                               description="replace / background / extend with Wan VACE")
-    overlay_image_base64: str | None = Field(None, max_length=30_000_000, description="blend: the overlay")
+                               description="replace / background / extend with Wan VACE: what to paint")
+    model: VaceModel | None = Field(None, description="Wan VACE model of the model path (default: tiny-vace "
+                                    "without a GPU, wan2.1-vace-1.3b with one)")
+    use_model: bool = Field(False, description="remove / extend without a prompt: run Wan VACE instead of the "
+                            "classical path")
+    num_inference_steps: int | None = Field(None, ge=1, le=100, description="Model path: sampling steps "
+                                            "(default: the model's)")
+    guidance_scale: float | None = Field(None, ge=1, le=20, description="Model path: prompt adherence "
+                                         "(default: the model's)")
+    seed: int | None = Field(None, ge=0, le=SEED_MAX, description="Model path: reproducibility seed (random when absent)")
+    overlay_image_base64: str | None = Field(None, max_length=30_000_000,
+                                             description="blend: the overlay; replace: a reference image")
     overlay_url: str | None = Field(None, max_length=2048, pattern=HTTP_URL_PATTERN)
     background_image_base64: str | None = Field(None, max_length=30_000_000, description="background: the new one")
     background_url: str | None = Field(None, max_length=2048, pattern=HTTP_URL_PATTERN)
@@ -61,20 +102,23 @@ class InpaintRequest(JsonModel):
 def submit(studio: "Studio", request: InpaintRequest, owner: str, upload: Path | None = None) -> "SubmitResponse":
     """Validate ``request``, store its inputs and queue the inpainting task."""
     studio.refuse_when_draining()
-    image_field = "overlay" if request.mode == "blend" else "background"
+    image_field = _image_field(request)
     image = _image(studio, request, image_field)
-    path = inpaint.plan_inpaint(request.mode, has_prompt=request.prompt is not None, has_image=image is not None)
-    if path == "model":
-        raise ModelUnavailable(f"mode {request.mode!r} with a prompt needs the Wan VACE model (masked video "
-                               "generation), which this server has not loaded; use an image instead where the "
-                               "mode allows it (background, blend) or run on a GPU server with VACE")
+    path = inpaint.plan_inpaint(request.mode, has_prompt=request.prompt is not None, has_image=image is not None,
+                                model_available=request.use_model)
+    spec = _vace_spec(request) if path == "model" else None
     inputs_id, folder = new_inputs(studio)
     source = store_source(studio, owner, folder, request.task_id, upload)
     if source["frames"] > MAX_FRAMES:
         raise InvalidRequest(f"task_id: the video has {source['frames']} frames; inpainting takes at most {MAX_FRAMES}")
     shape = (source["height"], source["width"], 3)
     stored = {"mode": request.mode, "feather_radius": request.feather_radius, "blend_method": request.blend_method,
-              "inputs_id": inputs_id, "source": source}
+              "inputs_id": inputs_id, "source": source, "path": path}
+    if spec is not None:
+        stored.update(model=spec.id, prompt=request.prompt or "",
+                      steps=request.num_inference_steps or spec.default_steps,
+                      guidance_scale=request.guidance_scale or spec.default_guidance,
+                      seed=request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1))
     if request.mode == "extend":
         stored["target_size"] = list(inpaint.validate_target_size(_target_size(request, shape), shape))
     else:
@@ -87,6 +131,29 @@ def submit(studio: "Studio", request: InpaintRequest, owner: str, upload: Path |
         cv2.imwrite(str(folder / f"{image_field}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         stored["image"] = f"{image_field}.png"
     return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, source["frames"]))
+
+
+def _vace_spec(request: InpaintRequest) -> ModelSpec:
+    """The VACE model of a model-path request, refused with ModelUnavailable when it cannot load here."""
+    from studio.models.loader import default_model, unavailable_reason
+
+    spec = get_spec(request.model or default_model("vace"))
+    reason = unavailable_reason(spec)
+    if reason is not None:
+        what = f"mode {request.mode!r}" + (" with a prompt" if request.prompt else "")
+        raise ModelUnavailable(f"{what} runs Wan VACE (masked video generation) and {reason}"
+                               + ("; or use an image where the mode allows it (background, blend)"
+                                  if request.mode == "background" else ""))
+    return spec
+
+
+def _image_field(request: InpaintRequest) -> str:
+    """blend's overlay; replace's reference (the overlay, else the background fields); background's."""
+    if request.mode == "blend":
+        return "overlay"
+    if request.mode == "replace" and not (request.background_image_base64 or request.background_url):
+        return "overlay"
+    return "background"
 
 
 def _image(studio: "Studio", request: InpaintRequest, name: str) -> np.ndarray | None:
@@ -111,7 +178,7 @@ def _even_up(value: int) -> int:
 
 
 def run(job: EditJob) -> EditOutcome:
-    """Read the clip, run the classical path of the mode, write the result."""
+    """Read the clip, run the mode's path (classical or Wan VACE), write the result."""
     request = job.request
     info = job.source_info()
     frames = []
@@ -121,6 +188,8 @@ def run(job: EditJob) -> EditOutcome:
     image = None
     if request.get("image"):
         image = cv2.cvtColor(cv2.imread(str(job.inputs / request["image"])), cv2.COLOR_BGR2RGB)
+    if request.get("path") == "model":
+        return _run_model(job, frames, info.fps, image if request["mode"] == "replace" else None)
     job.check(0.1, f"Inpainting ({request['mode']})")
     out, details = inpaint.inpaint(
         request["mode"], frames, bbox=request.get("bbox_xywh"), feather_radius=request["feather_radius"],
@@ -134,3 +203,173 @@ def run(job: EditJob) -> EditOutcome:
     video = write_video(job, out, info.fps, len(out), progress=(0.8, 1.0), message="Encoding frame")
     return EditOutcome(video, "classical", method, details)
 
+
+
+# -- the Wan VACE path ------------------------------------------------------------------------------
+
+@dataclass
+class _Region:
+    """What the model paints: the canvas it sees (source pixels, grey where it generates) and
+    the per-frame composite weights (0 = keep the source pixel exactly)."""
+
+    canvas: list[np.ndarray]
+    weights: list[np.ndarray]
+    details: dict
+
+
+def _region(request: dict, frames: list[np.ndarray]) -> _Region:
+    mode, r = request["mode"], request["feather_radius"]
+    if mode == "extend":
+        tw, th = request["target_size"]
+        height, width = frames[0].shape[:2]
+        left, top = (tw - width) // 2, (th - height) // 2
+        weight = np.ones((th, tw), np.float32)
+        weight[top:top + height, left:left + width] = 0.0
+        canvas = []
+        for frame in frames:
+            placed = np.full((th, tw, 3), GREY, np.uint8)
+            placed[top:top + height, left:left + width] = frame
+            canvas.append(placed)
+        return _Region(canvas, [weight] * len(frames), {"target_size": [tw, th], "offset": [left, top]})
+    track = inpaint.track_bbox(frames, request["bbox_xywh"])
+    details = {"boxes": [[x, y, x + w, y + h] for x, y, w, h in track.boxes], "feather_radius": r,
+               "track_confidence_min": min(track.confidences),
+               "track_confidence_mean": float(np.mean(track.confidences))}
+    if mode == "background":  # regenerate all but the object; feathered into its edge as classically
+        weights = []
+        foreground = inpaint.segment_foreground(frames, track.boxes)
+        for fg in foreground:
+            d_in = cv2.distanceTransform(fg.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+            weights.append(np.where(fg, inpaint._ramp(d_in, r), 1.0).astype(np.float32))
+        details["foreground_fraction_mean"] = float(np.mean([fg.mean() for fg in foreground]))
+    else:  # replace, remove: the box, grown and feathered
+        weights = inpaint.make_masks(frames[0].shape, track.boxes, r, dilate=inpaint.MASK_DILATION_PX)
+    canvas = []
+    for frame, weight in zip(frames, weights):
+        grey = frame.copy()
+        grey[weight > 0] = GREY
+        canvas.append(grey)
+    return _Region(canvas, weights, details)
+
+
+def windows(frames: int, max_frames: int) -> list[tuple[int, int, int]]:
+    """Split ``frames`` into balanced windows of at most ``max_frames`` (a 4k+1 count):
+    ``(start, end, generated)`` with ``generated`` = the window's length rounded up to 4k+1."""
+    count = math.ceil(frames / max_frames)
+    bounds = [round(i * frames / count) for i in range(count + 1)]
+    return [(s, e, 4 * math.ceil((e - s - 1) / 4) + 1) for s, e in zip(bounds, bounds[1:])]
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    if image.shape[1] == width and image.shape[0] == height:
+        return image
+    shrink = width * height < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def _composite(source: np.ndarray, generated: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``weight * generated + (1 - weight) * source`` where ``weight > 0``; the source elsewhere."""
+    out = source.copy()
+    inside = weight > 0
+    w = weight[inside][:, None]
+    out[inside] = np.clip(np.rint(w * generated[inside] + (1.0 - w) * source[inside]), 0, 255).astype(np.uint8)
+    return out
+
+
+def _encode(pipe, text: str):
+    """Prompt embeddings through WanPipeline's encoder code. WanVACEPipeline (diffusers 0.42.1)
+    cleans prompts with ``ftfy`` without checking it is installed, and it is not a dependency
+    here; WanPipeline's identical encoder (the VACE one is a copy) skips it when absent."""
+    from diffusers import WanPipeline
+
+    return WanPipeline._get_t5_prompt_embeds(pipe, [text], 1, TEXT_TOKENS, pipe._execution_device)
+
+
+class _Monotonic:
+    """The job as ``write_video`` sees it, with progress that never goes back: the model's step
+    reports and the encoder's per-frame reports interleave while windows stream out."""
+
+    def __init__(self, job: EditJob):
+        self.job, self.done = job, 0.0
+
+    def check(self, fraction: float, message: str) -> None:
+        self.done = max(self.done, fraction)
+        self.job.check(self.done, message)
+
+    def __getattr__(self, name: str):
+        return getattr(self.job, name)
+
+
+def _run_model(job: EditJob, frames: list[np.ndarray], fps: float, reference: np.ndarray | None) -> EditOutcome:
+    import torch
+    from PIL import Image
+
+    request = job.request
+    spec = get_spec(request["model"])
+    progress = _Monotonic(job)
+    progress.check(0.1, f"Building the mask ({request['mode']})")
+    region = _region(request, frames)
+    if job.models is None:
+        raise ModelUnavailable("this worker has no model cache to run Wan VACE")
+    progress.check(0.15, f"Loading {spec.id}")
+    model = job.models.get(spec.id, on_progress=lambda f, message: job.hooks.on_progress(0.15, message))
+    pipe = model.pipe
+    ch, cw = region.canvas[0].shape[:2]
+    gw, gh = generation_size(spec, cw, ch)
+    steps, guidance, seed = request["steps"], request["guidance_scale"], request["seed"]
+    spans = windows(len(frames), spec.max_frames)
+    ref = [Image.fromarray(reference[..., :3])] if reference is not None else None
+    total = len(frames)
+
+    def window_frames(k: int, texts: tuple) -> list[np.ndarray]:
+        start, end, generated = spans[k]
+
+        def on_step(_pipe, i: int, _t, _kwargs: dict) -> dict:
+            done = start + (end - start) * (i + 1) / steps
+            progress.check(0.2 + 0.8 * done / total, f"Window {k + 1}/{len(spans)}: step {i + 1}/{steps}")
+            return {}
+
+        pad = [min(i, end - 1) for i in range(start, start + generated)]  # repeat the last frame up to 4k+1
+        video = [Image.fromarray(_resize(region.canvas[i], gw, gh)) for i in pad]
+        mask = [Image.fromarray(np.where(_resize(region.weights[i], gw, gh) > 0, 255, 0).astype(np.uint8), "L")
+                for i in pad]
+        out = pipe(prompt_embeds=texts[0], negative_prompt_embeds=texts[1], video=video, mask=mask,
+                   reference_images=ref, height=gh, width=gw, num_frames=generated, num_inference_steps=steps,
+                   guidance_scale=guidance, generator=torch.Generator(device="cpu").manual_seed(seed),
+                   output_type="np", callback_on_step_end=on_step).frames[0]
+        return [np.clip(np.rint(f * 255), 0, 255).astype(np.uint8) for f in out[: end - start]]
+
+    def composited(texts: tuple) -> Iterator[np.ndarray]:
+        for k, (start, _end, _generated) in enumerate(spans):
+            for offset, painted in enumerate(window_frames(k, texts)):
+                i = start + offset
+                source = region.canvas[i] if request["mode"] == "extend" else frames[i]
+                yield _composite(source, _resize(painted, cw, ch), region.weights[i])
+
+    try:
+        with torch.inference_mode():
+            texts = (_encode(pipe, request["prompt"]), _encode(pipe, NEGATIVE_PROMPT) if guidance > 1 else None)
+            video = write_video(progress, composited(texts), fps, total, progress=(0.2, 1.0), message="Encoding frame")
+    except torch.OutOfMemoryError:
+        job.models.evict()
+        raise VramExceeded(f"the GPU ran out of memory running {spec.id} at {gw}x{gh}; try a shorter or smaller "
+                           "clip or the smaller VACE model") from None
+    details = {"mode": request["mode"], "model": spec.id, "model_trained": spec.trained, "prompt": request["prompt"],
+               "reference_image": ref is not None, "windows": len(spans),
+               "window_frames": [generated for _, _, generated in spans], "steps": steps,
+               "guidance_scale": guidance, "seed": seed, "generation_size": [gw, gh],
+               "mask_fraction": float(np.mean([float((w > 0).mean()) for w in region.weights])),
+               "memory_profile": model.memory_profile, **region.details}
+    notes = []
+    if not spec.trained:
+        notes.append(f"{spec.id} is an untrained offline model: what it paints is noise-like by design")
+    if (gw, gh) != (cw, ch):
+        notes.append(f"the model ran at {gw}x{gh} ({spec.id}'s size grid and native area) and its output was resized "
+                     f"to {cw}x{ch}; only the masked region is taken from it, every other pixel is the source's")
+    if len(spans) > 1:
+        notes.append(f"{total} frames ran as {len(spans)} windows of at most {spec.max_frames} frames "
+                     f"({spec.id}'s length per pass), each generated on its own")
+    if spec.trained and round(fps) != spec.native_fps:
+        notes.append(f"frames are processed one to one at the source's {fps:g} fps "
+                     f"({spec.id} was trained at {spec.native_fps} fps)")
+    return EditOutcome(video, "model", f"WanVACE ({spec.id})", details, notes)

@@ -5,6 +5,11 @@ Native sizes, frame rates and frame limits are the ones the Wan authors trained 
 for the model's native setting with the authors' offload flags, where they gave one.
 A request beyond a model's native size, frame rate or length is generated natively and then
 resized / resampled; the result metadata says so (see ``studio.engine.plan``).
+
+Each model has a ``task``: ``t2v`` models (``WanPipeline``) generate from text and are what
+:data:`CATALOG` lists (the ``model`` of a generation request, the Generate tab, ``/v1/models``,
+the orchestrator); ``vace`` models (``WanVACEPipeline``: masked video-to-video, used by Video
+Inpainting) are in :data:`VACE_CATALOG`. :func:`get_spec` finds either kind.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TINY = "tiny"
+TINY_VACE = "tiny-vace"
+TASKS = ("t2v", "vace")
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,10 @@ class ModelSpec:
         params_b: transformer parameters in billions.
         trained: False only for the offline tiny model, whose output is noise-like.
         default_steps, default_guidance: the authors' recommended sampling settings.
+        task: ``t2v`` (text-to-video) or ``vace`` (masked video generation: inpaint/outpaint).
+        pipeline: the diffusers pipeline class that loads and runs it.
+        architecture: the ``studio.genius.orchestrator.ARCHITECTURES`` entry its memory estimate
+            starts from (default: its own id); parameters beyond it are added as weights.
     """
 
     id: str
@@ -47,6 +58,9 @@ class ModelSpec:
     default_steps: int = 50
     default_guidance: float = 5.0
     notes: str = ""
+    task: str = "t2v"
+    pipeline: str = "WanPipeline"
+    architecture: str | None = None
 
     @property
     def native_area(self) -> int:
@@ -57,7 +71,7 @@ class ModelSpec:
         return (self.max_frames - 1) / self.native_fps
 
 
-CATALOG: dict[str, ModelSpec] = {
+MODELS: dict[str, ModelSpec] = {
     spec.id: spec
     for spec in (
         ModelSpec(
@@ -124,10 +138,58 @@ CATALOG: dict[str, ModelSpec] = {
             default_guidance=4.0,
             notes="Wan2.2 README: needs at least 80 GB for single-GPU 720p; 2 x 14B experts.",
         ),
+        ModelSpec(
+            id=TINY_VACE,
+            label="tiny VACE (offline, untrained — output is noise-like, for testing the studio)",
+            repo_id=None,
+            native_width=160,
+            native_height=96,
+            native_fps=8,
+            max_frames=33,
+            params_b=0.00004,
+            trained=False,
+            notes="Built locally from the real Wan VACE classes with random weights; needs no network.",
+            task="vace",
+            pipeline="WanVACEPipeline",
+            architecture=TINY,
+        ),
+        ModelSpec(
+            id="wan2.1-vace-1.3b",
+            label="Wan2.1 VACE 1.3B (480p, inpaint/outpaint)",
+            repo_id="Wan-AI/Wan2.1-VACE-1.3B-diffusers",
+            native_width=832,
+            native_height=480,
+            native_fps=16,
+            max_frames=81,
+            params_b=2.15,  # 1.42 B Wan2.1-1.3B transformer + 15 VACE blocks (0.73 B), counted from the config
+            notes="Wan2.1 VACE: 480p, 81 frames at 16 fps; the authors publish no VRAM figure.",
+            task="vace",
+            pipeline="WanVACEPipeline",
+            architecture="wan2.1-t2v-1.3b",
+        ),
+        ModelSpec(
+            id="wan2.1-vace-14b",
+            label="Wan2.1 VACE 14B (720p, inpaint/outpaint)",
+            repo_id="Wan-AI/Wan2.1-VACE-14B-diffusers",
+            native_width=1280,
+            native_height=720,
+            native_fps=16,
+            max_frames=81,
+            params_b=17.34,  # 14.29 B Wan2.1-14B transformer + 8 VACE blocks (3.05 B), counted from the config
+            notes="Wan2.1 VACE: 480p and 720p, 81 frames at 16 fps; the authors publish no VRAM figure.",
+            task="vace",
+            pipeline="WanVACEPipeline",
+            architecture="wan2.1-t2v-14b",
+        ),
     )
 }
 
+#: Text-to-video models: what generation requests, the Generate tab and ``/v1/models`` offer.
+CATALOG: dict[str, ModelSpec] = {k: v for k, v in MODELS.items() if v.task == "t2v"}
+#: Wan VACE models (masked video generation), used by Video Inpainting's model path.
+VACE_CATALOG: dict[str, ModelSpec] = {k: v for k, v in MODELS.items() if v.task == "vace"}
+
 
 def get_spec(model_id: str) -> ModelSpec:
-    """The catalog entry for ``model_id``; raises ``KeyError`` for unknown ids."""
-    return CATALOG[model_id]
+    """The catalog entry for ``model_id`` (any task); raises ``KeyError`` for unknown ids."""
+    return MODELS[model_id]

@@ -1,4 +1,7 @@
-"""Loading pipelines: the offline tiny model and hub models, through one ``from_pretrained`` path.
+"""Loading pipelines: the offline tiny models and hub models, through one ``from_pretrained`` path.
+
+A model's catalog entry names its pipeline class (``WanPipeline`` for text-to-video,
+``WanVACEPipeline`` for masked video generation); loading is the same for both.
 
 Loaded pipelines are cached and reused across tasks. Only one model is resident at a time:
 real Wan models take most of a GPU, so switching models evicts the previous one first.
@@ -19,14 +22,14 @@ import torch
 
 # Imported here, in whichever thread imports the studio first, and not lazily in the worker:
 # diffusers' lazy module is not safe to import from two threads at once.
-from diffusers import AutoencoderKLWan, WanPipeline
+from diffusers import AutoencoderKLWan, WanPipeline, WanVACEPipeline
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
 from studio.engine.preview import LatentPreviewer
 from studio.errors import ModelUnavailable
-from studio.models.catalog import TINY, ModelSpec, get_spec
-from studio.models.tiny import ensure_tiny_model
+from studio.models.catalog import MODELS, TINY, TINY_VACE, ModelSpec, get_spec
+from studio.models.tiny import ensure_tiny_model, ensure_tiny_vace_model
 
 ProgressFn = Callable[[float, str], None]
 
@@ -34,14 +37,46 @@ ProgressFn = Callable[[float, str], None]
 # GPU; below that the loader falls back to diffusers' model CPU offload.
 _VRAM_HEADROOM = 1.15
 
+# ModelSpec.pipeline -> class (imported above, not looked up lazily: see the import comment).
+_PIPELINES = {"WanPipeline": WanPipeline, "WanVACEPipeline": WanVACEPipeline}
+# The offline models (repo_id None): the function that builds and saves each one.
+_TINY_BUILDERS = {TINY: ensure_tiny_model, TINY_VACE: ensure_tiny_vace_model}
+
 
 def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def default_model() -> str:
-    """``tiny`` without a CUDA device, else the smallest real Wan model."""
-    return "wan2.1-t2v-1.3b" if cuda_available() else TINY
+def default_model(task: str = "t2v") -> str:
+    """The offline tiny model of ``task`` without a CUDA device, else its smallest real Wan model
+    (``wan2.1-t2v-1.3b`` for ``t2v``, ``wan2.1-vace-1.3b`` for ``vace``)."""
+    specs = [s for s in MODELS.values() if s.task == task]
+    if cuda_available():
+        return min((s for s in specs if s.repo_id is not None), key=lambda s: s.params_b).id
+    return _offline_model(task)
+
+
+def _offline_model(task: str) -> str:
+    return next(s.id for s in MODELS.values() if s.task == task and s.repo_id is None)
+
+
+def unavailable_reason(spec: ModelSpec) -> str | None:
+    """Why ``spec`` cannot be loaded here, from cheap checks (no download): ``None`` when it can
+    (an offline model; a hub model on a CUDA machine that is cached or may download)."""
+    if spec.repo_id is None:
+        return None
+    if not cuda_available():
+        return f"{spec.id} needs a CUDA GPU and this machine has none; use model '{_offline_model(spec.task)}'"
+    if _hub_offline() and not _cached(spec):
+        return (f"{spec.id} ({spec.repo_id}) is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+                f"use model '{_offline_model(spec.task)}' or download it first")
+    return None
+
+
+def _cached(spec: ModelSpec) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(spec.repo_id, "model_index.json"), str)
 
 
 @dataclass
@@ -49,7 +84,7 @@ class LoadedModel:
     """A ready pipeline with what the engine needs beside it."""
 
     spec: ModelSpec
-    pipe: object  # diffusers.WanPipeline
+    pipe: object  # diffusers.WanPipeline (or the pipeline class the spec names)
     previewer: LatentPreviewer
     device: torch.device
     memory_profile: str
@@ -79,7 +114,7 @@ def _download(spec: ModelSpec, on_progress: ProgressFn) -> Path:
     if _hub_offline():
         raise ModelUnavailable(
             f"{spec.id} ({spec.repo_id}) is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
-            f"use model 'tiny' or download it first")
+            f"use model '{_offline_model(spec.task)}' or download it first")
     try:
         return Path(snapshot_download(spec.repo_id, tqdm_class=_Reporter))
     except Exception as exc:
@@ -121,21 +156,22 @@ class ModelCache:
         transformers_logging.disable_progress_bar()
 
         started = time.perf_counter()
-        if spec.id == TINY:
+        pipeline_cls = _PIPELINES[spec.pipeline]
+        if spec.repo_id is None:
             # One intra-op thread: OpenMP's spinning workers slow small CPU ops ~100x as soon as
             # another busy process (ffmpeg, a test client) shares this machine's two cores.
             torch.set_num_threads(1)
-            folder, dtype, device = ensure_tiny_model(self.models_dir), torch.float32, torch.device("cpu")
-            pipe = WanPipeline.from_pretrained(folder, dtype=dtype)
+            folder, dtype, device = _TINY_BUILDERS[spec.id](self.models_dir), torch.float32, torch.device("cpu")
+            pipe = pipeline_cls.from_pretrained(folder, dtype=dtype)
             profile = "cpu"
         else:
             if not cuda_available():
-                raise ModelUnavailable(f"{spec.id} needs a CUDA GPU and this machine has none; use model 'tiny'")
+                raise ModelUnavailable(unavailable_reason(spec))
             folder = _download(spec, on_progress)
             on_progress(1.0, f"Loading {spec.id} weights")
             # The Wan authors and diffusers decode with an fp32 VAE; the transformer runs in bf16.
             vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", dtype=torch.float32)
-            pipe = WanPipeline.from_pretrained(folder, vae=vae, dtype=torch.bfloat16)
+            pipe = pipeline_cls.from_pretrained(folder, vae=vae, dtype=torch.bfloat16)
             device = torch.device("cuda")
             profile = self._place_on_gpu(pipe, spec)
         pipe.set_progress_bar_config(disable=True)
@@ -145,12 +181,15 @@ class ModelCache:
     @staticmethod
     def _place_on_gpu(pipe, spec: ModelSpec) -> str:
         """Whole pipeline on the GPU when its peak (the orchestrator's formula at the model's
-        native size and length) fits the free memory, else diffusers' model CPU offload."""
+        native size and length) fits the free memory, else diffusers' model CPU offload.
+        A model estimated from another's architecture (VACE on its T2V base) adds its extra
+        parameters as bf16 weights."""
         from studio.genius.orchestrator import ARCHITECTURES, memory_estimate
 
         free, _total = torch.cuda.mem_get_info()
-        need = memory_estimate(ARCHITECTURES[spec.id], spec.native_width, spec.native_height, spec.max_frames,
-                               "gpu").peak_bytes
+        arch = ARCHITECTURES[spec.architecture or spec.id]
+        need = memory_estimate(arch, spec.native_width, spec.native_height, spec.max_frames, "gpu").peak_bytes
+        need += max(0.0, spec.params_b * 1e9 - arch.transformer_params) * 2
         if free >= need * _VRAM_HEADROOM:
             pipe.to("cuda")
             return "gpu"

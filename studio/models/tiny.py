@@ -1,10 +1,11 @@
-"""The offline ``tiny`` model: a deterministic, untrained WanPipeline small enough for a CPU.
+"""The offline ``tiny`` models: deterministic, untrained Wan pipelines small enough for a CPU.
 
-It is assembled from the *real* diffusers / transformers classes (WanTransformer3DModel,
-AutoencoderKLWan, UMT5EncoderModel, a fast tokenizer, FlowMatchEulerDiscreteScheduler), so
-every code path the studio uses with the real Wan checkpoints (loading, prompt encoding,
-sampling, callbacks, VAE decode) runs unchanged without network or GPU. Its weights are
-random, so its videos look like noise.
+``tiny`` is a WanPipeline and ``tiny-vace`` a WanVACEPipeline (masked video generation, for
+Video Inpainting). They are assembled from the *real* diffusers / transformers classes
+(WanTransformer3DModel / WanVACETransformer3DModel, AutoencoderKLWan, UMT5EncoderModel, a fast
+tokenizer, FlowMatchEulerDiscreteScheduler), so every code path the studio uses with the real
+Wan checkpoints (loading, prompt encoding, sampling, callbacks, VAE encode/decode) runs
+unchanged without network or GPU. Their weights are random, so their videos look like noise.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ if TYPE_CHECKING:  # importing diffusers is slow; callers of ensure_tiny_model o
     import diffusers
 
 TINY_MODEL_DIRNAME = "tiny"
+TINY_VACE_MODEL_DIRNAME = "tiny-vace"
 
 #: Seed of the weight initialisation; bump together with the layout to get a new model.
 _SEED = 20240611
@@ -112,13 +114,27 @@ def build_tiny_pipeline() -> "diffusers.WanPipeline":
     Deterministic: every call returns identical weights, because initialisation runs on a
     forked, locally seeded torch RNG (the caller's global RNG state is left untouched).
     """
+    from diffusers import WanPipeline, WanTransformer3DModel
+
+    return _build(WanPipeline, WanTransformer3DModel, {})
+
+
+def build_tiny_vace_pipeline() -> "diffusers.WanVACEPipeline":
+    """Build the tiny WanVACEPipeline in memory: the tiny model's tokenizer, text encoder, VAE
+    and scheduler configs with a WanVACETransformer3DModel (one VACE block, on layer 0).
+
+    Deterministic like :func:`build_tiny_pipeline`.
+    """
+    from diffusers import WanVACEPipeline, WanVACETransformer3DModel
+
+    # The control input is the inactive and reactive video latents (2 x z_dim) plus the mask
+    # folded into the latent grid (one channel per pixel of an 8 x 8 VAE cell).
+    return _build(WanVACEPipeline, WanVACETransformer3DModel, {"vace_layers": [0], "vace_in_channels": 2 * 16 + 8 * 8})
+
+
+def _build(pipeline_cls, transformer_cls, transformer_extra: dict):
     import torch
-    from diffusers import (
-        AutoencoderKLWan,
-        FlowMatchEulerDiscreteScheduler,
-        WanPipeline,
-        WanTransformer3DModel,
-    )
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler
     from transformers import UMT5Config, UMT5EncoderModel
 
     tokenizer = _build_tokenizer()
@@ -142,7 +158,7 @@ def build_tiny_pipeline() -> "diffusers.WanPipeline":
                 is_encoder_decoder=False,
             )
         ).eval()
-        transformer = WanTransformer3DModel(
+        transformer = transformer_cls(
             patch_size=(1, 2, 2),
             num_attention_heads=2,
             attention_head_dim=12,  # rope splits it 4/4/4 over t/h/w (h = w = 2 * (12 // 6))
@@ -155,6 +171,7 @@ def build_tiny_pipeline() -> "diffusers.WanPipeline":
             cross_attn_norm=True,
             qk_norm="rms_norm_across_heads",
             rope_max_seq_len=_ROPE_MAX_SEQ_LEN,
+            **transformer_extra,
         ).eval()
         # Same temporal (4x) and spatial (8x) compression and z_dim as Wan 2.1's VAE, with a few
         # channels only; keeps the real latent-normalisation statistics in its config.
@@ -169,7 +186,7 @@ def build_tiny_pipeline() -> "diffusers.WanPipeline":
             temperal_downsample=[False, True, True],
         ).eval()
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
-    return WanPipeline(
+    return pipeline_cls(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
         vae=vae,
@@ -198,11 +215,12 @@ def _is_complete(folder: Path) -> bool:
     return all(any((folder / sub).glob("*.safetensors")) for sub in _REQUIRED_WEIGHT_DIRS)
 
 
-def _remove_stale_temp_dirs(models_dir: Path, older_than_s: float = 600.0) -> None:
+def _remove_stale_temp_dirs(models_dir: Path, dirname: str, older_than_s: float = 600.0) -> None:
     # Leftovers of a process killed mid-save. A build takes well under a second, so a temp
     # folder this old cannot belong to a builder that is still running.
     now = time.time()
-    for leftover in models_dir.glob(f".{TINY_MODEL_DIRNAME}-*-*"):
+    leftovers = [*models_dir.glob(f".{dirname}-tmp-*"), *models_dir.glob(f".{dirname}-stale-*")]
+    for leftover in leftovers:
         try:
             if leftover.is_dir() and now - leftover.stat().st_mtime > older_than_s:
                 shutil.rmtree(leftover, ignore_errors=True)
@@ -218,22 +236,31 @@ def ensure_tiny_model(models_dir: Path) -> Path:
     processes) either see nothing or a complete model. Load it with
     ``WanPipeline.from_pretrained(folder)``.
     """
-    models_dir = Path(models_dir)
-    target = models_dir / TINY_MODEL_DIRNAME
+    return _ensure(Path(models_dir), TINY_MODEL_DIRNAME, build_tiny_pipeline)
+
+
+def ensure_tiny_vace_model(models_dir: Path) -> Path:
+    """Like :func:`ensure_tiny_model` for ``models_dir/tiny-vace``; load it with
+    ``WanVACEPipeline.from_pretrained(folder)``."""
+    return _ensure(Path(models_dir), TINY_VACE_MODEL_DIRNAME, build_tiny_vace_pipeline)
+
+
+def _ensure(models_dir: Path, dirname: str, build) -> Path:
+    target = models_dir / dirname
     if _is_complete(target):
         return target
     with _lock:  # one builder per process; other processes are handled by the atomic rename
         if _is_complete(target):
             return target
         models_dir.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temp_dirs(models_dir)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{TINY_MODEL_DIRNAME}-tmp-", dir=models_dir))
+        _remove_stale_temp_dirs(models_dir, dirname)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dirname}-tmp-", dir=models_dir))
         try:
-            build_tiny_pipeline().save_pretrained(tmp, safe_serialization=True)
+            build().save_pretrained(tmp, safe_serialization=True)
             if target.exists() and not _is_complete(target):
                 # Something incomplete that we did not write atomically (e.g. a manual copy):
                 # move it aside first, because rename cannot replace a non-empty directory.
-                stale = Path(tempfile.mkdtemp(prefix=f".{TINY_MODEL_DIRNAME}-stale-", dir=models_dir))
+                stale = Path(tempfile.mkdtemp(prefix=f".{dirname}-stale-", dir=models_dir))
                 os.replace(target, stale / "old")
                 shutil.rmtree(stale, ignore_errors=True)
             try:
