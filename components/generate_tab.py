@@ -52,7 +52,8 @@ class GenerateTab:
 
 
 def _model_choices(studio: Studio) -> list[tuple[str, str]]:
-    return [(f"{m.label}" + ("" if m.available else " — unavailable here"), m.id) for m in studio.list_models()]
+    return [(f"{m.label}" + ("" if m.available else " — unavailable here"), m.id) for m in studio.list_models()
+            if m.task == "t2v"]
 
 
 def create_ui(studio: Studio) -> GenerateTab:

@@ -31,8 +31,8 @@ from studio.jobs.worker import Worker
 from studio.keys import KeyStore
 from studio.media.fetch import FetchPolicy, validate_url
 from studio.media.paths import MediaPaths, media_url
-from studio.models.catalog import CATALOG, TINY
-from studio.models.loader import ModelCache, cuda_available, default_model
+from studio.models.catalog import CATALOG, MODELS, TINY
+from studio.models.loader import ModelCache, cuda_available, default_model, unavailable_reason
 from studio.views import (
     EditMetadata,
     GenreInfo,
@@ -294,17 +294,19 @@ class Studio:
     # -- catalog ----------------------------------------------------------------------------
 
     def list_models(self) -> list[ModelInfo]:
-        has_cuda = cuda_available()
+        """Every model: text-to-video (``task`` t2v, what ``model`` of a generation takes) and the
+        editing features' (``vace``: Video Inpainting's ``model``), and whether it can run here."""
         infos = []
-        for spec in CATALOG.values():
-            if spec.id == TINY:
+        for spec in MODELS.values():
+            why_not = unavailable_reason(spec)
+            if why_not is not None:
+                available, why = False, why_not
+            elif spec.repo_id is None:
                 available, why = True, "offline model, always available (untrained: noise-like output)"
-            elif has_cuda:
-                available, why = True, "downloads from the Hugging Face Hub on first use unless cached"
             else:
-                available, why = False, "needs a CUDA GPU; none on this server"
+                available, why = True, "downloads from the Hugging Face Hub on first use unless cached"
             infos.append(ModelInfo(
-                id=spec.id, label=spec.label, repo_id=spec.repo_id, trained=spec.trained,
+                id=spec.id, task=spec.task, label=spec.label, repo_id=spec.repo_id, trained=spec.trained,
                 native_width=spec.native_width, native_height=spec.native_height, native_fps=spec.native_fps,
                 max_frames=spec.max_frames, vram_gb=spec.vram_gb, available=available, availability=why,
                 loaded=self.models.loaded_model == spec.id, default=spec.id == self.default_model))

@@ -142,6 +142,7 @@ class ModelInfo(BaseModel):
     model_config = {"protected_namespaces": ()}
 
     id: str
+    task: str = Field(description="t2v: a generation model; vace: masked video generation (Video Inpainting)")
     label: str
     repo_id: str | None
     trained: bool

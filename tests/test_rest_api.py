@@ -141,6 +141,8 @@ def test_catalog_routes_and_docs(http):
     models = {m["id"]: m for m in http.get("/v1/models").json()}
     assert models["tiny"]["available"] and models["tiny"]["default"] and not models["tiny"]["trained"]
     assert models["wan2.1-t2v-1.3b"]["repo_id"] == "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+    assert models["tiny-vace"]["task"] == "vace" and models["tiny-vace"]["available"]
+    assert not models["wan2.1-vace-1.3b"]["available"] and "CUDA" in models["wan2.1-vace-1.3b"]["availability"]
     genres = [g["name"] for g in http.get("/v1/genres").json()]
     assert "cinematic" in genres and "fantasy" in genres
     assert http.get("/docs").status_code == 200

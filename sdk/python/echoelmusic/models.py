@@ -122,6 +122,7 @@ class ModelInfo(_Model):
     """One entry of ``GET /models``."""
 
     id: str = ""
+    task: str | None = None
     label: str | None = None
     repo_id: str | None = None
     trained: bool | None = None
