@@ -41,20 +41,19 @@ def create_ui(studio: Studio) -> InpaintTab:
             source = source_picker("inpaint")
             mode = gr.Radio(["remove", "blend", "background", "extend", "replace"], value="remove", label="Mode",
                             info="replace (and background / extend with a prompt) run Wan VACE")
-            with gr.Row():
-                x1 = gr.Number(20, precision=0, label="x1")
-                y1 = gr.Number(20, precision=0, label="y1")
-                x2 = gr.Number(80, precision=0, label="x2")
-                y2 = gr.Number(80, precision=0, label="y2")
+            with gr.Row(equal_height=True):  # min_width keeps the four boxes on one row
+                x1 = gr.Number(20, precision=0, label="x1", min_width=60)
+                y1 = gr.Number(20, precision=0, label="y1", min_width=60)
+                x2 = gr.Number(80, precision=0, label="x2", min_width=60)
+                y2 = gr.Number(80, precision=0, label="y2", min_width=60)
             feather = gr.Slider(0, 64, value=10, step=1, label="Feather radius (px)")
             image = gr.Image(label="Overlay (blend), new background (background) or reference (replace)",
                              type="numpy")
             blend_method = gr.Radio(["feather", "poisson"], value="feather", label="Blend method")
             aspect = gr.Dropdown(["16:9", "9:16", "1:1", "4:3"], value="1:1", label="Extend to aspect ratio")
             prompt = gr.Textbox(label="Prompt (model modes)", lines=2)
-            with gr.Row():
-                model = gr.Dropdown(_vace_choices(), value=default_model("vace"), label="VACE model")
-                use_model = gr.Checkbox(False, label="Use the model for remove / extend without a prompt")
+            model = gr.Dropdown(_vace_choices(), value=default_model("vace"), label="VACE model")
+            use_model = gr.Checkbox(False, label="Use the model for remove / extend without a prompt")
             run_button = gr.Button("Inpaint", variant="primary", elem_id="inpaint-run")
         with gr.Column(scale=1):
             status = gr.Markdown("Ready.", elem_id="inpaint-status")
