@@ -48,7 +48,7 @@ def create_ui(studio) -> OrchestratorTab:
                                  label="Duration (seconds)", elem_id="orch-duration")
             resolution = gr.Dropdown(list(SHORT_SIDE), value=fields["target_resolution"].default,
                                      label="Target resolution", elem_id="orch-resolution")
-            max_vram = gr.Number(value=None, minimum=0, label="Max VRAM (GiB; empty = this server's free GPU memory)",
+            max_vram = gr.Number(value=None, minimum=0, label="Max VRAM (GiB; 0 = this server's free GPU memory)",
                                  elem_id="orch-vram")
             prefer_quality = gr.Checkbox(value=fields["prefer_quality"].default,
                                          label="Prefer quality (largest model that fits and finishes within 30 min)",
