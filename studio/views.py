@@ -108,7 +108,7 @@ class ResultMetadata(BaseModel):
 class EditMetadata(BaseModel):
     """How a video-side genius task (lip-sync, inpaint, V2V, consistency, scene) made its video."""
 
-    feature: str = Field(description="lipsync, inpaint, v2v, consistency or scene")
+    feature: str = Field(description="lipsync, inpaint, v2v, consistency, scene or scene_shot")
     path: str = Field(description="'classical' (no model) or 'model'")
     method: str = Field(description="The algorithm or pipeline that ran")
     source: dict | None = Field(description="The input video: {task_id} or {upload}, with its size, fps, frames")

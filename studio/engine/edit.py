@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from studio.media.paths import MediaPaths
     from studio.models.loader import ModelCache
 
-EDIT_KINDS = ("inpaint", "v2v", "lipsync", "consistency", "scene")
+EDIT_KINDS = ("inpaint", "v2v", "lipsync", "consistency", "scene", "scene_shot")
 MAX_SOURCE_FRAMES = 60 * 60  # one minute at 60 fps
 SOURCE_NAME = "source.mp4"
 THUMBNAIL_WIDTH = 320
@@ -72,6 +72,7 @@ class EditJob:
     paths: "MediaPaths | None" = None  # other tasks' media (a scene's shots)
     store: "TaskStore | None" = None  # other tasks' rows (a scene's shots)
     models: "ModelCache | None" = None  # the worker's loaded pipelines, for a feature's model path
+    progress: float = field(default=0.0, init=False)  # the furthest fraction reported
 
     def source_info(self) -> VideoInfo:
         if self.source is None:
@@ -82,10 +83,12 @@ class EditJob:
         return read_frames(self.source)
 
     def check(self, fraction: float, message: str) -> None:
-        """Report progress and stop here if the task was cancelled."""
+        """Report progress (never backwards: a model window's steps report ahead of the frames
+        written for it) and stop here if the task was cancelled."""
         if self.hooks.should_cancel():
             raise Cancelled()
-        self.hooks.on_progress(fraction, message)
+        self.progress = max(self.progress, fraction)
+        self.hooks.on_progress(self.progress, message)
 
 
 @dataclass

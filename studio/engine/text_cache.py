@@ -14,6 +14,16 @@ import torch
 MAX_SEQUENCE_LENGTH = 512  # what WanPipeline.__call__ encodes with
 
 
+def encode_prompt_embeds(pipe, text: str) -> torch.Tensor:
+    """``[1, L, D]`` embeddings of ``text`` with ``pipe``'s text encoder, through WanPipeline's
+    encoder code. WanVACEPipeline and WanVideoToVideoPipeline (diffusers 0.42.1) clean prompts
+    with ``ftfy`` without checking it is installed, and it is not a dependency here; WanPipeline's
+    identical encoder skips that step when ``ftfy`` is absent."""
+    from diffusers import WanPipeline
+
+    return WanPipeline._get_t5_prompt_embeds(pipe, [text], 1, MAX_SEQUENCE_LENGTH, pipe._execution_device)
+
+
 class TextEmbeddingCache:
     """LRU cache of per-prompt embeddings ``[1, L, D]`` (used under the GPU lock only)."""
 

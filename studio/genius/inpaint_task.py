@@ -47,6 +47,7 @@ from pydantic import ConfigDict, Field
 from studio.engine.edit import EditJob, EditOutcome, estimate_seconds, new_inputs, store_source, write_video
 from studio.engine.plan import ASPECT, generation_size
 from studio.engine.request import HTTP_URL_PATTERN, NOT_BLANK, SEED_MAX, JsonModel
+from studio.engine.text_cache import encode_prompt_embeds
 from studio.errors import InvalidRequest, ModelUnavailable, VramExceeded
 from studio.genius import inpaint
 from studio.media.inputs import image_input
@@ -86,7 +87,8 @@ class InpaintRequest(JsonModel):
                                             "(default: the model's)")
     guidance_scale: float | None = Field(None, ge=1, le=20, description="Model path: prompt adherence "
                                          "(default: the model's)")
-    seed: int | None = Field(None, ge=0, le=SEED_MAX, description="Model path: reproducibility seed (random when absent)")
+    seed: int | None = Field(None, ge=0, le=SEED_MAX,
+                             description="Model path: reproducibility seed (random when absent)")
     overlay_image_base64: str | None = Field(None, max_length=30_000_000,
                                              description="blend: the overlay; replace: a reference image")
     overlay_url: str | None = Field(None, max_length=2048, pattern=HTTP_URL_PATTERN)
@@ -276,42 +278,17 @@ def _composite(source: np.ndarray, generated: np.ndarray, weight: np.ndarray) ->
     return out
 
 
-def _encode(pipe, text: str):
-    """Prompt embeddings through WanPipeline's encoder code. WanVACEPipeline (diffusers 0.42.1)
-    cleans prompts with ``ftfy`` without checking it is installed, and it is not a dependency
-    here; WanPipeline's identical encoder (the VACE one is a copy) skips it when absent."""
-    from diffusers import WanPipeline
-
-    return WanPipeline._get_t5_prompt_embeds(pipe, [text], 1, TEXT_TOKENS, pipe._execution_device)
-
-
-class _Monotonic:
-    """The job as ``write_video`` sees it, with progress that never goes back: the model's step
-    reports and the encoder's per-frame reports interleave while windows stream out."""
-
-    def __init__(self, job: EditJob):
-        self.job, self.done = job, 0.0
-
-    def check(self, fraction: float, message: str) -> None:
-        self.done = max(self.done, fraction)
-        self.job.check(self.done, message)
-
-    def __getattr__(self, name: str):
-        return getattr(self.job, name)
-
-
 def _run_model(job: EditJob, frames: list[np.ndarray], fps: float, reference: np.ndarray | None) -> EditOutcome:
     import torch
     from PIL import Image
 
     request = job.request
     spec = get_spec(request["model"])
-    progress = _Monotonic(job)
-    progress.check(0.1, f"Building the mask ({request['mode']})")
+    job.check(0.1, f"Building the mask ({request['mode']})")
     region = _region(request, frames)
     if job.models is None:
         raise ModelUnavailable("this worker has no model cache to run Wan VACE")
-    progress.check(0.15, f"Loading {spec.id}")
+    job.check(0.15, f"Loading {spec.id}")
     model = job.models.get(spec.id, on_progress=lambda f, message: job.hooks.on_progress(0.15, message))
     pipe = model.pipe
     ch, cw = region.canvas[0].shape[:2]
@@ -326,7 +303,7 @@ def _run_model(job: EditJob, frames: list[np.ndarray], fps: float, reference: np
 
         def on_step(_pipe, i: int, _t, _kwargs: dict) -> dict:
             done = start + (end - start) * (i + 1) / steps
-            progress.check(0.2 + 0.8 * done / total, f"Window {k + 1}/{len(spans)}: step {i + 1}/{steps}")
+            job.check(0.2 + 0.8 * done / total, f"Window {k + 1}/{len(spans)}: step {i + 1}/{steps}")
             return {}
 
         pad = [min(i, end - 1) for i in range(start, start + generated)]  # repeat the last frame up to 4k+1
@@ -348,8 +325,9 @@ def _run_model(job: EditJob, frames: list[np.ndarray], fps: float, reference: np
 
     try:
         with torch.inference_mode():
-            texts = (_encode(pipe, request["prompt"]), _encode(pipe, NEGATIVE_PROMPT) if guidance > 1 else None)
-            video = write_video(progress, composited(texts), fps, total, progress=(0.2, 1.0), message="Encoding frame")
+            texts = (encode_prompt_embeds(pipe, request["prompt"]),
+                     encode_prompt_embeds(pipe, NEGATIVE_PROMPT) if guidance > 1 else None)
+            video = write_video(job, composited(texts), fps, total, progress=(0.2, 1.0), message="Encoding frame")
     except torch.OutOfMemoryError:
         job.models.evict()
         raise VramExceeded(f"the GPU ran out of memory running {spec.id} at {gw}x{gh}; try a shorter or smaller "

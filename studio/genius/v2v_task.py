@@ -35,7 +35,6 @@ video for ``motion_transfer`` is held whole, hence ``MAX_REFERENCE_FRAMES``).
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import secrets
 import shutil
@@ -413,21 +412,6 @@ def _with_luminance(source: np.ndarray, colour: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
 
 
-class _Monotonic:
-    """Edit hooks whose progress never goes back: a window's denoising steps report ahead of
-    the frames ``write_video`` then writes for it."""
-
-    def __init__(self, hooks):
-        self.hooks, self.best = hooks, 0.0
-
-    def should_cancel(self) -> bool:
-        return self.hooks.should_cancel()
-
-    def on_progress(self, fraction: float, message: str) -> None:
-        self.best = max(self.best, fraction)
-        self.hooks.on_progress(self.best, message)
-
-
 # Share of a window's progress given to denoising; the rest is decoding and writing its frames.
 DENOISE_SHARE = 0.9
 
@@ -490,10 +474,9 @@ def _run_model(job: EditJob) -> EditOutcome:
             device=loaded.pipe._execution_device)
     generator = torch.Generator(device="cpu").manual_seed(request["seed"])
     counters = {"windows": 0, "steps": 0}
-    monotonic = dataclasses.replace(job, hooks=_Monotonic(job.hooks))
-    frames = _model_frames(monotonic, pipe, texts, spec, info, size, generator, counters)
+    frames = _model_frames(job, pipe, texts, spec, info, size, generator, counters)
     audio = job.source if info.has_audio else None
-    video = write_video(monotonic, frames, info.fps, info.frames, message=f"{request['mode']} (model): frame",
+    video = write_video(job, frames, info.fps, info.frames, message=f"{request['mode']} (model): frame",
                         audio=audio)
     steps = steps_run(request["num_inference_steps"], request["strength"])
     parameters = {"prompt": request["prompt"], "negative_prompt": request["negative_prompt"],
