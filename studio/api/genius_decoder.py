@@ -7,16 +7,10 @@ from fastapi import APIRouter, Depends
 from studio.api.auth import api_key
 from studio.api.routes import COMMON, get_studio
 from studio.core import Studio
-from studio.genius.decoder import DecoderStatsAggregate, DecoderStatsSummary
+from studio.genius.decoder import DecoderStatsSummary
 from studio.keys import ApiKey
 
 router = APIRouter(prefix="/v1/genius/decoder", tags=["genius: decoder"], responses=COMMON)
-
-
-def decoder_stats(studio: Studio) -> DecoderStatsAggregate:
-    """The studio's aggregate: ``Studio.decoder_stats`` once core wires it, else the worker's own."""
-    stats = getattr(studio, "decoder_stats", None)
-    return stats if isinstance(stats, DecoderStatsAggregate) else studio.worker.decoder_stats
 
 
 @router.get("/stats", response_model=DecoderStatsSummary)
@@ -26,4 +20,4 @@ def stats(key: ApiKey = Depends(api_key()), studio: Studio = Depends(get_studio)
     tokens; ``accepted_tokens`` those whose remaining blocks were skipped after the first-block
     draft was accepted; ``speedup_factor`` is estimated uncached denoising time / measured
     denoising time (1.0 = no gain). Definitions: ``studio.genius.decoder``."""
-    return decoder_stats(studio).summary()
+    return studio.decoder_stats.summary()

@@ -188,10 +188,15 @@ def source_path(studio_paths, folder: Path, source: dict) -> Path:
     return studio_paths.video(source["task_id"]) if "task_id" in source else folder / source["upload"]
 
 
-def estimate_seconds(studio: "Studio", kind: str, frames: int) -> float:
-    """Frames x this kind's measured seconds per frame (a prior until one has run)."""
-    rate = studio.store.timing(kind, FRAME_RATE) or PRIOR_SECONDS_PER_FRAME
+def estimate_seconds(studio: "Studio", kind: str, frames: int, path: str = "classical") -> float:
+    """Frames x the measured seconds per frame of this kind's ``path`` (classical and model runs
+    differ by orders of magnitude, so each has its own rate; a prior until one has run)."""
+    rate = studio.store.timing(timing_key(kind, path), FRAME_RATE) or PRIOR_SECONDS_PER_FRAME
     return frames * rate
+
+
+def timing_key(kind: str, path: str) -> str:
+    return f"{kind}/{path}"
 
 
 # -- running ------------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ def submit(studio: "Studio", request: InpaintRequest, owner: str, upload: Path |
     if image is not None:
         cv2.imwrite(str(folder / f"{image_field}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         stored["image"] = f"{image_field}.png"
-    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, source["frames"]))
+    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, source["frames"], path))
 
 
 def _vace_spec(request: InpaintRequest) -> ModelSpec:

@@ -48,7 +48,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from studio.engine.edit import EditJob, EditOutcome, new_inputs, write_video
+from studio.engine.edit import EditJob, EditOutcome, estimate_seconds, new_inputs, write_video
 from studio.engine.plan import generation_size, make_plan
 from studio.engine.request import NOT_BLANK, SEED_MAX, JsonModel, parse_request
 from studio.engine.text_cache import encode_prompt_embeds
@@ -222,7 +222,8 @@ def submit(studio: "Studio", request: SceneEditRequest, owner: str) -> SceneEdit
     else:
         shot_ids = [studio.store.create_task("t2v", s.stored.model_dump(), priority=1, estimated_seconds=s.estimate,
                                              owner=owner)[0].id for s in shots]
-    stitch_estimate = 0.02 * planned["total_frames"]
+    stitch_estimate = estimate_seconds(studio, KIND, planned["total_frames"],
+                                       "model" if request.morph_with_model else "classical")
     first = shots[0].stored
     stored = {"shots": shot_ids, "fps": fps,
               "shot_kind": scene_shot_task.KIND if reference is not None else "t2v",

@@ -230,7 +230,7 @@ def _submit_model(studio: "Studio", request: V2VRequest, owner: str, upload: Pat
               "model": model_id, "strength": request.strength, "num_inference_steps": steps, "seed": seed,
               "guidance_scale": spec.default_guidance, "source": source, "inputs_id": inputs_id,
               "reference_ignored": bool(request.style_reference_url or request.style_reference_base64)}
-    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, source["frames"]))
+    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, source["frames"], "model"))
 
 
 def steps_run(num_inference_steps: int, strength: float) -> int:

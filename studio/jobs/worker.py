@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from studio.engine.edit import FRAME_RATE, run_edit
+from studio.engine.edit import FRAME_RATE, run_edit, timing_key
 from studio.engine.edit import Cancelled as EditCancelled
 from studio.engine.estimate import Estimator
 from studio.engine.gpu import GPU_LOCK
@@ -315,7 +315,7 @@ class Worker:
             self.store.set_status(task.id, st.GENERATING, "Starting")
             with GPU_LOCK:
                 result, seconds_per_frame = run_edit(task, self.data_dir, self.paths, hooks, self.store, self.models)
-            self.store.record_timing(task.kind, FRAME_RATE, seconds_per_frame)
+            self.store.record_timing(timing_key(task.kind, result["metadata"]["path"]), FRAME_RATE, seconds_per_frame)
             if self.store.finish(task.id, st.COMPLETED, result=result):
                 self._generation_done(task, True)
                 total = result["metadata"]["frames"]
