@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 
-from components.edit_common import follow, gr_error, source_of, source_picker
+from components.edit_common import gr_error, or_skip, source_of, source_picker, submit_and_follow
 from studio.core import UI_OWNER, Studio
 from studio.engine.request import parse_model
 from studio.errors import StudioError
@@ -128,18 +128,15 @@ def make_track_handler(studio: Studio):
         source_task, upload = source_of(task_id, video)
         names = [n.strip() for n in (entity_names or "").split(",") if n.strip()]
         body = {"entity_names": names or None, "detect_every": int(detect_every)}
-        try:
-            submitted = submit(studio, parse_model(TrackRequest, body), UI_OWNER, task_id=source_task, upload=upload)
-        except StudioError as error:
-            raise gr_error(error) from None
-        yield f"Queued (position {submitted.queue_position}).", None, None
-        for status, path, result in follow(studio, submitted.task_id):
+        updates = submit_and_follow(studio, lambda: submit(studio, parse_model(TrackRequest, body), UI_OWNER,
+                                                           task_id=source_task, upload=upload))
+        for status, path, result in updates:
             if result:
                 details = result["metadata"]["details"]
                 score = details["consistency_score"]
                 status += f" Consistency score: {'n/a (no entity found)' if score is None else f'{score:.3f}'}."
-                result = {"task_id": submitted.task_id, **details}
-            yield status, path if path else gr.skip(), result if result else gr.skip()
+                result = {"task_id": result["task_id"], **details}
+            yield or_skip(status, path, result)
 
     return track
 

@@ -3,7 +3,7 @@ consistency, scenes): where the input video comes from, and following the queued
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +12,7 @@ import gradio as gr
 from studio.core import UI_OWNER, Studio
 from studio.errors import StudioError
 from studio.jobs import events as ev
+from studio.views import SubmitResponse
 
 
 @dataclass
@@ -38,6 +39,23 @@ def source_of(task_id: str | None, upload: str | None) -> tuple[str | None, Path
 
 def gr_error(error: StudioError) -> gr.Error:
     return gr.Error(error.detail, title=error.title)
+
+
+def submit_and_follow(studio: Studio, submit: Callable[[], SubmitResponse]
+                      ) -> Iterator[tuple[str, str | None, dict | None]]:
+    """Queue a task through the feature's core ``submit`` (its errors shown as ``gr.Error``) and
+    follow it: (status text, video path, result), None where an update has nothing new."""
+    try:
+        submitted = submit()
+    except StudioError as error:
+        raise gr_error(error) from None
+    yield f"Queued (position {submitted.queue_position}).", None, None
+    yield from follow(studio, submitted.task_id)
+
+
+def or_skip(*values) -> tuple:
+    """Outputs for a Gradio update: None (nothing new) leaves the component as it is."""
+    return tuple(gr.skip() if value is None else value for value in values)
 
 
 def follow(studio: Studio, task_id: str) -> Iterator[tuple[str, str | None, dict | None]]:

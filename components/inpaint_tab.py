@@ -12,10 +12,9 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 
-from components.edit_common import follow, gr_error, source_of, source_picker
+from components.edit_common import or_skip, source_of, source_picker, submit_and_follow
 from studio.core import UI_OWNER, Studio
 from studio.engine.request import parse_model
-from studio.errors import StudioError
 from studio.genius.inpaint_task import InpaintRequest, submit
 from studio.media.inputs import encode_png_base64
 from studio.models.catalog import VACE_CATALOG
@@ -101,13 +100,9 @@ def make_handler(studio: Studio):
             body["bbox"] = [int(x1), int(y1), int(x2), int(y2)]
         if image_b64 and mode in ("blend", "background", "replace"):
             body[f"{'background' if mode == 'background' else 'overlay'}_image_base64"] = image_b64
-        try:
-            submitted = submit(studio, parse_model(InpaintRequest, body), UI_OWNER, upload=upload)
-        except StudioError as error:
-            raise gr_error(error) from None
-        yield f"Queued (position {submitted.queue_position}).", None, None
-        for status, path, result in follow(studio, submitted.task_id):
-            yield status, path if path else gr.skip(), result if result else gr.skip()
+        for update in submit_and_follow(studio, lambda: submit(studio, parse_model(InpaintRequest, body), UI_OWNER,
+                                                               upload=upload)):
+            yield or_skip(*update)
 
     return inpaint
 

@@ -14,10 +14,9 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from components.edit_common import follow, gr_error, source_of, source_picker
+from components.edit_common import or_skip, source_of, source_picker, submit_and_follow
 from studio.core import UI_OWNER, Studio
 from studio.engine.request import parse_model
-from studio.errors import StudioError
 from studio.genius import lipsync
 from studio.genius.lipsync_task import LipSyncRequest, submit
 
@@ -88,16 +87,11 @@ def make_handler(studio: Studio):
             raise gr.Error("audio: upload or record the speech to sync to", title="Validation error")
         body = {"task_id": source_task, "audio_base64": base64.b64encode(Path(audio).read_bytes()).decode(),
                 "expression": expression, "intensity": float(intensity), "face_region": _face_region(face_region)}
-        try:
-            submitted = submit(studio, parse_model(LipSyncRequest, body), UI_OWNER, upload=upload)
-        except StudioError as error:
-            raise gr_error(error) from None
-        yield f"Queued (position {submitted.queue_position}).", None, None, None
-        for status, path, result in follow(studio, submitted.task_id):
-            if result:
-                yield status, path, viseme_timeline(result["metadata"]["details"]["viseme_track"]), result
-            else:
-                yield status, gr.skip(), gr.skip(), gr.skip()
+        updates = submit_and_follow(studio, lambda: submit(studio, parse_model(LipSyncRequest, body), UI_OWNER,
+                                                           upload=upload))
+        for status, path, result in updates:
+            timeline = viseme_timeline(result["metadata"]["details"]["viseme_track"]) if result else None
+            yield or_skip(status, path, timeline, result)
 
     return lipsync_video
 

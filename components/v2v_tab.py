@@ -13,10 +13,9 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from components.edit_common import follow, gr_error, source_of, source_picker
+from components.edit_common import or_skip, source_of, source_picker, submit_and_follow
 from studio.core import UI_OWNER, Studio
 from studio.engine.request import parse_model
-from studio.errors import StudioError
 from studio.genius.v2v_task import MODEL_MODES, V2V_MODELS, V2VRequest, submit
 from studio.media.inputs import encode_png_base64
 
@@ -115,14 +114,9 @@ def make_handler(studio: Studio):
         if reference is not None and mode in ("colorization", "style_transfer", "motion_transfer") \
                 and motion_upload is None:
             body["style_reference_base64"] = encode_png_base64(reference[:, :, :3])
-        try:
-            submitted = submit(studio, parse_model(V2VRequest, body), UI_OWNER, upload=upload,
-                               reference_upload=motion_upload)
-        except StudioError as error:
-            raise gr_error(error) from None
-        yield f"Queued (position {submitted.queue_position}).", None, None
-        for status, path, result in follow(studio, submitted.task_id):
-            yield status, path if path else gr.skip(), result if result else gr.skip()
+        for update in submit_and_follow(studio, lambda: submit(studio, parse_model(V2VRequest, body), UI_OWNER,
+                                                               upload=upload, reference_upload=motion_upload)):
+            yield or_skip(*update)
 
     return v2v
 
