@@ -62,16 +62,17 @@ def test_tiny_vace_saves_and_reloads_the_same_weights(tmp_path):
 
 
 @pytest.mark.parametrize("frames,max_frames,expected", [
-    (9, 33, [(0, 9, 9)]),
-    (10, 33, [(0, 10, 13)]),
-    (40, 33, [(0, 20, 21), (20, 40, 21)]),
-    (82, 81, [(0, 41, 41), (41, 82, 41)]),
-    (200, 81, [(0, 67, 69), (67, 133, 69), (133, 200, 69)]),
+    (9, 33, [(0, 9, 0, 9)]),
+    (10, 33, [(0, 10, 0, 13)]),
+    (40, 33, [(0, 20, 0, 21), (20, 40, 5, 25)]),
+    (82, 81, [(0, 41, 0, 41), (41, 82, 5, 49)]),
+    (200, 81, [(0, 67, 0, 69), (67, 133, 5, 73), (133, 200, 5, 73)]),
 ])
 def test_windows_cover_the_clip_in_4k_plus_1_passes(frames, max_frames, expected):
     spans = inpaint_task.windows(frames, max_frames)
     assert spans == expected
-    assert all(g % 4 == 1 and e - s <= g <= max_frames for s, e, g in spans)
+    assert [s for s, *_ in spans[1:]] == [e for _, e, *_ in spans[:-1]] and spans[-1][1] == frames
+    assert all(g % 4 == 1 and c + e - s <= g <= max_frames for s, e, c, g in spans)
 
 
 # -- in process: exact compositing, every model mode ------------------------------------------------
@@ -96,9 +97,12 @@ def vace_job(tmp_path_factory):
         for frame in clip:
             writer.write(frame)
     source = list(read_frames(root / "source.mp4"))  # what run() reads: compare against these exactly
+    with Mp4Writer(root / "long.mp4", 192, 128, 12) as writer:  # longer than tiny-vace's 33 frames
+        for frame in moving_square_clip(frames=40):
+            writer.write(frame)
     cache = ModelCache(root / "models")
 
-    def run(mode: str, image: np.ndarray | None = None, **stored):
+    def run(mode: str, image: np.ndarray | None = None, source_name: str = "source.mp4", **stored):
         request = {"mode": mode, "feather_radius": 4, "blend_method": "feather", "path": "model", "model": TINY_VACE,
                    "prompt": "a blue bird", "steps": 2, "guidance_scale": 5.0, "seed": 3, **stored}
         if image is not None:
@@ -112,7 +116,7 @@ def vace_job(tmp_path_factory):
                 job.check(progress[0] + (progress[1] - progress[0]) * (index + 1) / expected, message)
             return _Written(len(written), fps, *written[0].shape[1::-1])
 
-        job = EditJob("t", "inpaint", request, root, root / "out.mp4", root / "out.jpg", hooks, root / "source.mp4",
+        job = EditJob("t", "inpaint", request, root, root / "out.mp4", root / "out.jpg", hooks, root / source_name,
                       models=cache)
         regions = []
 
@@ -227,3 +231,32 @@ def test_rest_unavailable_vace_model_is_a_clear_503(http, live_server):
     classical = http.post("/v1/genius/inpaint/process", json={
         "task_id": source, "mode": "remove", "bbox": [10, 10, 50, 50], "model": "wan2.1-vace-1.3b"})
     assert classical.status_code == 202  # remove stays classical unless use_model: the model is not needed
+    # waited for: the in-process tests below patch module functions the live worker also uses
+    assert wait_result(http, classical.json()["task_id"])["metadata"]["path"] == "classical"
+
+
+def test_later_windows_continue_from_what_the_previous_one_painted(vace_job, monkeypatch):
+    """A clip longer than tiny-vace's 33 frames runs in two windows; the second one is given the
+    first's last painted frames as known frames (mask 0), so the painting continues across."""
+    from diffusers import WanVACEPipeline
+
+    calls = []
+    original = WanVACEPipeline.__call__
+
+    def recording(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        calls.append({"video": [np.asarray(f) for f in kwargs["video"]],
+                      "mask": [np.asarray(m) for m in kwargs["mask"]], "frames": out.frames[0]})
+        return out
+
+    monkeypatch.setattr(WanVACEPipeline, "__call__", recording)
+    _, run = vace_job
+    outcome, written, _, _ = run("replace", None, source_name="long.mp4", bbox_xywh=[18, 38, 36, 36])
+    assert len(written) == 40 and outcome.details["windows"] == 2
+    assert outcome.details["window_context_frames"] == [0, 5]
+    first, second = calls
+    painted = [np.clip(np.rint(f * 255), 0, 255).astype(np.uint8) for f in first["frames"][15:20]]
+    for given, mask, expected in zip(second["video"][:5], second["mask"][:5], painted):
+        assert not mask.any()  # known frames: kept, not generated
+        assert np.array_equal(given, expected)  # the first window's last five painted frames
+    assert all(m.any() for m in second["mask"][5:])  # the box is generated in the new frames

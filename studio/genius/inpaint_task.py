@@ -25,7 +25,10 @@ the binary region ``weight > 0`` with those pixels set to grey, VACE's "to gener
 - ``extend``: the new border of the target canvas, the video placed at its centre.
 
 The clip runs in windows of at most the model's ``max_frames`` (balanced, each padded to 4k+1
-frames by repeating its last frame), at the model's generation size
+frames by repeating its last frame). Every window after the first starts with the last
+``CONTEXT_FRAMES`` frames the previous window painted, given to VACE as known frames (mask 0):
+the model continues what it painted instead of starting afresh, so no seam opens between
+windows. The model runs at its generation size
 (``studio.engine.plan.generation_size``: the canvas, or the model's native area at its aspect),
 resized in and back out. The output is composited explicitly: ``weight * generated +
 (1 - weight) * source`` where ``weight > 0``; every other pixel is the source's, exactly.
@@ -63,6 +66,7 @@ TASK_ID_PATTERN = r"^[A-Za-z0-9-]+$"
 VaceModel = Literal[tuple(VACE_CATALOG)]
 NEGATIVE_PROMPT = "blurry, low quality, distorted, watermark, text"
 GREY = 127  # VACE's "generate here" value: 0 on the pipeline's [-1, 1] scale
+CONTEXT_FRAMES = 5  # frames of the previous window each later VACE window continues from
 TEXT_TOKENS = 512  # WanVACEPipeline's max_sequence_length default
 
 
@@ -254,12 +258,21 @@ def _region(request: dict, frames: list[np.ndarray]) -> _Region:
     return _Region(canvas, weights, details)
 
 
-def windows(frames: int, max_frames: int) -> list[tuple[int, int, int]]:
-    """Split ``frames`` into balanced windows of at most ``max_frames`` (a 4k+1 count):
-    ``(start, end, generated)`` with ``generated`` = the window's length rounded up to 4k+1."""
-    count = math.ceil(frames / max_frames)
+def windows(frames: int, max_frames: int, context: int = CONTEXT_FRAMES) -> list[tuple[int, int, int, int]]:
+    """Split ``frames`` into balanced windows for a model of ``max_frames`` (a 4k+1 count):
+    ``(start, end, context, generated)``: source frames ``start..end-1`` come after ``context``
+    frames of the previous window's output (0 for the first window), and the pass generates
+    ``generated`` = ``context + end - start`` rounded up to 4k+1 (at most ``max_frames``)."""
+    if frames <= max_frames:
+        return [(0, frames, 0, _four_k_plus_1(frames))]
+    count = math.ceil(frames / (max_frames - context))
     bounds = [round(i * frames / count) for i in range(count + 1)]
-    return [(s, e, 4 * math.ceil((e - s - 1) / 4) + 1) for s, e in zip(bounds, bounds[1:])]
+    return [(s, e, c, _four_k_plus_1(c + e - s))
+            for k, (s, e) in enumerate(zip(bounds, bounds[1:])) for c in [0 if k == 0 else context]]
+
+
+def _four_k_plus_1(frames: int) -> int:
+    return 4 * math.ceil((frames - 1) / 4) + 1
 
 
 def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -298,27 +311,33 @@ def _run_model(job: EditJob, frames: list[np.ndarray], fps: float, reference: np
     ref = [Image.fromarray(reference[..., :3])] if reference is not None else None
     total = len(frames)
 
-    def window_frames(k: int, texts: tuple) -> list[np.ndarray]:
-        start, end, generated = spans[k]
+    def window_frames(k: int, texts: tuple, previous: list[np.ndarray]) -> list[np.ndarray]:
+        """Window ``k`` painted at generation size, after ``previous`` (the last window's output)."""
+        start, end, context, generated = spans[k]
 
         def on_step(_pipe, i: int, _t, _kwargs: dict) -> dict:
             done = start + (end - start) * (i + 1) / steps
             job.check(0.2 + 0.8 * done / total, f"Window {k + 1}/{len(spans)}: step {i + 1}/{steps}")
             return {}
 
-        pad = [min(i, end - 1) for i in range(start, start + generated)]  # repeat the last frame up to 4k+1
-        video = [Image.fromarray(_resize(region.canvas[i], gw, gh)) for i in pad]
-        mask = [Image.fromarray(np.where(_resize(region.weights[i], gw, gh) > 0, 255, 0).astype(np.uint8), "L")
-                for i in pad]
+        pad = [min(i, end - 1) for i in range(start, start + generated - context)]  # repeat the last frame
+        known = Image.fromarray(np.zeros((gh, gw), np.uint8), "L")
+        video = [Image.fromarray(f) for f in previous[len(previous) - context:]] + \
+            [Image.fromarray(_resize(region.canvas[i], gw, gh)) for i in pad]
+        mask = [known] * context + \
+            [Image.fromarray(np.where(_resize(region.weights[i], gw, gh) > 0, 255, 0).astype(np.uint8), "L")
+             for i in pad]
         out = pipe(prompt_embeds=texts[0], negative_prompt_embeds=texts[1], video=video, mask=mask,
                    reference_images=ref, height=gh, width=gw, num_frames=generated, num_inference_steps=steps,
                    guidance_scale=guidance, generator=torch.Generator(device="cpu").manual_seed(seed),
                    output_type="np", callback_on_step_end=on_step).frames[0]
-        return [np.clip(np.rint(f * 255), 0, 255).astype(np.uint8) for f in out[: end - start]]
+        return [np.clip(np.rint(f * 255), 0, 255).astype(np.uint8) for f in out[context: context + end - start]]
 
     def composited(texts: tuple) -> Iterator[np.ndarray]:
-        for k, (start, _end, _generated) in enumerate(spans):
-            for offset, painted in enumerate(window_frames(k, texts)):
+        painted_window: list[np.ndarray] = []
+        for k, (start, _end, _context, _generated) in enumerate(spans):
+            painted_window = window_frames(k, texts, painted_window)
+            for offset, painted in enumerate(painted_window):
                 i = start + offset
                 source = region.canvas[i] if request["mode"] == "extend" else frames[i]
                 yield _composite(source, _resize(painted, cw, ch), region.weights[i])
@@ -334,7 +353,8 @@ def _run_model(job: EditJob, frames: list[np.ndarray], fps: float, reference: np
                            "clip or the smaller VACE model") from None
     details = {"mode": request["mode"], "model": spec.id, "model_trained": spec.trained, "prompt": request["prompt"],
                "reference_image": ref is not None, "windows": len(spans),
-               "window_frames": [generated for _, _, generated in spans], "steps": steps,
+               "window_frames": [generated for *_, generated in spans],
+               "window_context_frames": [context for _, _, context, _ in spans], "steps": steps,
                "guidance_scale": guidance, "seed": seed, "generation_size": [gw, gh],
                "mask_fraction": float(np.mean([float((w > 0).mean()) for w in region.weights])),
                "memory_profile": model.memory_profile, **region.details}
@@ -346,7 +366,8 @@ def _run_model(job: EditJob, frames: list[np.ndarray], fps: float, reference: np
                      f"to {cw}x{ch}; only the masked region is taken from it, every other pixel is the source's")
     if len(spans) > 1:
         notes.append(f"{total} frames ran as {len(spans)} windows of at most {spec.max_frames} frames "
-                     f"({spec.id}'s length per pass), each generated on its own")
+                     f"({spec.id}'s length per pass), each continuing from the last {CONTEXT_FRAMES} frames "
+                     "the previous one painted")
     if spec.trained and round(fps) != spec.native_fps:
         notes.append(f"frames are processed one to one at the source's {fps:g} fps "
                      f"({spec.id} was trained at {spec.native_fps} fps)")
