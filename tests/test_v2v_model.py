@@ -102,7 +102,8 @@ def test_colorization_with_a_prompt_keeps_luminance_and_adds_chroma(http, live_s
 
 
 def test_a_long_source_runs_in_windows(http, live_server):
-    clip = moving_square_clip(frames=37, width=64, height=48)  # tiny: windows of 33 frames, then 4 (padded to 5)
+    # tiny: a window of 33 frames, then one of 4 shared + 4 new (padded to 9); the shared 4 cross-fade
+    clip = moving_square_clip(frames=37, width=64, height=48)
     source = source_task(live_server.studio, _key_id(live_server), clip)
     meta = _model_run(http, {"source_task_id": source, "mode": "style_transfer", "prompt": "a sketch",
                              "num_inference_steps": 10, "strength": 0.5, "seed": 4})["metadata"]
@@ -110,7 +111,17 @@ def test_a_long_source_runs_in_windows(http, live_server):
     details = meta["details"]
     assert details["windows"] == 2 and details["window_frames"] == 33 and details["steps_total"] == 2 * 5
     assert details["generated"] == {"width": 64, "height": 48}
-    assert "2 windows" in " ".join(meta["notes"])
+    assert "2 windows" in " ".join(meta["notes"]) and "cross-fade" in " ".join(meta["notes"])
+
+
+def test_model_windows_share_frames_and_cross_fade_them():
+    from studio.genius.v2v_task import _crossfade, _windows
+
+    frames = [np.full((2, 2, 3), i, np.uint8) for i in range(12)]
+    windows = [[int(f[0, 0, 0]) for f in w] for w in _windows(frames, 5, 2)]
+    assert windows == [[0, 1, 2, 3, 4], [3, 4, 5, 6, 7], [6, 7, 8, 9, 10], [9, 10, 11]]
+    held, new = [np.full((1, 1, 3), 0, np.uint8)] * 2, [np.full((1, 1, 3), 90, np.uint8)] * 2
+    assert [int(f[0, 0, 0]) for f in _crossfade(held, new)] == [30, 60]  # (j + 1) / (n + 1) of the way
 
 
 def test_cancelling_a_long_model_run_is_quick(http, live_server):

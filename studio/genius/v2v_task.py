@@ -390,15 +390,27 @@ def frame_grid(frames: int) -> int:
     return 4 * -(-(frames - 1) // 4) + 1
 
 
-def _windows(frames: Iterable[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+def _windows(frames: Iterable[np.ndarray], size: int, overlap: int) -> Iterator[list[np.ndarray]]:
+    """Windows of at most ``size`` frames, each after the first starting with the previous
+    window's last ``overlap`` frames (its new frames follow)."""
     window: list[np.ndarray] = []
+    fresh = 0  # frames of this window not in the previous one
     for frame in frames:
         window.append(frame)
+        fresh += 1
         if len(window) == size:
             yield window
-            window = []
-    if window:
+            window, fresh = window[size - overlap:], 0
+    if fresh:
         yield window
+
+
+def _crossfade(held: list[np.ndarray], new: list[np.ndarray]) -> Iterator[np.ndarray]:
+    """The frames two windows share: from the earlier window's output to the later one's,
+    linearly (weights ``(j + 1) / (n + 1)``), so no seam shows where the windows meet."""
+    for j, (a, b) in enumerate(zip(held, new)):
+        w = (j + 1) / (len(held) + 1)
+        yield cv2.addWeighted(a, 1.0 - w, b, w, 0.0)
 
 
 def _grayscale(frame: np.ndarray) -> np.ndarray:
@@ -412,6 +424,7 @@ def _with_luminance(source: np.ndarray, colour: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
 
 
+WINDOW_OVERLAP = 4  # frames consecutive model windows share and cross-fade over
 # Share of a window's progress given to denoising; the rest is decoding and writing its frames.
 DENOISE_SHARE = 0.9
 
@@ -422,12 +435,13 @@ def _model_frames(job: EditJob, pipe: WanVideoToVideoPipeline, texts: tuple, spe
     request = job.request
     colorize = request["mode"] == "colorization"
     gen_w, gen_h = size
-    windows = max(1, -(-info.frames // spec.max_frames))
+    windows = 1 + max(0, -(-(info.frames - spec.max_frames) // (spec.max_frames - WINDOW_OVERLAP)))
     steps = steps_run(request["num_inference_steps"], request["strength"])
-    done = 0
-    for index, window in enumerate(_windows(job.source_frames(), spec.max_frames)):
+    done = 0  # source frames whose output is final
+    held: list[np.ndarray] = []  # the last window's outputs for the frames the next window repeats
+    for index, window in enumerate(_windows(job.source_frames(), spec.max_frames, WINDOW_OVERLAP)):
         count = len(window)
-        start = done
+        start = done - len(held)
 
         def on_step(_pipe, i, _t, _kwargs, count=count, index=index, start=start):
             fraction = (start + count * DENOISE_SHARE * (i + 1) / steps) / max(info.frames, 1)
@@ -448,10 +462,16 @@ def _model_frames(job: EditJob, pipe: WanVideoToVideoPipeline, texts: tuple, spe
                 callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents"],
             ).frames[0]
         counters["windows"] += 1
+        outputs = []
         for k in range(count):
             frame = resize((np.clip(output[k], 0, 1) * 255).round().astype(np.uint8), info.width, info.height)
-            yield _with_luminance(window[k], frame) if colorize else frame
-        done += count
+            outputs.append(_with_luminance(window[k], frame) if colorize else frame)
+        yield from _crossfade(held, outputs[:len(held)])
+        final = len(outputs) - WINDOW_OVERLAP if len(outputs) == spec.max_frames else len(outputs)
+        yield from outputs[len(held):final]  # a full window keeps its tail for the next one's cross-fade
+        done += final - len(held)
+        held = outputs[final:]
+    yield from held  # the source ended exactly at a full window: its tail is final as it is
 
 
 def _run_model(job: EditJob) -> EditOutcome:
@@ -501,8 +521,8 @@ def _run_model(job: EditJob) -> EditOutcome:
         notes.append(f"frames were resized to {size[0]}x{size[1]} ({spec.id}'s generation size) and the output "
                      f"back to {info.width}x{info.height}")
     if counters["windows"] > 1:
-        notes.append(f"the source ran in {counters['windows']} windows of at most {spec.max_frames} frames, each "
-                     "denoised on its own (a window boundary can show a seam)")
+        notes.append(f"the source ran in {counters['windows']} windows of at most {spec.max_frames} frames, "
+                     f"overlapping by {WINDOW_OVERLAP} frames that cross-fade from one window's output to the next")
     if request["mode"] == "colorization":
         notes.append("the model saw the grayscale source; the output keeps the source's luminance and takes the "
                      "model's chroma")
