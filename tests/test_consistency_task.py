@@ -19,26 +19,13 @@ from studio.genius import consistency_task
 from studio.media.video import Mp4Writer, probe_video
 from tests.conftest import API_KEY, OTHER_KEY
 from tests.edit_helpers import decoded, source_task, wait_result
+from tests.test_consistency import hue_rotate, smooth_noise
 
 H, W, N_FRAMES = 128, 192, 16
 SIDE = 48
 MIN_MEAN_IOU = 0.7
 MIN_SCORE_DROP = 0.15
 BASE = "/v1/genius/consistency"
-
-
-def smooth_noise(h: int, w: int, seed: int, cell: int = 16, amplitude: float = 0.5) -> np.ndarray:
-    """Soft colour noise around mid grey: a random grid of colours upsampled bicubically."""
-    rng = np.random.default_rng(seed)
-    grid = rng.integers(0, 256, (h // cell + 2, w // cell + 2, 3)).astype(np.float32)
-    noise = cv2.resize(grid, (w + 2 * cell, h + 2 * cell), interpolation=cv2.INTER_CUBIC)[cell:cell + h, cell:cell + w]
-    return np.clip(128 + (noise - 128) * amplitude, 0, 255).astype(np.uint8)
-
-
-def hue_rotate(img: np.ndarray, degrees: int) -> np.ndarray:
-    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
-    hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + degrees // 2) % 180).astype(np.uint8)
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
 def moving_clip(obj: np.ndarray, change_colour: bool = False) -> tuple[list[np.ndarray], list[tuple]]:
