@@ -84,6 +84,16 @@ def http(live_server) -> httpx.Client:
         yield client
 
 
+@pytest.fixture(scope="module")
+def client(live_server):
+    """A gradio_client for the live server's Gradio API (one per test module)."""
+    from gradio_client import Client
+
+    c = Client(live_server.url, verbose=False, download_files=False)
+    yield c
+    c.close()
+
+
 def wait_for_terminal(http: httpx.Client, task_id: str, timeout: float = 120) -> dict:
     """Poll /v1/status until the task ends; returns the last status body."""
     deadline = time.monotonic() + timeout

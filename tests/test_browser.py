@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_browser_tabs import MEDIA_JS
+
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -98,15 +100,7 @@ def test_generate_in_chromium(live_server, tmp_path):
             page.wait_for_function(
                 "() => { const v = document.querySelector('#gen-video video');"
                 " return v && v.getAttribute('src'); }", timeout=15_000)
-            media = video.evaluate(
-                """v => new Promise(resolve => {
-                     const report = () => resolve({src: v.currentSrc || v.src, readyState: v.readyState,
-                                                   duration: v.duration, error: v.error && v.error.code});
-                     if (v.readyState >= 1) return report();
-                     v.addEventListener('loadedmetadata', report, {once: true});
-                     v.addEventListener('error', report, {once: true});
-                     setTimeout(report, 10000);
-                   })""")
+            media = video.evaluate(MEDIA_JS)
             seen = page.evaluate("() => window.__smoke")
 
             task_id = page.locator("#gen-task-id textarea, #gen-task-id input").first.input_value()

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 
 from studio.core import UI_OWNER
 from studio.media.video import Mp4Writer, probe_video
 from tests.edit_helpers import moving_square_clip, source_task
-
-
-@pytest.fixture(scope="module")
-def client(live_server):
-    c = Client(live_server.url, verbose=False, download_files=False)
-    yield c
-    c.close()
 
 
 @pytest.fixture(scope="module")

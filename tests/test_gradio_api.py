@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from gradio_client import Client
 
 from studio.engine.request import parse_request
 from tests.conftest import SMALL
@@ -14,13 +13,6 @@ from tests.conftest import SMALL
 def _value(output):
     """An output that carries a value (not empty, not a "leave unchanged" update)."""
     return output if output and not (isinstance(output, dict) and output.get("__type__") == "update") else None
-
-
-@pytest.fixture(scope="module")
-def client(live_server):
-    c = Client(live_server.url, verbose=False, download_files=False)
-    yield c
-    c.close()
 
 
 def test_generate_streams_previews_then_the_video(client, live_server):

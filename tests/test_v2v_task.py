@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import cv2
 import numpy as np
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 
 from studio.media.video import Mp4Writer, probe_video
 from tests.conftest import API_KEY
@@ -153,13 +153,6 @@ def test_motion_transfer_from_a_reference_video(http, live_server):
     assert response.status_code == 202, response.text
     meta = wait_result(http, response.json()["task_id"])["metadata"]
     assert meta["frames"] == 7 and meta["details"]["parameters"]["motion"] == "reference"
-
-
-@pytest.fixture(scope="module")
-def client(live_server):
-    c = Client(live_server.url, verbose=False, download_files=False)
-    yield c
-    c.close()
 
 
 def test_gradio_v2v_interpolates_an_upload(client, tmp_path):
