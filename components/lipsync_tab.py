@@ -1,6 +1,7 @@
 """The Lip-Sync tab: make the face in a video speak an audio clip.
 
-A thin adapter over ``studio.genius.lipsync_task`` (api name ``/lipsync``).
+A thin adapter over ``studio.genius.lipsync_task`` (api name ``/lipsync``). "Use the model" also
+repaints the face with Wan Animate, driven by the lip-synced face crops.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from studio.core import UI_OWNER, Studio
 from studio.engine.request import parse_model
 from studio.genius import lipsync
 from studio.genius.lipsync_task import LipSyncRequest, submit
+from studio.models.catalog import ANIMATE_CATALOG
 
 
 @dataclass
@@ -39,6 +41,10 @@ def create_ui(studio: Studio) -> LipSyncTab:
             intensity = gr.Slider(0, lipsync.MAX_INTENSITY, value=1.0, step=0.05, label="Intensity")
             face_region = gr.Textbox(label="Face region x1, y1, x2, y2 (optional)", elem_id="lipsync-face",
                                      placeholder="empty: the face is detected")
+            with gr.Accordion("Model path (Wan Animate)", open=False):
+                use_model = gr.Checkbox(False, label="Repaint the face with Wan Animate, driven by the lip-synced "
+                                                     "face crops")
+                model = gr.Dropdown(list(ANIMATE_CATALOG), value=None, label="Model (empty: the server default)")
             run_button = gr.Button("Lip-sync", variant="primary", elem_id="lipsync-run")
         with gr.Column(scale=1):
             status = gr.Markdown("Ready.", elem_id="lipsync-status")
@@ -46,7 +52,7 @@ def create_ui(studio: Studio) -> LipSyncTab:
             timeline = gr.LinePlot(x="time", y="viseme", label="Viseme timeline", x_title="time (s)",
                                    elem_id="lipsync-timeline")
             details = gr.JSON(label="Result metadata")
-    inputs = [source.upload, source.task_id, audio, expression, intensity, face_region]
+    inputs = [source.upload, source.task_id, audio, expression, intensity, face_region, use_model, model]
     return LipSyncTab(inputs, run_button, [status, video, timeline, details])
 
 
@@ -68,7 +74,8 @@ def _face_region(text: str) -> list[float] | None:
 
 def make_handler(studio: Studio):
     def lipsync_video(video: str | None, task_id: str = "", audio: str | None = None, expression: str = "neutral",
-                      intensity: float = 1.0, face_region: str = "") -> Iterator[tuple]:
+                      intensity: float = 1.0, face_region: str = "", use_model: bool = False,
+                      model: str | None = None) -> Iterator[tuple]:
         """Lip-sync a video to speech: the mouth follows visemes read from the audio.
 
         Args:
@@ -78,6 +85,8 @@ def make_handler(studio: Studio):
             expression: neutral, happy, sad, surprised or angry.
             intensity: scale of the mouth movement, 0 to 2.
             face_region: "x1, y1, x2, y2" of the face in pixels; empty to detect it.
+            use_model: also repaint the face with Wan Animate (the model path).
+            model: the model path's Animate model (empty: the server default).
 
         Returns:
             Per update: status text, result video, viseme timeline, result metadata.
@@ -87,6 +96,8 @@ def make_handler(studio: Studio):
             raise gr.Error("audio: upload or record the speech to sync to", title="Validation error")
         body = {"task_id": source_task, "audio_base64": base64.b64encode(Path(audio).read_bytes()).decode(),
                 "expression": expression, "intensity": float(intensity), "face_region": _face_region(face_region)}
+        if use_model:
+            body.update(use_model=True, model=model or None)
         updates = submit_and_follow(studio, lambda: submit(studio, parse_model(LipSyncRequest, body), UI_OWNER,
                                                            upload=upload))
         for status, path, result in updates:

@@ -1,7 +1,8 @@
 """The V2V tab: interpolate, upscale, enhance, colourise, restyle or re-animate a video.
 
 A thin adapter over ``studio.genius.v2v_task`` (api name ``/v2v``). A prompt with style transfer
-(or with colorization and no reference image) runs the model path (WanVideoToVideo).
+(or with colorization and no reference image) runs the model path (WanVideoToVideo); motion
+transfer with "use the model" (or a prompt) animates the reference image with Wan Animate.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from components.edit_common import or_skip, source_of, source_picker, submit_and_follow
 from studio.core import UI_OWNER, Studio
 from studio.engine.request import parse_model
-from studio.genius.v2v_task import MODEL_MODES, V2V_MODELS, V2VRequest, submit
+from studio.genius.v2v_task import ANIMATE_MODELS, MODEL_MODES, V2V_MODELS, V2VRequest, submit
 from studio.media.inputs import encode_png_base64
 
 MODES = ["interpolation", "upscale", "enhancement", "colorization", "style_transfer", "motion_transfer"]
@@ -49,11 +50,14 @@ def create_ui(studio: Studio) -> V2VTab:
                 target_fps = gr.Number(0, label="…or target fps (0: use the factor)")
             motion_video = gr.Video(label="Motion reference video (motion transfer, instead of an image)",
                                     sources=["upload"], elem_id="v2v-motion-upload")
-            with gr.Accordion("Model path (WanVideoToVideo)", open=False):
-                prompt = gr.Textbox("", label="Prompt (style transfer; colorization without a reference)", lines=2,
-                                    elem_id="v2v-prompt")
+            with gr.Accordion("Model path (WanVideoToVideo; Wan Animate for motion transfer)", open=False):
+                prompt = gr.Textbox("", label="Prompt (style transfer; colorization without a reference; motion "
+                                              "transfer: the scene)", lines=2, elem_id="v2v-prompt")
+                use_model = gr.Checkbox(False, label="Motion transfer: animate the reference with Wan Animate "
+                                                     "(pose and face of the source drive it)")
                 with gr.Row():
-                    model = gr.Dropdown(list(V2V_MODELS), value=_default_model(studio), label="Model")
+                    model = gr.Dropdown(list(V2V_MODELS + ANIMATE_MODELS), value=None,
+                                        label="Model (empty: the server default for the mode)")
                     steps = gr.Slider(10, 150, value=30, step=1, label="Denoising steps (strength x steps run)")
             run_button = gr.Button("Transform", variant="primary", elem_id="v2v-run")
         with gr.Column(scale=1):
@@ -61,12 +65,8 @@ def create_ui(studio: Studio) -> V2VTab:
             video = gr.Video(label="Result", interactive=False, elem_id="v2v-video")
             details = gr.JSON(label="Result metadata")
     inputs = [source.upload, source.task_id, mode, strength, reference, preserve_motion, temporal, scale, factor,
-              target_fps, motion_video, prompt, model, steps]
+              target_fps, motion_video, prompt, model, steps, use_model]
     return V2VTab(inputs, run_button, [status, video, details])
-
-
-def _default_model(studio: Studio) -> str | None:
-    return studio.default_model if studio.default_model in V2V_MODELS else None
 
 
 def make_handler(studio: Studio):
@@ -74,7 +74,7 @@ def make_handler(studio: Studio):
             reference: np.ndarray | None = None, preserve_motion: bool = True, temporal_consistency: float = 0.8,
             scale: float = 2.0, factor: int = 2, target_fps: float = 0.0,
             motion_video: str | None = None, prompt: str = "", model: str | None = None,
-            num_inference_steps: int = 30) -> Iterator[tuple]:
+            num_inference_steps: int = 30, use_model: bool = False) -> Iterator[tuple]:
         """Transform a video: interpolate frames, upscale, enhance, colourise, restyle or transfer motion.
 
         Args:
@@ -90,8 +90,10 @@ def make_handler(studio: Studio):
             target_fps: interpolation output fps instead of the factor (0: use the factor).
             motion_video: motion_transfer: a video whose motion animates the input's first frame.
             prompt: style_transfer (or colorization without a reference): run the model path.
-            model: the model path's model (empty: the server default).
-            num_inference_steps: the model path's schedule (10-150; strength x steps are run).
+            model: the model path's model (empty: the server default for the mode).
+            num_inference_steps: the model path's schedule (10-150; strength x steps are run by
+                WanVideoToVideo, all of them by Wan Animate).
+            use_model: motion_transfer: animate the reference image with Wan Animate.
 
         Returns:
             Per update: status text, result video, result metadata.
@@ -106,8 +108,13 @@ def make_handler(studio: Studio):
                 body["target_fps"] = float(target_fps)
             else:
                 body["factor"] = int(factor)
-        if (prompt or "").strip() and mode in MODEL_MODES:
-            body.update(prompt=prompt, num_inference_steps=int(num_inference_steps))
+        animate = mode == "motion_transfer" and bool(use_model)
+        if animate:
+            body["use_model"] = True
+        if ((prompt or "").strip() and mode in MODEL_MODES) or animate:
+            body["num_inference_steps"] = int(num_inference_steps)
+            if (prompt or "").strip():
+                body["prompt"] = prompt
             if model:
                 body["model"] = model
         motion_upload = Path(motion_video) if motion_video and mode == "motion_transfer" else None

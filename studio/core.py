@@ -295,7 +295,9 @@ class Studio:
 
     def list_models(self) -> list[ModelInfo]:
         """Every model: text-to-video (``task`` t2v, what ``model`` of a generation takes) and the
-        editing features' (``vace``: Video Inpainting's ``model``), and whether it can run here."""
+        editing features' (``vace``: Video Inpainting's and Scenes' ``model``; ``animate``: V2V
+        motion transfer's and Lip-Sync's; ``i2v``: Scenes' ``morph_model``), and whether it can
+        run here."""
         infos = []
         for spec in MODELS.values():
             why_not = unavailable_reason(spec)

@@ -142,7 +142,9 @@ class ModelInfo(BaseModel):
     model_config = {"protected_namespaces": ()}
 
     id: str
-    task: str = Field(description="t2v: a generation model; vace: masked video generation (Video Inpainting)")
+    task: str = Field(description="t2v: a generation model; vace: masked video generation (Video Inpainting, "
+                                   "Scenes); animate: pose- and face-driven character video (V2V motion transfer, "
+                                   "Lip-Sync); i2v: video between a first and a last frame (Scene morphs)")
     label: str
     repo_id: str | None
     trained: bool

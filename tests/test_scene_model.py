@@ -133,3 +133,34 @@ def test_model_paths_through_the_gradio_api(live_server, tmp_path):
         client.close()
     assert status.startswith("Done") and details["total_frames"] == 21
     assert details["shot_kind"] == "scene_shot" and details["transitions"][0]["method"] == "vace-flf (tiny-vace)"
+
+
+def test_morph_boundary_generated_by_a_first_last_frame_model(http):
+    body = {"scenes": SCENES, "transitions": [{"type": "morph"}], "transition_duration_seconds": 0.25,
+            "morph_with_model": True, "morph_model": "tiny-i2v", "settings": SETTINGS}
+    response = http.post("/v1/genius/scene/edit", json=body)
+    assert response.status_code == 202, response.text
+    result = wait_result(http, response.json()["task_id"], timeout=120)
+    meta = result["metadata"]
+    boundary = meta["details"]["transitions"][0]
+    assert (boundary["type"], boundary["frames"], boundary["method"]) == ("morph", 3, "flf2v (tiny-i2v)")
+    assert boundary["model"]["id"] == "tiny-i2v" and boundary["model"]["picked"] == [1, 2, 3]
+    assert meta["path"] == "model" and "flf2v (tiny-i2v)" in meta["method"] and meta["frames"] == 21
+    # the FLF2V model's frames differ from VACE's for the same boundary
+    vace = wait_result(http, http.post("/v1/genius/scene/edit", json={**body, "morph_model": "tiny-vace"}
+                                       ).json()["task_id"], timeout=120)
+    assert vace["metadata"]["details"]["transitions"][0]["method"] == "vace-flf (tiny-vace)"
+    a, b = decoded(http, result["task_id"]), decoded(http, vace["task_id"])
+    overlap = slice(12 - 3, 12)  # the 3 morph frames end where the first shot's 12 frames end
+    assert np.abs(np.stack(a[overlap]).astype(int) - np.stack(b[overlap]).astype(int)).mean() > 2
+
+
+def test_morph_model_is_checked(http):
+    base = {"scenes": SCENES, "transitions": [{"type": "morph"}], "settings": SETTINGS}
+    unused = http.post("/v1/genius/scene/edit", json={**base, "morph_model": "tiny-i2v"})
+    assert unused.status_code == 400 and unused.json()["detail"].startswith("morph_model:")
+    real = http.post("/v1/genius/scene/edit", json={**base, "morph_with_model": True,
+                                                   "morph_model": "wan2.1-flf2v-14b"})
+    assert real.status_code == 503 and "first-last-frame" in real.json()["detail"]
+    wrong = http.post("/v1/genius/scene/edit", json={**base, "morph_with_model": True, "morph_model": "tiny"})
+    assert wrong.status_code in (400, 422)

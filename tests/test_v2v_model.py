@@ -163,7 +163,8 @@ def test_model_path_bad_requests_are_clear_400s(http, live_server):
         ({"mode": "style_transfer", "prompt": "   "}, "prompt"),
         ({"mode": "style_transfer", "prompt": "x", "model": "wan2.2-ti2v-5b"}, "model"),
         ({"mode": "style_transfer", "prompt": "x", "num_inference_steps": 5}, "num_inference_steps"),
-        ({"mode": "motion_transfer", "prompt": "x"}, "prompt:"),
+        ({"mode": "motion_transfer", "prompt": "x"}, "style_reference_url:"),  # Wan Animate animates an image
+        ({"mode": "enhancement", "use_model": True}, "use_model:"),
     ]
     for body, start in cases:
         response = http.post(ROUTE, json={"source_task_id": source, **body})

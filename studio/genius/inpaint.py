@@ -397,6 +397,16 @@ def make_masks(frame_shape: tuple[int, ...], boxes: Sequence[Box], feather_radiu
     return masks
 
 
+def paste(source: np.ndarray, generated: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``weight * generated + (1 - weight) * source`` where ``weight > 0`` (an (H, W) mask in
+    [0, 1]); the source's pixels, exactly, elsewhere."""
+    out = source.copy()
+    inside = weight > 0
+    w = weight[inside][:, None]
+    out[inside] = np.clip(np.rint(w * generated[inside] + (1.0 - w) * source[inside]), 0, 255).astype(np.uint8)
+    return out
+
+
 def _composite(frame: np.ndarray, fill: np.ndarray, soft: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:
     """``mask * fill + (1 - mask) * frame`` on the roi; the rest of ``frame`` is copied."""
     x0, y0, x1, y1 = roi

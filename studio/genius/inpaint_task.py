@@ -141,16 +141,15 @@ def submit(studio: "Studio", request: InpaintRequest, owner: str, upload: Path |
 
 def _vace_spec(request: InpaintRequest) -> ModelSpec:
     """The VACE model of a model-path request, refused with ModelUnavailable when it cannot load here."""
-    from studio.models.loader import default_model, unavailable_reason
+    from studio.models.loader import runnable_spec
 
-    spec = get_spec(request.model or default_model("vace"))
-    reason = unavailable_reason(spec)
-    if reason is not None:
-        what = f"mode {request.mode!r}" + (" with a prompt" if request.prompt else "")
-        raise ModelUnavailable(f"{what} runs Wan VACE (masked video generation) and {reason}"
-                               + ("; or use an image where the mode allows it (background, blend)"
-                                  if request.mode == "background" else ""))
-    return spec
+    what = f"mode {request.mode!r}" + (" with a prompt" if request.prompt else "")
+    try:
+        return runnable_spec("vace", request.model, what)
+    except ModelUnavailable as error:
+        if request.mode != "background":
+            raise
+        raise ModelUnavailable(f"{error.detail}; or give an image instead (background)") from None
 
 
 def _image_field(request: InpaintRequest) -> str:
@@ -282,15 +281,6 @@ def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def _composite(source: np.ndarray, generated: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """``weight * generated + (1 - weight) * source`` where ``weight > 0``; the source elsewhere."""
-    out = source.copy()
-    inside = weight > 0
-    w = weight[inside][:, None]
-    out[inside] = np.clip(np.rint(w * generated[inside] + (1.0 - w) * source[inside]), 0, 255).astype(np.uint8)
-    return out
-
-
 def _run_model(job: EditJob, frames: list[np.ndarray], fps: float, reference: np.ndarray | None) -> EditOutcome:
     import torch
     from PIL import Image
@@ -340,7 +330,7 @@ def _run_model(job: EditJob, frames: list[np.ndarray], fps: float, reference: np
             for offset, painted in enumerate(painted_window):
                 i = start + offset
                 source = region.canvas[i] if request["mode"] == "extend" else frames[i]
-                yield _composite(source, _resize(painted, cw, ch), region.weights[i])
+                yield inpaint.paste(source, _resize(painted, cw, ch), region.weights[i])
 
     try:
         with torch.inference_mode():

@@ -644,6 +644,19 @@ def track_face(frames: Sequence[np.ndarray], face_region: Sequence[float] | None
     return np.stack([np.interp(every, index, boxes[:, k]) for k in range(4)], axis=1)
 
 
+def face_region_from_corners(corners: list[int], width: int, height: int) -> tuple[int, int, int, int]:
+    """The API's ``[x1, y1, x2, y2]`` face box as ``(x, y, w, h)``: at least ``MIN_FACE_PX``
+    each way, and that much of it inside the ``width`` x ``height`` video."""
+    x1, y1, x2, y2 = corners
+    least = MIN_FACE_PX
+    if x2 - x1 < least or y2 - y1 < least:
+        raise InvalidRequest(f"face_region: [x1, y1, x2, y2] must have x2 - x1 and y2 - y1 of at least {least} px, "
+                             f"got {corners}")
+    if min(x2, width) - max(x1, 0) < least or min(y2, height) - max(y1, 0) < least:
+        raise InvalidRequest(f"face_region: {corners} lies outside the {width}x{height} video")
+    return x1, y1, x2 - x1, y2 - y1
+
+
 def _validate_face_region(face_region: Sequence[float], width: int, height: int) -> np.ndarray:
     try:
         box = np.asarray(face_region, dtype=np.float64).reshape(-1)

@@ -12,6 +12,12 @@ rate, the source trimmed or extended by ping-pong (``lipsync.fit_length``), with
 muxed in as AAC. ``face_region`` in the API is ``[x1, y1, x2, y2]`` pixel corners (``x2``/``y2``
 exclusive), like every box of the API.
 
+With ``use_model`` the model path runs after the classical one: Wan Animate repaints the face
+region driven by the lip-synced face crops (``studio.genius.lipsync_animate``); ``model`` (an
+Animate model; the server's default when absent), ``num_inference_steps`` and ``seed`` go
+with it, at most ``studio.engine.animate.MAX_FRAMES`` output frames. A model that cannot be
+loaded here is refused at submission with ``ModelUnavailable`` (503).
+
 The result's ``metadata.details`` holds the seed's response fields (``keyframes_generated``,
 ``duration_seconds``, ``visemes_detected``, ``processing_time_ms``: wall time of the whole run,
 reading, analysis, rendering, encoding and muxing) plus ``viseme_track`` (the segments),
@@ -21,16 +27,18 @@ reading, analysis, rendering, encoding and muxing) plus ``viseme_track`` (the se
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from studio.engine.animate import animate_spec
 from studio.engine.edit import EditJob, EditOutcome, estimate_seconds, new_inputs, store_source, write_video
-from studio.engine.request import HTTP_URL_PATTERN, JsonModel
+from studio.engine.request import HTTP_URL_PATTERN, SEED_MAX, JsonModel
 from studio.errors import InvalidRequest
-from studio.genius import lipsync
+from studio.genius import lipsync, lipsync_animate
 from studio.media.audio import load_audio
 from studio.media.inputs import (
     MAX_AUDIO_BYTES,
@@ -40,6 +48,7 @@ from studio.media.inputs import (
     decode_base64_audio,
     fetch_media,
 )
+from studio.models.catalog import ANIMATE_CATALOG, ModelSpec
 
 if TYPE_CHECKING:
     from studio.core import Studio
@@ -79,6 +88,13 @@ class LipSyncRequest(JsonModel):
                                                           "corners, sad lowers them, surprised opens, angry presses")
     intensity: float = Field(1.0, ge=0, le=lipsync.MAX_INTENSITY,
                              description="Scale of the mouth movement (0 leaves the video as it is)")
+    use_model: bool = Field(False, description="Also repaint the face with Wan Animate, driven by the lip-synced "
+                                               "face crops (the model path)")
+    model: Literal[tuple(ANIMATE_CATALOG)] | None = Field(  # type: ignore[valid-type]
+        None, description="The model path's Wan Animate model (the server default when absent)")
+    num_inference_steps: int | None = Field(None, ge=4, le=100,
+                                            description="The model path's denoising steps (the model's default: 20)")
+    seed: int | None = Field(None, ge=0, le=SEED_MAX, description="The model path's noise seed (random when absent)")
 
 
 class VisemeSegment(BaseModel):
@@ -105,6 +121,7 @@ class LipSyncResponse(BaseModel):
 def submit(studio: "Studio", request: LipSyncRequest, owner: str, upload: Path | None = None) -> "SubmitResponse":
     """Validate ``request``, fetch and check the audio, store the inputs and queue the task."""
     studio.refuse_when_draining()
+    spec = _model_spec(request)
     audio, field_name = _audio_bytes(studio, request)
     try:
         seconds = audio_duration(audio)
@@ -115,6 +132,8 @@ def submit(studio: "Studio", request: LipSyncRequest, owner: str, upload: Path |
     inputs_id, folder = new_inputs(studio)
     source = store_source(studio, owner, folder, request.task_id, upload)
     frames_out = max(1, round(seconds * source["fps"]))
+    if spec is not None:
+        lipsync_animate.check_length(frames_out)
     frames_in = min(source["frames"], frames_out)
     if frames_in > MAX_FRAMES:
         raise InvalidRequest(f"task_id: the audio needs {frames_in} frames of the video; lip-sync reads at most "
@@ -123,9 +142,25 @@ def submit(studio: "Studio", request: LipSyncRequest, owner: str, upload: Path |
     (folder / audio_name).write_bytes(audio)
     stored = {"audio": audio_name, "audio_seconds": round(seconds, 4), "expression": request.expression,
               "intensity": request.intensity, "inputs_id": inputs_id, "source": source}
+    if spec is not None:
+        stored.update(path="model", model=spec.id, num_inference_steps=request.num_inference_steps or
+                      spec.default_steps, seed=request.seed if request.seed is not None else
+                      secrets.randbelow(SEED_MAX + 1))
     if request.face_region is not None:
-        stored["face_region_xywh"] = list(_face_region(request.face_region, source["width"], source["height"]))
-    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, frames_out))
+        stored["face_region_xywh"] = list(lipsync.face_region_from_corners(request.face_region, source["width"],
+                                                                          source["height"]))
+    return studio.submit_edit(KIND, stored, owner,
+                              estimate_seconds(studio, KIND, frames_out, stored.get("path", "classical")))
+
+
+def _model_spec(request: LipSyncRequest) -> ModelSpec | None:
+    """The Animate model of a model-path request (None for the classical path)."""
+    if not request.use_model:
+        for name in ("model", "num_inference_steps", "seed"):
+            if getattr(request, name) is not None:
+                raise InvalidRequest(f"{name}: only the model path takes it (use_model true)")
+        return None
+    return animate_spec(request.model, lipsync_animate.WHAT)
 
 
 def _audio_bytes(studio: "Studio", request: LipSyncRequest) -> tuple[bytes, str]:
@@ -141,19 +176,6 @@ def _audio_bytes(studio: "Studio", request: LipSyncRequest) -> tuple[bytes, str]
 
 def _suffix(audio: bytes) -> str:
     return next((suffix for offset, magic, suffix in _SUFFIXES if audio[offset:offset + len(magic)] == magic), "")
-
-
-def _face_region(corners: list[int], width: int, height: int) -> tuple[int, int, int, int]:
-    """``[x1, y1, x2, y2]`` as ``(x, y, w, h)``: at least ``lipsync.MIN_FACE_PX`` each way, and
-    that much of it inside the ``width`` x ``height`` video."""
-    x1, y1, x2, y2 = corners
-    least = lipsync.MIN_FACE_PX
-    if x2 - x1 < least or y2 - y1 < least:
-        raise InvalidRequest(f"face_region: [x1, y1, x2, y2] must have x2 - x1 and y2 - y1 of at least {least} px, "
-                             f"got {corners}")
-    if min(x2, width) - max(x1, 0) < least or min(y2, height) - max(y1, 0) < least:
-        raise InvalidRequest(f"face_region: {corners} lies outside the {width}x{height} video")
-    return x1, y1, x2 - x1, y2 - y1
 
 
 def run(job: EditJob) -> EditOutcome:
@@ -184,8 +206,18 @@ def run(job: EditJob) -> EditOutcome:
         if "no face found" in error.detail:  # lipsync.py speaks (x, y, w, h); the API speaks corners
             raise InvalidRequest("no face found in the video; pass face_region [x1, y1, x2, y2] in pixels") from None
         raise
-    video = write_video(job, out, info.fps, frames_out, progress=(0.15, 1.0), message="Syncing frame",
-                        audio=audio_path)
+    path, method, extra, notes = info_out["path"], info_out["method"], {}, []
+    if request.get("path") == "model":
+        synced = []
+        for frame in out:
+            synced.append(frame)
+            job.check(0.1 + 0.05 * len(synced) / frames_out, f"Shaping the mouth: frame {len(synced)}/{frames_out}")
+        out, extra, notes = lipsync_animate.repaint_face(
+            job, synced, lipsync.fit_length(frames, frames_out), region, request["num_inference_steps"],
+            request["seed"], progress=(0.15, 0.9))
+        path, method = "model", f"{method}; then the face repainted by Wan Animate ({request['model']}, replace mode)"
+    video = write_video(job, out, info.fps, frames_out, progress=(0.9 if path == "model" else 0.15, 1.0),
+                        message="Syncing frame", audio=audio_path)
     x, y, w, h = info_out["face_region"]
     details = {
         "keyframes_generated": info_out["keyframes_generated"],
@@ -197,13 +229,13 @@ def run(job: EditJob) -> EditOutcome:
         "face_region_source": "request" if region is not None else "detected",
         "expression": request["expression"],
         "intensity": request["intensity"],
+        **extra,
     }
-    notes = []
     if len(frames) < frames_out:
         notes.append(f"video extended by ping-pong from {len(frames)} to {frames_out} frames to match the audio")
     elif info.frames > frames_out:
         notes.append(f"video trimmed from {info.frames} to {frames_out} frames to match the audio")
-    return EditOutcome(video, info_out["path"], info_out["method"], details, notes)
+    return EditOutcome(video, path, method, details, notes)
 
 
 def lipsync_result(studio: "Studio", task_id: str, owner: str) -> LipSyncResponse:

@@ -41,13 +41,9 @@ CONDITIONING = "VACE reference image"
 def vace_spec(model: str | None, what: str) -> ModelSpec:
     """The VACE model a scene's model path runs (``model`` or the default), refused with
     ``ModelUnavailable`` (503) when it cannot be loaded here; ``what`` names the feature."""
-    from studio.models.loader import default_model, unavailable_reason
+    from studio.models.loader import runnable_spec
 
-    spec = get_spec(model or default_model("vace"))
-    reason = unavailable_reason(spec)
-    if reason is not None:
-        raise ModelUnavailable(f"{what} runs Wan VACE and {reason}")
-    return spec
+    return runnable_spec("vace", model, what)
 
 
 def generator(seed: int):

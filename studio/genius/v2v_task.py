@@ -3,6 +3,8 @@
 The request names the source video (``source_task_id`` of a completed task, or an upload
 through the UI / Gradio API), a ``mode`` and its inputs. Two paths:
 
+- **model**, ``motion_transfer`` with ``use_model`` or a ``prompt``: Wan Animate animates the
+  reference image with the source's pose and face (``studio.genius.v2v_animate`` documents it).
 - **model** (diffusers' ``WanVideoToVideoPipeline``, built from the loaded text-to-video
   model's components, so no second copy of the weights): ``style_transfer`` with a ``prompt``,
   and ``colorization`` with a ``prompt`` and no reference image. The source is re-noised by
@@ -65,11 +67,11 @@ from studio.engine.edit import (
 from studio.engine.plan import generation_size
 from studio.engine.request import HTTP_URL_PATTERN, NOT_BLANK, SEED_MAX, JsonModel, strip_prompt
 from studio.errors import InvalidRequest, ModelUnavailable, TaskNotReady
-from studio.genius import v2v
+from studio.genius import v2v, v2v_animate
 from studio.jobs import store as st
 from studio.media.inputs import check_upload_type, image_input
 from studio.media.video import VideoInfo, probe_video, read_frames, resize
-from studio.models.catalog import CATALOG, TINY, ModelSpec
+from studio.models.catalog import ANIMATE_CATALOG, CATALOG, TINY, ModelSpec
 
 if TYPE_CHECKING:
     from studio.core import Studio
@@ -91,11 +93,13 @@ MODE_FIELDS = {
 _FIELD_NAMES = {"reference": "style_reference_url", "source": "source_task_id", "fps": "source_task_id"}
 
 # -- the model path ---------------------------------------------------------------------------
-MODEL_MODES = ("style_transfer", "colorization")
-MODEL_FIELDS = ("model", "num_inference_steps", "seed")  # read only by the model path
+MODEL_MODES = ("style_transfer", "colorization", "motion_transfer")
+MODEL_FIELDS = ("model", "num_inference_steps", "seed", "face_region")  # read only by the model paths
 # Text-to-video models WanVideoToVideoPipeline can run: one transformer, Wan2.1's VAE. Wan2.2
 # A14B (two experts, transformer_2) and TI2V-5B (expand_timesteps) need pipeline code it lacks.
 V2V_MODELS = tuple(m for m in (TINY, "wan2.1-t2v-1.3b", "wan2.1-t2v-14b") if m in CATALOG)
+#: motion_transfer's model path (Wan Animate).
+ANIMATE_MODELS = tuple(ANIMATE_CATALOG)
 NEGATIVE_PROMPT = "blurry, low quality"
 MAX_SEQUENCE_LENGTH = 512
 
@@ -133,10 +137,18 @@ class V2VRequest(JsonModel):
     prompt: str | None = Field(
         None, min_length=1, max_length=2000, pattern=NOT_BLANK,
         description="The model path (WanVideoToVideo): style_transfer with a prompt, or colorization with a prompt "
-                    "and no reference image; strength is then the share of the denoising schedule re-run")
-    model: Literal[V2V_MODELS] | None = Field(
-        None, description="The model path's model (a text-to-video model the video-to-video pipeline supports); "
-                          "the server default when absent")
+                    "and no reference image; strength is then the share of the denoising schedule re-run. "
+                    "motion_transfer: runs Wan Animate, the prompt describing the scene")
+    use_model: bool = Field(False, description="motion_transfer: animate the reference image with Wan Animate "
+                                               "(driven by the source's pose and face) instead of optical flow")
+    model: Literal[V2V_MODELS + ANIMATE_MODELS] | None = Field(
+        None, description="The model path's model: a text-to-video model the video-to-video pipeline supports "
+                          "(style_transfer, colorization) or a Wan Animate model (motion_transfer); the server "
+                          "default when absent")
+    face_region: list[int] | None = Field(
+        None, min_length=4, max_length=4,
+        description="motion_transfer's model path: [x1, y1, x2, y2] pixels of the source's face when the Haar "
+                    "cascade finds none (its crops drive the expression)")
     num_inference_steps: int | None = Field(
         None, ge=10, le=150, description="The model path's schedule length (10-150; strength x steps are run; "
                                          "the model's default when absent)")
@@ -148,7 +160,9 @@ class V2VRequest(JsonModel):
         return None if value is None else strip_prompt(value)
 
     def uses_model(self, has_reference: bool) -> bool:
-        """Whether the request runs the model path (see the module docstring)."""
+        """Whether the request runs a model path (see the module docstring)."""
+        if self.mode == "motion_transfer":
+            return self.use_model or bool(self.prompt)
         return bool(self.prompt) and (self.mode == "style_transfer"
                                       or (self.mode == "colorization" and not has_reference))
 
@@ -166,7 +180,8 @@ class V2VSummary(BaseModel):
     task_id: str
     status: str
     mode: str
-    path: str = Field(description="'classical' (no model) or 'model' (WanVideoToVideo)")
+    path: str = Field(description="'classical' (no model) or 'model' (WanVideoToVideo; Wan Animate for "
+                                  "motion_transfer)")
     method: str = Field(description="The algorithm that ran")
     parameters: dict = Field(description="The values the mode used")
     input: V2VStream
@@ -186,6 +201,11 @@ def submit(studio: "Studio", request: V2VRequest, owner: str, upload: Path | Non
     _check_mode_fields(request, reference_upload)
     has_image_reference = bool(request.style_reference_url or request.style_reference_base64)
     if request.uses_model(has_image_reference):
+        if request.mode == "motion_transfer":
+            if reference_upload is not None:
+                raise InvalidRequest("motion_reference_task_id: the model path animates a reference image with the "
+                                     "source's motion, not a reference video")
+            return v2v_animate.submit(studio, request, owner, upload)
         return _submit_model(studio, request, owner, upload)
     has_video_reference = bool(request.motion_reference_task_id or reference_upload)
     if spec.reference is not None and not has_video_reference and not has_image_reference:
@@ -273,11 +293,22 @@ def _check_mode_fields(request: V2VRequest, reference_upload: Path | None) -> No
             and (request.style_reference_url or request.style_reference_base64):
         raise InvalidRequest("motion_reference_task_id: give a reference video or a reference image, not both")
     if request.prompt is not None and request.mode not in MODEL_MODES:
-        raise InvalidRequest(f"prompt: only modes {' and '.join(MODEL_MODES)} have a model path, not {request.mode!r}")
+        raise InvalidRequest(f"prompt: only modes {', '.join(MODEL_MODES)} have a model path, not {request.mode!r}")
+    if request.use_model and request.mode != "motion_transfer":
+        raise InvalidRequest(f"use_model: only motion_transfer takes it (style_transfer and colorization run the "
+                             f"model with a prompt), not {request.mode!r}")
+    model_path = request.prompt is not None or request.use_model
     for name in MODEL_FIELDS:
-        if getattr(request, name) is not None and request.prompt is None:
-            raise InvalidRequest(f"{name}: only the model path takes it (style_transfer or colorization with a "
-                                 "prompt)")
+        if getattr(request, name) is not None and not model_path:
+            raise InvalidRequest(f"{name}: only a model path takes it (style_transfer or colorization with a "
+                                 "prompt; motion_transfer with use_model or a prompt)")
+    if request.face_region is not None and request.mode != "motion_transfer":
+        raise InvalidRequest(f"face_region: only motion_transfer's model path takes it, not {request.mode!r}")
+    if request.model is not None and model_path:
+        wanted = ANIMATE_MODELS if request.mode == "motion_transfer" else V2V_MODELS
+        if request.model not in wanted:
+            raise InvalidRequest(f"model: {request.mode}'s model path runs one of {', '.join(wanted)}, "
+                                 f"not {request.model!r}")
 
 
 def _reference_image(studio: "Studio", request: V2VRequest) -> np.ndarray | None:
@@ -346,7 +377,7 @@ def expected_frames(stored: dict, source_frames: int, fps: float) -> int:
 def run(job: EditJob) -> EditOutcome:
     """Stream the source through the mode into the encoder (no frame list is built)."""
     if job.request.get("path") == "model":
-        return _run_model(job)
+        return v2v_animate.run(job) if job.request["mode"] == "motion_transfer" else _run_model(job)
     request = job.request
     info = job.source_info()
     reference = None

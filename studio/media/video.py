@@ -150,6 +150,14 @@ def probe_video(path: Path, max_frames: int | None = None) -> VideoInfo:
     return info
 
 
+def sample_frames(path: Path, count: int) -> list[np.ndarray]:
+    """Up to ``count`` evenly spaced frames of the video at ``path``, first and last included
+    (decoded in one pass; only the picked frames are kept)."""
+    total = probe_video(path).frames
+    picks = set(np.linspace(0, max(total - 1, 0), min(count, total)).round().astype(int).tolist())
+    return [frame for index, frame in enumerate(read_frames(path)) if index in picks]
+
+
 def read_frames(path: Path) -> Iterator[np.ndarray]:
     """Decode a video frame by frame as RGB uint8 arrays (never the whole video in memory)."""
     import av

@@ -9,7 +9,11 @@ resized / resampled; the result metadata says so (see ``studio.engine.plan``).
 Each model has a ``task``: ``t2v`` models (``WanPipeline``) generate from text and are what
 :data:`CATALOG` lists (the ``model`` of a generation request, the Generate tab, ``/v1/models``,
 the orchestrator); ``vace`` models (``WanVACEPipeline``: masked video-to-video, used by Video
-Inpainting) are in :data:`VACE_CATALOG`. :func:`get_spec` finds either kind.
+Inpainting) are in :data:`VACE_CATALOG`; ``animate`` models (``WanAnimatePipeline``: a character
+image animated by pose and face videos, used by V2V motion transfer and Lip-Sync's model paths)
+are in :data:`ANIMATE_CATALOG`; ``i2v`` models (``WanImageToVideoPipeline`` with a first and a
+last frame, Wan2.1 FLF2V: the Scene Orchestrator's morph transitions) are in :data:`I2V_CATALOG`.
+:func:`get_spec` finds any kind.
 """
 
 from __future__ import annotations
@@ -18,7 +22,13 @@ from dataclasses import dataclass
 
 TINY = "tiny"
 TINY_VACE = "tiny-vace"
-TASKS = ("t2v", "vace")
+TINY_ANIMATE = "tiny-animate"
+TINY_I2V = "tiny-i2v"
+TASKS = ("t2v", "vace", "animate", "i2v")
+#: What each task's models are, in words (for messages).
+TASK_LABELS = {"t2v": "Wan text-to-video", "vace": "Wan VACE (masked video generation)",
+               "animate": "Wan Animate (pose- and face-driven character video)",
+               "i2v": "Wan first-last-frame-to-video (FLF2V)"}
 
 
 @dataclass(frozen=True)
@@ -38,7 +48,9 @@ class ModelSpec:
         params_b: transformer parameters in billions.
         trained: False only for the offline tiny model, whose output is noise-like.
         default_steps, default_guidance: the authors' recommended sampling settings.
-        task: ``t2v`` (text-to-video) or ``vace`` (masked video generation: inpaint/outpaint).
+        task: ``t2v`` (text-to-video), ``vace`` (masked video generation: inpaint/outpaint) or
+            ``animate`` (character animation / replacement driven by pose and face videos) or
+            ``i2v`` (video between a given first and last frame).
         pipeline: the diffusers pipeline class that loads and runs it.
         architecture: the ``studio.genius.orchestrator.ARCHITECTURES`` entry its memory estimate
             starts from (default: its own id); parameters beyond it are added as weights.
@@ -181,6 +193,72 @@ MODELS: dict[str, ModelSpec] = {
             pipeline="WanVACEPipeline",
             architecture="wan2.1-t2v-14b",
         ),
+        ModelSpec(
+            id=TINY_ANIMATE,
+            label="tiny Animate (offline, untrained — output is noise-like, for testing the studio)",
+            repo_id=None,
+            native_width=160,
+            native_height=96,
+            native_fps=8,
+            max_frames=33,
+            params_b=0.00004,
+            trained=False,
+            default_steps=20,
+            default_guidance=1.0,
+            notes="Built locally from the real Wan Animate classes with random weights; needs no network.",
+            task="animate",
+            pipeline="WanAnimatePipeline",
+            architecture=TINY,
+        ),
+        ModelSpec(
+            id="wan2.2-animate-14b",
+            label="Wan2.2 Animate 14B (720p, character animation / replacement)",
+            repo_id="Wan-AI/Wan2.2-Animate-14B-Diffusers",
+            native_width=1280,
+            native_height=720,
+            native_fps=30,
+            max_frames=77,
+            params_b=14.0,
+            default_steps=20,
+            default_guidance=1.0,
+            notes="Wan2.2 Animate: 720p, segments of 77 frames, 30 fps driving videos (the authors' "
+                  "preprocessing default), 20 steps without CFG; the authors publish no VRAM figure. "
+                  "params_b counts the 14B transformer; its motion and face encoders are not counted.",
+            task="animate",
+            pipeline="WanAnimatePipeline",
+            architecture="wan2.1-t2v-14b",
+        ),
+        ModelSpec(
+            id=TINY_I2V,
+            label="tiny I2V (offline, untrained — output is noise-like, for testing the studio)",
+            repo_id=None,
+            native_width=160,
+            native_height=96,
+            native_fps=8,
+            max_frames=33,
+            params_b=0.00003,
+            trained=False,
+            notes="Built locally from the real Wan image-to-video classes with random weights (first and last "
+                  "frame conditioning, as FLF2V); needs no network.",
+            task="i2v",
+            pipeline="WanImageToVideoPipeline",
+            architecture=TINY,
+        ),
+        ModelSpec(
+            id="wan2.1-flf2v-14b",
+            label="Wan2.1 FLF2V 14B (720p, first and last frame)",
+            repo_id="Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers",
+            native_width=1280,
+            native_height=720,
+            native_fps=16,
+            max_frames=81,
+            params_b=14.0,
+            notes="Wan2.1 FLF2V: 720p, 81 frames at 16 fps between a given first and last frame; the authors "
+                  "publish no single-GPU VRAM figure for it.",
+            task="i2v",
+            pipeline="WanImageToVideoPipeline",
+            architecture="wan2.1-t2v-14b",
+        ),
     )
 }
 
@@ -188,6 +266,10 @@ MODELS: dict[str, ModelSpec] = {
 CATALOG: dict[str, ModelSpec] = {k: v for k, v in MODELS.items() if v.task == "t2v"}
 #: Wan VACE models (masked video generation), used by Video Inpainting's model path.
 VACE_CATALOG: dict[str, ModelSpec] = {k: v for k, v in MODELS.items() if v.task == "vace"}
+#: Wan Animate models (pose- and face-driven character video): motion transfer and lip-sync.
+ANIMATE_CATALOG: dict[str, ModelSpec] = {k: v for k, v in MODELS.items() if v.task == "animate"}
+#: Wan first-last-frame-to-video models: the Scene Orchestrator's morph transitions.
+I2V_CATALOG: dict[str, ModelSpec] = {k: v for k, v in MODELS.items() if v.task == "i2v"}
 
 
 def get_spec(model_id: str) -> ModelSpec:

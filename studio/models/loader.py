@@ -1,7 +1,9 @@
 """Loading pipelines: the offline tiny models and hub models, through one ``from_pretrained`` path.
 
 A model's catalog entry names its pipeline class (``WanPipeline`` for text-to-video,
-``WanVACEPipeline`` for masked video generation); loading is the same for both.
+``WanVACEPipeline`` for masked video generation, ``WanAnimatePipeline`` for pose- and
+face-driven character video, ``WanImageToVideoPipeline`` for first-last-frame-to-video);
+loading is the same for all.
 
 Loaded pipelines are cached and reused across tasks. Only one model is resident at a time:
 real Wan models take most of a GPU, so switching models evicts the previous one first.
@@ -11,7 +13,6 @@ Hub models are downloaded only when a task asks for them, with download progress
 from __future__ import annotations
 
 import gc
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -22,14 +23,20 @@ import torch
 
 # Imported here, in whichever thread imports the studio first, and not lazily in the worker:
 # diffusers' lazy module is not safe to import from two threads at once.
-from diffusers import AutoencoderKLWan, WanPipeline, WanVACEPipeline
+from diffusers import AutoencoderKLWan, WanAnimatePipeline, WanImageToVideoPipeline, WanPipeline, WanVACEPipeline
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
 from studio.engine.preview import LatentPreviewer
-from studio.errors import ModelUnavailable
-from studio.models.catalog import MODELS, TINY, TINY_VACE, ModelSpec, get_spec
-from studio.models.tiny import ensure_tiny_model, ensure_tiny_vace_model
+from studio.errors import InvalidRequest, ModelUnavailable
+from studio.models.catalog import MODELS, TASK_LABELS, TINY, TINY_ANIMATE, TINY_I2V, TINY_VACE, ModelSpec, get_spec
+from studio.models.hub import hub_offline, in_cache
+from studio.models.tiny import (
+    ensure_tiny_animate_model,
+    ensure_tiny_i2v_model,
+    ensure_tiny_model,
+    ensure_tiny_vace_model,
+)
 
 ProgressFn = Callable[[float, str], None]
 
@@ -38,9 +45,11 @@ ProgressFn = Callable[[float, str], None]
 _VRAM_HEADROOM = 1.15
 
 # ModelSpec.pipeline -> class (imported above, not looked up lazily: see the import comment).
-_PIPELINES = {"WanPipeline": WanPipeline, "WanVACEPipeline": WanVACEPipeline}
+_PIPELINES = {"WanPipeline": WanPipeline, "WanVACEPipeline": WanVACEPipeline,
+              "WanAnimatePipeline": WanAnimatePipeline, "WanImageToVideoPipeline": WanImageToVideoPipeline}
 # The offline models (repo_id None): the function that builds and saves each one.
-_TINY_BUILDERS = {TINY: ensure_tiny_model, TINY_VACE: ensure_tiny_vace_model}
+_TINY_BUILDERS = {TINY: ensure_tiny_model, TINY_VACE: ensure_tiny_vace_model,
+                  TINY_ANIMATE: ensure_tiny_animate_model, TINY_I2V: ensure_tiny_i2v_model}
 
 
 def cuda_available() -> bool:
@@ -49,11 +58,26 @@ def cuda_available() -> bool:
 
 def default_model(task: str = "t2v") -> str:
     """The offline tiny model of ``task`` without a CUDA device, else its smallest real Wan model
-    (``wan2.1-t2v-1.3b`` for ``t2v``, ``wan2.1-vace-1.3b`` for ``vace``)."""
+    (``wan2.1-t2v-1.3b`` for ``t2v``, ``wan2.1-vace-1.3b`` for ``vace``, ``wan2.2-animate-14b`` for
+    ``animate``, ``wan2.1-flf2v-14b`` for ``i2v``)."""
     specs = [s for s in MODELS.values() if s.task == task]
     if cuda_available():
         return min((s for s in specs if s.repo_id is not None), key=lambda s: s.params_b).id
     return _offline_model(task)
+
+
+def runnable_spec(task: str, model_id: str | None, what: str) -> ModelSpec:
+    """The ``task`` model a feature's model path runs (``model_id``, or the server's default for
+    ``task``), refused with ``ModelUnavailable`` (503) when it cannot be loaded here and with
+    ``InvalidRequest`` when ``model_id`` is a model of another task; ``what`` names the path."""
+    spec = get_spec(model_id or default_model(task))
+    if spec.task != task:
+        fitting = ", ".join(s.id for s in MODELS.values() if s.task == task)
+        raise InvalidRequest(f"model: {spec.id} is a {spec.task} model; {what} runs a {task} model ({fitting})")
+    reason = unavailable_reason(spec)
+    if reason is not None:
+        raise ModelUnavailable(f"{what} runs {TASK_LABELS[task]} and {reason}")
+    return spec
 
 
 def _offline_model(task: str) -> str:
@@ -67,16 +91,14 @@ def unavailable_reason(spec: ModelSpec) -> str | None:
         return None
     if not cuda_available():
         return f"{spec.id} needs a CUDA GPU and this machine has none; use model '{_offline_model(spec.task)}'"
-    if _hub_offline() and not _cached(spec):
+    if hub_offline() and not _cached(spec):
         return (f"{spec.id} ({spec.repo_id}) is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
                 f"use model '{_offline_model(spec.task)}' or download it first")
     return None
 
 
 def _cached(spec: ModelSpec) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(spec.repo_id, "model_index.json"), str)
+    return in_cache(spec.repo_id, "model_index.json")
 
 
 @dataclass
@@ -89,10 +111,6 @@ class LoadedModel:
     device: torch.device
     memory_profile: str
     load_seconds: float
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
 def _download(spec: ModelSpec, on_progress: ProgressFn) -> Path:
@@ -111,7 +129,7 @@ def _download(spec: ModelSpec, on_progress: ProgressFn) -> Path:
         return Path(snapshot_download(spec.repo_id, local_files_only=True))
     except Exception:
         pass  # not cached yet
-    if _hub_offline():
+    if hub_offline():
         raise ModelUnavailable(
             f"{spec.id} ({spec.repo_id}) is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
             f"use model '{_offline_model(spec.task)}' or download it first")

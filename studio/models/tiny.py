@@ -1,8 +1,11 @@
 """The offline ``tiny`` models: deterministic, untrained Wan pipelines small enough for a CPU.
 
-``tiny`` is a WanPipeline and ``tiny-vace`` a WanVACEPipeline (masked video generation, for
-Video Inpainting). They are assembled from the *real* diffusers / transformers classes
-(WanTransformer3DModel / WanVACETransformer3DModel, AutoencoderKLWan, UMT5EncoderModel, a fast
+``tiny`` is a WanPipeline, ``tiny-vace`` a WanVACEPipeline (masked video generation, for
+Video Inpainting), ``tiny-animate`` a WanAnimatePipeline (pose- and face-driven character
+video, for motion transfer and lip-sync) and ``tiny-i2v`` a WanImageToVideoPipeline (first and
+last frame conditioning, as FLF2V, for the Scene Orchestrator's morphs). They are assembled from the *real* diffusers /
+transformers classes (WanTransformer3DModel / WanVACETransformer3DModel /
+WanAnimateTransformer3DModel, AutoencoderKLWan, UMT5EncoderModel, CLIPVisionModel, a fast
 tokenizer, FlowMatchEulerDiscreteScheduler), so every code path the studio uses with the real
 Wan checkpoints (loading, prompt encoding, sampling, callbacks, VAE encode/decode) runs
 unchanged without network or GPU. Their weights are random, so their videos look like noise.
@@ -15,14 +18,17 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # importing diffusers is slow; callers of ensure_tiny_model on a warm dir skip it
     import diffusers
 
 TINY_MODEL_DIRNAME = "tiny"
 TINY_VACE_MODEL_DIRNAME = "tiny-vace"
+TINY_ANIMATE_MODEL_DIRNAME = "tiny-animate"
+TINY_I2V_MODEL_DIRNAME = "tiny-i2v"
 
 #: Seed of the weight initialisation; bump together with the layout to get a new model.
 _SEED = 20240611
@@ -132,7 +138,60 @@ def build_tiny_vace_pipeline() -> "diffusers.WanVACEPipeline":
     return _build(WanVACEPipeline, WanVACETransformer3DModel, {"vace_layers": [0], "vace_in_channels": 2 * 16 + 8 * 8})
 
 
-def _build(pipeline_cls, transformer_cls, transformer_extra: dict):
+_IMAGE_DIM = 16  # features per image token of the tiny CLIP encoder
+_IMAGE_TOKENS = 4 * 4 + 1  # its tokens per image: (32 / 8)^2 patches + the class token
+
+
+def _tiny_image_encoder(seed_offset: int) -> dict:
+    """A tiny CLIP vision encoder (32 px images, 8 px patches) and its processor, as the
+    ``image_encoder`` / ``image_processor`` components of a pipeline."""
+    import torch
+
+    # The Pil processor is what CLIPImageProcessor falls back to without torchvision (not a dependency).
+    from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_SEED + seed_offset)
+        image_encoder = CLIPVisionModel(CLIPVisionConfig(
+            hidden_size=_IMAGE_DIM, projection_dim=_IMAGE_DIM, intermediate_size=32, num_hidden_layers=2,
+            num_attention_heads=2, image_size=32, patch_size=8)).eval()
+    return {"image_encoder": image_encoder, "image_processor": CLIPImageProcessorPil(size=32, crop_size=32)}
+
+
+def build_tiny_i2v_pipeline() -> "diffusers.WanImageToVideoPipeline":
+    """Build the tiny WanImageToVideoPipeline in memory: the tiny model's tokenizer, text
+    encoder, VAE and scheduler configs, a WanTransformer3DModel taking the image-conditioned
+    input (noisy latents + the 4-channel frame mask + the conditioning frames' latents) and the
+    tokens of two images (first and last frame, as Wan2.1 FLF2V), and a tiny CLIP encoder.
+
+    Deterministic like :func:`build_tiny_pipeline`.
+    """
+    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+
+    i2v = {"in_channels": 16 + 4 + 16, "image_dim": _IMAGE_DIM, "pos_embed_seq_len": 2 * _IMAGE_TOKENS}
+    return _build(WanImageToVideoPipeline, WanTransformer3DModel, i2v, _tiny_image_encoder(2))
+
+
+def build_tiny_animate_pipeline() -> "diffusers.WanAnimatePipeline":
+    """Build the tiny WanAnimatePipeline in memory: the tiny model's tokenizer, text encoder,
+    VAE and scheduler configs with a WanAnimateTransformer3DModel (a 32 px face motion encoder,
+    the face adapter on every block) and a tiny CLIP vision encoder for the character image.
+
+    Deterministic like :func:`build_tiny_pipeline`.
+    """
+    from diffusers import WanAnimatePipeline, WanAnimateTransformer3DModel
+
+    animate = {
+        # in_channels: noisy latents + reference latents (2 x z_dim) + the 4-channel frame mask
+        "in_channels": 2 * 16 + 4, "image_dim": _IMAGE_DIM,
+        "motion_encoder_size": 32, "motion_encoder_channel_sizes": {str(2 ** k): 8 for k in range(2, 6)},
+        "motion_style_dim": 8, "motion_dim": 4, "motion_encoder_dim": 8,
+        "face_encoder_hidden_dim": 16, "face_encoder_num_heads": 2, "inject_face_latents_blocks": 1,
+    }
+    return _build(WanAnimatePipeline, WanAnimateTransformer3DModel, animate, _tiny_image_encoder(1))
+
+
+def _build(pipeline_cls, transformer_cls, transformer_extra: dict, components: dict | None = None):
     import torch
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler
     from transformers import UMT5Config, UMT5EncoderModel
@@ -158,21 +217,21 @@ def _build(pipeline_cls, transformer_cls, transformer_extra: dict):
                 is_encoder_decoder=False,
             )
         ).eval()
-        transformer = transformer_cls(
-            patch_size=(1, 2, 2),
-            num_attention_heads=2,
-            attention_head_dim=12,  # rope splits it 4/4/4 over t/h/w (h = w = 2 * (12 // 6))
-            in_channels=16,
-            out_channels=16,
-            text_dim=text_dim,
-            freq_dim=32,
-            ffn_dim=32,
-            num_layers=2,
-            cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads",
-            rope_max_seq_len=_ROPE_MAX_SEQ_LEN,
-            **transformer_extra,
-        ).eval()
+        transformer = transformer_cls(**{
+            "patch_size": (1, 2, 2),
+            "num_attention_heads": 2,
+            "attention_head_dim": 12,  # rope splits it 4/4/4 over t/h/w (h = w = 2 * (12 // 6))
+            "in_channels": 16,
+            "out_channels": 16,
+            "text_dim": text_dim,
+            "freq_dim": 32,
+            "ffn_dim": 32,
+            "num_layers": 2,
+            "cross_attn_norm": True,
+            "qk_norm": "rms_norm_across_heads",
+            "rope_max_seq_len": _ROPE_MAX_SEQ_LEN,
+            **transformer_extra,  # a pipeline's own settings (and overrides, e.g. in_channels)
+        }).eval()
         # Same temporal (4x) and spatial (8x) compression and z_dim as Wan 2.1's VAE, with a few
         # channels only; keeps the real latent-normalisation statistics in its config.
         # num_res_blocks=0 (the decoder still gets one per stage) decodes ~1.7x faster than 1,
@@ -192,6 +251,7 @@ def _build(pipeline_cls, transformer_cls, transformer_extra: dict):
         vae=vae,
         scheduler=scheduler,
         transformer=transformer,
+        **(components or {}),
     )
 
 
@@ -205,14 +265,17 @@ _REQUIRED_FILES = (
     "vae/config.json",
 )
 _REQUIRED_WEIGHT_DIRS = ("text_encoder", "transformer", "vae")
+# ... and of a pipeline with an image encoder (Animate, I2V).
+_IMAGE_MODEL_FILES = _REQUIRED_FILES + ("image_encoder/config.json", "image_processor/preprocessor_config.json")
 
 _lock = threading.Lock()
 
 
-def _is_complete(folder: Path) -> bool:
-    if not all((folder / rel).is_file() for rel in _REQUIRED_FILES):
+def _complete(folder: Path, files: tuple[str, ...] = _REQUIRED_FILES,
+              weight_dirs: tuple[str, ...] = _REQUIRED_WEIGHT_DIRS) -> bool:
+    if not all((folder / rel).is_file() for rel in files):
         return False
-    return all(any((folder / sub).glob("*.safetensors")) for sub in _REQUIRED_WEIGHT_DIRS)
+    return all(any((folder / sub).glob("*.safetensors")) for sub in weight_dirs)
 
 
 def _remove_stale_temp_dirs(models_dir: Path, dirname: str, older_than_s: float = 600.0) -> None:
@@ -236,28 +299,52 @@ def ensure_tiny_model(models_dir: Path) -> Path:
     processes) either see nothing or a complete model. Load it with
     ``WanPipeline.from_pretrained(folder)``.
     """
-    return _ensure(Path(models_dir), TINY_MODEL_DIRNAME, build_tiny_pipeline)
+    return ensure_saved(models_dir, TINY_MODEL_DIRNAME, build_tiny_pipeline)
 
 
 def ensure_tiny_vace_model(models_dir: Path) -> Path:
     """Like :func:`ensure_tiny_model` for ``models_dir/tiny-vace``; load it with
     ``WanVACEPipeline.from_pretrained(folder)``."""
-    return _ensure(Path(models_dir), TINY_VACE_MODEL_DIRNAME, build_tiny_vace_pipeline)
+    return ensure_saved(models_dir, TINY_VACE_MODEL_DIRNAME, build_tiny_vace_pipeline)
 
 
-def _ensure(models_dir: Path, dirname: str, build) -> Path:
+def ensure_tiny_animate_model(models_dir: Path) -> Path:
+    """Like :func:`ensure_tiny_model` for ``models_dir/tiny-animate``; load it with
+    ``WanAnimatePipeline.from_pretrained(folder)``."""
+    return ensure_saved(models_dir, TINY_ANIMATE_MODEL_DIRNAME, build_tiny_animate_pipeline, _IMAGE_MODEL_FILES,
+                        _REQUIRED_WEIGHT_DIRS + ("image_encoder",))
+
+
+def ensure_tiny_i2v_model(models_dir: Path) -> Path:
+    """Like :func:`ensure_tiny_model` for ``models_dir/tiny-i2v``; load it with
+    ``WanImageToVideoPipeline.from_pretrained(folder)``."""
+    return ensure_saved(models_dir, TINY_I2V_MODEL_DIRNAME, build_tiny_i2v_pipeline, _IMAGE_MODEL_FILES,
+                        _REQUIRED_WEIGHT_DIRS + ("image_encoder",))
+
+
+def ensure_saved(models_dir: Path, dirname: str, build: Callable[[], Any], files: tuple[str, ...] = _REQUIRED_FILES,
+                 weight_dirs: tuple[str, ...] = _REQUIRED_WEIGHT_DIRS) -> Path:
+    """Make sure ``models_dir/dirname`` holds a complete save of ``build()`` (an object with
+    ``save_pretrained``: a pipeline or a transformers model); return that folder.
+
+    Complete means every path in ``files`` exists and every folder in ``weight_dirs`` ("" for
+    the folder itself) holds a ``.safetensors`` file. The model is saved into a temporary
+    folder next to the target and renamed into place, so a crash never leaves a half-written
+    model behind and concurrent callers (threads or processes) see nothing or a complete model.
+    """
+    models_dir = Path(models_dir)
     target = models_dir / dirname
-    if _is_complete(target):
+    if _complete(target, files, weight_dirs):
         return target
     with _lock:  # one builder per process; other processes are handled by the atomic rename
-        if _is_complete(target):
+        if _complete(target, files, weight_dirs):
             return target
         models_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale_temp_dirs(models_dir, dirname)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dirname}-tmp-", dir=models_dir))
         try:
             build().save_pretrained(tmp, safe_serialization=True)
-            if target.exists() and not _is_complete(target):
+            if target.exists() and not _complete(target, files, weight_dirs):
                 # Something incomplete that we did not write atomically (e.g. a manual copy):
                 # move it aside first, because rename cannot replace a non-empty directory.
                 stale = Path(tempfile.mkdtemp(prefix=f".{dirname}-stale-", dir=models_dir))
@@ -267,7 +354,7 @@ def _ensure(models_dir: Path, dirname: str, build) -> Path:
                 os.rename(tmp, target)
             except OSError:
                 # Another process won the race; its copy is as good as ours.
-                if not _is_complete(target):
+                if not _complete(target, files, weight_dirs):
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,134 @@
+"""V2V ``motion_transfer``'s model path: Wan Animate (``WanAnimatePipeline``, animate mode).
+
+The source video is the *driving* video: its person's body pose (ViTPose keypoints drawn as an
+OpenPose skeleton) and face crops (Haar-cascade face, tracked) are extracted by
+``studio.genius.motion_signals``, and the reference image (``style_reference_url`` /
+``style_reference_base64``: the character) is animated by them with the Wan Animate model
+(``studio.engine.animate``). The output has the source's length, frame rate, size and audio.
+
+A request runs this path with ``use_model`` or a ``prompt`` (the scene's description; the
+authors' default prompt otherwise); ``model`` picks the Animate model (the server's default
+for the ``animate`` task when absent). It needs a reference image (a reference *video* has no
+model path: Wan Animate animates an image) and a face in the source (``face_region``
+``[x1, y1, x2, y2]`` when the cascade finds none), both checked at submission, and at most
+``studio.engine.animate.MAX_FRAMES`` source frames. A model that cannot be loaded here is
+refused with ``ModelUnavailable`` (503). ``tiny-animate`` and its ``tiny-vitpose`` keypoint
+model are untrained: offline, the path runs end to end but its output is noise-like.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from studio.engine.animate import DEFAULT_PROMPT, MAX_FRAMES, animate, animate_spec
+from studio.engine.edit import (
+    EditJob,
+    EditOutcome,
+    estimate_seconds,
+    new_inputs,
+    source_path,
+    store_source,
+    write_video,
+)
+from studio.engine.request import SEED_MAX
+from studio.errors import InvalidRequest, ModelUnavailable
+from studio.genius import lipsync
+from studio.genius.motion_signals import driving_signals
+from studio.media.inputs import image_input
+from studio.media.video import sample_frames
+from studio.models.pose import load_pose_estimator
+
+if TYPE_CHECKING:
+    from studio.core import Studio
+    from studio.genius.v2v_task import V2VRequest
+    from studio.views import SubmitResponse
+
+KIND = "v2v"
+REFERENCE_IMAGE = "reference.png"
+WHAT = "motion_transfer's model path (Wan Animate)"
+# Frames of the source searched for a face at submission (the run tracks it through all frames).
+FACE_SAMPLES = 8
+
+
+def submit(studio: "Studio", request: "V2VRequest", owner: str, upload=None) -> "SubmitResponse":
+    """Check and store a model-path motion transfer and queue it (the model, steps and seed are
+    resolved now, so the run is repeatable from its stored request)."""
+    if request.motion_reference_task_id:
+        raise InvalidRequest("motion_reference_task_id: the model path animates a reference image with the "
+                             "source's motion; give style_reference_url or style_reference_base64 instead")
+    spec = animate_spec(request.model, WHAT)
+    reference = image_input(request.style_reference_base64, request.style_reference_url, studio.fetch_policy,
+                            "style_reference_base64", "style_reference_url")
+    if reference is None:
+        raise InvalidRequest("style_reference_url: motion_transfer's model path animates a reference image "
+                             "(the character); give style_reference_url or style_reference_base64")
+    inputs_id, folder = new_inputs(studio)
+    try:
+        source = store_source(studio, owner, folder, request.source_task_id, upload, field_name="source_task_id")
+        if source["frames"] > MAX_FRAMES:
+            raise InvalidRequest(f"source_task_id: the model path takes at most {MAX_FRAMES} frames, the source "
+                                 f"has {source['frames']}; trim it or use the classical path (no use_model/prompt)")
+        face = None if request.face_region is None else \
+            list(lipsync.face_region_from_corners(request.face_region, source["width"], source["height"]))
+        lipsync.track_face(sample_frames(source_path(studio.paths, folder, source), FACE_SAMPLES), face)
+        rgb = reference[..., :3] if reference.ndim == 3 else cv2.cvtColor(reference, cv2.COLOR_GRAY2RGB)
+        cv2.imwrite(str(folder / REFERENCE_IMAGE), cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+    except InvalidRequest as error:
+        shutil.rmtree(folder, ignore_errors=True)
+        if error.detail.startswith("no face found"):
+            raise InvalidRequest("face_region: no face found in the source; Wan Animate's face video needs one: "
+                                 "pass face_region [x1, y1, x2, y2] in pixels") from None
+        raise
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    stored = {"mode": "motion_transfer", "path": "model", "model": spec.id, "prompt": request.prompt or DEFAULT_PROMPT,
+              "num_inference_steps": request.num_inference_steps or spec.default_steps,
+              "seed": request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1),
+              "source": source, "inputs_id": inputs_id, "reference_image": REFERENCE_IMAGE, "face_region_xywh": face}
+    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, source["frames"], "model"))
+
+
+def run(job: EditJob) -> EditOutcome:
+    """Extract the driving signals, animate the reference image with them, encode."""
+    request = job.request
+    info = job.source_info()
+    if job.models is None:
+        raise ModelUnavailable("this worker has no model cache to run Wan Animate")
+    frames = []
+    for index, frame in enumerate(job.source_frames()):
+        job.check(0.02 * index / max(info.frames, 1), f"Reading frame {index + 1}/{info.frames}")
+        frames.append(frame)
+    job.check(0.02, f"Loading {request['model']}")
+    model = job.models.get(request["model"], lambda fraction, message: job.hooks.on_progress(0.02, message))
+    estimator = load_pose_estimator(job.models.models_dir, trained=model.spec.trained)
+    signals = driving_signals(
+        frames, estimator, face_region=request.get("face_region_xywh"),
+        face_size=model.pipe.transformer.config.motion_encoder_size,
+        on_face=lambda i: job.check(0.05 + 0.05 * i / len(frames), f"Finding the face: frame {i + 1}/{len(frames)}"),
+        on_frame=lambda i: job.check(0.1 + 0.1 * i / len(frames), f"Reading the pose: frame {i + 1}/{len(frames)}"))
+    reference = cv2.cvtColor(cv2.imread(str(job.inputs / request["reference_image"])), cv2.COLOR_BGR2RGB)
+    steps, seed = request["num_inference_steps"], request["seed"]
+    size = (info.width, info.height)
+    ran = animate(job, model, reference, signals, prompt=request["prompt"], steps=steps, seed=seed, size=size,
+                  progress=(0.2, 0.9))
+    video = write_video(job, ran.frames, info.fps, len(frames), progress=(0.9, 1.0),
+                        message="motion_transfer (model): frame", audio=job.source if info.has_audio else None)
+    details = {
+        "mode": "motion_transfer",
+        "parameters": {"model": model.spec.id, "prompt": request["prompt"], "num_inference_steps": steps,
+                       "seed": seed, "face_region": request.get("face_region_xywh")},
+        "input": {"width": info.width, "height": info.height, "fps": info.fps, "frames": info.frames},
+        "output": {"width": video.width, "height": video.height, "fps": video.fps, "frames": video.frames},
+        "driving_signals": signals.summary(),
+        **ran.details(model.spec, "animate", request["prompt"], steps, seed),
+        "pose_model": estimator.name,
+    }
+    notes = ran.notes(model.spec, size)
+    return EditOutcome(video, "model", f"Wan Animate ({model.spec.id}), animate mode: the reference image driven "
+                                       f"by the source's pose ({estimator.name}) and face crops", details, notes)
