@@ -17,8 +17,9 @@ from components.edit_common import gr_error, or_skip, source_of, source_picker, 
 from studio.core import UI_OWNER, Studio
 from studio.engine.request import parse_model
 from studio.errors import StudioError
-from studio.genius.consistency import ENTITY_TYPES
+from studio.genius.consistency import ENTITY_TYPES, HISTOGRAM
 from studio.genius.consistency_task import (
+    APPEARANCE_MODELS,
     RegisterEntityRequest,
     TrackRequest,
     list_entities,
@@ -26,6 +27,7 @@ from studio.genius.consistency_task import (
     submit,
 )
 from studio.media.inputs import encode_png_base64
+from studio.models.appearance import EMBEDDERS
 
 
 @dataclass
@@ -60,13 +62,23 @@ def create_ui(studio: Studio) -> ConsistencyTab:
             source = source_picker("consistency")
             names = gr.Textbox(label="Entities to track (comma-separated names; empty = all)")
             detect_every = gr.Slider(1, 60, value=5, step=1, label="Detect every N frames (track in between)")
+            appearance_model = gr.Dropdown(
+                [(_appearance_label(m), m) for m in APPEARANCE_MODELS], value=HISTOGRAM,
+                label="Appearance similarity (classical histogram, or a CLIP model)", elem_id="consistency-appearance")
             track_button = gr.Button("Track", variant="primary", elem_id="consistency-run")
             status = gr.Markdown("Ready.", elem_id="consistency-status")
             video = gr.Video(label="Annotated video", interactive=False, elem_id="consistency-video")
             timelines = gr.JSON(label="Consistency score and timelines")
     return ConsistencyTab([reference, name, entity_type], register_button, [registered, entities], refresh_button,
-                          entities, [source.upload, source.task_id, names, detect_every], track_button,
+                          entities, [source.upload, source.task_id, names, detect_every, appearance_model],
+                          track_button,
                           [status, video, timelines])
+
+
+def _appearance_label(model_id: str) -> str:
+    if model_id == HISTOGRAM:
+        return "histogram: colour + structure (classical)"
+    return f"{model_id}: {EMBEDDERS[model_id].label}"
 
 
 def _entities(studio: Studio) -> list[dict]:
@@ -112,7 +124,8 @@ def make_list_handler(studio: Studio):
 
 
 def make_track_handler(studio: Studio):
-    def track(video: str | None, task_id: str = "", entity_names: str = "", detect_every: int = 5) -> Iterator[tuple]:
+    def track(video: str | None, task_id: str = "", entity_names: str = "", detect_every: int = 5,
+              appearance_model: str = HISTOGRAM) -> Iterator[tuple]:
         """Track registered entities through a video and score how consistently they look.
 
         Args:
@@ -120,6 +133,8 @@ def make_track_handler(studio: Studio):
             task_id: a finished task whose video is tracked.
             entity_names: comma-separated entity names; empty tracks all of them.
             detect_every: detect on every N-th frame, track in between.
+            appearance_model: the score's appearance term: "histogram" (classical) or a CLIP encoder
+                ("tiny-clip": offline, untrained, meaningless scores; "clip-vit-base-patch32": from the Hub).
 
         Returns:
             Per update: status text, the annotated video, the result (consistency_score, entity_timelines with
@@ -127,15 +142,20 @@ def make_track_handler(studio: Studio):
         """
         source_task, upload = source_of(task_id, video)
         names = [n.strip() for n in (entity_names or "").split(",") if n.strip()]
-        body = {"entity_names": names or None, "detect_every": int(detect_every)}
+        body = {"entity_names": names or None, "detect_every": int(detect_every),
+                "appearance_model": appearance_model or HISTOGRAM}
         updates = submit_and_follow(studio, lambda: submit(studio, parse_model(TrackRequest, body), UI_OWNER,
                                                            task_id=source_task, upload=upload))
         for status, path, result in updates:
             if result:
-                details = result["metadata"]["details"]
+                meta = result["metadata"]
+                details = meta["details"]
                 score = details["consistency_score"]
-                status += f" Consistency score: {'n/a (no entity found)' if score is None else f'{score:.3f}'}."
-                result = {"task_id": result["task_id"], **details}
+                status += f" Consistency score: {'n/a (no entity found)' if score is None else f'{score:.3f}'}"
+                status += f" ({details.get('appearance_model', HISTOGRAM)}, {meta['path']} path)."
+                status += "".join(f" Note: {note}." for note in meta.get("notes") or [])
+                result = {"task_id": result["task_id"], "path": meta["path"], "notes": meta.get("notes") or [],
+                          **details}
             yield or_skip(status, path, result)
 
     return track

@@ -61,8 +61,13 @@ def track(task_id: str, body: TrackRequest | None = Body(None), key: ApiKey = De
     ``entities_tracked``, ``frames_analyzed``, ``consistency_score`` (null when no entity was
     found) and ``entity_timelines`` ``{name: [{frame, bbox: [x1, y1, x2, y2], confidence}]}``,
     plus ``entity_scores`` per entity. An entity's score is ``appearance x stability``: the mean
-    of the per-frame ``(colour + structure) / 2`` similarity of its box to the reference, times
-    ``1 - min(1, 2 std)`` of that similarity."""
+    of the per-frame similarity of its box to the reference, times ``1 - min(1, 2 std)`` of that
+    similarity. ``appearance_model`` picks the similarity: ``histogram`` (default, the classical
+    path: ``(colour + structure) / 2``) or a CLIP image encoder (the model path:
+    ``max(0, cosine)`` of embeddings; ``tiny-clip`` is offline and untrained, so its scores are
+    meaningless by design; ``clip-vit-base-patch32`` comes from the Hugging Face Hub, 503
+    ``ModelUnavailable`` when it is not cached and ``HF_HUB_OFFLINE`` is set). The result's
+    ``metadata.path`` says which path ran."""
     return consistency_task.submit(studio, body or TrackRequest(), owner=key.id, task_id=task_id)
 
 

@@ -65,6 +65,22 @@ similarity that jumps between two levels 1 apart has std 0.5), and
 its reference and keeps looking the same. The overall score is the mean of the entities'
 scores weighted by the frames each is present in; ``None`` when no entity was found (nothing was
 measured). All scores are in 0..1.
+
+**Model path** (``track(..., appearance=embedder)``, an :class:`Embedder` such as
+``studio.models.appearance.ImageEmbedder``: a CLIP vision encoder). Detection and tracking are
+unchanged; only ``similarity_f`` differs: it is ``max(0, cos(e_crop, e_ref))``, the cosine of
+the L2-normalised embeddings of the box's crop and of the whole reference, clipped at 0 (an
+anti-correlated crop counts as no likeness at all, as a negative correlation does on the
+classical path). Both images go through the same preparation: shrunk (``INTER_AREA``) so their
+shorter side is at most the encoder's input side, then the encoder's own preprocessing (CLIP:
+shorter side resized to the input side, centre square crop, so the ends of an elongated box are
+not seen). ``appearance``, ``stability`` and ``consistency_score`` follow the same formulas.
+CLIP image embeddings of unrelated pictures still have clearly positive cosines, so model-path
+scores run higher than classical ones and are not comparable with them; compare runs of one
+path. Crops are embedded in batches of :data:`EMBED_BATCH` (only those crops are held, never
+frames). The embedding is not used to reject detections: there is no threshold calibrated on
+measured data to reject with, and an untrained encoder would reject at random, so detection
+stays the authority on both paths.
 """
 
 from __future__ import annotations
@@ -73,9 +89,9 @@ import base64
 import binascii
 import math
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -104,6 +120,8 @@ SCORE_TEMPLATE_SIDE = 64
 FACE_SIDE = 64
 GREY_SATURATION = 40  # HSV saturation (0-255) under which a pixel's hue is not trusted
 HIST_BINS = (18, 8)  # hue x saturation
+HISTOGRAM = "histogram"  # the classical appearance term's name in results
+EMBED_BATCH = 32  # crops embedded per forward pass on the model path
 
 
 def decode_reference_image(data: str | bytes) -> Frame:
@@ -550,6 +568,87 @@ def appearance_similarity(entity: EntityModel, frame: Frame, box: BBox) -> float
     return (colour_similarity(hs_histogram(crop), entity.histogram) + structure) / 2
 
 
+class Embedder(Protocol):
+    """What the model path needs of an image encoder (``studio.models.appearance.ImageEmbedder``)."""
+
+    model_id: str
+    input_side: int  # side of the square the encoder sees; larger images are shrunk first
+
+    def embed(self, images: Sequence[Frame]) -> np.ndarray:
+        """``(n, d)`` L2-normalised float32 embeddings of RGB uint8 images."""
+        ...
+
+
+def _crop(frame: Frame, box: BBox) -> Frame | None:
+    x, y, w, h = (round(v) for v in box)
+    crop = frame[max(0, y):y + h, max(0, x):x + w]
+    return crop if crop.shape[0] >= 2 and crop.shape[1] >= 2 else None
+
+
+def encoder_input(image: Frame, side: int) -> Frame:
+    """``image`` shrunk (``INTER_AREA``) so its shorter side is at most ``side`` px; a copy either way
+    (a crop must not keep its whole frame alive while it waits for its batch)."""
+    h, w = image.shape[:2]
+    s = side / min(h, w)
+    if s >= 1:
+        return np.ascontiguousarray(image).copy()
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+class _HistogramScores:
+    """The classical term, computed as each box comes."""
+
+    name = HISTOGRAM
+
+    def __init__(self, names: Iterable[str]):
+        self.values: dict[str, list[float]] = {n: [] for n in names}
+
+    def add(self, name: str, entity: EntityModel, frame: Frame, box: BBox) -> None:
+        self.values[name].append(appearance_similarity(entity, frame, box))
+
+    def finish(self) -> dict[str, list[float]]:
+        return self.values
+
+
+class _EmbeddingScores:
+    """The model path's term: ``max(0, cos)`` of crop and reference embeddings; crops wait in a
+    batch of :data:`EMBED_BATCH` and their slots are filled when it is embedded."""
+
+    def __init__(self, embedder: Embedder, entities: Mapping[str, EntityModel]):
+        self.embedder = embedder
+        self.name = embedder.model_id
+        self.entities = entities
+        self.values: dict[str, list[float]] = {n: [] for n in entities}
+        self.pending: list[tuple[str, int, Frame]] = []
+        self.references: dict[str, np.ndarray] | None = None
+
+    def add(self, name: str, entity: EntityModel, frame: Frame, box: BBox) -> None:
+        crop = _crop(frame, box)
+        self.values[name].append(0.0)
+        if crop is not None:
+            self.pending.append((name, len(self.values[name]) - 1, encoder_input(crop, self.embedder.input_side)))
+            if len(self.pending) >= EMBED_BATCH:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        if self.references is None:
+            names = list(self.entities)
+            side = self.embedder.input_side
+            embedded = self.embedder.embed([encoder_input(self.entities[n].reference, side) for n in names])
+            self.references = dict(zip(names, embedded))
+        embedded = self.embedder.embed([crop for _, _, crop in self.pending])
+        for (name, slot, _), vector in zip(self.pending, embedded):
+            self.values[name][slot] = float(np.clip(np.dot(vector, self.references[name]), 0.0, 1.0))
+        self.pending = []
+
+    def finish(self) -> dict[str, list[float]]:
+        self._flush()
+        return self.values
+
+
 def _entity_score(similarities: list[float]) -> dict[str, Any]:
     if not similarities:
         return {"consistency_score": None, "appearance_similarity": None, "temporal_stability": None}
@@ -569,8 +668,13 @@ def _check_frame(frame: Any, index: int) -> None:
         raise InvalidRequest(f"frame {index} must be a uint8 RGB array of shape (H, W, 3)")
 
 
-def track(frames: Iterable[Frame], entities: Mapping[str, EntityModel], detect_every: int = 5) -> dict[str, Any]:
+def track(frames: Iterable[Frame], entities: Mapping[str, EntityModel], detect_every: int = 5,
+          appearance: Embedder | None = None) -> dict[str, Any]:
     """Track every entity through ``frames`` (streamed: only the previous frame is kept).
+
+    ``appearance`` picks the similarity term of the score: ``None`` (the default) the classical
+    ``(colour + structure) / 2``; an :class:`Embedder` the model path's ``max(0, cosine)`` of
+    learned embeddings (module docstring). Detection and tracking are the same either way.
 
     Returns the seed's shape plus per-entity details::
 
@@ -581,13 +685,14 @@ def track(frames: Iterable[Frame], entities: Mapping[str, EntityModel], detect_e
          "entity_scores": {name: {"consistency_score", "appearance_similarity",
                                   "temporal_stability", "frames_present", "frames_tracked",
                                   "detections": {"features", "face", "template"}}},
+         "appearance": "histogram" or the embedder's model_id,
          "detect_every": N, "thresholds": {...}}
     """
     if not isinstance(detect_every, int) or isinstance(detect_every, bool) or detect_every < 1:
         raise InvalidRequest(f"detect_every must be an integer >= 1, got {detect_every!r}")
     names = list(entities)
     timelines: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
-    similarities: dict[str, list[float]] = {n: [] for n in names}
+    scorer = _HistogramScores(names) if appearance is None else _EmbeddingScores(appearance, entities)
     methods = {n: {"features": 0, "face": 0, "template": 0} for n in names}
     tracked = dict.fromkeys(names, 0)
     tracks: dict[str, _Track | None] = dict.fromkeys(names)
@@ -614,9 +719,9 @@ def track(frames: Iterable[Frame], entities: Mapping[str, EntityModel], detect_e
                 tracks[name] = _Track(box, confidence)
             timelines[name].append({"frame": index, "bbox": [round(v) for v in box],
                                     "confidence": round(float(confidence), 4)})
-            similarities[name].append(appearance_similarity(entity, view.rgb, box))
+            scorer.add(name, entity, view.rgb, box)
         prev_gray = view.gray
-    return _result(names, timelines, similarities, methods, tracked, index + 1, detect_every)
+    return _result(names, timelines, scorer.finish(), methods, tracked, index + 1, detect_every, scorer.name)
 
 
 def _locate(entity: EntityModel, view: FrameView, current: _Track | None, prev_gray: np.ndarray | None,
@@ -633,7 +738,8 @@ def _locate(entity: EntityModel, view: FrameView, current: _Track | None, prev_g
     return moved[0], moved[1], None
 
 
-def _result(names, timelines, similarities, methods, tracked, n_frames, detect_every) -> dict[str, Any]:
+def _result(names, timelines, similarities, methods, tracked, n_frames, detect_every,
+            appearance: str = HISTOGRAM) -> dict[str, Any]:
     scores = {}
     for name in names:
         score = _entity_score(similarities[name])
@@ -649,6 +755,7 @@ def _result(names, timelines, similarities, methods, tracked, n_frames, detect_e
         "consistency_score": overall,
         "entity_timelines": timelines,
         "entity_scores": scores,
+        "appearance": appearance,
         "detect_every": detect_every,
         "thresholds": {"detection": DETECTION_THRESHOLD, "tracking": TRACK_THRESHOLD},
     }

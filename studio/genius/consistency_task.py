@@ -15,13 +15,23 @@ later does not change a queued task. The run streams the video twice: once throu
 ``studio.genius.consistency.track`` (detection, tracking and scoring are documented there),
 once through ``annotate`` into the output video (each entity's box and confidence drawn).
 
+**Two paths** for the score's appearance term (``appearance_model``): ``histogram`` (the
+default, the classical path: colour histogram + grey correlation) or a CLIP image encoder of
+``studio.models.appearance`` (the model path: cosine of learned embeddings). Detection and
+tracking are the same on both. A hub encoder that cannot be loaded here (not cached while
+``HF_HUB_OFFLINE`` is set) is refused at submission with 503 ``ModelUnavailable``; one that
+fails to load later fails the task with the same error. The result's ``metadata.path`` is
+``classical`` or ``model`` and ``metadata.method`` names the encoder; ``tiny-clip`` is
+untrained, so its similarities are meaningless by design (a note says so).
+
 The result's ``metadata.details`` is the seed's response: ``entities_tracked``,
 ``frames_analyzed``, ``consistency_score`` (``null`` when no entity was found in any frame:
 nothing was measured) and ``entity_timelines`` ``{name: [{frame, bbox: [x1, y1, x2, y2],
 confidence}]}`` (pixel corners, ``x2``/``y2`` exclusive; frames without the entity are left
 out), plus ``entity_scores`` per entity (``consistency_score``, ``appearance_similarity``,
 ``temporal_stability``, ``frames_present``, ``frames_tracked``, ``detections`` by method),
-``entities``, ``detect_every`` and the ``thresholds``.
+``entities``, ``appearance_model``, ``model_trained`` (``null`` on the classical path),
+``detect_every`` and the ``thresholds``.
 """
 
 from __future__ import annotations
@@ -38,10 +48,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from studio.engine.edit import EditJob, EditOutcome, estimate_seconds, new_inputs, store_source, write_video
 from studio.engine.request import NOT_BLANK, JsonModel
-from studio.errors import InvalidRequest, PayloadTooLarge, StudioError
+from studio.errors import InvalidRequest, ModelUnavailable, PayloadTooLarge, StudioError
 from studio.genius import consistency
 from studio.genius.consistency import ENTITY_TYPES, EntityModel
 from studio.media.inputs import InvalidMedia, decode_base64_image
+from studio.models import appearance
 
 if TYPE_CHECKING:
     from studio.core import Studio
@@ -49,6 +60,7 @@ if TYPE_CHECKING:
 
 KIND = "consistency"
 METHOD = "ORB/face/template detection + Lucas-Kanade tracking"
+APPEARANCE_MODELS = (consistency.HISTOGRAM, *appearance.EMBEDDERS)  # the first is the classical path
 MAX_ENTITIES = 50  # per owner
 MAX_TRACKED = 16  # entities per tracking task
 MAX_REFERENCE_PIXELS = consistency.MAX_REFERENCE_SIDE ** 2  # refused from the image header, before decoding
@@ -108,6 +120,13 @@ class TrackRequest(JsonModel):
         None, min_length=1, max_length=MAX_TRACKED,
         description=f"Which of your entities to track (default: all of them, at most {MAX_TRACKED})")
     detect_every: int = Field(5, ge=1, le=300, description="Detect on every N-th frame; track in between")
+    appearance_model: Literal[APPEARANCE_MODELS] = Field(
+        consistency.HISTOGRAM,
+        description="The score's appearance term: 'histogram' (classical path: colour histogram + grey correlation) "
+                    "or a CLIP image encoder (model path: max(0, cosine) of embeddings): 'tiny-clip' (offline, "
+                    "untrained: meaningless similarities, for testing), 'clip-vit-base-patch32' "
+                    "(openai/clip-vit-base-patch32 from the Hugging Face Hub; 503 when it cannot be loaded here). "
+                    "Detection and tracking are the same on both paths")
 
 
 class TimelineEntry(BaseModel):
@@ -120,7 +139,9 @@ class EntityScore(BaseModel):
     """One entity's figures; the formulas are in ``studio.genius.consistency``."""
 
     consistency_score: float | None = Field(description="appearance_similarity x temporal_stability; null if absent")
-    appearance_similarity: float | None = Field(description="Mean (colour + structure) / 2 against the reference")
+    appearance_similarity: float | None = Field(
+        description="Mean per-frame similarity to the reference: (colour + structure) / 2 on the classical path, "
+                    "max(0, cosine of embeddings) on the model path; null if absent")
     temporal_stability: float | None = Field(description="1 - min(1, 2 x std of the per-frame similarity)")
     frames_present: int
     frames_tracked: int = Field(description="Frames found by tracking between detections")
@@ -139,6 +160,7 @@ class TrackResult(BaseModel):
         description="Mean of the entities' scores weighted by the frames each is present in; null when none was found")
     entity_timelines: dict[str, list[TimelineEntry]]
     entity_scores: dict[str, EntityScore]
+    appearance_model: str = Field(description="'histogram' (classical path) or the encoder of the model path")
     detect_every: int
 
 
@@ -265,7 +287,12 @@ def submit(studio: "Studio", request: TrackRequest, owner: str, task_id: str | N
     """Resolve the entities and the video, copy the references into the task's inputs, and
     queue the tracking task."""
     studio.refuse_when_draining()
-    entities = _entities(studio, request.entity_names, owner)
+    entities = _entities(studio, request.entity_names, owner)  # the caller's own mistakes (4xx) first
+    model_path = request.appearance_model != consistency.HISTOGRAM
+    if model_path:
+        reason = appearance.unavailable_reason(request.appearance_model)
+        if reason is not None:  # before anything is stored
+            raise ModelUnavailable(f"appearance_model: {reason}")
     inputs_id, folder = new_inputs(studio)
     source = store_source(studio, owner, folder, task_id, upload)
     stored_entities = []
@@ -275,8 +302,9 @@ def submit(studio: "Studio", request: TrackRequest, owner: str, task_id: str | N
         stored_entities.append({"entity_id": info.entity_id, "name": info.name, "entity_type": info.entity_type,
                                 "file": name})
     stored = {"inputs_id": inputs_id, "source": source, "detect_every": request.detect_every,
-              "entities": stored_entities}
-    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, source["frames"]))
+              "entities": stored_entities, "appearance_model": request.appearance_model}
+    path = "model" if model_path else "classical"
+    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, source["frames"], path))
 
 
 def _entities(studio: "Studio", names: list[str] | None, owner: str) -> list[tuple[EntityInfo, bytes]]:
@@ -302,6 +330,13 @@ def run(job: EditJob) -> EditOutcome:
     """Track the entities through the video, then draw their boxes into the output."""
     request = job.request
     info = job.source_info()
+    model_id = request.get("appearance_model", consistency.HISTOGRAM)  # tasks queued before it existed
+    embedder = None
+    if model_id != consistency.HISTOGRAM:
+        if job.models is None:
+            raise ModelUnavailable("this worker has no models folder; the model path cannot run")
+        job.check(0.0, f"Loading {model_id}")
+        embedder = appearance.load_embedder(job.models.models_dir, model_id)
     entities = {}
     for entry in request["entities"]:
         image = cv2.cvtColor(cv2.imread(str(job.inputs / entry["file"])), cv2.COLOR_BGR2RGB)
@@ -313,7 +348,7 @@ def run(job: EditJob) -> EditOutcome:
             job.check(TRACK_PROGRESS * min(1.0, index / expected), f"Tracking frame {index + 1}/{info.frames}")
             yield frame
 
-    found = consistency.track(frames(), entities, request["detect_every"])
+    found = consistency.track(frames(), entities, request["detect_every"], appearance=embedder)
     video = write_video(job, consistency.annotate(job.source_frames(), found["entity_timelines"]), info.fps,
                         found["frames_analyzed"], progress=(TRACK_PROGRESS, 1.0), message="Drawing frame")
     details = {
@@ -326,10 +361,19 @@ def run(job: EditJob) -> EditOutcome:
         "entity_scores": {name: {k: _rounded(v) if k in _SCORES else v for k, v in scores.items()}
                           for name, scores in found["entity_scores"].items()},
         "entities": [{k: e[k] for k in ("entity_id", "name", "entity_type")} for e in request["entities"]],
+        "appearance_model": model_id,
+        "model_trained": None if embedder is None else embedder.trained,
         "detect_every": found["detect_every"],
         "thresholds": found["thresholds"],
     }
-    return EditOutcome(video, "classical", METHOD, details)
+    if embedder is None:
+        return EditOutcome(video, "classical", METHOD, details)
+    notes = [f"appearance similarities are max(0, cosine) of {model_id} embeddings: compare these scores with "
+             "other runs of the same appearance model, not with 'histogram' ones"]
+    if not embedder.trained:
+        notes.append(f"{model_id} is an untrained offline model: its appearance similarities (and so the "
+                     "consistency scores) are meaningless by design; detection and tracking are unaffected")
+    return EditOutcome(video, "model", f"{METHOD}; appearance: CLIP embeddings ({model_id})", details, notes)
 
 
 _SCORES = ("consistency_score", "appearance_similarity", "temporal_stability")
@@ -352,6 +396,7 @@ def track_result(studio: "Studio", task_id: str, owner: str) -> TrackResult:
     details: dict[str, Any] = result.metadata.details
     source = result.metadata.source or {}
     return TrackResult(task_id=result.task_id, source_task_id=source.get("task_id"), video_url=result.video_url,
+                       appearance_model=details.get("appearance_model", consistency.HISTOGRAM),
                        **{k: details[k] for k in ("entities_tracked", "frames_analyzed", "consistency_score",
                                                  "entity_timelines", "entity_scores", "detect_every")})
 
