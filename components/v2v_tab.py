@@ -1,8 +1,9 @@
 """The V2V tab: interpolate, upscale, enhance, colourise, restyle or re-animate a video.
 
 A thin adapter over ``studio.genius.v2v_task`` (api name ``/v2v``). A prompt with style transfer
-(or with colorization and no reference image) runs the model path (WanVideoToVideo); motion
-transfer with "use the model" (or a prompt) animates the reference image with Wan Animate.
+or colorization runs a model path (WanVideoToVideo; Wan VACE when a reference image is given
+too); motion transfer with "use the model" (or a prompt) animates the reference image with Wan
+Animate.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from components.edit_common import or_skip, source_of, source_picker, submit_and_follow
 from studio.core import UI_OWNER, Studio
 from studio.engine.request import parse_model
-from studio.genius.v2v_task import ANIMATE_MODELS, MODEL_MODES, V2V_MODELS, V2VRequest, submit
+from studio.genius.v2v_task import ANIMATE_MODELS, MODEL_MODES, V2V_MODELS, VACE_MODELS, V2VRequest, submit
 from studio.media.inputs import encode_png_base64
 
 MODES = ["interpolation", "upscale", "enhancement", "colorization", "style_transfer", "motion_transfer"]
@@ -37,7 +38,7 @@ def create_ui(studio: Studio) -> V2VTab:
             source = source_picker("v2v")
             mode = gr.Radio(MODES, value="interpolation", label="Mode",
                             info="colorization, style_transfer and motion_transfer need a reference; a prompt "
-                                 "runs style_transfer / colorization through the model instead")
+                                 "runs style_transfer / colorization through a model (with the reference: Wan VACE)")
             strength = gr.Slider(0, 1, value=0.7, step=0.05, label="Strength (style transfer, enhancement)")
             reference = gr.Image(label="Reference image (colorization, style transfer; motion transfer appearance)",
                                  type="numpy")
@@ -50,13 +51,14 @@ def create_ui(studio: Studio) -> V2VTab:
                 target_fps = gr.Number(0, label="…or target fps (0: use the factor)")
             motion_video = gr.Video(label="Motion reference video (motion transfer, instead of an image)",
                                     sources=["upload"], elem_id="v2v-motion-upload")
-            with gr.Accordion("Model path (WanVideoToVideo; Wan Animate for motion transfer)", open=False):
-                prompt = gr.Textbox("", label="Prompt (style transfer; colorization without a reference; motion "
-                                              "transfer: the scene)", lines=2, elem_id="v2v-prompt")
+            with gr.Accordion("Model paths (WanVideoToVideo, Wan VACE, Wan Animate)", open=False):
+                prompt = gr.Textbox("", label="Prompt (style transfer, colorization: WanVideoToVideo, or Wan VACE "
+                                              "with the reference image; motion transfer: the scene)", lines=2,
+                                    elem_id="v2v-prompt")
                 use_model = gr.Checkbox(False, label="Motion transfer: animate the reference with Wan Animate "
                                                      "(pose and face of the source drive it)")
                 with gr.Row():
-                    model = gr.Dropdown(list(V2V_MODELS + ANIMATE_MODELS), value=None,
+                    model = gr.Dropdown(list(V2V_MODELS + VACE_MODELS + ANIMATE_MODELS), value=None,
                                         label="Model (empty: the server default for the mode)")
                     steps = gr.Slider(10, 150, value=30, step=1, label="Denoising steps (strength x steps run)")
             run_button = gr.Button("Transform", variant="primary", elem_id="v2v-run")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from studio.engine import vace
 from studio.engine.edit import EditJob
 from studio.engine.request import GenerationRequest
 from studio.genius import inpaint_task
@@ -69,7 +70,7 @@ def test_tiny_vace_saves_and_reloads_the_same_weights(tmp_path):
     (200, 81, [(0, 67, 0, 69), (67, 133, 5, 73), (133, 200, 5, 73)]),
 ])
 def test_windows_cover_the_clip_in_4k_plus_1_passes(frames, max_frames, expected):
-    spans = inpaint_task.windows(frames, max_frames)
+    spans = vace.windows(frames, max_frames)
     assert spans == expected
     assert [s for s, *_ in spans[1:]] == [e for _, e, *_ in spans[:-1]] and spans[-1][1] == frames
     assert all(g % 4 == 1 and c + e - s <= g <= max_frames for s, e, c, g in spans)

@@ -26,7 +26,7 @@ the binary region ``weight > 0`` with those pixels set to grey, VACE's "to gener
 
 The clip runs in windows of at most the model's ``max_frames`` (balanced, each padded to 4k+1
 frames by repeating its last frame). Every window after the first starts with the last
-``CONTEXT_FRAMES`` frames the previous window painted, given to VACE as known frames (mask 0):
+``studio.engine.vace.CONTEXT_FRAMES`` frames the previous window painted, given to VACE as known frames (mask 0):
 the model continues what it painted instead of starting afresh, so no seam opens between
 windows. The model runs at its generation size
 (``studio.engine.plan.generation_size``: the canvas, or the model's native area at its aspect),
@@ -36,7 +36,6 @@ resized in and back out. The output is composited explicitly: ``weight * generat
 
 from __future__ import annotations
 
-import math
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,8 +46,9 @@ import cv2
 import numpy as np
 from pydantic import ConfigDict, Field
 
+from studio.engine import vace
 from studio.engine.edit import EditJob, EditOutcome, estimate_seconds, new_inputs, store_source, write_video
-from studio.engine.plan import ASPECT, generation_size
+from studio.engine.plan import ASPECT
 from studio.engine.request import HTTP_URL_PATTERN, NOT_BLANK, SEED_MAX, JsonModel
 from studio.engine.text_cache import encode_prompt_embeds
 from studio.errors import InvalidRequest, ModelUnavailable, VramExceeded
@@ -65,8 +65,6 @@ MAX_FRAMES = 720  # the classical paths hold the clip in memory (30 s at 24 fps)
 TASK_ID_PATTERN = r"^[A-Za-z0-9-]+$"
 VaceModel = Literal[tuple(VACE_CATALOG)]
 NEGATIVE_PROMPT = "blurry, low quality, distorted, watermark, text"
-GREY = 127  # VACE's "generate here" value: 0 on the pipeline's [-1, 1] scale
-CONTEXT_FRAMES = 5  # frames of the previous window each later VACE window continues from
 TEXT_TOKENS = 512  # WanVACEPipeline's max_sequence_length default
 
 
@@ -232,7 +230,7 @@ def _region(request: dict, frames: list[np.ndarray]) -> _Region:
         weight[top:top + height, left:left + width] = 0.0
         canvas = []
         for frame in frames:
-            placed = np.full((th, tw, 3), GREY, np.uint8)
+            placed = np.full((th, tw, 3), vace.GREY, np.uint8)
             placed[top:top + height, left:left + width] = frame
             canvas.append(placed)
         return _Region(canvas, [weight] * len(frames), {"target_size": [tw, th], "offset": [left, top]})
@@ -252,38 +250,13 @@ def _region(request: dict, frames: list[np.ndarray]) -> _Region:
     canvas = []
     for frame, weight in zip(frames, weights):
         grey = frame.copy()
-        grey[weight > 0] = GREY
+        grey[weight > 0] = vace.GREY
         canvas.append(grey)
     return _Region(canvas, weights, details)
 
 
-def windows(frames: int, max_frames: int, context: int = CONTEXT_FRAMES) -> list[tuple[int, int, int, int]]:
-    """Split ``frames`` into balanced windows for a model of ``max_frames`` (a 4k+1 count):
-    ``(start, end, context, generated)``: source frames ``start..end-1`` come after ``context``
-    frames of the previous window's output (0 for the first window), and the pass generates
-    ``generated`` = ``context + end - start`` rounded up to 4k+1 (at most ``max_frames``)."""
-    if frames <= max_frames:
-        return [(0, frames, 0, _four_k_plus_1(frames))]
-    count = math.ceil(frames / (max_frames - context))
-    bounds = [round(i * frames / count) for i in range(count + 1)]
-    return [(s, e, c, _four_k_plus_1(c + e - s))
-            for k, (s, e) in enumerate(zip(bounds, bounds[1:])) for c in [0 if k == 0 else context]]
-
-
-def _four_k_plus_1(frames: int) -> int:
-    return 4 * math.ceil((frames - 1) / 4) + 1
-
-
-def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    if image.shape[1] == width and image.shape[0] == height:
-        return image
-    shrink = width * height < image.shape[0] * image.shape[1]
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
 def _run_model(job: EditJob, frames: list[np.ndarray], fps: float, reference: np.ndarray | None) -> EditOutcome:
     import torch
-    from PIL import Image
 
     request = job.request
     spec = get_spec(request["model"])
@@ -293,59 +266,31 @@ def _run_model(job: EditJob, frames: list[np.ndarray], fps: float, reference: np
         raise ModelUnavailable("this worker has no model cache to run Wan VACE")
     job.check(0.15, f"Loading {spec.id}")
     model = job.models.get(spec.id, on_progress=lambda f, message: job.hooks.on_progress(0.15, message))
-    pipe = model.pipe
     ch, cw = region.canvas[0].shape[:2]
-    gw, gh = generation_size(spec, cw, ch)
+    run = vace.plan(model, len(frames), cw, ch)
     steps, guidance, seed = request["steps"], request["guidance_scale"], request["seed"]
-    spans = windows(len(frames), spec.max_frames)
-    ref = [Image.fromarray(reference[..., :3])] if reference is not None else None
     total = len(frames)
 
-    def window_frames(k: int, texts: tuple, previous: list[np.ndarray]) -> list[np.ndarray]:
-        """Window ``k`` painted at generation size, after ``previous`` (the last window's output)."""
-        start, end, context, generated = spans[k]
-
-        def on_step(_pipe, i: int, _t, _kwargs: dict) -> dict:
-            done = start + (end - start) * (i + 1) / steps
-            job.check(0.2 + 0.8 * done / total, f"Window {k + 1}/{len(spans)}: step {i + 1}/{steps}")
-            return {}
-
-        pad = [min(i, end - 1) for i in range(start, start + generated - context)]  # repeat the last frame
-        known = Image.fromarray(np.zeros((gh, gw), np.uint8), "L")
-        video = [Image.fromarray(f) for f in previous[len(previous) - context:]] + \
-            [Image.fromarray(_resize(region.canvas[i], gw, gh)) for i in pad]
-        mask = [known] * context + \
-            [Image.fromarray(np.where(_resize(region.weights[i], gw, gh) > 0, 255, 0).astype(np.uint8), "L")
-             for i in pad]
-        out = pipe(prompt_embeds=texts[0], negative_prompt_embeds=texts[1], video=video, mask=mask,
-                   reference_images=ref, height=gh, width=gw, num_frames=generated, num_inference_steps=steps,
-                   guidance_scale=guidance, generator=torch.Generator(device="cpu").manual_seed(seed),
-                   output_type="np", callback_on_step_end=on_step).frames[0]
-        return [np.clip(np.rint(f * 255), 0, 255).astype(np.uint8) for f in out[context: context + end - start]]
-
     def composited(texts: tuple) -> Iterator[np.ndarray]:
-        painted_window: list[np.ndarray] = []
-        for k, (start, _end, _context, _generated) in enumerate(spans):
-            painted_window = window_frames(k, texts, painted_window)
-            for offset, painted in enumerate(painted_window):
-                i = start + offset
-                source = region.canvas[i] if request["mode"] == "extend" else frames[i]
-                yield inpaint.paste(source, _resize(painted, cw, ch), region.weights[i])
+        painted = vace.generate(job, model, run, region.canvas, region.weights, texts, steps=steps,
+                                guidance=guidance, seed=seed, reference=reference, progress=(0.2, 1.0))
+        for i, frame in enumerate(painted):
+            source = region.canvas[i] if request["mode"] == "extend" else frames[i]
+            yield inpaint.paste(source, vace.resize(frame, cw, ch), region.weights[i])
 
+    gw, gh = run.size
     try:
         with torch.inference_mode():
-            texts = (encode_prompt_embeds(pipe, request["prompt"]),
-                     encode_prompt_embeds(pipe, NEGATIVE_PROMPT) if guidance > 1 else None)
+            texts = (encode_prompt_embeds(model.pipe, request["prompt"]),
+                     encode_prompt_embeds(model.pipe, NEGATIVE_PROMPT) if guidance > 1 else None)
             video = write_video(job, composited(texts), fps, total, progress=(0.2, 1.0), message="Encoding frame")
     except torch.OutOfMemoryError:
         job.models.evict()
         raise VramExceeded(f"the GPU ran out of memory running {spec.id} at {gw}x{gh}; try a shorter or smaller "
                            "clip or the smaller VACE model") from None
     details = {"mode": request["mode"], "model": spec.id, "model_trained": spec.trained, "prompt": request["prompt"],
-               "reference_image": ref is not None, "windows": len(spans),
-               "window_frames": [generated for *_, generated in spans],
-               "window_context_frames": [context for _, _, context, _ in spans], "steps": steps,
-               "guidance_scale": guidance, "seed": seed, "generation_size": [gw, gh],
+               "reference_image": reference is not None, **run.details(), "steps": steps,
+               "guidance_scale": guidance, "seed": seed,
                "mask_fraction": float(np.mean([float((w > 0).mean()) for w in region.weights])),
                "memory_profile": model.memory_profile, **region.details}
     notes = []
@@ -354,9 +299,9 @@ def _run_model(job: EditJob, frames: list[np.ndarray], fps: float, reference: np
     if (gw, gh) != (cw, ch):
         notes.append(f"the model ran at {gw}x{gh} ({spec.id}'s size grid and native area) and its output was resized "
                      f"to {cw}x{ch}; only the masked region is taken from it, every other pixel is the source's")
-    if len(spans) > 1:
-        notes.append(f"{total} frames ran as {len(spans)} windows of at most {spec.max_frames} frames "
-                     f"({spec.id}'s length per pass), each continuing from the last {CONTEXT_FRAMES} frames "
+    if len(run.spans) > 1:
+        notes.append(f"{total} frames ran as {len(run.spans)} windows of at most {spec.max_frames} frames "
+                     f"({spec.id}'s length per pass), each continuing from the last {vace.CONTEXT_FRAMES} frames "
                      "the previous one painted")
     if spec.trained and round(fps) != spec.native_fps:
         notes.append(f"frames are processed one to one at the source's {fps:g} fps "

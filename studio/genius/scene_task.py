@@ -55,10 +55,10 @@ from studio.engine.edit import EditJob, EditOutcome, estimate_seconds, new_input
 from studio.engine.plan import generation_size, make_plan
 from studio.engine.request import NOT_BLANK, SEED_MAX, JsonModel, parse_request
 from studio.engine.text_cache import encode_prompt_embeds
+from studio.engine.vace import GREY
 from studio.errors import InvalidRequest, ModelUnavailable, StudioError, VramExceeded
 from studio.genius import scene_shot_task
 from studio.genius.batch import BatchSettings
-from studio.genius.inpaint_task import GREY
 from studio.genius.scene_shot_task import REFERENCE_NAME, generator, vace_spec
 from studio.genius.transitions import AUTO, TRANSITIONS, TransitionSpec, render_transition, resolve_auto, timeline
 from studio.jobs import store as st

@@ -78,6 +78,19 @@ def gray(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
 
 
+def grayscale_rgb(frame: np.ndarray) -> np.ndarray:
+    """An RGB frame's grey version, still as three channels (what a model takes as input)."""
+    return cv2.cvtColor(gray(frame), cv2.COLOR_GRAY2RGB)
+
+
+def with_luminance(source: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """``source``'s Lab lightness with ``colour``'s chroma (a, b): colour from a model, detail
+    and lighting from the source."""
+    lab = cv2.cvtColor(colour, cv2.COLOR_RGB2LAB)
+    lab[..., 0] = cv2.cvtColor(source, cv2.COLOR_RGB2LAB)[..., 0]
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
 def auto_preset(shape: tuple[int, ...]) -> str:
     """DIS ``fast`` from 480p up, ``medium`` below.
 

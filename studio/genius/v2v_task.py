@@ -5,16 +5,17 @@ through the UI / Gradio API), a ``mode`` and its inputs. Two paths:
 
 - **model**, ``motion_transfer`` with ``use_model`` or a ``prompt``: Wan Animate animates the
   reference image with the source's pose and face (``studio.genius.v2v_animate`` documents it).
+- **model**, ``style_transfer`` or ``colorization`` with a ``prompt`` and a reference image:
+  Wan VACE from the grayscale source and the reference image (``studio.genius.v2v_vace``).
 - **model** (diffusers' ``WanVideoToVideoPipeline``, built from the loaded text-to-video
-  model's components, so no second copy of the weights): ``style_transfer`` with a ``prompt``,
-  and ``colorization`` with a ``prompt`` and no reference image. The source is re-noised by
+  model's components, so no second copy of the weights): ``style_transfer`` or
+  ``colorization`` with a ``prompt`` and no reference image. The source is re-noised by
   ``strength`` (the share of the ``num_inference_steps`` schedule that is re-run: 0.3 keeps
   most of the source, 1.0 regenerates it from noise) and denoised towards the prompt, in
   windows of at most the model's ``max_frames`` (a 4k+1 frame count), each resized to the
   model's generation size (``studio.engine.plan.generation_size`` for the source's aspect) and
   back to the source size. ``colorization`` feeds the model the grayscale source and keeps
-  the source's luminance (Lab L), taking only the chroma (a, b) from the model's output. A
-  reference image given with ``style_transfer`` + ``prompt`` is not used (the notes say so);
+  the source's luminance (Lab L), taking only the chroma (a, b) from the model's output.
   ``preserve_motion`` / ``temporal_consistency`` are classical-path settings. ``model`` (a
   catalog text-to-video model the pipeline supports; the server default when absent) must be
   loadable here: a hub model without network or GPU fails the task with ``ModelUnavailable``
@@ -26,8 +27,6 @@ through the UI / Gradio API), a ``mode`` and its inputs. Two paths:
   the source's motion) or a reference video (``motion_reference_task_id``: its motion animates
   the source's first frame). Without a reference and without a prompt these three have no
   path, so the request is refused with a 400 naming ``style_reference_url``: nothing is faked.
-  ``colorization`` with both a prompt and a reference runs the classical path (notes say the
-  prompt was not used).
 
 Everything a request can get wrong is checked at submission (``transform`` run on the first
 source frame). At run time frames stream from the decoder through ``transform`` into the
@@ -67,11 +66,11 @@ from studio.engine.edit import (
 from studio.engine.plan import generation_size
 from studio.engine.request import HTTP_URL_PATTERN, NOT_BLANK, SEED_MAX, JsonModel, strip_prompt
 from studio.errors import InvalidRequest, ModelUnavailable, TaskNotReady
-from studio.genius import v2v, v2v_animate
+from studio.genius import v2v, v2v_animate, v2v_vace
 from studio.jobs import store as st
 from studio.media.inputs import check_upload_type, image_input
 from studio.media.video import VideoInfo, probe_video, read_frames, resize
-from studio.models.catalog import ANIMATE_CATALOG, CATALOG, TINY, ModelSpec
+from studio.models.catalog import ANIMATE_CATALOG, CATALOG, TINY, VACE_CATALOG, ModelSpec
 
 if TYPE_CHECKING:
     from studio.core import Studio
@@ -100,6 +99,8 @@ MODEL_FIELDS = ("model", "num_inference_steps", "seed", "face_region")  # read o
 V2V_MODELS = tuple(m for m in (TINY, "wan2.1-t2v-1.3b", "wan2.1-t2v-14b") if m in CATALOG)
 #: motion_transfer's model path (Wan Animate).
 ANIMATE_MODELS = tuple(ANIMATE_CATALOG)
+#: style_transfer / colorization with a prompt and a reference image (Wan VACE).
+VACE_MODELS = tuple(VACE_CATALOG)
 NEGATIVE_PROMPT = "blurry, low quality"
 MAX_SEQUENCE_LENGTH = 512
 
@@ -141,10 +142,10 @@ class V2VRequest(JsonModel):
                     "motion_transfer: runs Wan Animate, the prompt describing the scene")
     use_model: bool = Field(False, description="motion_transfer: animate the reference image with Wan Animate "
                                                "(driven by the source's pose and face) instead of optical flow")
-    model: Literal[V2V_MODELS + ANIMATE_MODELS] | None = Field(
+    model: Literal[V2V_MODELS + ANIMATE_MODELS + VACE_MODELS] | None = Field(
         None, description="The model path's model: a text-to-video model the video-to-video pipeline supports "
-                          "(style_transfer, colorization) or a Wan Animate model (motion_transfer); the server "
-                          "default when absent")
+                          "(style_transfer, colorization with a prompt), a Wan VACE model (the same with a reference "
+                          "image) or a Wan Animate model (motion_transfer); the server default when absent")
     face_region: list[int] | None = Field(
         None, min_length=4, max_length=4,
         description="motion_transfer's model path: [x1, y1, x2, y2] pixels of the source's face when the Haar "
@@ -159,12 +160,13 @@ class V2VRequest(JsonModel):
     def _strip_prompt(cls, value: str | None) -> str | None:
         return None if value is None else strip_prompt(value)
 
-    def uses_model(self, has_reference: bool) -> bool:
-        """Whether the request runs a model path (see the module docstring)."""
+    def model_path(self, has_reference: bool) -> Literal["animate", "vace", "v2v"] | None:
+        """Which model path the request runs (see the module docstring); None: the classical one."""
         if self.mode == "motion_transfer":
-            return self.use_model or bool(self.prompt)
-        return bool(self.prompt) and (self.mode == "style_transfer"
-                                      or (self.mode == "colorization" and not has_reference))
+            return "animate" if self.use_model or self.prompt else None
+        if self.prompt and self.mode in ("style_transfer", "colorization"):
+            return "vace" if has_reference else "v2v"
+        return None
 
 
 class V2VStream(BaseModel):
@@ -200,12 +202,15 @@ def submit(studio: "Studio", request: V2VRequest, owner: str, upload: Path | Non
     spec = v2v.MODES[request.mode]
     _check_mode_fields(request, reference_upload)
     has_image_reference = bool(request.style_reference_url or request.style_reference_base64)
-    if request.uses_model(has_image_reference):
-        if request.mode == "motion_transfer":
-            if reference_upload is not None:
-                raise InvalidRequest("motion_reference_task_id: the model path animates a reference image with the "
-                                     "source's motion, not a reference video")
-            return v2v_animate.submit(studio, request, owner, upload)
+    path = request.model_path(has_image_reference)
+    if path == "animate":
+        if reference_upload is not None:
+            raise InvalidRequest("motion_reference_task_id: the model path animates a reference image with the "
+                                 "source's motion, not a reference video")
+        return v2v_animate.submit(studio, request, owner, upload)
+    if path == "vace":
+        return v2v_vace.submit(studio, request, owner, upload)
+    if path == "v2v":
         return _submit_model(studio, request, owner, upload)
     has_video_reference = bool(request.motion_reference_task_id or reference_upload)
     if spec.reference is not None and not has_video_reference and not has_image_reference:
@@ -248,8 +253,7 @@ def _submit_model(studio: "Studio", request: V2VRequest, owner: str, upload: Pat
         raise
     stored = {"mode": request.mode, "path": "model", "prompt": request.prompt, "negative_prompt": NEGATIVE_PROMPT,
               "model": model_id, "strength": request.strength, "num_inference_steps": steps, "seed": seed,
-              "guidance_scale": spec.default_guidance, "source": source, "inputs_id": inputs_id,
-              "reference_ignored": bool(request.style_reference_url or request.style_reference_base64)}
+              "guidance_scale": spec.default_guidance, "source": source, "inputs_id": inputs_id}
     return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, source["frames"], "model"))
 
 
@@ -268,8 +272,6 @@ def _store_inputs(studio: "Studio", request: V2VRequest, owner: str, folder: Pat
               "temporal_consistency": request.temporal_consistency, "scale": request.scale, "width": request.width,
               "height": request.height, "factor": request.factor, "target_fps": request.target_fps,
               "source": source}
-    if request.prompt:  # colorization with a reference: the classical path runs
-        stored["prompt_unused"] = True
     if request.motion_reference_task_id or reference_upload:
         stored["reference_video"] = _store_reference_video(studio, owner, folder, request, reference_upload)
         reference = [_first_frame(folder / REFERENCE_VIDEO, "motion_reference_task_id")]
@@ -297,15 +299,15 @@ def _check_mode_fields(request: V2VRequest, reference_upload: Path | None) -> No
     if request.use_model and request.mode != "motion_transfer":
         raise InvalidRequest(f"use_model: only motion_transfer takes it (style_transfer and colorization run the "
                              f"model with a prompt), not {request.mode!r}")
-    model_path = request.prompt is not None or request.use_model
     for name in MODEL_FIELDS:
-        if getattr(request, name) is not None and not model_path:
+        if getattr(request, name) is not None and request.prompt is None and not request.use_model:
             raise InvalidRequest(f"{name}: only a model path takes it (style_transfer or colorization with a "
                                  "prompt; motion_transfer with use_model or a prompt)")
     if request.face_region is not None and request.mode != "motion_transfer":
         raise InvalidRequest(f"face_region: only motion_transfer's model path takes it, not {request.mode!r}")
-    if request.model is not None and model_path:
-        wanted = ANIMATE_MODELS if request.mode == "motion_transfer" else V2V_MODELS
+    path = request.model_path(bool(request.style_reference_url or request.style_reference_base64))
+    if request.model is not None and path is not None:
+        wanted = {"animate": ANIMATE_MODELS, "vace": VACE_MODELS, "v2v": V2V_MODELS}[path]
         if request.model not in wanted:
             raise InvalidRequest(f"model: {request.mode}'s model path runs one of {', '.join(wanted)}, "
                                  f"not {request.model!r}")
@@ -377,6 +379,8 @@ def expected_frames(stored: dict, source_frames: int, fps: float) -> int:
 def run(job: EditJob) -> EditOutcome:
     """Stream the source through the mode into the encoder (no frame list is built)."""
     if job.request.get("path") == "model":
+        if job.request.get("pipeline") == "vace":
+            return v2v_vace.run(job)
         return v2v_animate.run(job) if job.request["mode"] == "motion_transfer" else _run_model(job)
     request = job.request
     info = job.source_info()
@@ -397,10 +401,7 @@ def run(job: EditJob) -> EditOutcome:
     path, method = details.pop("path"), details.pop("method")
     details["input"]["frames"] = info.frames
     details["output"].update(width=video.width, height=video.height, fps=video.fps, frames=video.frames)
-    notes = []
-    if request.get("prompt_unused"):
-        notes.append("prompt not used: colorization with a reference image runs the classical path")
-    return EditOutcome(video, path, method, details, notes)
+    return EditOutcome(video, path, method, details)
 
 
 # -- the model path ---------------------------------------------------------------------------
@@ -444,17 +445,6 @@ def _crossfade(held: list[np.ndarray], new: list[np.ndarray]) -> Iterator[np.nda
         yield cv2.addWeighted(a, 1.0 - w, b, w, 0.0)
 
 
-def _grayscale(frame: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
-
-
-def _with_luminance(source: np.ndarray, colour: np.ndarray) -> np.ndarray:
-    """``source``'s Lab lightness with ``colour``'s chroma (a, b)."""
-    lab = cv2.cvtColor(colour, cv2.COLOR_RGB2LAB)
-    lab[..., 0] = cv2.cvtColor(source, cv2.COLOR_RGB2LAB)[..., 0]
-    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
-
-
 WINDOW_OVERLAP = 4  # frames consecutive model windows share and cross-fade over
 # Share of a window's progress given to denoising; the rest is decoding and writing its frames.
 DENOISE_SHARE = 0.9
@@ -480,7 +470,7 @@ def _model_frames(job: EditJob, pipe: WanVideoToVideoPipeline, texts: tuple, spe
             counters["steps"] += 1
             return {}
 
-        inputs = [_grayscale(frame) if colorize else frame for frame in window]
+        inputs = [v2v.grayscale_rgb(frame) if colorize else frame for frame in window]
         inputs += [inputs[-1]] * (frame_grid(count) - count)  # padded to 4k+1, the padding dropped below
         job.check(start / max(info.frames, 1), f"Window {index + 1}/{windows}: encoding {count} frames")
         with torch.inference_mode():
@@ -496,7 +486,7 @@ def _model_frames(job: EditJob, pipe: WanVideoToVideoPipeline, texts: tuple, spe
         outputs = []
         for k in range(count):
             frame = resize((np.clip(output[k], 0, 1) * 255).round().astype(np.uint8), info.width, info.height)
-            outputs.append(_with_luminance(window[k], frame) if colorize else frame)
+            outputs.append(v2v.with_luminance(window[k], frame) if colorize else frame)
         yield from _crossfade(held, outputs[:len(held)])
         final = len(outputs) - WINDOW_OVERLAP if len(outputs) == spec.max_frames else len(outputs)
         yield from outputs[len(held):final]  # a full window keeps its tail for the next one's cross-fade
@@ -557,8 +547,6 @@ def _run_model(job: EditJob) -> EditOutcome:
     if request["mode"] == "colorization":
         notes.append("the model saw the grayscale source; the output keeps the source's luminance and takes the "
                      "model's chroma")
-    if request.get("reference_ignored"):
-        notes.append("the reference image was not used: style_transfer with a prompt runs the model path")
     return EditOutcome(video, "model", f"WanVideoToVideo ({spec.id})", details, notes)
 
 

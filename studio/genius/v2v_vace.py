@@ -1,0 +1,138 @@
+"""V2V's reference-image model path: Wan VACE for ``style_transfer`` and ``colorization`` with a
+``prompt`` *and* a reference image (``style_reference_url`` / ``style_reference_base64``).
+
+VACE generates every frame (the mask is 1 everywhere) from two conditions it was trained on:
+the source as a **grayscale control video** (VACE's "gray" condition, the one its colorization
+task uses: it carries the structure and the lighting, not the colours) and the reference image
+as its **reference image** (appearance, palette, style), plus the prompt. ``colorization``
+then keeps the source's own luminance (Lab L) and takes only the chroma from the model, as the
+WanVideoToVideo path does; ``style_transfer`` takes the model's frames as they are.
+
+Clips longer than the model's ``max_frames`` run in windows that continue from the previous
+window's last frames (``studio.engine.vace``). ``strength``, ``preserve_motion`` and
+``temporal_consistency`` do not apply here: VACE regenerates whole frames (a note says so when
+a request sets them away from their defaults). ``model`` names a VACE model (the server's
+default for the ``vace`` task when absent); one that cannot load here is refused with
+``ModelUnavailable`` (503). ``tiny-vace`` is untrained: offline, the path runs end to end but
+its frames are noise-like.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from studio.engine import vace
+from studio.engine.edit import EditJob, EditOutcome, estimate_seconds, new_inputs, store_source, write_video
+from studio.engine.request import SEED_MAX
+from studio.engine.text_cache import encode_prompt_embeds
+from studio.errors import InvalidRequest, ModelUnavailable, VramExceeded
+from studio.genius import v2v
+from studio.media.inputs import image_input
+from studio.models.loader import runnable_spec
+
+if TYPE_CHECKING:
+    from studio.core import Studio
+    from studio.genius.v2v_task import V2VRequest
+    from studio.views import SubmitResponse
+
+KIND = "v2v"
+REFERENCE_IMAGE = "reference.png"
+NEGATIVE_PROMPT = "blurry, low quality, distorted, watermark, text"
+MAX_FRAMES = 600  # source frames held for the windows (the control video is read whole)
+DEFAULTS = {"strength": 0.7, "preserve_motion": True, "temporal_consistency": 0.8}  # V2VRequest's
+
+
+def submit(studio: "Studio", request: "V2VRequest", owner: str, upload=None) -> "SubmitResponse":
+    """Check and store a reference-image model-path request and queue it."""
+    spec = runnable_spec("vace", request.model, f"{request.mode} with a prompt and a reference image")
+    reference = image_input(request.style_reference_base64, request.style_reference_url, studio.fetch_policy,
+                            "style_reference_base64", "style_reference_url")
+    inputs_id, folder = new_inputs(studio)
+    try:
+        source = store_source(studio, owner, folder, request.source_task_id, upload, field_name="source_task_id")
+        if source["frames"] > MAX_FRAMES:
+            raise InvalidRequest(f"source_task_id: this model path takes at most {MAX_FRAMES} frames, the source has "
+                                 f"{source['frames']}")
+        rgb = reference[..., :3] if reference.ndim == 3 else cv2.cvtColor(reference, cv2.COLOR_GRAY2RGB)
+        cv2.imwrite(str(folder / REFERENCE_IMAGE), cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    unused = [name for name, default in DEFAULTS.items() if getattr(request, name) != default]
+    stored = {"mode": request.mode, "path": "model", "pipeline": "vace", "model": spec.id, "prompt": request.prompt,
+              "negative_prompt": NEGATIVE_PROMPT, "num_inference_steps": request.num_inference_steps or
+              spec.default_steps, "guidance_scale": spec.default_guidance,
+              "seed": request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1),
+              "source": source, "inputs_id": inputs_id, "reference_image": REFERENCE_IMAGE, "unused": unused}
+    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, source["frames"], "model"))
+
+
+def run(job: EditJob) -> EditOutcome:
+    """The grayscale source and the reference through VACE, window by window, into the encoder."""
+    import torch
+
+    request = job.request
+    info = job.source_info()
+    if job.models is None:
+        raise ModelUnavailable("this worker has no model cache to run Wan VACE")
+    frames = []
+    for index, frame in enumerate(job.source_frames()):
+        job.check(0.05 * index / max(info.frames, 1), f"Reading frame {index + 1}/{info.frames}")
+        frames.append(frame)
+    job.check(0.05, f"Loading {request['model']}")
+    model = job.models.get(request["model"], lambda fraction, message: job.hooks.on_progress(0.05, message))
+    spec = model.spec
+    reference = cv2.cvtColor(cv2.imread(str(job.inputs / request["reference_image"])), cv2.COLOR_BGR2RGB)
+    run = vace.plan(model, len(frames), info.width, info.height)
+    steps, guidance, seed = request["num_inference_steps"], request["guidance_scale"], request["seed"]
+    colorize = request["mode"] == "colorization"
+    control = [v2v.grayscale_rgb(frame) for frame in frames]
+    everywhere = [np.ones(frame.shape[:2], np.uint8)] * len(frames)
+
+    def output(texts: tuple):
+        made = vace.generate(job, model, run, control, everywhere, texts, steps=steps, guidance=guidance, seed=seed,
+                             reference=reference, progress=(0.1, 1.0))
+        for source, frame in zip(frames, made):
+            frame = vace.resize(frame, info.width, info.height)
+            yield v2v.with_luminance(source, frame) if colorize else frame
+
+    try:
+        with torch.inference_mode():
+            texts = (encode_prompt_embeds(model.pipe, request["prompt"]),
+                     encode_prompt_embeds(model.pipe, request["negative_prompt"]) if guidance > 1 else None)
+            video = write_video(job, output(texts), info.fps, len(frames), progress=(0.1, 1.0),
+                                message=f"{request['mode']} (Wan VACE): frame",
+                                audio=job.source if info.has_audio else None)
+    except torch.OutOfMemoryError:
+        job.models.evict()
+        raise VramExceeded(f"the GPU ran out of memory running {spec.id} at {run.size[0]}x{run.size[1]}; try a "
+                           "shorter or smaller clip or the smaller VACE model") from None
+    parameters = {"prompt": request["prompt"], "negative_prompt": request["negative_prompt"],
+                  "num_inference_steps": steps, "guidance_scale": guidance, "seed": seed, "model": spec.id}
+    details = {"mode": request["mode"], "parameters": parameters,
+               "input": {"width": info.width, "height": info.height, "fps": info.fps, "frames": info.frames},
+               "output": {"width": video.width, "height": video.height, "fps": video.fps, "frames": video.frames},
+               "model": spec.id, "model_trained": spec.trained, "conditioning": ["gray control video",
+                                                                                 "reference image"],
+               "steps": steps, "seed": seed, **run.details()}
+    if colorize:
+        details["luminance"] = "source"
+    notes = []
+    if not spec.trained:
+        notes.append(f"{spec.id} is an untrained offline model: its output is noise-like by design")
+    if tuple(run.size) != (info.width, info.height):
+        notes.append(f"frames were generated at {run.size[0]}x{run.size[1]} ({spec.id}'s generation size) and "
+                     f"resized to {info.width}x{info.height}")
+    if len(run.spans) > 1:
+        notes.append(f"the source ran in {len(run.spans)} windows, each continuing from the previous one's last "
+                     f"{vace.CONTEXT_FRAMES} frames")
+    if request["unused"]:
+        notes.append(f"{', '.join(request['unused'])} not used: Wan VACE regenerates whole frames from the grayscale "
+                     "source and the reference image")
+    return EditOutcome(video, "model", f"Wan VACE ({spec.id}): grayscale source as control, reference image",
+                       details, notes)
