@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+import cv2
 import numpy as np
 
 from studio.errors import InvalidRequest, TaskNotReady
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from studio.core import Studio
     from studio.jobs.store import Task, TaskStore
     from studio.media.paths import MediaPaths
-    from studio.models.loader import ModelCache
+    from studio.models.loader import LoadedModel, ModelCache
 
 EDIT_KINDS = ("inpaint", "v2v", "lipsync", "consistency", "scene", "scene_shot")
 MAX_SOURCE_FRAMES = 60 * 60  # one minute at 60 fps
@@ -81,6 +82,30 @@ class EditJob:
 
     def source_frames(self) -> Iterable[np.ndarray]:
         return read_frames(self.source)
+
+    def read_source(self, until: float) -> list[np.ndarray]:
+        """Every source frame, in memory (for model paths that take the whole clip at once),
+        reporting progress from 0 to ``until`` as they are read."""
+        total = max(self.source_info().frames, 1)
+        frames = []
+        for frame in self.source_frames():
+            frames.append(frame)
+            self.check(until * len(frames) / total, f"Reading frame {len(frames)}/{total}")
+        return frames
+
+    def load_model(self, model_id: str, at: float) -> "LoadedModel":
+        """The worker's pipeline for ``model_id``, loaded (or downloaded) now if it is not
+        resident, with its messages reported at progress ``at``."""
+        from studio.errors import ModelUnavailable
+
+        if self.models is None:
+            raise ModelUnavailable(f"this worker has no model cache to run {model_id}")
+        self.check(at, f"Loading {model_id}")
+        return self.models.get(model_id, lambda fraction, message: self.hooks.on_progress(self.progress, message))
+
+    def image(self, name: str) -> np.ndarray:
+        """An RGB image stored with this task's inputs (see :func:`store_image`)."""
+        return cv2.cvtColor(cv2.imread(str(self.inputs / name)), cv2.COLOR_BGR2RGB)
 
     def check(self, fraction: float, message: str) -> None:
         """Report progress (never backwards: a model window's steps report ahead of the frames
@@ -149,6 +174,14 @@ def write_video(job: EditJob, frames: Iterable[np.ndarray], fps: float, expected
 
 
 # -- submission helpers ---------------------------------------------------------------------------
+
+def store_image(folder: Path, name: str, image: np.ndarray) -> str:
+    """Save an RGB (or grey) uint8 image into a task's inputs ``folder`` as ``name`` (PNG);
+    returns ``name`` for the stored request (read it back with :meth:`EditJob.image`)."""
+    rgb = image[..., :3] if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    cv2.imwrite(str(folder / name), cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+    return name
+
 
 def new_inputs(studio: "Studio") -> tuple[str, Path]:
     """A fresh folder for one task's inputs: (its id, its path)."""

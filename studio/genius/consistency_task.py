@@ -339,7 +339,7 @@ def run(job: EditJob) -> EditOutcome:
         embedder = appearance.load_embedder(job.models.models_dir, model_id)
     entities = {}
     for entry in request["entities"]:
-        image = cv2.cvtColor(cv2.imread(str(job.inputs / entry["file"])), cv2.COLOR_BGR2RGB)
+        image = job.image(entry["file"])
         entities[entry["name"]] = EntityModel.from_reference(image, entry["entity_type"], entry["name"])
     expected = max(info.frames, 1)
 

@@ -47,7 +47,15 @@ import numpy as np
 from pydantic import ConfigDict, Field
 
 from studio.engine import vace
-from studio.engine.edit import EditJob, EditOutcome, estimate_seconds, new_inputs, store_source, write_video
+from studio.engine.edit import (
+    EditJob,
+    EditOutcome,
+    estimate_seconds,
+    new_inputs,
+    store_image,
+    store_source,
+    write_video,
+)
 from studio.engine.plan import ASPECT
 from studio.engine.request import HTTP_URL_PATTERN, NOT_BLANK, SEED_MAX, JsonModel
 from studio.engine.text_cache import encode_prompt_embeds
@@ -132,7 +140,7 @@ def submit(studio: "Studio", request: InpaintRequest, owner: str, upload: Path |
         stored["bbox_xywh"] = list(inpaint.validate_bbox((x1, y1, x2 - x1, y2 - y1), shape))
         inpaint.validate_feather_radius(request.feather_radius, shape)
     if image is not None:
-        cv2.imwrite(str(folder / f"{image_field}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        store_image(folder, f"{image_field}.png", image)
         stored["image"] = f"{image_field}.png"
     return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, source["frames"], path))
 
@@ -190,7 +198,7 @@ def run(job: EditJob) -> EditOutcome:
         job.check(0.1 * (index + 1) / info.frames, f"Reading frame {index + 1}/{info.frames}")
     image = None
     if request.get("image"):
-        image = cv2.cvtColor(cv2.imread(str(job.inputs / request["image"])), cv2.COLOR_BGR2RGB)
+        image = job.image(request["image"])
     if request.get("path") == "model":
         return _run_model(job, frames, info.fps, image if request["mode"] == "replace" else None)
     job.check(0.1, f"Inpainting ({request['mode']})")
@@ -262,10 +270,7 @@ def _run_model(job: EditJob, frames: list[np.ndarray], fps: float, reference: np
     spec = get_spec(request["model"])
     job.check(0.1, f"Building the mask ({request['mode']})")
     region = _region(request, frames)
-    if job.models is None:
-        raise ModelUnavailable("this worker has no model cache to run Wan VACE")
-    job.check(0.15, f"Loading {spec.id}")
-    model = job.models.get(spec.id, on_progress=lambda f, message: job.hooks.on_progress(0.15, message))
+    model = job.load_model(spec.id, at=0.15)
     ch, cw = region.canvas[0].shape[:2]
     run = vace.plan(model, len(frames), cw, ch)
     steps, guidance, seed = request["steps"], request["guidance_scale"], request["seed"]

@@ -26,7 +26,7 @@ import numpy as np
 
 from studio.engine.animate import DEFAULT_PROMPT, MAX_FRAMES, AnimateRun, animate
 from studio.engine.edit import EditJob
-from studio.errors import InvalidRequest, ModelUnavailable
+from studio.errors import InvalidRequest
 from studio.genius import inpaint
 from studio.genius.motion_signals import driving_signals
 from studio.models.pose import load_pose_estimator
@@ -61,12 +61,8 @@ def repaint_face(job: EditJob, synced: list[np.ndarray], fitted: list[np.ndarray
                  steps: int, seed: int, progress: tuple[float, float]) -> tuple[list[np.ndarray], dict, list[str]]:
     """Repaint the face of ``fitted`` (the source at the audio's length) with Wan Animate driven
     by ``synced`` (its lip-synced frames); ``(frames, details, notes)``."""
-    if job.models is None:
-        raise ModelUnavailable("this worker has no model cache to run Wan Animate")
     first, last = progress
-    request = job.request
-    job.check(first, f"Loading {request['model']}")
-    model = job.models.get(request["model"], lambda fraction, message: job.hooks.on_progress(first, message))
+    model = job.load_model(job.request["model"], at=first)
     estimator = load_pose_estimator(job.models.models_dir, trained=model.spec.trained)
     span = last - first
     signals = driving_signals(

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import cv2
 import numpy as np
 
 from studio.engine.edit import EditJob, EditOutcome, write_video
 from studio.engine.plan import GenerationPlan, make_plan
 from studio.engine.request import GenerationRequest
 from studio.engine.text_cache import encode_prompt_embeds
-from studio.errors import ModelUnavailable, VramExceeded
+from studio.errors import VramExceeded
 from studio.media.video import resize
 from studio.models.catalog import ModelSpec, get_spec
 
@@ -66,11 +65,8 @@ def run(job: EditJob) -> EditOutcome:
     request = job.request
     plan = shot_plan(request)
     spec = get_spec(plan.model)
-    reference = cv2.cvtColor(cv2.imread(str(job.inputs / request["image"])), cv2.COLOR_BGR2RGB)
-    if job.models is None:
-        raise ModelUnavailable("this worker has no model cache to run Wan VACE")
-    job.check(0.0, f"Loading {spec.id}")
-    model = job.models.get(spec.id, on_progress=lambda f, message: job.hooks.on_progress(0.0, message))
+    reference = job.image(request["image"])
+    model = job.load_model(spec.id, at=0.0)
     pipe, steps = model.pipe, plan.num_inference_steps
 
     def on_step(_pipe, i: int, _t, _kwargs: dict) -> dict:

@@ -47,16 +47,15 @@ import secrets
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Literal
 
-import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from studio.engine.edit import EditJob, EditOutcome, estimate_seconds, new_inputs, write_video
+from studio.engine.edit import EditJob, EditOutcome, estimate_seconds, new_inputs, store_image, write_video
 from studio.engine.plan import generation_size, make_plan
 from studio.engine.request import NOT_BLANK, SEED_MAX, JsonModel, parse_request
 from studio.engine.text_cache import encode_prompt_embeds
 from studio.engine.vace import GREY
-from studio.errors import InvalidRequest, ModelUnavailable, StudioError, VramExceeded
+from studio.errors import InvalidRequest, StudioError, VramExceeded
 from studio.genius import scene_shot_task
 from studio.genius.batch import BatchSettings
 from studio.genius.scene_shot_task import REFERENCE_NAME, generator, vace_spec
@@ -233,7 +232,7 @@ def submit(studio: "Studio", request: SceneEditRequest, owner: str) -> SceneEdit
                                 for s in specs], fps)
     if reference is not None:
         inputs_id, folder = new_inputs(studio)
-        cv2.imwrite(str(folder / REFERENCE_NAME), cv2.cvtColor(reference, cv2.COLOR_RGB2BGR))
+        store_image(folder, REFERENCE_NAME, reference)
         shot_ids = [studio.store.create_task(
             scene_shot_task.KIND, {"inputs_id": inputs_id, "image": REFERENCE_NAME, "model": reference_model.id,
                                    "scene": index,
@@ -363,10 +362,7 @@ def _model_morphs(job: EditJob, shots: list[list[np.ndarray]], boundaries: list[
 
     spec, morph = get_spec(request["morph_model"]), request["morph"]
     start, end = progress
-    if job.models is None:
-        raise ModelUnavailable(f"this worker has no model cache to run {spec.id}")
-    job.check(start, f"Loading {spec.id}")
-    model = job.models.get(spec.id, on_progress=lambda f, message: job.hooks.on_progress(start, message))
+    model = job.load_model(spec.id, at=start)
     pipe = model.pipe
     height, width = shots[0][0].shape[:2]
     gw, gh = generation_size(spec, width, height)

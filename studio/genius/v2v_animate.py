@@ -22,9 +22,6 @@ import secrets
 import shutil
 from typing import TYPE_CHECKING
 
-import cv2
-import numpy as np
-
 from studio.engine.animate import DEFAULT_PROMPT, MAX_FRAMES, animate, animate_spec
 from studio.engine.edit import (
     EditJob,
@@ -32,11 +29,12 @@ from studio.engine.edit import (
     estimate_seconds,
     new_inputs,
     source_path,
+    store_image,
     store_source,
     write_video,
 )
 from studio.engine.request import SEED_MAX
-from studio.errors import InvalidRequest, ModelUnavailable
+from studio.errors import InvalidRequest
 from studio.genius import lipsync
 from studio.genius.motion_signals import driving_signals
 from studio.media.inputs import image_input
@@ -76,8 +74,7 @@ def submit(studio: "Studio", request: "V2VRequest", owner: str, upload=None) -> 
         face = None if request.face_region is None else \
             list(lipsync.face_region_from_corners(request.face_region, source["width"], source["height"]))
         lipsync.track_face(sample_frames(source_path(studio.paths, folder, source), FACE_SAMPLES), face)
-        rgb = reference[..., :3] if reference.ndim == 3 else cv2.cvtColor(reference, cv2.COLOR_GRAY2RGB)
-        cv2.imwrite(str(folder / REFERENCE_IMAGE), cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+        store_image(folder, REFERENCE_IMAGE, reference)
     except InvalidRequest as error:
         shutil.rmtree(folder, ignore_errors=True)
         if error.detail.startswith("no face found"):
@@ -98,21 +95,15 @@ def run(job: EditJob) -> EditOutcome:
     """Extract the driving signals, animate the reference image with them, encode."""
     request = job.request
     info = job.source_info()
-    if job.models is None:
-        raise ModelUnavailable("this worker has no model cache to run Wan Animate")
-    frames = []
-    for index, frame in enumerate(job.source_frames()):
-        job.check(0.02 * index / max(info.frames, 1), f"Reading frame {index + 1}/{info.frames}")
-        frames.append(frame)
-    job.check(0.02, f"Loading {request['model']}")
-    model = job.models.get(request["model"], lambda fraction, message: job.hooks.on_progress(0.02, message))
+    frames = job.read_source(until=0.02)
+    model = job.load_model(request["model"], at=0.02)
     estimator = load_pose_estimator(job.models.models_dir, trained=model.spec.trained)
     signals = driving_signals(
         frames, estimator, face_region=request.get("face_region_xywh"),
         face_size=model.pipe.transformer.config.motion_encoder_size,
         on_face=lambda i: job.check(0.05 + 0.05 * i / len(frames), f"Finding the face: frame {i + 1}/{len(frames)}"),
         on_frame=lambda i: job.check(0.1 + 0.1 * i / len(frames), f"Reading the pose: frame {i + 1}/{len(frames)}"))
-    reference = cv2.cvtColor(cv2.imread(str(job.inputs / request["reference_image"])), cv2.COLOR_BGR2RGB)
+    reference = job.image(request["reference_image"])
     steps, seed = request["num_inference_steps"], request["seed"]
     size = (info.width, info.height)
     ran = animate(job, model, reference, signals, prompt=request["prompt"], steps=steps, seed=seed, size=size,

@@ -60,6 +60,7 @@ from studio.engine.edit import (
     estimate_seconds,
     new_inputs,
     source_path,
+    store_image,
     store_source,
     write_video,
 )
@@ -276,7 +277,7 @@ def _store_inputs(studio: "Studio", request: V2VRequest, owner: str, folder: Pat
         stored["reference_video"] = _store_reference_video(studio, owner, folder, request, reference_upload)
         reference = [_first_frame(folder / REFERENCE_VIDEO, "motion_reference_task_id")]
     elif reference is not None:
-        cv2.imwrite(str(folder / REFERENCE_IMAGE), cv2.cvtColor(v2v.as_rgb_image(reference), cv2.COLOR_RGB2BGR))
+        store_image(folder, REFERENCE_IMAGE, v2v.as_rgb_image(reference))
         stored["reference_image"] = REFERENCE_IMAGE
     first = _first_frame(source_path(studio.paths, folder, source), "source_task_id")
     _transform(stored, [first], source["fps"], reference)  # validates everything; does no work
@@ -386,7 +387,7 @@ def run(job: EditJob) -> EditOutcome:
     info = job.source_info()
     reference = None
     if request.get("reference_image"):
-        reference = cv2.cvtColor(cv2.imread(str(job.inputs / request["reference_image"])), cv2.COLOR_BGR2RGB)
+        reference = job.image(request["reference_image"])
     elif request.get("reference_video"):
         reference = []
         for index, frame in enumerate(read_frames(job.inputs / REFERENCE_VIDEO)):
@@ -499,10 +500,7 @@ def _run_model(job: EditJob) -> EditOutcome:
     """The model path: WanVideoToVideo over the source, window by window, into the encoder."""
     request = job.request
     info = job.source_info()
-    if job.models is None:
-        raise ModelUnavailable("this worker has no model cache; the model path cannot run")
-    job.check(0.0, f"Loading {request['model']}")
-    loaded = job.models.get(request["model"], lambda fraction, message: job.hooks.on_progress(0.0, message))
+    loaded = job.load_model(request["model"], at=0.0)
     spec = loaded.spec
     pipe = video_to_video_pipeline(loaded.pipe)
     size = generation_size(spec, info.width, info.height)

@@ -23,14 +23,21 @@ import secrets
 import shutil
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
 from studio.engine import vace
-from studio.engine.edit import EditJob, EditOutcome, estimate_seconds, new_inputs, store_source, write_video
+from studio.engine.edit import (
+    EditJob,
+    EditOutcome,
+    estimate_seconds,
+    new_inputs,
+    store_image,
+    store_source,
+    write_video,
+)
 from studio.engine.request import SEED_MAX
 from studio.engine.text_cache import encode_prompt_embeds
-from studio.errors import InvalidRequest, ModelUnavailable, VramExceeded
+from studio.errors import InvalidRequest, VramExceeded
 from studio.genius import v2v
 from studio.media.inputs import image_input
 from studio.models.loader import runnable_spec
@@ -58,8 +65,7 @@ def submit(studio: "Studio", request: "V2VRequest", owner: str, upload=None) -> 
         if source["frames"] > MAX_FRAMES:
             raise InvalidRequest(f"source_task_id: this model path takes at most {MAX_FRAMES} frames, the source has "
                                  f"{source['frames']}")
-        rgb = reference[..., :3] if reference.ndim == 3 else cv2.cvtColor(reference, cv2.COLOR_GRAY2RGB)
-        cv2.imwrite(str(folder / REFERENCE_IMAGE), cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+        store_image(folder, REFERENCE_IMAGE, reference)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -78,21 +84,15 @@ def run(job: EditJob) -> EditOutcome:
 
     request = job.request
     info = job.source_info()
-    if job.models is None:
-        raise ModelUnavailable("this worker has no model cache to run Wan VACE")
-    frames = []
-    for index, frame in enumerate(job.source_frames()):
-        job.check(0.05 * index / max(info.frames, 1), f"Reading frame {index + 1}/{info.frames}")
-        frames.append(frame)
-    job.check(0.05, f"Loading {request['model']}")
-    model = job.models.get(request["model"], lambda fraction, message: job.hooks.on_progress(0.05, message))
+    frames = job.read_source(until=0.05)
+    model = job.load_model(request["model"], at=0.05)
     spec = model.spec
-    reference = cv2.cvtColor(cv2.imread(str(job.inputs / request["reference_image"])), cv2.COLOR_BGR2RGB)
+    reference = job.image(request["reference_image"])
     run = vace.plan(model, len(frames), info.width, info.height)
     steps, guidance, seed = request["num_inference_steps"], request["guidance_scale"], request["seed"]
     colorize = request["mode"] == "colorization"
     control = [v2v.grayscale_rgb(frame) for frame in frames]
-    everywhere = [np.ones(frame.shape[:2], np.uint8)] * len(frames)
+    everywhere = [np.ones(frames[0].shape[:2], np.uint8)] * len(frames)
 
     def output(texts: tuple):
         made = vace.generate(job, model, run, control, everywhere, texts, steps=steps, guidance=guidance, seed=seed,
