@@ -179,3 +179,30 @@ def test_lipsync_with_the_model_repaints_the_face_only(http, live_server, tmp_pa
     assert diff[:, grown == 1].mean() > 10  # the untrained model's paint inside it
     with av.open(io.BytesIO(http.get(f"/v1/videos/{model['task_id']}.mp4").content)) as container:
         assert container.streams.audio[0].codec_context.name == "aac"
+
+
+def test_gradio_model_paths_take_an_uploaded_video(client, tmp_path):
+    from gradio_client import handle_file
+
+    from studio.media.video import Mp4Writer
+
+    clip_path, reference_path = tmp_path / "person.mp4", tmp_path / "reference.png"
+    with Mp4Writer(clip_path, *SIZE, 12) as writer:
+        for frame in person_clip(frames=8):
+            writer.write(frame)
+    cv2.imwrite(str(reference_path), cv2.imdecode(np.frombuffer(base64.b64decode(reference(1)), np.uint8),
+                                                  cv2.IMREAD_COLOR))
+    status, _video, details = client.predict(
+        handle_file(str(clip_path)), "", "motion_transfer", 0.7, handle_file(str(reference_path)), True, 0.8, 2, 2, 0,
+        None, "", "tiny-animate", 10, True, api_name="/v2v")
+    meta = details["metadata"]
+    assert status.startswith("Done") and meta["path"] == "model" and meta["source"]["upload"] == "source.mp4"
+    assert meta["frames"] == 8 and meta["details"]["model"] == "tiny-animate"
+    if shutil.which("espeak-ng") is None:
+        return
+    subprocess.run(["espeak-ng", "-w", str(tmp_path / "speech.wav"), "papa"], check=True, capture_output=True,
+                   timeout=30)
+    status, _video, _timeline, details = client.predict(
+        handle_file(str(clip_path)), "", handle_file(str(tmp_path / "speech.wav")), "neutral", 1.0, "", True,
+        "tiny-animate", api_name="/lipsync")
+    assert status.startswith("Done") and details["metadata"]["path"] == "model"
