@@ -24,6 +24,7 @@ setting), so a prompt only sets the scene's description; the default is the auth
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,11 +34,13 @@ from studio.engine.edit import EditJob
 from studio.engine.plan import generation_size
 from studio.engine.text_cache import encode_prompt_embeds
 from studio.errors import ModelUnavailable
-from studio.genius.motion_signals import DrivingSignals
 from studio.media.video import resize
 from studio.models import pose
 from studio.models.catalog import ModelSpec
 from studio.models.loader import LoadedModel, runnable_spec
+
+if TYPE_CHECKING:  # the signals are made by studio.genius.motion_signals; the engine only runs them
+    from studio.genius.motion_signals import DrivingSignals
 
 #: Frames of the previous segment each later segment continues from (4k+1; authors: 1 or 5).
 SEGMENT_CONTEXT = 5

@@ -54,6 +54,7 @@ from diffusers import WanVideoToVideoPipeline
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from studio.engine import vace
 from studio.engine.edit import (
     EditJob,
     EditOutcome,
@@ -418,11 +419,6 @@ def video_to_video_pipeline(pipe) -> WanVideoToVideoPipeline:
     return v2v_pipe
 
 
-def frame_grid(frames: int) -> int:
-    """The smallest 4k+1 count holding ``frames`` (Wan's causal VAE: 1 + 4 per latent frame)."""
-    return 4 * -(-(frames - 1) // 4) + 1
-
-
 def _windows(frames: Iterable[np.ndarray], size: int, overlap: int) -> Iterator[list[np.ndarray]]:
     """Windows of at most ``size`` frames, each after the first starting with the previous
     window's last ``overlap`` frames (its new frames follow)."""
@@ -472,7 +468,7 @@ def _model_frames(job: EditJob, pipe: WanVideoToVideoPipeline, texts: tuple, spe
             return {}
 
         inputs = [v2v.grayscale_rgb(frame) if colorize else frame for frame in window]
-        inputs += [inputs[-1]] * (frame_grid(count) - count)  # padded to 4k+1, the padding dropped below
+        inputs += [inputs[-1]] * (vace.four_k_plus_1(count) - count)  # padded to 4k+1, the padding dropped below
         job.check(start / max(info.frames, 1), f"Window {index + 1}/{windows}: encoding {count} frames")
         with torch.inference_mode():
             output = pipe(
