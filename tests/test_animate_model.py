@@ -139,8 +139,10 @@ def test_motion_transfer_model_requests_are_checked_at_submission(http, live_ser
     assert boxed["metadata"]["path"] == "model" and boxed["metadata"]["frames"] == 6
     assert boxed["metadata"]["details"]["parameters"]["face_region"] == [20, 40, 32, 32]
     # a prompt alone selects the model path too
-    prompted = _run(http, V2V, {**ok, "use_model": False, "prompt": "an astronaut waving", "seed": 1})
+    prompted = _run(http, V2V, {**ok, "use_model": False, "prompt": "an astronaut waving", "seed": 1,
+                                "strength": 0.3})
     assert prompted["metadata"]["path"] == "model"
+    assert any(note.startswith("strength not used") for note in prompted["metadata"]["notes"])
     assert prompted["metadata"]["details"]["prompt"] == "an astronaut waving"
 
 

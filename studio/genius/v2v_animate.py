@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 KIND = "v2v"
 REFERENCE_IMAGE = "reference.png"
 WHAT = "motion_transfer's model path (Wan Animate)"
+# V2VRequest's settings of the other paths: set away from their defaults, a note says they were not used.
+UNUSED = ("strength", "preserve_motion", "temporal_consistency")
 # Frames of the source searched for a face at submission (the run tracks it through all frames).
 FACE_SAMPLES = 8
 
@@ -87,7 +89,8 @@ def submit(studio: "Studio", request: "V2VRequest", owner: str, upload=None) -> 
     stored = {"mode": "motion_transfer", "path": "model", "model": spec.id, "prompt": request.prompt or DEFAULT_PROMPT,
               "num_inference_steps": request.num_inference_steps or spec.default_steps,
               "seed": request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1),
-              "source": source, "inputs_id": inputs_id, "reference_image": REFERENCE_IMAGE, "face_region_xywh": face}
+              "source": source, "inputs_id": inputs_id, "reference_image": REFERENCE_IMAGE, "face_region_xywh": face,
+              "unused": request.changed(*UNUSED)}
     return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, source["frames"], "model"))
 
 
@@ -121,5 +124,8 @@ def run(job: EditJob) -> EditOutcome:
         "pose_model": estimator.name,
     }
     notes = ran.notes(model.spec, size)
+    if request.get("unused"):
+        notes.append(f"{', '.join(request['unused'])} not used: Wan Animate generates whole frames from the "
+                     "reference image and the source's pose and face")
     return EditOutcome(video, "model", f"Wan Animate ({model.spec.id}), animate mode: the reference image driven "
                                        f"by the source's pose ({estimator.name}) and face crops", details, notes)

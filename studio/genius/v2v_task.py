@@ -162,6 +162,10 @@ class V2VRequest(JsonModel):
     def _strip_prompt(cls, value: str | None) -> str | None:
         return None if value is None else strip_prompt(value)
 
+    def changed(self, *names: str) -> list[str]:
+        """Which of the fields ``names`` the request sets away from their defaults."""
+        return [name for name in names if getattr(self, name) != type(self).model_fields[name].default]
+
     def model_path(self, has_reference: bool) -> Literal["animate", "vace", "v2v"] | None:
         """Which model path the request runs (see the module docstring); None: the classical one."""
         if self.mode == "motion_transfer":

@@ -51,7 +51,6 @@ KIND = "v2v"
 REFERENCE_IMAGE = "reference.png"
 NEGATIVE_PROMPT = "blurry, low quality, distorted, watermark, text"
 MAX_FRAMES = 600  # source frames held for the windows (the control video is read whole)
-DEFAULTS = {"strength": 0.7, "preserve_motion": True, "temporal_consistency": 0.8}  # V2VRequest's
 
 
 def submit(studio: "Studio", request: "V2VRequest", owner: str, upload=None) -> "SubmitResponse":
@@ -69,12 +68,12 @@ def submit(studio: "Studio", request: "V2VRequest", owner: str, upload=None) -> 
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    unused = [name for name, default in DEFAULTS.items() if getattr(request, name) != default]
     stored = {"mode": request.mode, "path": "model", "pipeline": "vace", "model": spec.id, "prompt": request.prompt,
               "negative_prompt": NEGATIVE_PROMPT, "num_inference_steps": request.num_inference_steps or
               spec.default_steps, "guidance_scale": spec.default_guidance,
               "seed": request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1),
-              "source": source, "inputs_id": inputs_id, "reference_image": REFERENCE_IMAGE, "unused": unused}
+              "source": source, "inputs_id": inputs_id, "reference_image": REFERENCE_IMAGE,
+              "unused": request.changed("strength", "preserve_motion", "temporal_consistency")}
     return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, source["frames"], "model"))
 
 
