@@ -33,7 +33,7 @@ from PIL import Image
 from studio.engine.edit import EditJob
 from studio.engine.plan import generation_size
 from studio.engine.text_cache import encode_prompt_embeds
-from studio.errors import ModelUnavailable
+from studio.errors import ModelUnavailable, VramExceeded
 from studio.media.video import resize
 from studio.models import pose
 from studio.models.catalog import ModelSpec
@@ -130,18 +130,23 @@ def animate(job: EditJob, model: LoadedModel, image: np.ndarray, signals: Drivin
 
     face_side = pipe.transformer.config.motion_encoder_size
     replace = background is not None
-    with torch.inference_mode():
-        embeds = encode_prompt_embeds(pipe, prompt)
-        output = pipe(
-            image=Image.fromarray(image), pose_video=pil(signals.pose, gen_w, gen_h),
-            face_video=pil(signals.face, face_side, face_side),
-            background_video=pil(background, gen_w, gen_h) if replace else None,
-            mask_video=pil(mask, gen_w, gen_h) if replace else None,
-            mode="replace" if replace else "animate", prompt_embeds=embeds, height=gen_h, width=gen_w,
-            segment_frame_length=spec.max_frames, prev_segment_conditioning_frames=SEGMENT_CONTEXT,
-            num_inference_steps=steps, guidance_scale=spec.default_guidance,
-            generator=torch.Generator(device="cpu").manual_seed(seed), output_type="np",
-            callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents"],
-        ).frames[0]
+    kwargs = {
+        "image": Image.fromarray(image), "pose_video": pil(signals.pose, gen_w, gen_h),
+        "face_video": pil(signals.face, face_side, face_side),
+        "background_video": pil(background, gen_w, gen_h) if replace else None,
+        "mask_video": pil(mask, gen_w, gen_h) if replace else None,
+        "mode": "replace" if replace else "animate", "height": gen_h, "width": gen_w,
+        "segment_frame_length": spec.max_frames, "prev_segment_conditioning_frames": SEGMENT_CONTEXT,
+        "num_inference_steps": steps, "guidance_scale": spec.default_guidance,
+        "generator": torch.Generator(device="cpu").manual_seed(seed), "output_type": "np",
+        "callback_on_step_end": on_step, "callback_on_step_end_tensor_inputs": ["latents"],
+    }
+    try:
+        with torch.inference_mode():
+            output = pipe(prompt_embeds=encode_prompt_embeds(pipe, prompt), **kwargs).frames[0]
+    except torch.OutOfMemoryError:
+        job.models.evict()
+        raise VramExceeded(f"the GPU ran out of memory running {spec.id} at {gen_w}x{gen_h}; try a shorter or "
+                           "smaller clip") from None
     frames = [resize((np.clip(frame, 0, 1) * 255).round().astype(np.uint8), *size) for frame in output[:n]]
     return AnimateRun(frames, segments, counter["steps"], (gen_w, gen_h))
