@@ -125,6 +125,9 @@ def test_motion_transfer_model_requests_are_checked_at_submission(http, live_ser
         return response.json()["detail"]
 
     assert "style_reference_url" in refused({k: v for k, v in ok.items() if k != "style_reference_base64"})
+    # classical motion transfer without anything to animate names both of its inputs
+    classical = refused({"source_task_id": person, "mode": "motion_transfer"})
+    assert classical.startswith("style_reference_url:") and "motion_reference_task_id" in classical
     assert "face_region" in refused({**ok, "source_task_id": square})
     assert "motion_reference_task_id" in refused({**ok, "motion_reference_task_id": person})
     assert "tiny-animate" in refused({**ok, "model": "tiny"})

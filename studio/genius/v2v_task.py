@@ -220,11 +220,13 @@ def submit(studio: "Studio", request: V2VRequest, owner: str, upload: Path | Non
         return _submit_model(studio, request, owner, upload)
     has_video_reference = bool(request.motion_reference_task_id or reference_upload)
     if spec.reference is not None and not has_video_reference and not has_image_reference:
-        also = " (or motion_reference_task_id, a reference video)" if request.mode == "motion_transfer" else ""
-        model = " or a prompt (the model path)" if request.mode in MODEL_MODES else ""
+        if request.mode == "motion_transfer":
+            raise InvalidRequest("style_reference_url: mode 'motion_transfer' needs a reference image to animate "
+                                 "(style_reference_url or style_reference_base64; with use_model too) or "
+                                 "motion_reference_task_id (a video whose motion animates the source's first frame)")
         raise InvalidRequest(f"style_reference_url: mode {request.mode!r} needs a reference image "
-                             f"(style_reference_url or style_reference_base64){also}{model}; without one it has "
-                             "no classical path" + ("" if model else " and no model path"))
+                             "(style_reference_url or style_reference_base64) or a prompt (the model path); with "
+                             "neither there is nothing to take the colours or the style from")
     if spec.reference is None and (request.style_reference_url or request.style_reference_base64):
         raise InvalidRequest(f"style_reference_url: mode {request.mode!r} takes no reference image")
     reference = _reference_image(studio, request)
