@@ -7,7 +7,6 @@ submits to the same durable queue, so UI work and API work share one queue and o
 from __future__ import annotations
 
 import hmac
-import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from studio.config import AUTO_MODEL, Settings
 from studio.engine.estimate import Estimator
 from studio.engine.genres import GENRES
 from studio.engine.plan import make_plan
-from studio.engine.request import SEED_MAX, GenerationRequest
+from studio.engine.request import GenerationRequest, seed_or_random
 from studio.errors import InvalidRequest, ServiceUnavailable, TaskNotFound, TaskNotReady
 from studio.genius.decoder import DecoderStatsAggregate
 from studio.genius.sla import SlaMonitor
@@ -115,7 +114,7 @@ class Studio:
             model, _reasons = choose_model(self, request)
         if model not in CATALOG:
             raise InvalidRequest(f"model must be one of {', '.join(CATALOG)}")
-        seed = request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)
+        seed = seed_or_random(request.seed)
         stored = request.model_copy(update={"model": model, "seed": seed})
         spec = CATALOG[model]
         estimate = self.estimator.estimate(spec, make_plan(stored, spec, seed),

@@ -6,6 +6,7 @@ service has a single model). Every violation becomes ``InvalidRequest`` naming t
 
 from __future__ import annotations
 
+import secrets
 from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -21,6 +22,12 @@ ModelName = Literal[("auto", *CATALOG)]
 NOT_BLANK = r"\S"  # at least one non-space character (JSON Schema patterns are unanchored)
 
 SEED_MAX = 2**32 - 1
+
+
+def seed_or_random(seed: int | None) -> int:
+    """``seed``, or a fresh random one in ``0..SEED_MAX`` (recorded with the task, so a run can
+    be repeated)."""
+    return seed if seed is not None else secrets.randbelow(SEED_MAX + 1)
 # Only the form of a URL is checked by the request models (so the OpenAPI schema can say it);
 # whether its address may be reached is the URL fetcher's call at submit and at delivery.
 HTTP_URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://[^\s]+$"  # torch.Generator seeds are 64-bit, but 32 bits keep seeds portable

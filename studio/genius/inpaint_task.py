@@ -36,7 +36,6 @@ resized in and back out. The output is composited explicitly: ``weight * generat
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +56,7 @@ from studio.engine.edit import (
     write_video,
 )
 from studio.engine.plan import ASPECT
-from studio.engine.request import HTTP_URL_PATTERN, NOT_BLANK, SEED_MAX, JsonModel
+from studio.engine.request import HTTP_URL_PATTERN, NOT_BLANK, SEED_MAX, JsonModel, seed_or_random
 from studio.engine.text_cache import encode_prompt_embeds
 from studio.errors import InvalidRequest, ModelUnavailable, VramExceeded
 from studio.genius import inpaint
@@ -130,7 +129,7 @@ def submit(studio: "Studio", request: InpaintRequest, owner: str, upload: Path |
         stored.update(model=spec.id, prompt=request.prompt or "",
                       steps=request.num_inference_steps or spec.default_steps,
                       guidance_scale=request.guidance_scale or spec.default_guidance,
-                      seed=request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1))
+                      seed=seed_or_random(request.seed))
     if request.mode == "extend":
         stored["target_size"] = list(inpaint.validate_target_size(_target_size(request, shape), shape))
     else:

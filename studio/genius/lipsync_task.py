@@ -27,7 +27,6 @@ reading, analysis, rendering, encoding and muxing) plus ``viseme_track`` (the se
 
 from __future__ import annotations
 
-import secrets
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -36,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from studio.engine.animate import animate_spec
 from studio.engine.edit import EditJob, EditOutcome, estimate_seconds, new_inputs, store_source, write_video
-from studio.engine.request import HTTP_URL_PATTERN, SEED_MAX, JsonModel
+from studio.engine.request import HTTP_URL_PATTERN, SEED_MAX, JsonModel, seed_or_random
 from studio.errors import InvalidRequest
 from studio.genius import lipsync, lipsync_animate
 from studio.media.audio import load_audio
@@ -144,8 +143,7 @@ def submit(studio: "Studio", request: LipSyncRequest, owner: str, upload: Path |
               "intensity": request.intensity, "inputs_id": inputs_id, "source": source}
     if spec is not None:
         stored.update(path="model", model=spec.id, num_inference_steps=request.num_inference_steps or
-                      spec.default_steps, seed=request.seed if request.seed is not None else
-                      secrets.randbelow(SEED_MAX + 1))
+                      spec.default_steps, seed=seed_or_random(request.seed))
     if request.face_region is not None:
         stored["face_region_xywh"] = list(lipsync.face_region_from_corners(request.face_region, source["width"],
                                                                           source["height"]))

@@ -18,7 +18,6 @@ model are untrained: offline, the path runs end to end but its output is noise-l
 
 from __future__ import annotations
 
-import secrets
 import shutil
 from typing import TYPE_CHECKING
 
@@ -33,7 +32,7 @@ from studio.engine.edit import (
     store_source,
     write_video,
 )
-from studio.engine.request import SEED_MAX
+from studio.engine.request import seed_or_random
 from studio.errors import InvalidRequest
 from studio.genius import lipsync
 from studio.genius.motion_signals import driving_signals
@@ -88,7 +87,7 @@ def submit(studio: "Studio", request: "V2VRequest", owner: str, upload=None) -> 
         raise
     stored = {"mode": "motion_transfer", "path": "model", "model": spec.id, "prompt": request.prompt or DEFAULT_PROMPT,
               "num_inference_steps": request.num_inference_steps or spec.default_steps,
-              "seed": request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1),
+              "seed": seed_or_random(request.seed),
               "source": source, "inputs_id": inputs_id, "reference_image": REFERENCE_IMAGE, "face_region_xywh": face,
               "unused": request.changed(*UNUSED)}
     return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, source["frames"], "model"))

@@ -37,7 +37,6 @@ video for ``motion_transfer`` is held whole, hence ``MAX_REFERENCE_FRAMES``).
 from __future__ import annotations
 
 import inspect
-import secrets
 import shutil
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
@@ -66,7 +65,7 @@ from studio.engine.edit import (
     write_video,
 )
 from studio.engine.plan import generation_size
-from studio.engine.request import HTTP_URL_PATTERN, NOT_BLANK, SEED_MAX, JsonModel, strip_prompt
+from studio.engine.request import HTTP_URL_PATTERN, NOT_BLANK, SEED_MAX, JsonModel, seed_or_random, strip_prompt
 from studio.errors import InvalidRequest, ModelUnavailable, TaskNotReady
 from studio.genius import v2v, v2v_animate, v2v_vace
 from studio.jobs import store as st
@@ -251,7 +250,7 @@ def _submit_model(studio: "Studio", request: V2VRequest, owner: str, upload: Pat
     if steps_run(steps, request.strength) < 1:
         raise InvalidRequest(f"strength: {request.strength:g} of {steps} steps re-runs no denoising step; the model "
                              f"path needs strength of at least {1 / steps:.3g}")
-    seed = request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)
+    seed = seed_or_random(request.seed)
     inputs_id, folder = new_inputs(studio)
     try:
         source = store_source(studio, owner, folder, request.source_task_id, upload, field_name="source_task_id")

@@ -19,7 +19,6 @@ its frames are noise-like.
 
 from __future__ import annotations
 
-import secrets
 import shutil
 from typing import TYPE_CHECKING
 
@@ -35,7 +34,7 @@ from studio.engine.edit import (
     store_source,
     write_video,
 )
-from studio.engine.request import SEED_MAX
+from studio.engine.request import seed_or_random
 from studio.engine.text_cache import encode_prompt_embeds
 from studio.errors import InvalidRequest, VramExceeded
 from studio.genius import v2v
@@ -71,7 +70,7 @@ def submit(studio: "Studio", request: "V2VRequest", owner: str, upload=None) -> 
     stored = {"mode": request.mode, "path": "model", "pipeline": "vace", "model": spec.id, "prompt": request.prompt,
               "negative_prompt": NEGATIVE_PROMPT, "num_inference_steps": request.num_inference_steps or
               spec.default_steps, "guidance_scale": spec.default_guidance,
-              "seed": request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1),
+              "seed": seed_or_random(request.seed),
               "source": source, "inputs_id": inputs_id, "reference_image": REFERENCE_IMAGE,
               "unused": request.changed("strength", "preserve_motion", "temporal_consistency")}
     return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, source["frames"], "model"))
