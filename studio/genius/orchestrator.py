@@ -833,3 +833,47 @@ def group_vram_gb(plans: list, profile: str = "gpu") -> float:
     phases = dict(single.phases)
     phases["denoise"] += (len(plans) - 1) * denoise_activation_bytes(arch, tokens)
     return max(phases.values()) / GIB
+
+
+def resident_weight_bytes(arch: Architecture, profile: str, setup: PipelineSetup = STUDIO_SETUP) -> float:
+    """Weight bytes that stay on the GPU between runs once a model is loaded in ``profile``.
+
+    ``gpu``: every component; ``model_cpu_offload``: none (each component goes back to the CPU
+    after use, unless the setup keeps the VAE resident); ``group_offload``: the VAE (the rest
+    streams in group by group). These bytes are already missing from the free memory the
+    device reports after loading, so a fit check must not count them twice.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {', '.join(PROFILES)}")
+    if arch.on_cpu:
+        return 0.0
+    vae_w = arch.vae_params * setup.vae_bytes
+    if profile == "gpu":
+        text_w = arch.text_encoder.params * setup.text_bytes if setup.text_encoder_on_gpu else 0.0
+        return text_w + arch.transformer_params * setup.dit_bytes * arch.experts + vae_w
+    if profile == "model_cpu_offload":
+        return vae_w if setup.vae_always_resident else 0.0
+    return vae_w
+
+
+def group_fits(plans: list, free_bytes: float, weights_loaded: bool, budget_gb: float | None = None,
+               profile: str = "gpu") -> bool:
+    """Whether ``plans`` (same model and shape) may be denoised in one batched call.
+
+    - device: the group's peak (``group_vram_gb``) minus the weights already resident when
+      ``weights_loaded`` (``free_bytes`` was read after loading, so they are not free any more
+      and must not be asked for again), with the orchestrator's ``FIT_HEADROOM``, must fit
+      ``free_bytes``. When the model is not loaded yet, the whole peak must fit.
+    - budget: the group's whole peak (weights included: what the group uses on the device)
+      must not exceed ``budget_gb`` (a batch's ``vram_budget_gb``; None: no budget).
+
+    Models that run on the CPU (``tiny``) need no GPU memory and always fit the device.
+    """
+    arch = ARCHITECTURES[plans[0].model]
+    need = group_vram_gb(plans, profile) * GIB
+    if budget_gb is not None and need > budget_gb * GIB:
+        return False
+    if arch.on_cpu:
+        return True
+    extra = need - (resident_weight_bytes(arch, profile) if weights_loaded else 0.0)
+    return extra * FIT_HEADROOM <= free_bytes
