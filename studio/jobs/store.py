@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from studio.errors import IdempotencyConflict
 
@@ -99,6 +99,7 @@ CREATE TABLE IF NOT EXISTS webhook_outbox (
     finished_at     REAL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON webhook_outbox (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS outbox_task ON webhook_outbox (task_id, url);
 CREATE TABLE IF NOT EXISTS timings (
     model   TEXT NOT NULL,
     name    TEXT NOT NULL,
@@ -398,15 +399,32 @@ class TaskStore:
         with self._transaction() as db:
             _queue_webhook(db, task_id, "task.progress", data, max_attempts=1, now=time.time())
 
-    def claim_due_webhooks(self, limit: int = 20) -> list[dict[str, Any]]:
-        """Pending deliveries whose time has come, marked ``sending``."""
+    def claim_due_webhooks(self, limit: int = 20,
+                           accept: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
+        """Pending deliveries whose time has come, marked ``sending``.
+
+        Only the oldest unfinished delivery of each (task, URL) can be claimed, so a receiver
+        gets a task's events in the order they happened: a ``task.created`` waiting for a retry
+        holds back that task's ``task.started`` and ``task.completed``. ``accept`` (called with
+        each candidate, oldest due first) lets the dispatcher skip rows it has no room for now;
+        those stay ``pending``.
+        """
         with self._transaction() as db:
             rows = db.execute(
-                "SELECT * FROM webhook_outbox WHERE status = 'pending' AND next_attempt_at <= ?"
-                " ORDER BY next_attempt_at LIMIT ?", (time.time(), limit)).fetchall()
+                "SELECT * FROM webhook_outbox AS o WHERE o.status = 'pending' AND o.next_attempt_at <= ?"
+                " AND NOT EXISTS (SELECT 1 FROM webhook_outbox AS e WHERE e.task_id = o.task_id"
+                " AND e.url = o.url AND e.status IN ('pending', 'sending') AND (e.created_at < o.created_at"
+                " OR (e.created_at = o.created_at AND e.rowid < o.rowid)))"
+                " ORDER BY o.next_attempt_at", (time.time(),)).fetchall()
+            claimed: list[dict[str, Any]] = []
             for row in rows:
-                db.execute("UPDATE webhook_outbox SET status = 'sending' WHERE id = ?", (row["id"],))
-        return [dict(r) for r in rows]
+                if len(claimed) >= limit:
+                    break
+                if accept is None or accept(dict(row)):
+                    claimed.append(dict(row))
+            for delivery in claimed:
+                db.execute("UPDATE webhook_outbox SET status = 'sending' WHERE id = ?", (delivery["id"],))
+        return claimed
 
     def settle_webhook(self, delivery_id: str, status: str, error: str | None = None,
                        retry_at: float | None = None) -> None:
