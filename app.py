@@ -30,9 +30,10 @@ from studio.api import (
     genius_stream,
     genius_v2v,
 )
+from studio.api.auth import standing_rate_headers
 from studio.api.errors import install_error_handlers
 from studio.api.metrics_middleware import MetricsMiddleware
-from studio.api.middleware import BodySizeLimit, UnknownMethods
+from studio.api.middleware import BodySizeLimit, RateHeaders, UnknownMethods
 from studio.api.ratelimit import RateLimiter
 from studio.api.routes import router
 from studio.config import Settings
@@ -65,6 +66,7 @@ def build_app(settings: Settings) -> FastAPI:
     api.include_router(genius_scene.router)
     api.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     api.add_middleware(UnknownMethods, known=ALL_METHODS, allowed=lambda scope: _allowed_methods(api, scope))
+    api.add_middleware(RateHeaders, standing=standing_rate_headers)  # outside the two above: their 413/405 too
     api.add_middleware(MetricsMiddleware, monitor=studio.sla)  # outermost: times 413s too
 
     api.include_router(genius_decoder.router)

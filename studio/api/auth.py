@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Mapping
 
 from fastapi import Request, Response, WebSocket
+from starlette.datastructures import Headers
 
 from studio.api.ratelimit import RateDecision, RateLimiter
 from studio.errors import AuthenticationFailed, PermissionDenied, RateLimited
@@ -25,6 +26,26 @@ def bearer_token(header: str | None) -> str | None:
         return None
     match = _BEARER.match(header)
     return match.group(1) if match else None
+
+
+def standing_rate_headers(scope: dict) -> dict[str, str]:
+    """The ``X-RateLimit-*`` headers for a /v1 response that no rate-limited route produced
+    (unknown route 404, 405, 413 refused before the body was read, a route's unhandled 500).
+
+    Such requests are not charged: the headers show the caller's ``default`` bucket as it
+    stands, for the same identity ``check_access`` would charge (the key when the
+    ``Authorization`` header names a known key, else the client address), without
+    ``Retry-After``, since nothing was refused for rate.
+    """
+    state = scope["app"].state
+    host = scope["client"][0] if scope.get("client") else "unknown"
+    token = bearer_token(Headers(scope=scope).get("authorization"))
+    try:
+        key = state.studio.keys.lookup(token) if token else None
+    except Exception:  # noqa: BLE001 - a failing key store must not turn a 404 into a 500
+        key = None
+    decision = state.rate_limiter.peek("default", key.id if key else f"addr:{host}")
+    return {name: value for name, value in decision.headers.items() if name.startswith("X-RateLimit-")}
 
 
 def check_access(keys: KeyStore, limiter: RateLimiter, kind: str, headers: Mapping[str, str],

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from studio.api.auth import standing_rate_headers
 from studio.engine.request import describe_validation_error
 from studio.errors import InvalidRequest, StudioError
 
@@ -63,4 +64,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(INTERNAL, status_code=500)
+        # This handler runs in Starlette's outermost middleware, outside RateHeaders, so the
+        # rate-limit headers every /v1 response carries are added here.
+        headers = getattr(request.state, "rate_headers", None)
+        if headers is None and request.url.path.startswith("/v1"):
+            headers = standing_rate_headers(request.scope)
+        return JSONResponse(INTERNAL, status_code=500, headers=headers)

@@ -84,3 +84,43 @@ class UnknownMethods:
             headers.append((b"allow", allowed.encode()))
         await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class RateHeaders:
+    """Put the ``X-RateLimit-*`` headers on every response under ``prefix`` (and on any other
+    response whose route charged a rate limit, e.g. ``/metrics``).
+
+    The auth dependency records the charged decision in ``request.state.rate_headers``, but a
+    route that returns its own ``Response`` (a file download, a stream frame, a 204) drops the
+    headers FastAPI would have merged, and responses made outside any route (the 413 of
+    ``BodySizeLimit``, the 405 of ``UnknownMethods``, unknown routes) never charged anything.
+    This middleware sits outside both and adds what is missing as the response starts: the
+    charged decision when there is one, else ``standing(scope)`` (the caller's uncharged
+    standing). Headers a response already has are kept.
+    """
+
+    def __init__(self, app, standing: Callable[[dict], dict[str, str]], prefix: str = "/v1"):
+        self.app, self.standing, self.prefix = app, standing, prefix
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        # request.state writes into scope["state"]; creating it here, before any scope copy
+        # further in, makes this the dict the dependency writes to.
+        state = scope.setdefault("state", {})
+        under_prefix = scope["path"].startswith(self.prefix)
+
+        async def send_with_rate_headers(message):
+            if message["type"] == "http.response.start":
+                rate = state.get("rate_headers")
+                if rate is None and under_prefix:
+                    rate = self.standing(scope)
+                if rate:
+                    headers = list(message.get("headers", []))
+                    present = {name.lower() for name, _ in headers}
+                    headers += [(name.lower().encode("latin-1"), value.encode("latin-1"))
+                                for name, value in rate.items() if name.lower().encode("latin-1") not in present]
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_rate_headers)

@@ -46,3 +46,13 @@ class RateLimiter:
         allowed = self._limiter.hit(item, kind, identity)
         reset, remaining = self._limiter.get_window_stats(item, kind, identity)
         return RateDecision(allowed, item.amount, max(0, remaining), reset)
+
+    def peek(self, kind: str, identity: str) -> RateDecision:
+        """``identity``'s standing against ``kind``'s limit without counting a request.
+
+        For responses no rate-limited route produced (unknown route, 405, 413 refused before the
+        body was read): they are not charged, yet still say where the caller stands.
+        """
+        item = self.items.get(kind, self.items["default"])
+        reset, remaining = self._limiter.get_window_stats(item, kind, identity)
+        return RateDecision(remaining > 0, item.amount, max(0, remaining), reset)
