@@ -13,7 +13,11 @@ steps a match may skip grows with the similarity (``SKIP_LEVELS``):
 
 These thresholds were set on the offline tiny model's encoder (where rewordings of one prompt
 score 0.84-0.93 and unrelated prompts 0.50-0.81); a real UMT5 encoder spreads prompts
-differently, so they are a property of the encoder, not universal constants.
+differently (its pooled embeddings of unrelated prompts are similar too), so they are a
+property of the encoder, not universal constants. Each model's levels live in its catalog
+entry (``ModelSpec.similarity_skip_levels``); a model without calibrated levels runs batches
+without similarity caching, and the batch says so (``studio.genius.batch``). README,
+"Calibrating similarity caching", says how to calibrate a model.
 
 Only states of the same owner (API key), model, size, frame count, steps, guidance and
 acceleration are reused: anything else changes the meaning of "step k". An *equal* prompt with a
@@ -33,7 +37,17 @@ from dataclasses import dataclass
 
 import torch
 
-SKIP_LEVELS = ((0.97, 0.40), (0.93, 0.30), (0.90, 0.20))  # (minimum cosine, share of steps skipped)
+from studio.models.catalog import TINY, get_spec
+
+# (minimum cosine, share of steps skipped): the tiny model's calibrated levels, the default of
+# the functions below (pass a model's own ``levels`` for another calibrated model; batches on
+# models without calibrated levels never get here).
+SKIP_LEVELS = get_spec(TINY).similarity_skip_levels
+
+
+def similarity_calibrated(model_id: str) -> bool:
+    """Whether ``model_id``'s similarity levels were calibrated on its own text encoder."""
+    return get_spec(model_id).similarity_calibrated
 
 
 def pooled_text(embeds: torch.Tensor) -> torch.Tensor:
@@ -44,20 +58,21 @@ def pooled_text(embeds: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(mean.float(), dim=-1).cpu()
 
 
-def capture_steps(num_inference_steps: int) -> list[int]:
+def capture_steps(num_inference_steps: int, levels: tuple = SKIP_LEVELS) -> list[int]:
     """After which steps a run's state is kept: one per skip level."""
-    return sorted({_skip(num_inference_steps, share) for _, share in SKIP_LEVELS} - {0})
+    return sorted({_skip(num_inference_steps, share) for _, share in levels} - {0})
 
 
 def _skip(num_inference_steps: int, share: float) -> int:
     return int(num_inference_steps * share)
 
 
-def reusable(cosine: float, prompt: str, seed: int, other_prompt: str, other_seed: int) -> bool:
+def reusable(cosine: float, prompt: str, seed: int, other_prompt: str, other_seed: int,
+             levels: tuple = SKIP_LEVELS) -> bool:
     """Whether a run of ``other_prompt`` may lend its early states to ``prompt``."""
     if prompt == other_prompt and seed != other_seed:
         return False
-    return cosine >= SKIP_LEVELS[-1][0]
+    return cosine >= levels[-1][0]
 
 
 @dataclass(frozen=True)
@@ -107,18 +122,18 @@ class DenoisingStateCache:
                 del self._entries[oldest_key]
 
     def match(self, key: tuple, pooled: torch.Tensor, prompt: str, seed: int,
-              num_inference_steps: int) -> StateMatch | None:
+              num_inference_steps: int, levels: tuple = SKIP_LEVELS) -> StateMatch | None:
         """The most similar reusable cached run's state for ``pooled``, at the deepest step its
         similarity allows, or None."""
         best: tuple[float, _Entry] | None = None
         for entry in self._entries.get(key, ()):
             cosine = float(entry.pooled @ pooled)
-            if reusable(cosine, prompt, seed, entry.prompt, entry.seed) and (best is None or cosine > best[0]):
+            if reusable(cosine, prompt, seed, entry.prompt, entry.seed, levels) and (best is None or cosine > best[0]):
                 best = (cosine, entry)
         if best is None:
             return None
         cosine, entry = best
-        for minimum, share in SKIP_LEVELS:
+        for minimum, share in levels:
             steps = _skip(num_inference_steps, share)
             if cosine >= minimum and steps in entry.states:
                 return StateMatch(entry.task_id, cosine, steps, entry.states[steps])

@@ -11,6 +11,10 @@
   denoising state of the most similar earlier prompt, skipping those steps (approximate
   caching as in NIRVANA; thresholds and rules in ``studio.engine.state_cache``). Every reuse is
   recorded in the task's metadata (``metadata.batch``) and counted in the batch's status.
+  It runs only on models whose similarity levels were calibrated on their own text encoder
+  (``ModelSpec.similarity_skip_levels``; today the offline ``tiny``): for any other model a
+  requested ``enable_similarity_caching`` is not applied (nothing is reused, not even equal
+  prompts' encodings), and the batch's ``notes`` say so.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model
 
 from studio.engine.request import HTTP_URL_PATTERN, NOT_BLANK, GenerationRequest, JsonModel, parse_request
+from studio.engine.state_cache import similarity_calibrated
 from studio.errors import InvalidRequest, ServiceUnavailable, TaskNotFound
 from studio.jobs import store as st
 from studio.media.fetch import validate_url
@@ -65,11 +70,15 @@ class BatchSubmitResponse(BaseModel):
     total: int
     estimated_time_seconds: float = Field(description="Until the last task of the batch is done (queue included)")
     queue_position: int = Field(description="Queue position of the batch's first task")
+    notes: list[str] = Field(default_factory=list, description="How the batch runs differently from the request "
+                                                               "(e.g. similarity caching requested but not applied)")
 
 
 class SimilarityStats(BaseModel):
     """What similarity caching saved in a batch, counted from its finished tasks' metadata."""
 
+    applied: bool = Field(True, description="Whether similarity caching runs for this batch: requested, and "
+                                            "calibrated for its model(s)")
     text_encodings_reused: int = Field(description="Tasks whose prompt encoding was reused")
     denoising_states_reused: int = Field(description="Tasks that started from a near-identical prompt's state")
     steps_skipped: int = Field(description="Denoising steps those tasks did not run")
@@ -82,6 +91,7 @@ class BatchStatus(BaseModel):
     progress: float = Field(description="Mean progress of the batch's tasks")
     priority: str
     similarity_cache: SimilarityStats
+    notes: list[str] = Field(default_factory=list, description="As in the submit reply")
     tasks: list["TaskStatus"]
 
 
@@ -105,18 +115,35 @@ def submit_batch(studio: "Studio", request: BatchRequest, owner: str,
     if request.webhook_url:
         validate_url(request.webhook_url, studio.fetch_policy)
     prepared = [studio.prepare(r) for r in _task_requests(request)]
+    stored = request.model_dump()
+    uncalibrated = sorted({p.stored.model for p in prepared if not similarity_calibrated(p.stored.model)})
+    if request.enable_similarity_caching and uncalibrated:
+        # The worker reads this flag: with it off nothing is reused. What was asked is kept for the notes.
+        stored.update(enable_similarity_caching=False, similarity_caching_requested=True,
+                      similarity_uncalibrated_models=uncalibrated)
     batch_id, task_ids, created = studio.store.create_batch(
-        owner, request.model_dump(), [p.stored.model_dump() for p in prepared], PRIORITIES[request.priority],
+        owner, stored, [p.stored.model_dump() for p in prepared], PRIORITIES[request.priority],
         [round(p.estimate, 2) for p in prepared], webhook_url=request.webhook_url,
         idempotency_key=idempotency_key)
     last = task_ids[-1]
     wait = studio.queue_wait(last) + (prepared[-1].estimate if created else 0.0)
     reply = BatchSubmitResponse(batch_id=batch_id, task_ids=task_ids, total=len(task_ids),
                                 estimated_time_seconds=round(wait, 2),
-                                queue_position=studio.store.queue_position(task_ids[0]))
+                                queue_position=studio.store.queue_position(task_ids[0]),
+                                notes=batch_notes(stored))
     if created:  # after measuring, so the reply describes the queue the batch joined
         studio.worker.wake()
     return reply
+
+
+def batch_notes(stored: dict) -> list[str]:
+    """What a stored batch request runs differently from what was asked."""
+    if not stored.get("similarity_caching_requested"):
+        return []
+    models = ", ".join(stored.get("similarity_uncalibrated_models") or ())
+    return [f"similarity caching was requested but not applied: its thresholds are not calibrated for {models}'s "
+            "text encoder (pooled-embedding cosines of one encoder do not carry over to another), so nothing is "
+            "reused; README 'Calibrating similarity caching' says how to calibrate a model"]
 
 
 def batch_status(studio: "Studio", batch_id: str, owner: str) -> BatchStatus:
@@ -131,14 +158,16 @@ def batch_status(studio: "Studio", batch_id: str, owner: str) -> BatchStatus:
     statuses = [studio.status(task.id, owner) for task in tasks]
     return BatchStatus(batch_id=batch_id, total=len(tasks), counts={k: v for k, v in counts.items() if v},
                        progress=round(sum(t.progress for t in tasks) / max(len(tasks), 1), 4),
-                       priority=info["request"]["priority"], similarity_cache=_similarity_stats(tasks),
-                       tasks=statuses)
+                       priority=info["request"]["priority"],
+                       similarity_cache=_similarity_stats(tasks, bool(info["request"].get("enable_similarity_caching",
+                                                                                         True))),
+                       notes=batch_notes(info["request"]), tasks=statuses)
 
 
-def _similarity_stats(tasks: list) -> SimilarityStats:
+def _similarity_stats(tasks: list, applied: bool) -> SimilarityStats:
     runs = [((t.result or {}).get("metadata") or {}).get("batch") or {} for t in tasks]
     states = [r["denoising_state"] for r in runs if r.get("denoising_state")]
-    return SimilarityStats(text_encodings_reused=sum(r.get("text_encoding") == "reused" for r in runs),
+    return SimilarityStats(applied=applied, text_encodings_reused=sum(r.get("text_encoding") == "reused" for r in runs),
                            denoising_states_reused=len(states),
                            steps_skipped=sum(s["skipped_steps"] for s in states))
 
