@@ -85,8 +85,6 @@ stays the authority on both paths.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -96,7 +94,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from studio.errors import InvalidRequest
+from studio.errors import InvalidRequest, StudioError
 
 Frame = np.ndarray
 BBox = tuple[float, float, float, float]  # x, y, w, h in frame pixels
@@ -126,17 +124,14 @@ EMBED_BATCH = 32  # crops embedded per forward pass on the model path
 
 def decode_reference_image(data: str | bytes) -> Frame:
     """An RGB array from a base64 string (``data:`` URLs accepted) or the raw bytes of a PNG,
-    JPEG, WebP or BMP file. Raises ``InvalidRequest`` naming ``reference_image_base64``."""
-    if isinstance(data, str):
-        payload = data.split(",", 1)[1] if data.startswith("data:") else data
-        try:
-            data = base64.b64decode(payload, validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidRequest("reference_image_base64 is not valid base64") from None
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InvalidRequest("reference_image_base64 is not a PNG, JPEG, WebP or BMP image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    JPEG or WebP file. Raises ``InvalidRequest`` naming ``reference_image_base64``."""
+    # The studio's one decoder of user images, so every hostile input fails here the same way.
+    from studio.media.inputs import decode_base64_image, decode_image
+
+    try:
+        return decode_base64_image(data) if isinstance(data, str) else decode_image(data)
+    except StudioError as error:
+        raise InvalidRequest(f"reference_image_base64: {error.detail}") from None
 
 
 # ---------------------------------------------------------------------------------------------

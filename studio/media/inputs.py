@@ -83,15 +83,21 @@ def decode_base64_audio(data: str) -> bytes:
 
 
 def decode_image(raw: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-    """PNG/JPEG/WebP bytes as an RGB uint8 array (400 for another format or over ``max_pixels``)."""
+    """PNG/JPEG/WebP bytes as an RGB uint8 array: the one place user images are decoded.
+
+    Any failure is ``InvalidMedia`` (400): another format, over ``max_pixels``, and everything
+    a decoder can raise on hostile bytes (PIL raises ``ValueError`` for iCCP/zTXt/iTXt chunks
+    that inflate past its limits, ``SyntaxError`` for a broken PNG structure, ``OSError`` for
+    truncated data, ``zlib``/``struct`` errors and more), so none of it reaches a 500. Callers
+    add the request field's name.
+    """
     from PIL import Image
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(raw))  # reads the header only
-        except (Image.UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning,
-                OSError):
+            image = Image.open(io.BytesIO(raw))  # reads the header (and chunks before the pixels)
+        except Exception:  # whatever the decoder raised, the bytes are not a usable image
             raise InvalidMedia("image is not a readable PNG, JPEG or WebP") from None
         if image.format not in IMAGE_FORMATS:
             raise InvalidMedia(f"image format {image.format} is not accepted; use PNG, JPEG or WebP")
@@ -100,8 +106,8 @@ def decode_image(raw: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
             raise InvalidMedia(f"image is {width}x{height}: over the {max_pixels} pixel limit")
         try:
             return np.asarray(image.convert("RGB"))
-        except (OSError, Image.DecompressionBombWarning, Image.DecompressionBombError):
-            raise InvalidMedia("image data is truncated or corrupt") from None
+        except Exception:  # as above: truncated pixels, chunks after them that inflate too far, ...
+            raise InvalidMedia("image data is truncated, corrupt or carries oversized metadata") from None
 
 
 def check_upload_type(path: Path, kind: str) -> None:
@@ -172,8 +178,8 @@ def image_input(data: str | None, url: str | None, policy: "FetchPolicy", data_f
     if data:
         try:
             return decode_base64_image(data)
-        except InvalidMedia as error:
-            raise InvalidMedia(f"{data_field}: {error.detail}") from None
+        except (InvalidMedia, PayloadTooLarge) as error:  # same status, with the field it is about
+            raise type(error)(f"{data_field}: {error.detail}") from None
     return fetch_image(url, policy, url_field) if url else None
 
 
