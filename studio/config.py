@@ -63,6 +63,8 @@ class Settings:
             other non-global address stays refused).
         webhook_retry_base_seconds: first retry delay of a failed webhook (x4 per attempt).
         sla_level: the SLA level /v1/genius/sla/status compares against by default.
+        min_free_mb: below this much free space on the data folder's disk new work is refused
+            (507 ``StorageFull``) and the worker starts no run; both resume once space is freed.
     """
 
     host: str = "127.0.0.1"
@@ -77,6 +79,7 @@ class Settings:
     allow_loopback_urls: bool = False
     webhook_retry_base_seconds: float = 5.0
     sla_level: str = "standard"
+    min_free_mb: int = 256
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -97,6 +100,7 @@ class Settings:
             allow_loopback_urls=_env_flag("ECHOEL_ALLOW_LOOPBACK_URLS"),
             webhook_retry_base_seconds=_env_float("ECHOEL_WEBHOOK_RETRY_BASE", base.webhook_retry_base_seconds),
             sla_level=os.environ.get("ECHOEL_SLA_LEVEL", base.sla_level),
+            min_free_mb=_env_int("ECHOEL_MIN_FREE_MB", base.min_free_mb),
         )
 
     # Folders under data_dir, one job each.

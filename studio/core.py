@@ -30,8 +30,10 @@ from studio.jobs.worker import Worker
 from studio.keys import KeyStore
 from studio.media.fetch import FetchPolicy, validate_url
 from studio.media.paths import MediaPaths, media_url
+from studio.media.storage import StorageGuard
 from studio.models.catalog import CATALOG, MODELS, TINY
 from studio.models.loader import ModelCache, cuda_available, default_model, unavailable_reason
+from studio.ui_access import AnonymousLimits, OwnerCookies
 from studio.views import (
     EditMetadata,
     GenreInfo,
@@ -44,7 +46,7 @@ from studio.views import (
 )
 
 INTERRUPTED_REASON = "the server stopped while this task was running; submit it again"
-UI_OWNER = "ui"  # tasks started from the web UI; API keys never see them
+UI_OWNER = "ui"  # the default owner of core calls (tests, scripts); UI visitors own theirs: studio.ui_access
 NORMAL_PRIORITY = 1  # single generations; batches choose low (0), normal (1) or high (2)
 
 
@@ -65,6 +67,7 @@ class Studio:
         self.store = TaskStore(settings.db_path)
         self.bus = EventBus()
         self.paths = MediaPaths(settings.media_dir)
+        self.storage = StorageGuard(settings.data_dir, settings.min_free_mb * 2**20)
         self.models = ModelCache(settings.models_dir)
         self.estimator = Estimator(self.store)
         self.keys = KeyStore(settings.db_path, settings.api_keys)
@@ -74,10 +77,13 @@ class Studio:
         self.decoder_stats = DecoderStatsAggregate()
         self.worker = Worker(self.store, self.bus, self.models, self.estimator, self.paths,
                              preview_width=settings.preview_width, decoder_stats=self.decoder_stats,
-                             data_dir=settings.data_dir)
+                             data_dir=settings.data_dir, storage=self.storage)
         self.sla = SlaMonitor(settings.db_path, default_level=settings.sla_level, queue_depth=self.store.queue_depth)
         self.worker.on_generation = self.sla.record_generation
-        self.streams = StreamHub(settings.media_dir / "stream")  # under media_dir: the UI may serve it
+        self.streams = StreamHub(settings.media_dir / "stream")
+        # UI visitors' own owners (signed cookie) and their anonymous work limits: studio.ui_access.
+        self.ui_cookies = OwnerCookies.load(settings.data_dir)
+        self.ui_limits = AnonymousLimits(self.store.active_count)
         self.worker.streams = self.streams
         self.default_model = default_model() if settings.model == AUTO_MODEL else settings.model
         if self.default_model not in CATALOG:
@@ -127,7 +133,7 @@ class Studio:
 
         ``owner`` is the API key id (or ``ui``); only the owner sees the task afterwards.
         """
-        self.refuse_when_draining()
+        self.refuse_new_work()
         if request.webhook_url:
             validate_url(request.webhook_url, self.fetch_policy)
         prepared = self.prepare(request)
@@ -148,16 +154,19 @@ class Studio:
             self.worker.wake()
         return reply
 
-    def refuse_when_draining(self) -> None:
-        """503 while the maintenance flag is set: running tasks finish, new work is refused."""
-        if self.draining:
+    def refuse_new_work(self) -> None:
+        """Refuse new work while it cannot be taken: 503 in maintenance (the flag file; running
+        tasks finish) or while shutting down, 507 ``StorageFull`` while the data disk is
+        (almost) full (queued tasks wait; both clear by themselves)."""
+        if self.draining or self.worker.stopping:
             raise ServiceUnavailable("the server is in maintenance: running tasks finish, new work is refused; "
                                      "retry later")
+        self.storage.require_space()
 
     def submit_edit(self, kind: str, request: dict, owner: str, estimate: float) -> SubmitResponse:
         """Store a video-side genius task (``studio.engine.edit``) whose inputs the feature has
         validated and stored, and queue it."""
-        self.refuse_when_draining()
+        self.refuse_new_work()
         task, _ = self.store.create_task(kind, request, priority=NORMAL_PRIORITY,
                                          estimated_seconds=round(estimate, 2), owner=owner)
         reply = SubmitResponse(task_id=task.id, status=task.status, message=f"{kind} task queued for processing",
@@ -319,6 +328,24 @@ class Studio:
                           negative_suffix=g.negative_suffix) for g in GENRES.values()]
 
     def health(self) -> Health:
-        return Health(status="maintenance" if self.draining else "ok", default_model=self.default_model,
-                      loaded_model=self.models.loaded_model, cuda=cuda_available(),
-                      running_task=self.worker.current_task_id is not None)
+        """What the service can do now. ``status``: ``ok``; ``maintenance`` (new work refused);
+        ``degraded`` when the worker is not running, the data disk is (almost) full, or the
+        task store cannot be read — ``problems`` says which."""
+        problems = []
+        if not self.worker.alive:
+            problems.append("the worker is not running: queued tasks do not start")
+        try:
+            free_mb = self.storage.free_bytes() // 2**20
+        except OSError:
+            free_mb = 0
+        if self.storage.low():
+            problems.append(f"the data disk is almost full ({free_mb} MiB free, {self.settings.min_free_mb} MiB "
+                            "needed): new tasks are refused with 507, queued tasks wait")
+        try:
+            self.store.queue_depth()
+        except Exception:
+            problems.append("the task store cannot be read")
+        status = "maintenance" if self.draining or self.worker.stopping else "degraded" if problems else "ok"
+        return Health(status=status, default_model=self.default_model, loaded_model=self.models.loaded_model,
+                      cuda=cuda_available(), running_task=self.worker.current_task_id is not None,
+                      worker_running=self.worker.alive, free_disk_mb=free_mb, problems=problems)

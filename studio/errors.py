@@ -113,3 +113,55 @@ class TaskCancelled(StudioError):
 class ServiceUnavailable(StudioError):
     status_code = 503
     title = "Service unavailable"
+
+
+class InternalError(StudioError):
+    """Something failed that the server did not expect; the details are logged, never shown."""
+
+
+class StorageFull(StudioError):
+    """The data folder's disk (or the task database on it) has no room left: new work is refused
+    and a run whose write failed ends with this type. Recovers by itself once space is freed."""
+
+    status_code = 507
+    title = "Insufficient storage"
+
+
+class StoreUnavailable(StudioError):
+    """The task database answered with an error that is not the client's (busy, I/O error)."""
+
+    status_code = 503
+    title = "Service unavailable"
+
+
+class EncodingFailed(StudioError):
+    """The video encoder exited with an error or wrote a file that does not hold every frame."""
+
+    status_code = 500
+    title = "Encoding failed"
+
+
+def storage_fault(error: BaseException) -> StudioError | None:
+    """The deliberate error behind a storage failure anywhere in ``error``'s chain: a full disk
+    (``ENOSPC``/``EDQUOT`` from any write, SQLite's "database or disk is full") is
+    ``StorageFull``; any other SQLite operational error (busy timeout, disk I/O) is
+    ``StoreUnavailable``. None for everything else."""
+    import errno
+    import sqlite3
+
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    store_error: StudioError | None = None
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, StorageFull):
+            return cause
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StorageFull("the server's disk is full; the task could not be stored or written")
+        if isinstance(cause, sqlite3.Error):
+            if "full" in str(cause).lower():
+                return StorageFull("the server's disk is full; the task database cannot grow")
+            if store_error is None and isinstance(cause, sqlite3.OperationalError):
+                store_error = StoreUnavailable("the task database is busy or failing; retry shortly")
+        cause = cause.__cause__ or cause.__context__
+    return store_error

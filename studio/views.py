@@ -49,15 +49,25 @@ class DecoderRunStats(BaseModel):
     total_tokens: int = Field(description="passes x tokens_per_pass")
     accepted_tokens: int = Field(description="passes_reused x tokens_per_pass")
     acceptance_rate: float
-    speedup_factor: float = Field(description="uncached_estimate_seconds / denoise_seconds")
+    speedup_factor: float = Field(description="Measured A/B speedup (uncached_measured_seconds / denoise_seconds) "
+                                              "when an acceleration=off run of the same shape was measured here, "
+                                              "else estimated_speedup_factor; speedup_basis says which")
     average_draft_time_ms: float = Field(description="Mean first-block (draft) time per cached pass")
     average_verify_time_ms: float = Field(description="Mean residual comparison (verify) time per compared pass")
     draft_passes: int
     verify_passes: int
     full_step_seconds: float = Field(description="Mean fully computed step after the first, comparison time removed")
     full_step_samples: int = Field(description="Steps full_step_seconds was measured over")
-    uncached_estimate_seconds: float = Field(description="first step + full_step_seconds x (steps - 1)")
+    uncached_estimate_seconds: float = Field(description="first step + full_step_seconds x (steps - 1): an "
+                                                         "in-run extrapolation, not a measurement")
     denoise_seconds: float = Field(description="Sum of the engine's measured step times")
+    speedup_basis: str | None = Field(None, description="'measured: A/B ...', 'estimate: ...' (with what it rests "
+                                                        "on) or 'off: ...'")
+    estimated_speedup_factor: float | None = Field(None, description="uncached_estimate_seconds / denoise_seconds")
+    uncached_measured_seconds: float | None = Field(None, description="Median denoising time of the last "
+                                                                      "acceleration=off runs of the same shape on "
+                                                                      "this server; null when none was measured")
+    baseline_runs: int = Field(0, description="acceleration=off runs uncached_measured_seconds is the median of")
 
 
 class DenoisingStateReuse(BaseModel):
@@ -169,8 +179,12 @@ class GenreInfo(BaseModel):
 class Health(BaseModel):
     """Service state."""
 
-    status: str = Field(description="'ok', or 'maintenance' while new work is refused")
+    status: str = Field(description="'ok'; 'maintenance' while new work is refused (flag file, shutdown); "
+                                    "'degraded' while something below is wrong (see problems)")
     default_model: str
     loaded_model: str | None
     cuda: bool
     running_task: bool
+    worker_running: bool = Field(description="whether the worker that starts queued tasks is alive")
+    free_disk_mb: int = Field(description="free space on the data folder's disk, MiB")
+    problems: list[str] = Field(default_factory=list, description="what makes the status 'degraded'")

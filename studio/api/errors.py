@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from studio.api.auth import standing_rate_headers
 from studio.engine.request import describe_validation_error
-from studio.errors import InvalidRequest, StudioError
+from studio.errors import InvalidRequest, StudioError, storage_fault
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        fault = storage_fault(exc)  # a full disk or a failing database is a condition, not a bug
+        if fault is not None:
+            log.error("%s %s refused: %s", request.method, request.url.path, fault.detail)
+            return error_response(fault, request)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         # This handler runs in Starlette's outermost middleware, outside RateHeaders, so the
         # rate-limit headers every /v1 response carries are added here.

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model
 
 from studio.engine.request import HTTP_URL_PATTERN, NOT_BLANK, GenerationRequest, JsonModel, parse_request
 from studio.engine.state_cache import similarity_calibrated
-from studio.errors import InvalidRequest, ServiceUnavailable, TaskNotFound
+from studio.errors import InvalidRequest, TaskNotFound
 from studio.jobs import store as st
 from studio.media.fetch import validate_url
 
@@ -110,8 +110,7 @@ def _task_requests(request: BatchRequest) -> list[GenerationRequest]:
 def submit_batch(studio: "Studio", request: BatchRequest, owner: str,
                  idempotency_key: str | None = None) -> BatchSubmitResponse:
     """Queue every prompt of ``request`` as a task of one batch (one transaction)."""
-    if studio.draining:
-        raise ServiceUnavailable("the server is in maintenance: new work is refused; retry later")
+    studio.refuse_new_work()
     if request.webhook_url:
         validate_url(request.webhook_url, studio.fetch_policy)
     prepared = [studio.prepare(r) for r in _task_requests(request)]

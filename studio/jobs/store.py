@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from studio.errors import IdempotencyConflict
+from studio.errors import IdempotencyConflict, storage_fault
 
 PENDING = "pending"
 LOADING_MODEL = "loading_model"
@@ -162,6 +162,7 @@ class TaskStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._last_claim_ui = -1  # class of the last claim (1 UI, 0 keyed; -1 none yet): see claim_next
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -188,14 +189,15 @@ class TaskStore:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error), holding the connection's lock."""
-        with self._lock:
+        with self._lock, _storage_errors():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     @staticmethod
     def _add_event(db: sqlite3.Connection, task_id: str, type_: str, data: dict[str, Any]) -> None:
@@ -305,14 +307,21 @@ class TaskStore:
     def claim_next(self) -> Task | None:
         """Move the next pending task to ``loading_model``: highest effective priority (the
         priority plus one level per ``AGE_BOOST_SECONDS`` waited, so low never starves), then
-        oldest."""
+        oldest.
+
+        Fair share: anonymous UI tasks (owner ``ui`` / ``ui:...``) and keyed API tasks are two
+        classes, and while both have tasks waiting the claims alternate between them, so a crowd
+        of UI visitors cannot hold keyed work back (nor the reverse). Within a class the order
+        above holds (a scene's shots still run before its stitch)."""
         with self._transaction() as db:
             row = db.execute(
-                "SELECT id FROM tasks WHERE status = ? ORDER BY priority + (? - created_at) / ? DESC, seq LIMIT 1",
-                (PENDING, time.time(), AGE_BOOST_SECONDS),
+                f"SELECT id, {_UI_OWNER_SQL} AS ui FROM tasks WHERE status = ?"
+                f" ORDER BY {_UI_OWNER_SQL} = ?, priority + (? - created_at) / ? DESC, seq LIMIT 1",
+                (PENDING, self._last_claim_ui, time.time(), AGE_BOOST_SECONDS),
             ).fetchone()
             if row is None:
                 return None
+            self._last_claim_ui = row["ui"]  # the next claim prefers the other class
             db.execute(
                 "UPDATE tasks SET status = ?, started_at = ?, attempt = attempt + 1,"
                 " current_step = 'Loading model' WHERE id = ?",
@@ -329,7 +338,7 @@ class TaskStore:
     def update_progress(self, task_id: str, progress: float, current_step: str,
                         eta_seconds: float | None, preview_path: str | None = None) -> None:
         """Per-step progress: a plain row update, no event row (live events go through the bus)."""
-        with self._lock:
+        with self._lock, _storage_errors():
             self._db.execute(
                 "UPDATE tasks SET progress = ?, current_step = ?, eta_seconds = ?,"
                 " preview_path = COALESCE(?, preview_path) WHERE id = ?",
@@ -365,6 +374,21 @@ class TaskStore:
             if cancelled_now:
                 self._add_event(db, task_id, "task.cancelled", {"status": CANCELLED})
         return bool(cancelled_now)
+
+    def requeue(self, task_id: str, reason: str) -> bool:
+        """Put a running task back in the queue (a planned shutdown stopped it, not its owner):
+        it keeps its place by priority and age and starts from the beginning after restart.
+        Recorded as a ``task.requeued`` event; the seed defines no webhook for it, so none is sent."""
+        with self._transaction() as db:
+            changed = db.execute(
+                "UPDATE tasks SET status = ?, started_at = NULL, progress = 0, eta_seconds = NULL,"
+                f" preview_path = NULL, current_step = ? WHERE id = ? AND status IN"
+                f" ({','.join('?' * len(RUNNING_STATUSES))})",
+                (PENDING, reason, task_id, *RUNNING_STATUSES)).rowcount
+            if changed:
+                db.execute("INSERT INTO events (task_id, type, data, created_at) VALUES (?, ?, ?, ?)",
+                           (task_id, "task.requeued", json.dumps({"status": PENDING, "reason": reason}), time.time()))
+        return bool(changed)
 
     def fail_interrupted(self, reason: str) -> list[str]:
         """At start-up: tasks a dead process left running end as failed (never running forever)."""
@@ -485,6 +509,15 @@ class TaskStore:
                 ).fetchall()
         return [_row_to_task(r) for r in rows]
 
+    def active_count(self, owners: list[str]) -> int:
+        """Unfinished (pending or running) tasks of these owners: the anonymous UI limits."""
+        if not owners:
+            return 0
+        with self._lock:
+            return self._db.execute(
+                f"SELECT COUNT(*) FROM tasks WHERE status IN (?, ?, ?, ?) AND owner IN ({','.join('?' * len(owners))})",
+                (PENDING, *RUNNING_STATUSES, *owners)).fetchone()[0]
+
     def queue_depth(self) -> int:
         """Pending and running tasks."""
         with self._lock:
@@ -505,10 +538,23 @@ class TaskStore:
         return row["value"] if row else None
 
 
+@contextmanager
+def _storage_errors() -> Iterator[None]:
+    """SQLite's own errors leave the store as the studio's: a full disk is ``StorageFull`` (507),
+    a busy or failing database ``StoreUnavailable`` (503), so callers can tell a client and a
+    worker can end a task truthfully instead of dying on ``sqlite3.OperationalError``."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        raise (storage_fault(error) or error) from error
+
+
 # -- helpers used inside transactions -------------------------------------------------------
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 AGE_BOOST_SECONDS = 120.0  # waiting this long raises a task by one priority level
+# 1 for a task of a UI visitor (studio.ui_access: owners "ui" and "ui:..."), 0 for an API key's.
+_UI_OWNER_SQL = "(owner = 'ui' OR owner LIKE 'ui:%')"
 
 # Whether a pending row starts before task "me": effective priority (priority + wait / boost)
 # compared at any one instant reduces to this time-independent test.

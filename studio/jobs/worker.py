@@ -34,7 +34,7 @@ from studio.engine.t2v import (
     select_texts,
 )
 from studio.engine.text_cache import TextEmbeddingCache
-from studio.errors import StudioError, VramExceeded
+from studio.errors import InternalError, StorageFull, StoreUnavailable, StudioError, VramExceeded, storage_fault
 from studio.genius.decoder import DecoderStatsAggregate
 from studio.genius.streaming import StreamHub
 from studio.jobs import events as ev
@@ -42,6 +42,7 @@ from studio.jobs import store as st
 from studio.jobs.events import Event, EventBus
 from studio.jobs.store import Task, TaskStore
 from studio.media.paths import MediaPaths, media_url
+from studio.media.storage import StorageGuard
 from studio.media.video import write_jpeg
 from studio.models.catalog import get_spec
 from studio.models.loader import ModelCache
@@ -49,6 +50,8 @@ from studio.models.loader import ModelCache
 log = logging.getLogger(__name__)
 
 INTERNAL_ERROR_DETAIL = "the generation failed inside the server; the error was logged"
+REQUEUED_STEP = "Queued again: the server stopped during the run; it starts over after restart"
+STORE_RETRY_SECONDS = 1.0  # how soon the loop retries after the task store failed
 PROGRESS_WEBHOOK_INTERVAL = 2.0  # seconds; the seed's task.progress is a hint, not a stream
 
 
@@ -65,7 +68,7 @@ class _TaskHooks:
     last_progress_webhook: float = 0.0
 
     def should_cancel(self) -> bool:
-        return self.worker.cancel_requested(self.task.id)
+        return self.worker.should_stop(self.task.id)
 
     def on_phase(self, status: str, message: str) -> None:
         self.worker.store.set_status(self.task.id, status, message)
@@ -124,7 +127,7 @@ class _EditHooks:
     last_update: float = 0.0
 
     def should_cancel(self) -> bool:
-        return self.worker.cancel_requested(self.task.id)
+        return self.worker.should_stop(self.task.id)
 
     def on_progress(self, fraction: float, message: str) -> None:
         now = time.monotonic()
@@ -143,7 +146,7 @@ class Worker:
 
     def __init__(self, store: TaskStore, bus: EventBus, models: ModelCache, estimator: Estimator,
                  paths: MediaPaths, preview_width: int = 256, decoder_stats: DecoderStatsAggregate | None = None,
-                 data_dir: Path | None = None):
+                 data_dir: Path | None = None, storage: StorageGuard | None = None):
         self.store, self.bus, self.models, self.estimator, self.paths = store, bus, models, estimator, paths
         self.data_dir = data_dir if data_dir is not None else paths.root.parent  # edit tasks' inputs live here
         self.preview_width = preview_width
@@ -159,6 +162,10 @@ class Worker:
         self.state_cache = DenoisingStateCache()
         self.on_generation = None  # (seconds, ok) -> None: the SLA monitor's record_generation
         self.streams: StreamHub | None = None  # Progressive Streaming's frame boards, when wired
+        self.storage = storage  # no run starts while its disk is (almost) full
+        self.waiting_for_space = False
+        # Task ends the store could not record (disk full, database failing), retried every loop.
+        self._unrecorded: dict[str, tuple] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -168,14 +175,30 @@ class Worker:
         self._thread = threading.Thread(target=self._loop, args=(preload,), name="studio-worker", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop after the current task (cancelling it) and wait for the thread."""
+    def begin_stop(self) -> None:
+        """Claim nothing more, and stop the running task at its next step (it goes back in the
+        queue: a shutdown is not its owner's cancel). Returns at once; ``stop`` waits."""
         self._stopping.set()
-        for task_id in list(self.current_task_ids):
-            self.cancel(task_id)
         self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """``begin_stop``, then wait for the thread. Tasks still running when ``timeout`` runs
+        out (a step that takes longer) are put back in the queue from here."""
+        self.begin_stop()
         if self._thread:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                for task_id in list(self.current_task_ids):
+                    self.store.requeue(task_id, REQUEUED_STEP)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the worker thread is running (health reports it)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def wake(self) -> None:
         """Tell the worker new work is queued (it also polls every second)."""
@@ -188,6 +211,10 @@ class Worker:
     def cancel_requested(self, task_id: str) -> bool:
         with self._cancels_lock:
             return task_id in self._cancels
+
+    def should_stop(self, task_id: str) -> bool:
+        """Whether a run must stop at its next step: its owner cancelled it, or the server stops."""
+        return self._stopping.is_set() or self.cancel_requested(task_id)
 
     def publish(self, task_id: str, type_: str, **data) -> None:
         self.bus.publish(Event(task_id, type_, {k: v for k, v in data.items() if v is not None}))
@@ -205,23 +232,44 @@ class Worker:
         if preload:
             self._preload(preload)
         while not self._stopping.is_set():
-            task = self.store.claim_next()
+            try:
+                task = self._next_task()
+            except Exception as error:  # the store failed: the only worker must outlive that
+                log.error("the worker could not use the task store (%s); retrying", storage_fault(error) or error)
+                self._stopping.wait(STORE_RETRY_SECONDS)
+                continue
             if task is None:
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
-            if task.kind != "t2v":
-                self._run_single_edit(task)
-                continue
-            options = self._batch_options(task)
-            group = [task] + self._companions(task, options)
-            self.current_task_ids = [t.id for t in group]
             try:
-                self._run(group, reuse_text=bool(options and options.get("enable_similarity_caching", True)))
-            finally:
-                self.current_task_ids = []
-                with self._cancels_lock:
-                    self._cancels.difference_update(t.id for t in group)
+                self._run_claimed(task)
+            except Exception:  # every path below ends its tasks; this is the last line of defence
+                log.exception("task %s escaped its error handling", task.id)
+                self._end(task, st.FAILED, INTERNAL_ERROR_DETAIL, "InternalError", ev.ERROR, title="Internal error")
+
+    def _next_task(self) -> Task | None:
+        """Record task ends that failed to record earlier, then claim the next task unless the
+        disk is (almost) full: queued tasks then wait, they are not failed for want of space."""
+        self._record_unrecorded()
+        self.waiting_for_space = self.storage is not None and self.storage.low()
+        if self.waiting_for_space or self._stopping.is_set():
+            return None
+        return self.store.claim_next()
+
+    def _run_claimed(self, task: Task) -> None:
+        if task.kind != "t2v":
+            self._run_single_edit(task)
+            return
+        options = self._batch_options(task)
+        group = [task] + self._companions(task, options)
+        self.current_task_ids = [t.id for t in group]
+        try:
+            self._run(group, reuse_text=bool(options and options.get("enable_similarity_caching", True)))
+        finally:
+            self.current_task_ids = []
+            with self._cancels_lock:
+                self._cancels.difference_update(t.id for t in group)
 
     @property
     def current_task_id(self) -> str | None:
@@ -280,24 +328,24 @@ class Worker:
             load_seconds = 0.0 if was_loaded else model.load_seconds
             for task, request, plan, output, match in zip(tasks, requests, plans, outputs, matches):
                 if output is None:
-                    self._end(task, st.CANCELLED, "Task cancelled", "TaskCancelled", ev.CANCELLED)
+                    self._end_stopped(task)
                 else:
                     self._complete(task, request, plan, model, output, load_seconds, match)
         except Cancelled:
             for task in tasks:
-                self._end(task, st.CANCELLED, "Task cancelled", "TaskCancelled", ev.CANCELLED)
+                self._end_stopped(task)
         except torch.OutOfMemoryError:
             self.models.evict()
             error = VramExceeded("the GPU ran out of memory; try a lower resolution, shorter duration or a smaller model")
             for task in tasks:
                 self._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
-        except StudioError as error:
+        except Exception as exc:
+            error = self._as_studio_error(exc)
+            if error is None:
+                log.exception("tasks %s failed", [t.id for t in tasks])
+                error = _INTERNAL
             for task in tasks:
                 self._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
-        except Exception:
-            log.exception("tasks %s failed", [t.id for t in tasks])
-            for task in tasks:
-                self._end(task, st.FAILED, INTERNAL_ERROR_DETAIL, "InternalError", ev.ERROR, title="Internal error")
 
     def _run_single_edit(self, task: Task) -> None:
         self.current_task_ids = [task.id]
@@ -323,12 +371,13 @@ class Worker:
                              thumbnail_url=result["thumbnail_url"], total_frames=total)
                 self._stream_outcome(task.id, ev.COMPLETE, video_url=result["video_url"], total_frames=total)
         except EditCancelled:
-            self._end(task, st.CANCELLED, "Task cancelled", "TaskCancelled", ev.CANCELLED)
-        except StudioError as error:
+            self._end_stopped(task)
+        except Exception as exc:
+            error = self._as_studio_error(exc)
+            if error is None:
+                log.exception("task %s (%s) failed", task.id, task.kind)
+                error = _INTERNAL
             self._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
-        except Exception:
-            log.exception("task %s (%s) failed", task.id, task.kind)
-            self._end(task, st.FAILED, INTERNAL_ERROR_DETAIL, "InternalError", ev.ERROR, title="Internal error")
 
     def _generate(self, model, tasks: list[Task], plans: list[GenerationPlan], hooks: list[_TaskHooks],
                   similarity: bool) -> tuple[list[RunOutput | None], list[StateMatch | None]]:
@@ -452,18 +501,67 @@ class Worker:
                          thumbnail_url=result["thumbnail_url"], total_frames=output.frames)
             self._stream_outcome(task.id, ev.COMPLETE, video_url=result["video_url"], total_frames=output.frames)
 
+    def _as_studio_error(self, error: BaseException) -> StudioError | None:
+        """What a failed run tells its owner: the deliberate error, a full disk or failing store
+        (``StorageFull`` / ``StoreUnavailable``), or None for an unexpected error (reported as
+        an internal error, and logged). A store or file error while the disk is full is
+        ``StorageFull`` whatever words SQLite or the OS chose ("disk I/O error", ...)."""
+        fault = error if isinstance(error, StudioError) else storage_fault(error)
+        if (isinstance(fault, StoreUnavailable) or isinstance(error, OSError)) and \
+                self.storage is not None and self.storage.low():
+            return StorageFull("the server's disk filled up during the run; the task could not be written")
+        return fault
+
+    def _end_stopped(self, task: Task) -> None:
+        """A run that stopped at a step: its owner's cancel, or the server stopping (then the
+        task goes back in the queue and runs again after restart; nobody cancelled it)."""
+        if self._stopping.is_set() and not self.cancel_requested(task.id):
+            self._remove_outputs(task)
+            try:
+                self.store.requeue(task.id, REQUEUED_STEP)
+            except Exception as error:  # the next start fails it as interrupted instead
+                log.error("could not requeue task %s at shutdown: %s", task.id, storage_fault(error) or error)
+            return
+        self._end(task, st.CANCELLED, "Task cancelled", "TaskCancelled", ev.CANCELLED)
+
     def _end(self, task: Task, status: str, detail: str, error_type: str, event_type: str,
              title: str | None = None) -> None:
-        self.paths.video(task.id).unlink(missing_ok=True)
-        if self.store.finish(task.id, status, error=detail, error_type=error_type):
+        """End a task truthfully. Never raises: when the store cannot record the end (disk full,
+        database failing), followers still hear it now and the row is written by a later loop."""
+        self._remove_outputs(task)
+        try:
+            ended = self.store.finish(task.id, status, error=detail, error_type=error_type)
+        except Exception as error:
+            log.error("could not record the end of task %s (%s); retrying: %s", task.id, error_type,
+                      storage_fault(error) or error)
+            self._unrecorded[task.id] = (status, detail, error_type)
+            ended = True
+        if ended:
             if status == st.FAILED:  # cancelled runs say nothing about the service
                 self._generation_done(task, False)
             self.publish(task.id, event_type, error=title or detail, detail=detail, error_type=error_type)
             self._stream_outcome(task.id, event_type, error=title or detail, detail=detail, error_type=error_type)
 
+    def _remove_outputs(self, task: Task) -> None:
+        """A task that did not complete leaves no video (nor a half-written one) behind."""
+        for path in (self.paths.video(task.id), self.paths.video(task.id).with_name(f"{task.id}.mp4.part")):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+    def _record_unrecorded(self) -> None:
+        """Retry writing the task ends the store refused earlier (oldest first)."""
+        for task_id, (status, detail, error_type) in list(self._unrecorded.items()):
+            self.store.finish(task_id, status, error=detail, error_type=error_type)  # raises while still failing
+            del self._unrecorded[task_id]
+
     def _stream_outcome(self, task_id: str, type_: str, **data) -> None:
         if self.streams is not None:
             self.streams.finish(task_id, {"type": type_, "task_id": task_id, **data})
+
+
+_INTERNAL = InternalError(INTERNAL_ERROR_DETAIL)
 
 
 def _resume_note(match: StateMatch) -> str:

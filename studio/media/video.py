@@ -7,14 +7,19 @@ PATH. Frames are piped to ffmpeg as they arrive: a long video is never held in m
 from __future__ import annotations
 
 import os
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
 
 import cv2
 import imageio_ffmpeg
 import numpy as np
+
+from studio.errors import EncodingFailed, StorageFull
 
 # yuv420p + baseline-compatible settings are what every browser decodes; faststart moves the
 # index to the front so playback starts before the whole file has downloaded.
@@ -24,8 +29,10 @@ _X264_PARAMS = ["-preset", "veryfast", "-crf", "20", "-movflags", "+faststart"]
 class Mp4Writer:
     """Streams RGB uint8 frames into an H.264 (yuv420p, faststart) mp4.
 
-    Written to ``path + '.part'`` and renamed on a clean close, so a crash or a cancelled run
-    never leaves a truncated file under the final name.
+    Written to ``path + '.part'`` and renamed only when ffmpeg exited cleanly and the file holds
+    every frame sent, so a crash, a cancelled run or a full disk never leaves a truncated or
+    undecodable file under the final name. A failed encode raises ``StorageFull`` when the disk
+    ran out, ``EncodingFailed`` otherwise.
     """
 
     def __init__(self, path: Path, width: int, height: int, fps: int):
@@ -35,40 +42,68 @@ class Mp4Writer:
         self.size = (width, height)
         self.frames_written = 0
         self._part = self.path.with_name(self.path.name + ".part")
-        self._gen = imageio_ffmpeg.write_frames(
-            str(self._part),
-            size=self.size,
-            fps=fps,
-            codec="libx264",
-            pix_fmt_in="rgb24",
-            pix_fmt_out="yuv420p",
-            quality=None,
-            macro_block_size=2,
-            ffmpeg_log_level="error",
-            output_params=["-f", "mp4", *_X264_PARAMS],
-        )
-        self._gen.send(None)
+        # ffmpeg's messages go to a temporary file: a pipe nobody reads could fill and stall it.
+        self._stderr = tempfile.TemporaryFile()
+        command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-nostdin", "-v", "error",
+                   "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{width}x{height}", "-pix_fmt", "rgb24",
+                   "-r", str(Fraction(fps).limit_denominator()), "-i", "-", "-an",
+                   "-vcodec", "libx264", "-pix_fmt", "yuv420p", *_X264_PARAMS, "-f", "mp4", str(self._part)]
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                         stderr=self._stderr)
 
     def write(self, frame: np.ndarray) -> None:
         """Append one HxWx3 uint8 RGB frame of the writer's size."""
         if frame.shape != (self.size[1], self.size[0], 3) or frame.dtype != np.uint8:
             raise ValueError(f"expected {self.size[1]}x{self.size[0]}x3 uint8, got {frame.shape} {frame.dtype}")
-        self._gen.send(np.ascontiguousarray(frame))
+        try:
+            self._process.stdin.write(np.ascontiguousarray(frame).data)
+        except OSError:  # ffmpeg is gone (e.g. it could not write): report why it stopped
+            self._fail()
         self.frames_written += 1
 
     def close(self) -> Path:
-        """Finish the file and move it to its final name."""
-        self._gen.close()
+        """Finish the file, check it, and move it to its final name."""
+        try:
+            self._process.stdin.close()
+        except OSError:
+            pass  # a broken pipe: the exit status below says what happened
+        if self._process.wait() != 0:
+            self._fail()
+        self._check_written()
+        self._stderr.close()
         os.replace(self._part, self.path)
         return self.path
 
     def abort(self) -> None:
         """Stop ffmpeg and delete the partial file."""
-        try:
-            self._gen.close()
-        except Exception:  # ffmpeg may already be gone; the partial file is removed either way
-            pass
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        self._stderr.close()
         self._part.unlink(missing_ok=True)
+
+    def _fail(self) -> None:
+        """Raise the error ffmpeg's exit stands for, after removing the partial file."""
+        if self._process.poll() is None:
+            self._process.kill()
+        code = self._process.wait()
+        self._stderr.seek(0)
+        message = self._stderr.read().decode(errors="replace").strip()[-300:]
+        self._stderr.close()
+        self._part.unlink(missing_ok=True)
+        if "No space left" in message or "Disk quota" in message:
+            raise StorageFull("the server's disk filled up while the video was being written")
+        raise EncodingFailed(f"the video encoder failed (exit {code})")
+
+    def _check_written(self) -> None:
+        """The finished file must decode and hold every frame: a clean exit alone is not proof."""
+        try:
+            frames = probe_video(self._part).frames
+        except Exception:  # InvalidMedia or an OS error reading it back
+            frames = 0
+        if frames != self.frames_written:
+            self._part.unlink(missing_ok=True)
+            raise EncodingFailed(f"the encoded video holds {frames} of {self.frames_written} frames")
 
     def __enter__(self) -> "Mp4Writer":
         return self
@@ -105,7 +140,11 @@ def write_jpeg(path: Path, rgb: np.ndarray, quality: int = 85) -> Path:
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data.tobytes())
+    try:
+        tmp.write_bytes(data.tobytes())
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave half a file behind
+        raise
     os.replace(tmp, path)
     return path
 
