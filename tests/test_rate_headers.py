@@ -119,3 +119,54 @@ def test_uncaught_errors_carry_rate_headers(live_server, http, monkeypatch):
     response = http.get("/v1/health")
     assert response.status_code == 500 and response.json()["type"] == "InternalError"
     assert_rate_headers(response)
+
+
+def test_metrics_carries_rate_headers(http):
+    response = http.get("/metrics")  # outside /v1, but keyed and charged like it
+    assert response.status_code == 200
+    assert_rate_headers(response)
+
+
+# -- which budget each route spends (issue 10, item 10) ----------------------------------------
+
+GPU_WORK_POSTS = {"/v1/generate", "/v1/genius/scene/edit", "/v1/genius/inpaint/process",
+                  "/v1/genius/lipsync/generate", "/v1/genius/v2v/transform",
+                  "/v1/genius/consistency/track/{task_id}"}
+
+
+def _api_routes():
+    """Every route of the REST routers (FastAPI keeps included routers nested, so they are
+    walked from their modules rather than from ``app.routes``)."""
+    import importlib
+    import pkgutil
+
+    import studio.api
+    from fastapi import APIRouter
+    from fastapi.routing import APIRoute
+
+    for info in pkgutil.iter_modules(studio.api.__path__):
+        module = importlib.import_module(f"studio.api.{info.name}")
+        for router in (value for value in vars(module).values() if isinstance(value, APIRouter)):
+            yield from (route for route in router.routes if isinstance(route, APIRoute))
+
+
+def _rate_kinds(route) -> set[str]:
+    return {getattr(d.call, "rate_kind", None) for d in route.dependant.dependencies} - {None}
+
+
+def test_routes_on_the_generate_budget_say_so_in_openapi(live_server):
+    charged = {route.path for route in _api_routes() if "generate" in _rate_kinds(route)}
+    assert charged == GPU_WORK_POSTS
+    paths = live_server.app.openapi()["paths"]
+    for path in charged:
+        description = paths[path]["post"]["description"]
+        assert "``/generate`` budget" in description and "5 per 10 s" in description, path
+
+
+def test_readme_names_the_routes_on_the_generate_budget():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("**Rate limits**"):readme.index("**Webhooks**")]
+    for name in ("scene edit", "lip-sync", "inpaint", "V2V", "consistency tracking", "/v1/genius/scene/edit"):
+        assert name in section, name

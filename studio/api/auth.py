@@ -84,6 +84,7 @@ def api_key(kind: str = "default") -> Callable[..., ApiKey]:
         response.headers.update(decision.headers)
         return key
 
+    dependency.rate_kind = kind  # which budget a route spends, for its docs and their test
     return dependency
 
 

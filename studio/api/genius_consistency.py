@@ -67,7 +67,10 @@ def track(task_id: str, body: TrackRequest | None = Body(None), key: ApiKey = De
     ``max(0, cosine)`` of embeddings; ``tiny-clip`` is offline and untrained, so its scores are
     meaningless by design; ``clip-vit-base-patch32`` comes from the Hugging Face Hub, 503
     ``ModelUnavailable`` when it is not cached and ``HF_HUB_OFFLINE`` is set). The result's
-    ``metadata.path`` says which path ran."""
+    ``metadata.path`` says which path ran.
+
+    Rate limit: charged to the key's ``/generate`` budget (5 per 10 s by default; ``generate=`` in
+    ``ECHOEL_RATE_LIMITS``), the same budget as ``POST /v1/generate``, since it queues GPU work."""
     return consistency_task.submit(studio, body or TrackRequest(), owner=key.id, task_id=task_id)
 
 

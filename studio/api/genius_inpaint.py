@@ -26,5 +26,8 @@ def process(body: InpaintRequest, key: ApiKey = Depends(api_key("generate")),
     (or ``use_model``), run Wan VACE masked video generation (``model``: tiny-vace offline, the
     1.3B/14B VACE on a GPU server; pixels outside the mask are kept exactly). ``bbox`` is
     ``[x1, y1, x2, y2]`` and is tracked across frames. Follow it like any task; the result's
-    ``metadata.details`` has the tracked boxes and fill statistics."""
+    ``metadata.details`` has the tracked boxes and fill statistics.
+
+    Rate limit: charged to the key's ``/generate`` budget (5 per 10 s by default; ``generate=`` in
+    ``ECHOEL_RATE_LIMITS``), the same budget as ``POST /v1/generate``, since it queues GPU work."""
     return inpaint_task.submit(studio, body, owner=key.id)

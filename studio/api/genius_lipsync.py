@@ -26,7 +26,10 @@ def generate(body: LipSyncRequest, key: ApiKey = Depends(api_key("generate")),
     or extended by ping-pong) and carries it as AAC. The audio is fetched and checked at
     submission: not audio, or over the length or size caps, is a 400/413. Follow it like any
     task; ``GET /v1/genius/lipsync/{task_id}`` then gives the seed's response, and the result's
-    ``metadata.details`` the same plus the face region used."""
+    ``metadata.details`` the same plus the face region used.
+
+    Rate limit: charged to the key's ``/generate`` budget (5 per 10 s by default; ``generate=`` in
+    ``ECHOEL_RATE_LIMITS``), the same budget as ``POST /v1/generate``, since it queues GPU work."""
     return lipsync_task.submit(studio, body, owner=key.id)
 
 

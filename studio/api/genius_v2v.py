@@ -33,7 +33,10 @@ def transform(body: V2VRequest, key: ApiKey = Depends(api_key("generate")),
     server's), ``strength`` = how much of the source is re-noised. Follow it like any task; the
     result's ``metadata`` has ``path`` ("classical" or "model") and ``method``, and ``metadata.details`` the
     mode's parameters and the input/output size, fps and frames (also at
-    ``GET /v1/genius/v2v/{task_id}``)."""
+    ``GET /v1/genius/v2v/{task_id}``).
+
+    Rate limit: charged to the key's ``/generate`` budget (5 per 10 s by default; ``generate=`` in
+    ``ECHOEL_RATE_LIMITS``), the same budget as ``POST /v1/generate``, since it queues GPU work."""
     return v2v_task.submit(studio, body, owner=key.id)
 
 

@@ -69,7 +69,11 @@ def generate(body: GenerationRequest, idempotency_key: str | None = IdempotencyK
              key: ApiKey = Depends(api_key("generate")), studio: Studio = Depends(get_studio)) -> SubmitResponse:
     """Start a text-to-video task. The task is stored before the reply; poll ``/v1/status``,
     follow ``/v1/ws/{task_id}``, then fetch ``/v1/result``. With ``webhook_url``, signed
-    ``task.*`` events are POSTed there."""
+    ``task.*`` events are POSTed there.
+
+    Rate limit: the key's ``/generate`` budget (5 per 10 s by default; ``generate=`` in
+    ``ECHOEL_RATE_LIMITS``), shared with the other POSTs that queue GPU work: scene edit,
+    inpaint, lip-sync, V2V and consistency tracking."""
     return studio.submit(body, owner=key.id, idempotency_key=idempotency_key)
 
 
