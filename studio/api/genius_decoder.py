@@ -18,6 +18,8 @@ def stats(key: ApiKey = Depends(api_key()), studio: Studio = Depends(get_studio)
     """Step-cache totals of every task completed since the server started (in memory), with a
     breakdown per ``acceleration`` level. ``total_tokens`` counts transformer passes x latent
     tokens; ``accepted_tokens`` those whose remaining blocks were skipped after the first-block
-    draft was accepted; ``speedup_factor`` is estimated uncached denoising time / measured
-    denoising time (1.0 = no gain). Definitions: ``studio.genius.decoder``."""
+    draft was accepted; ``speedup_factor`` is uncached denoising time / measured denoising time
+    (1.0 = no gain), the uncached time being measured (A/B against ``acceleration=off`` runs of
+    the same shape on this server) where it was, else an in-run estimate: ``speedup_basis`` and
+    ``measured_tasks`` say which. Definitions: ``studio.genius.decoder``."""
     return studio.decoder_stats.summary()

@@ -220,7 +220,20 @@ def _denoise(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHoo
     finally:
         for handle in clocks:
             handle.remove()
-    return latents, watcher, recorder.stats(watcher.step_seconds)
+    # A/B: cached runs report their speedup against measured off runs of the same shape.
+    shape = baseline_shape(plans, first_step)
+    stats = recorder.stats(watcher.step_seconds, decoder.BASELINES.get(shape))
+    if stats.method is None and stats.steps:  # only completed denoises get here (a cancel raises)
+        decoder.BASELINES.add(shape, stats.denoise_seconds)
+    return latents, watcher, stats
+
+
+def baseline_shape(plans: list[GenerationPlan], first_step: int = 0) -> tuple:
+    """What two runs must share for one's denoising time to be the other's uncached baseline:
+    model, generated size and frames, steps, guidance, group size and the step resumed from."""
+    plan = plans[0]
+    return (plan.model, plan.gen_width, plan.gen_height, plan.gen_frames, plan.num_inference_steps,
+            plan.guidance_scale, len(plans), first_step)
 
 
 def _call_pipe(pipe, plans: list[GenerationPlan], initial: torch.Tensor, watcher: _StepWatcher,
