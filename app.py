@@ -39,6 +39,7 @@ from studio.api.routes import router
 from studio.config import Settings
 from studio.core import Studio
 from studio.errors import MethodNotAllowed, RouteNotFound
+from studio.ui_access import OwnerCookieMiddleware
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
@@ -65,6 +66,7 @@ def build_app(settings: Settings) -> FastAPI:
     api.include_router(genius_batch.router)
     api.include_router(genius_scene.router)
     api.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    api.add_middleware(OwnerCookieMiddleware, cookies=studio.ui_cookies)  # each UI visitor its own owner
     api.add_middleware(UnknownMethods, known=ALL_METHODS, allowed=lambda scope: _allowed_methods(api, scope))
     api.add_middleware(RateHeaders, standing=standing_rate_headers)  # outside the two above: their 413/405 too
     api.add_middleware(MetricsMiddleware, monitor=studio.sla)  # outermost: times 413s too
@@ -93,7 +95,9 @@ def build_app(settings: Settings) -> FastAPI:
     return gr.mount_gradio_app(
         api, demo, path="/",
         theme=gr.themes.Soft(), css_paths=[ASSETS / "style.css"],
-        allowed_paths=[str(settings.media_dir)],
+        # No allowed_paths: Gradio's file route would serve every task's media (REST tenants'
+        # too) to anyone who knows an id. The UI hands its own files over (components.session).
+        blocked_paths=[str(settings.data_dir)],
         max_file_size="50mb",
         show_error=not settings.production,
         enable_monitoring=False,

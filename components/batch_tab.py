@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from studio.core import UI_OWNER, Studio
+from components.session import admitted, ui_file
+from studio.core import Studio
 from studio.engine.plan import SHORT_SIDE
 from studio.errors import StudioError
 from studio.genius.batch import PRIORITIES, BatchRequest, batch_status, submit_batch
@@ -56,7 +57,8 @@ def create_ui(studio: Studio) -> BatchTab:
 def make_handler(studio: Studio):
     def batch_submit(prompts: str, priority: str = "normal", enable_similarity_caching: bool = True,
                      max_concurrent: int = 4, duration_seconds: float = 2.0, fps: int = 12,
-                     resolution: str = "480p", num_inference_steps: int = 20) -> Iterator[tuple]:
+                     resolution: str = "480p", num_inference_steps: int = 20,
+                     request: gr.Request = None) -> Iterator[tuple]:
         """Submit one task per prompt line and follow them until all have finished.
 
         Args:
@@ -74,22 +76,27 @@ def make_handler(studio: Studio):
         """
         lines = [line.strip() for line in prompts.splitlines() if line.strip()]
         try:
-            request = BatchRequest(prompts=lines or [""], priority=priority,
-                                   enable_similarity_caching=enable_similarity_caching,
-                                   max_concurrent=int(max_concurrent),
-                                   settings={"duration_seconds": duration_seconds, "fps": int(fps),
-                                             "resolution": resolution,
-                                             "num_inference_steps": int(num_inference_steps)})
-            submitted = submit_batch(studio, request, owner=UI_OWNER)
+            batch = BatchRequest(prompts=lines or [""], priority=priority,
+                                 enable_similarity_caching=enable_similarity_caching,
+                                 max_concurrent=int(max_concurrent),
+                                 settings={"duration_seconds": duration_seconds, "fps": int(fps),
+                                           "resolution": resolution,
+                                           "num_inference_steps": int(num_inference_steps)})
+            with admitted(studio, request, new_tasks=len(lines) or 1) as owner:  # every prompt is a task
+                submitted = submit_batch(studio, batch, owner=owner)
         except StudioError as error:
             raise gr.Error(error.detail, title=error.title) from None
         except ValueError as error:  # pydantic
             raise gr.Error(str(error).splitlines()[-1], title="Validation error") from None
+        thumbnails: dict[str, str] = {}  # task id -> its thumbnail as handed to Gradio (once per task)
         while True:
-            status = batch_status(studio, submitted.batch_id, UI_OWNER)
+            status = batch_status(studio, submitted.batch_id, owner)
             done = sum(status.counts.get(s, 0) for s in ("completed", "failed", "cancelled"))
-            gallery = [(str(studio.paths.thumbnail(t.task_id)), lines[i]) for i, t in enumerate(status.tasks)
-                       if t.status == "completed"]
+            for t in status.tasks:
+                if t.status == "completed" and t.task_id not in thumbnails:
+                    thumbnails[t.task_id] = ui_file(studio.paths.thumbnail(t.task_id))
+            gallery = [(thumbnails[t.task_id], lines[i]) for i, t in enumerate(status.tasks)
+                       if t.task_id in thumbnails]
             rows = [[i + 1, lines[i][:60], t.status, f"{t.progress:.0%}", t.current_step]
                     for i, t in enumerate(status.tasks)]
             counts = ", ".join(f"{n} {s}" for s, n in status.counts.items())

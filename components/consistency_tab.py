@@ -1,8 +1,8 @@
 """The Consistency tab: register entities from reference images, then track them in a video.
 
 A thin adapter over ``studio.genius.consistency_task`` (api names ``/register_entity``,
-``/list_entities``, ``/track``). The UI's entities are its own (one owner for the UI), apart
-from every API key's.
+``/list_entities``, ``/track``). Each UI visitor's entities are its own (``components.session``),
+apart from every other visitor's and every API key's.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import gradio as gr
 import numpy as np
 
 from components.edit_common import gr_error, or_skip, source_of, source_picker, submit_and_follow
-from studio.core import UI_OWNER, Studio
+from components.session import owner_of
+from studio.core import Studio
 from studio.engine.request import parse_model
 from studio.errors import StudioError
 from studio.genius.consistency import ENTITY_TYPES, HISTOGRAM
@@ -56,7 +57,7 @@ def create_ui(studio: Studio) -> ConsistencyTab:
             registered = gr.Markdown("", elem_id="consistency-registered")
             with gr.Row():
                 refresh_button = gr.Button("Refresh list", size="sm")
-            entities = gr.JSON(label="Registered entities", value=lambda: _entities(studio))
+            entities = gr.JSON(label="Registered entities", value=[])  # filled per visitor on page load
         with gr.Column(scale=1):
             gr.Markdown("### 2. Track them in a video")
             source = source_picker("consistency")
@@ -81,17 +82,18 @@ def _appearance_label(model_id: str) -> str:
     return f"{model_id}: {EMBEDDERS[model_id].label}"
 
 
-def _entities(studio: Studio) -> list[dict]:
-    return [e.model_dump() for e in list_entities(studio, UI_OWNER).entities]
+def _entities(studio: Studio, owner: str) -> list[dict]:
+    return [e.model_dump() for e in list_entities(studio, owner).entities]
 
 
 def make_register_handler(studio: Studio):
-    def register(image: np.ndarray | None, name: str = "", entity_type: str = "object") -> tuple[str, list[dict]]:
+    def register(image: np.ndarray | None, name: str = "", entity_type: str = "object",
+                 request: gr.Request = None) -> tuple[str, list[dict]]:
         """Register an entity to track: a reference image, a unique name and a type.
 
         Args:
             image: the reference image (16-2048 px on each side, not flat).
-            name: unique among the UI's entities; the key of its timeline.
+            name: unique among your entities; the key of its timeline.
             entity_type: character, object, animal, vehicle or prop (a character also gets a face model).
 
         Returns:
@@ -101,31 +103,32 @@ def make_register_handler(studio: Studio):
             raise gr.Error("Upload a reference image first.", title="Validation error")
         body = {"name": (name or "").strip(), "entity_type": entity_type,
                 "reference_image_base64": encode_png_base64(np.ascontiguousarray(image[:, :, :3]))}
+        owner = owner_of(studio, request)
         try:
-            info = register_entity(studio, parse_model(RegisterEntityRequest, body), UI_OWNER)
+            info = register_entity(studio, parse_model(RegisterEntityRequest, body), owner)
         except StudioError as error:
             raise gr_error(error) from None
         return (f"Registered **{info.name}** ({info.entity_type}, {info.width}x{info.height}).",
-                _entities(studio))
+                _entities(studio, owner))
 
     return register
 
 
 def make_list_handler(studio: Studio):
-    def list_all() -> list[dict]:
-        """The registered entities (id, name, type, reference size, creation time).
+    def list_all(request: gr.Request = None) -> list[dict]:
+        """Your registered entities (id, name, type, reference size, creation time).
 
         Returns:
             The entities, oldest first.
         """
-        return _entities(studio)
+        return _entities(studio, owner_of(studio, request))
 
     return list_all
 
 
 def make_track_handler(studio: Studio):
     def track(video: str | None, task_id: str = "", entity_names: str = "", detect_every: int = 5,
-              appearance_model: str = HISTOGRAM) -> Iterator[tuple]:
+              appearance_model: str = HISTOGRAM, request: gr.Request = None) -> Iterator[tuple]:
         """Track registered entities through a video and score how consistently they look.
 
         Args:
@@ -144,8 +147,8 @@ def make_track_handler(studio: Studio):
         names = [n.strip() for n in (entity_names or "").split(",") if n.strip()]
         body = {"entity_names": names or None, "detect_every": int(detect_every),
                 "appearance_model": appearance_model or HISTOGRAM}
-        updates = submit_and_follow(studio, lambda: submit(studio, parse_model(TrackRequest, body), UI_OWNER,
-                                                           task_id=source_task, upload=upload))
+        updates = submit_and_follow(studio, request, lambda owner: submit(
+            studio, parse_model(TrackRequest, body), owner, task_id=source_task, upload=upload))
         for status, path, result in updates:
             if result:
                 meta = result["metadata"]
@@ -161,7 +164,10 @@ def make_track_handler(studio: Studio):
     return track
 
 
-def create_event_handlers(tab: ConsistencyTab, studio: Studio) -> None:
+def create_event_handlers(tab: ConsistencyTab, studio: Studio, demo: gr.Blocks | None = None) -> None:
+    """Wire the tab; with ``demo``, the visitor's own entities are listed when the page loads."""
+    if demo is not None:
+        demo.load(make_list_handler(studio), None, tab.entities, api_visibility="private")
     tab.register_button.click(make_register_handler(studio), tab.register_inputs, tab.register_outputs,
                               api_name="register_entity")
     tab.refresh_button.click(make_list_handler(studio), None, tab.entities, api_name="list_entities")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio.core import UI_OWNER, Studio
+from components.session import admitted, ui_file
+from studio.core import Studio
 from studio.errors import StudioError
 from studio.jobs import events as ev
 from studio.views import SubmitResponse
@@ -41,16 +42,18 @@ def gr_error(error: StudioError) -> gr.Error:
     return gr.Error(error.detail, title=error.title)
 
 
-def submit_and_follow(studio: Studio, submit: Callable[[], SubmitResponse]
-                      ) -> Iterator[tuple[str, str | None, dict | None]]:
-    """Queue a task through the feature's core ``submit`` (its errors shown as ``gr.Error``) and
+def submit_and_follow(studio: Studio, request: gr.Request | None, submit: Callable[[str], SubmitResponse],
+                      new_tasks: int = 1) -> Iterator[tuple[str, str | None, dict | None]]:
+    """Queue a task through the feature's core ``submit(owner)`` for the caller's own owner,
+    within its anonymous limits (refusals and the feature's errors shown as ``gr.Error``), and
     follow it: (status text, video path, result), None where an update has nothing new."""
     try:
-        submitted = submit()
+        with admitted(studio, request, new_tasks) as owner:
+            submitted = submit(owner)
     except StudioError as error:
         raise gr_error(error) from None
     yield f"Queued (position {submitted.queue_position}).", None, None
-    yield from follow(studio, submitted.task_id)
+    yield from follow(studio, submitted.task_id, owner)
 
 
 def or_skip(*values) -> tuple:
@@ -58,23 +61,39 @@ def or_skip(*values) -> tuple:
     return tuple(gr.skip() if value is None else value for value in values)
 
 
-def follow(studio: Studio, task_id: str) -> Iterator[tuple[str, str | None, dict | None]]:
-    """Yield (status text, video path, result) as the task runs; cancel it if the UI goes away."""
+def end_state(data: dict, cancelled: bool) -> str:
+    """The status line of a task that ended without a result: it always names the end state,
+    so the page never keeps showing a running step or an earlier run's "Done"."""
+    if cancelled:
+        return "Cancelled."
+    message = data.get("detail") or data.get("error") or "the task failed"
+    return f"Failed ({data['error_type']}): {message}" if data.get("error_type") else f"Failed: {message}"
+
+
+def follow(studio: Studio, task_id: str, owner: str) -> Iterator[tuple[str, str | None, dict | None]]:
+    """Yield (status text, video path, result) as the task runs; cancel it if the UI goes away.
+
+    The last update always states how the task ended: "Done: ...", "Cancelled." or "Failed: ..."
+    (a failure then also raises ``gr.Error`` for the toast)."""
     finished = False
     try:
-        for event in studio.follow(task_id, owner=UI_OWNER):
+        for event in studio.follow(task_id, owner=owner):
             data = event.data
             if event.type == ev.PROGRESS:
                 yield f"{data.get('step', '')} ({data.get('progress', 0.0):.0%})", None, None
             elif event.type == ev.COMPLETE:
                 finished = True
-                result = studio.result(task_id, owner=UI_OWNER)
+                result = studio.result(task_id, owner=owner)
                 yield (f"Done: {result.metadata.frames} frames, {result.metadata.width}x{result.metadata.height}, "
-                       f"{result.generation_time_seconds:.1f} s.", str(studio.paths.video(task_id)),
+                       f"{result.generation_time_seconds:.1f} s.", ui_file(studio.paths.video(task_id)),
                        result.model_dump())
-            elif event.type in (ev.ERROR, ev.CANCELLED):
+            elif event.type == ev.CANCELLED:
                 finished = True
+                yield end_state(data, cancelled=True), None, None
+            elif event.type == ev.ERROR:
+                finished = True
+                yield end_state(data, cancelled=False), None, None
                 raise gr.Error(str(data.get("detail") or data.get("error")), title=str(data.get("error")))
     finally:
         if not finished:
-            studio.cancel(task_id, owner=UI_OWNER)
+            studio.cancel(task_id, owner=owner)

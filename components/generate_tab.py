@@ -14,17 +14,21 @@ from typing import Any
 
 import gradio as gr
 
+from components.edit_common import end_state
 from components.orchestrator_tab import AUTO_CHOICE, attach_auto_hint
-from studio.core import UI_OWNER, Studio
+from components.session import admitted, owner_of, ui_file, ui_files
+from studio.core import Studio
 from studio.engine.genres import GENRES
 from studio.engine.plan import ASPECT, SHORT_SIDE
 from studio.engine.request import GenerationRequest, field_bounds, parse_request
 from studio.errors import StudioError
 from studio.genius.streaming import StreamStartRequest, start_stream
 from studio.jobs import events as ev
+from studio.jobs import store as st
 from studio.models.catalog import CATALOG
 
 FIELDS = GenerationRequest.model_fields
+STOP_WAIT_SECONDS = 10.0  # Stop waits this long for the run to end at its next step
 
 
 def _default(name: str) -> Any:
@@ -118,9 +122,9 @@ class _FrameStrip:
     INTERVAL = 0.4
     FRAMES = 24
 
-    def __init__(self, studio: Studio, task_id: str):
-        session = start_stream(studio, StreamStartRequest(task_id=task_id), owner=UI_OWNER)
-        _, self.board = studio.streams.session(session.session_id, UI_OWNER)
+    def __init__(self, studio: Studio, task_id: str, owner: str):
+        session = start_stream(studio, StreamStartRequest(task_id=task_id), owner=owner)
+        _, self.board = studio.streams.session(session.session_id, owner)
         self.shown_version = 0
         self.shown_at = 0.0
 
@@ -130,7 +134,9 @@ class _FrameStrip:
 
     def frames(self) -> list[tuple[str, str]]:
         self.shown_version, self.shown_at = self.board.version, time.monotonic()
-        return [(str(path), f"#{index} {quality}") for index, quality, path in self.board.strip(self.FRAMES)]
+        strip = self.board.strip(self.FRAMES)
+        staged = ui_files([path for _, _, path in strip])  # Gradio never serves the media folder itself
+        return [(path, f"#{index} {quality}") for (index, quality, _), path in zip(strip, staged)]
 
 
 def make_handlers(studio: Studio):
@@ -149,6 +155,7 @@ def make_handlers(studio: Studio):
         num_inference_steps: int = _default("num_inference_steps"),
         model: str = "",
         progress: gr.Progress = gr.Progress(),
+        request: gr.Request = None,
     ) -> Iterator[tuple]:
         """Generate a video from text, streaming previews while it denoises.
 
@@ -170,58 +177,64 @@ def make_handlers(studio: Studio):
             then final frames as the video decodes), status text, video file, thumbnail, metadata.
         """
         try:
-            request = parse_request({
+            generation = parse_request({
                 "prompt": prompt, "negative_prompt": negative_prompt, "duration_seconds": duration_seconds,
                 "fps": int(fps), "resolution": resolution, "aspect_ratio": aspect_ratio, "genre": genre,
                 "seed": None if seed is None or int(seed) < 0 else int(seed),
                 "guidance_scale": guidance_scale, "num_inference_steps": int(num_inference_steps),
                 "model": model or None,
             })
-            submitted = studio.submit(request)
+            with admitted(studio, request) as owner:
+                submitted = studio.submit(generation, owner=owner)
         except StudioError as error:
             raise gr.Error(error.detail, title=error.title) from None
         task_id = submitted.task_id
         skip = gr.skip()
-        strip = _FrameStrip(studio, task_id)
-        yield (task_id, skip, f"Queued (position {submitted.queue_position}, "
+        strip = _FrameStrip(studio, task_id, owner)
+        # A fresh run clears the last run's video, thumbnail and metadata, so nothing on the
+        # page describes another task.
+        yield (task_id, [], f"Queued (position {submitted.queue_position}, "
                f"about {submitted.estimated_time_seconds:.0f} s)", None, None, None)
         finished = False
         try:
-            for event in studio.follow(task_id):
+            for event in studio.follow(task_id, owner):
                 data = event.data
                 if event.type == ev.PROGRESS:
                     progress(data.get("progress", 0.0), desc=data.get("step", ""))
-                    yield task_id, skip, data.get("step", ""), skip, skip, skip
+                    yield task_id, skip, _running_line(studio, task_id, owner, data), skip, skip, skip
                 if event.type in (ev.PROGRESS, ev.FRAME_AVAILABLE) and strip.due():
                     yield task_id, strip.frames(), skip, skip, skip, skip
                 elif event.type == ev.COMPLETE:
                     finished = True
-                    result = studio.result(task_id)
-                    yield (task_id, strip.frames(), _summary(result), str(studio.paths.video(task_id)),
-                           str(studio.paths.thumbnail(task_id)), result.model_dump())
+                    result = studio.result(task_id, owner)
+                    yield (task_id, strip.frames(), _summary(result), ui_file(studio.paths.video(task_id)),
+                           ui_file(studio.paths.thumbnail(task_id)), result.model_dump())
                 elif event.type == ev.CANCELLED:
                     finished = True
-                    yield task_id, skip, "Cancelled.", skip, skip, skip
+                    yield task_id, skip, end_state(data, cancelled=True), skip, skip, skip
                 elif event.type == ev.ERROR:
                     finished = True
+                    # The status line names the failure (not the last step or an earlier "Done"),
+                    # then the toast.
+                    yield task_id, skip, end_state(data, cancelled=False), skip, skip, skip
                     raise gr.Error(str(data.get("detail") or data.get("error")), title=str(data.get("error")))
         finally:
             if not finished:  # Stop button, closed tab or lost connection: stop the run too
-                studio.cancel(task_id)
+                studio.cancel(task_id, owner)
 
-    def get_status(task_id: str) -> dict:
-        """Status of a task: progress, current step, elapsed seconds, ETA, preview URL.
+    def get_status(task_id: str, request: gr.Request = None) -> dict:
+        """Status of one of your tasks: progress, current step, elapsed seconds, ETA, preview URL.
 
         Args:
             task_id: the id returned by generate.
         """
         try:
-            return studio.status(task_id.strip()).model_dump()
+            return studio.status(task_id.strip(), owner_of(studio, request)).model_dump()
         except StudioError as error:
             raise gr.Error(error.detail, title=error.title) from None
 
-    def cancel_task(task_id: str) -> dict:
-        """Cancel a task (pending: at once; running: at its next denoising step).
+    def cancel_task(task_id: str, request: gr.Request = None) -> dict:
+        """Cancel one of your tasks (pending: at once; running: at its next denoising step).
 
         Args:
             task_id: the id returned by generate.
@@ -229,11 +242,43 @@ def make_handlers(studio: Studio):
         if not task_id:
             return {}
         try:
-            return studio.cancel(task_id.strip()).model_dump()
+            return studio.cancel(task_id.strip(), owner_of(studio, request)).model_dump()
         except StudioError as error:
             raise gr.Error(error.detail, title=error.title) from None
 
-    return generate, get_status, cancel_task
+    def stop(task_id: str, request: gr.Request = None) -> str:
+        """The Stop button: cancel the task and put its real end state in the status line (the
+        run's own generator is closed by Gradio and cannot say it any more)."""
+        if not task_id:
+            return gr.skip()
+        owner = owner_of(studio, request)
+        try:
+            state = studio.cancel(task_id.strip(), owner)
+            deadline = time.monotonic() + STOP_WAIT_SECONDS
+            while state.status not in st.TERMINAL_STATUSES and time.monotonic() < deadline:
+                time.sleep(0.1)  # a running task stops at its next step
+                state = studio.status(task_id.strip(), owner)
+        except StudioError as error:
+            raise gr.Error(error.detail, title=error.title) from None
+        if state.status == st.COMPLETED:
+            return _summary(studio.result(task_id.strip(), owner))
+        if state.status in st.TERMINAL_STATUSES:
+            return end_state({"detail": state.error, "error_type": state.error_type},
+                             cancelled=state.status == st.CANCELLED)
+        return f"Stopping… ({state.current_step or state.status})"
+
+    return generate, get_status, cancel_task, stop
+
+
+def _running_line(studio: Studio, task_id: str, owner: str, data: dict) -> str:
+    """The status line while a task runs: its step and the time it has really been running
+    (from the task's own start, not from this page's last update)."""
+    step = data.get("step", "")
+    try:
+        elapsed = studio.status(task_id, owner).elapsed_seconds
+    except StudioError:
+        return step
+    return f"{step} · {elapsed:.1f} s elapsed" if elapsed else step
 
 
 def _summary(result) -> str:
@@ -245,15 +290,17 @@ def _summary(result) -> str:
 
 def create_event_handlers(tab: GenerateTab, studio: Studio) -> None:
     """Wire the tab: Generate streams, Stop cancels; both exposed through the Gradio API."""
-    generate, get_status, cancel_task = make_handlers(studio)
+    generate, get_status, cancel_task, stop = make_handlers(studio)
     prompt, _negative, duration, _fps, resolution, _aspect, _genre, _seed, guidance, steps, model = tab.inputs
     attach_auto_hint(studio, model=model, prompt=prompt, duration=duration, resolution=resolution,
                      guidance=guidance, steps=steps, output=tab.auto_hint)
     outputs = [tab.task_id, tab.preview, tab.status, tab.video, tab.thumbnail, tab.metadata]
+    # Gradio's own progress timer restarts with every streamed update (it showed "0.0s"): hidden,
+    # the status line carries the step and the task's real elapsed time instead.
     run = tab.generate_button.click(generate, tab.inputs, outputs, api_name="generate",
-                                    concurrency_limit=None, show_progress="minimal",
-                                    show_progress_on=[tab.status])
-    tab.stop_button.click(cancel_task, [tab.task_id], None, cancels=[run], api_visibility="private")
+                                    concurrency_limit=None, show_progress="hidden")
+    tab.stop_button.click(stop, [tab.task_id], [tab.status], cancels=[run], api_visibility="private",
+                          concurrency_limit=None)  # it waits for the run to end: never queue visitors' Stops
     # API-only twins of the REST status/cancel routes, for gradio_client users.
     gr.api(get_status, api_name="status")
     gr.api(cancel_task, api_name="cancel")

@@ -13,7 +13,7 @@ import gradio as gr
 import numpy as np
 
 from components.edit_common import or_skip, source_of, source_picker, submit_and_follow
-from studio.core import UI_OWNER, Studio
+from studio.core import Studio
 from studio.engine.request import parse_model
 from studio.genius.inpaint_task import InpaintRequest, submit
 from studio.media.inputs import encode_png_base64
@@ -67,7 +67,8 @@ def make_handler(studio: Studio):
     def inpaint(video: str | None, task_id: str = "", mode: str = "remove", x1: int = 0, y1: int = 0,
                 x2: int = 0, y2: int = 0, feather_radius: int = 10, image: np.ndarray | None = None,
                 blend_method: str = "feather", target_aspect_ratio: str = "1:1",
-                prompt: str = "", model: str | None = None, use_model: bool = False) -> Iterator[tuple]:
+                prompt: str = "", model: str | None = None, use_model: bool = False,
+                request: gr.Request = None) -> Iterator[tuple]:
         """Inpaint a video: remove an object, blend an overlay, replace the background, extend.
 
         Args:
@@ -100,8 +101,8 @@ def make_handler(studio: Studio):
             body["bbox"] = [int(x1), int(y1), int(x2), int(y2)]
         if image_b64 and mode in ("blend", "background", "replace"):
             body[f"{'background' if mode == 'background' else 'overlay'}_image_base64"] = image_b64
-        for update in submit_and_follow(studio, lambda: submit(studio, parse_model(InpaintRequest, body), UI_OWNER,
-                                                               upload=upload)):
+        for update in submit_and_follow(studio, request, lambda owner: submit(
+                studio, parse_model(InpaintRequest, body), owner, upload=upload)):
             yield or_skip(*update)
 
     return inpaint

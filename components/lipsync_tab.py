@@ -16,7 +16,7 @@ import gradio as gr
 import pandas as pd
 
 from components.edit_common import or_skip, source_of, source_picker, submit_and_follow
-from studio.core import UI_OWNER, Studio
+from studio.core import Studio
 from studio.engine.request import parse_model
 from studio.genius import lipsync
 from studio.genius.lipsync_task import LipSyncRequest, submit
@@ -75,7 +75,7 @@ def _face_region(text: str) -> list[float] | None:
 def make_handler(studio: Studio):
     def lipsync_video(video: str | None, task_id: str = "", audio: str | None = None, expression: str = "neutral",
                       intensity: float = 1.0, face_region: str = "", use_model: bool = False,
-                      model: str | None = None) -> Iterator[tuple]:
+                      model: str | None = None, request: gr.Request = None) -> Iterator[tuple]:
         """Lip-sync a video to speech: the mouth follows visemes read from the audio.
 
         Args:
@@ -98,8 +98,8 @@ def make_handler(studio: Studio):
                 "expression": expression, "intensity": float(intensity), "face_region": _face_region(face_region)}
         if use_model:
             body.update(use_model=True, model=model or None)
-        updates = submit_and_follow(studio, lambda: submit(studio, parse_model(LipSyncRequest, body), UI_OWNER,
-                                                           upload=upload))
+        updates = submit_and_follow(studio, request, lambda owner: submit(
+            studio, parse_model(LipSyncRequest, body), owner, upload=upload))
         for status, path, result in updates:
             timeline = viseme_timeline(result["metadata"]["details"]["viseme_track"]) if result else None
             yield or_skip(status, path, timeline, result)

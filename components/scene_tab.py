@@ -14,8 +14,9 @@ from typing import get_args
 
 import gradio as gr
 
-from components.edit_common import gr_error
-from studio.core import UI_OWNER, Studio
+from components.edit_common import end_state, gr_error
+from components.session import admitted, ui_file
+from studio.core import Studio
 from studio.engine.plan import SHORT_SIDE
 from studio.engine.request import parse_model
 from studio.errors import StudioError
@@ -82,7 +83,7 @@ def make_handler(studio: Studio):
                    enable_character_consistency: bool = False, character_description: str = "",
                    fps: int = 12, resolution: str = "480p", num_inference_steps: int = 20,
                    morph_with_model: bool = False, character_reference=None,
-                   morph_model: str | None = None) -> Iterator[tuple]:
+                   morph_model: str | None = None, request: gr.Request = None) -> Iterator[tuple]:
         """Generate every scene as a shot and stitch them with transitions into one video.
 
         Args:
@@ -117,29 +118,34 @@ def make_handler(studio: Studio):
             body["enable_auto_transitions"] = True
         else:
             body["transitions"] = [{"type": transition}] * max(len(rows) - 1, 0)
-        try:
-            reply = submit(studio, parse_model(SceneEditRequest, body), UI_OWNER)
+        try:  # one task per shot and one stitch task, all within the visitor's limits
+            with admitted(studio, request, new_tasks=len(rows) + 1) as owner:
+                reply = submit(studio, parse_model(SceneEditRequest, body), owner)
         except StudioError as error:
             raise gr_error(error) from None
         planned = ", ".join(t.type for t in reply.transitions) or "none"
         finished = False
         try:
             while True:
-                state = studio.status(reply.task_id, UI_OWNER)
+                state = studio.status(reply.task_id, owner)
                 yield (f"{state.current_step or state.status} ({state.progress:.0%}) — {reply.total_scenes} scenes, "
                        f"{reply.total_duration_seconds:.1f} s planned, transitions: {planned}"), gr.skip(), gr.skip()
                 if state.status in st.TERMINAL_STATUSES:
                     break
                 time.sleep(POLL_SECONDS)
             finished = True
-            if state.status != st.COMPLETED:
+            if state.status != st.COMPLETED:  # the status line names the end state, then the toast
+                yield end_state({"detail": state.error, "error_type": state.error_type},
+                                cancelled=state.status == st.CANCELLED), gr.skip(), gr.skip()
+                if state.status == st.CANCELLED:
+                    return
                 raise gr.Error(state.error or state.status, title=f"Edit {state.status}")
-            result = studio.result(reply.task_id, UI_OWNER)
+            result = studio.result(reply.task_id, owner)
             yield (f"Done: {result.duration_seconds:.2f} s, {result.metadata.frames} frames.",
-                   str(studio.paths.video(reply.task_id)), result.metadata.details)
+                   ui_file(studio.paths.video(reply.task_id)), result.metadata.details)
         finally:
             if not finished:
-                studio.cancel(reply.task_id, UI_OWNER)
+                studio.cancel(reply.task_id, owner)
 
     return scene_edit
 

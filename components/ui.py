@@ -50,7 +50,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
         orchestrator_tab.create_event_handlers(orchestrator, studio)
         inpaint_tab.create_event_handlers(inpaint, studio)
         lipsync_tab.create_event_handlers(lipsync, studio)
-        consistency_tab.create_event_handlers(consistency, studio)
+        consistency_tab.create_event_handlers(consistency, studio, demo)
         v2v_tab.create_event_handlers(v2v, studio)
         scene_tab.create_event_handlers(scene, studio)
         monitor_tab.create_event_handlers(monitor, studio)

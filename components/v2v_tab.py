@@ -16,7 +16,7 @@ import gradio as gr
 import numpy as np
 
 from components.edit_common import or_skip, source_of, source_picker, submit_and_follow
-from studio.core import UI_OWNER, Studio
+from studio.core import Studio
 from studio.engine.request import parse_model
 from studio.genius.v2v_task import ANIMATE_MODELS, MODEL_MODES, V2V_MODELS, VACE_MODELS, V2VRequest, submit
 from studio.media.inputs import encode_png_base64
@@ -76,7 +76,7 @@ def make_handler(studio: Studio):
             reference: np.ndarray | None = None, preserve_motion: bool = True, temporal_consistency: float = 0.8,
             scale: float = 2.0, factor: int = 2, target_fps: float = 0.0,
             motion_video: str | None = None, prompt: str = "", model: str | None = None,
-            num_inference_steps: int = 30, use_model: bool = False) -> Iterator[tuple]:
+            num_inference_steps: int = 30, use_model: bool = False, request: gr.Request = None) -> Iterator[tuple]:
         """Transform a video: interpolate frames, upscale, enhance, colourise, restyle or transfer motion.
 
         Args:
@@ -123,8 +123,8 @@ def make_handler(studio: Studio):
         if reference is not None and mode in ("colorization", "style_transfer", "motion_transfer") \
                 and motion_upload is None:
             body["style_reference_base64"] = encode_png_base64(reference[:, :, :3])
-        for update in submit_and_follow(studio, lambda: submit(studio, parse_model(V2VRequest, body), UI_OWNER,
-                                                               upload=upload, reference_upload=motion_upload)):
+        for update in submit_and_follow(studio, request, lambda owner: submit(
+                studio, parse_model(V2VRequest, body), owner, upload=upload, reference_upload=motion_upload)):
             yield or_skip(*update)
 
     return v2v

@@ -103,3 +103,13 @@ def wait_for_terminal(http: httpx.Client, task_id: str, timeout: float = 120) ->
             return body
         time.sleep(0.1)
     raise TimeoutError(f"task {task_id} did not finish in {timeout} s")
+
+
+def client_owner(studio, gradio_client) -> str:
+    """The owner a gradio_client's calls run as: the signed cookie its first request received
+    (``studio.ui_access``)."""
+    from studio.ui_access import COOKIE_NAME
+
+    owner = studio.ui_cookies.owner(gradio_client.cookies.get(COOKIE_NAME))
+    assert owner is not None, "the client got no owner cookie"
+    return owner

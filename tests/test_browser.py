@@ -121,7 +121,7 @@ def test_generate_in_chromium(live_server, tmp_path):
     assert media["readyState"] >= 1 and media["duration"] > 0, media
 
     # The run used what was set in the page, not the defaults.
-    result = live_server.studio.result(task_id)
+    result = live_server.studio.result(task_id, live_server.studio.store.get(task_id).owner)
     assert result.metadata.fps == 12
     assert result.metadata.frames == 12
     assert result.metadata.height == 480

@@ -191,7 +191,8 @@ def test_inpaint_extend_through_the_ui(live_server, browser, tmp_path):
     # 192x128 grown to the default 1:1 aspect: the height grows to match the width.
     assert "192x192" in status_text, status_text
 
-    result = live_server.studio.result(_last_task_id(live_server.studio, "inpaint"))
+    task_id = _last_task_id(live_server.studio, "inpaint")
+    result = live_server.studio.result(task_id, live_server.studio.store.get(task_id).owner)
     meta = result.metadata
     assert meta.feature == "inpaint"
     assert (meta.width, meta.height) == (192, 192)

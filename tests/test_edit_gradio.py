@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from gradio_client import handle_file
 
-from studio.core import UI_OWNER
 from studio.media.video import Mp4Writer, probe_video
+from tests.conftest import client_owner
 from tests.edit_helpers import moving_square_clip, source_task
 
 
@@ -28,7 +28,7 @@ def test_inpaint_an_uploaded_video(client, clip_file):
 
 
 def test_inpaint_a_finished_ui_task(client, live_server):
-    source = source_task(live_server.studio, UI_OWNER, moving_square_clip(frames=6))
+    source = source_task(live_server.studio, client_owner(live_server.studio, client), moving_square_clip(frames=6))
     status, video, details = client.predict(None, source, "extend", 0, 0, 0, 0, 0, None, "feather", "16:9", "",
                                             api_name="/inpaint")
     assert details["metadata"]["source"]["task_id"] == source

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from studio.engine.request import parse_request
-from tests.conftest import SMALL
+from tests.conftest import SMALL, client_owner
 
 
 def _value(output):
@@ -31,11 +31,12 @@ def test_generate_streams_previews_then_the_video(client, live_server):
     assert [frame["caption"] for frame in preview] == [f"#{i} final" for i in range(12)]
     assert "Done" in status and task_id == metadata["task_id"]
     # the same task is visible through REST-equivalent core calls
-    assert live_server.studio.status(task_id).status == "completed"
+    assert live_server.studio.status(task_id, client_owner(live_server.studio, client)).status == "completed"
 
 
 def test_status_and_cancel_endpoints(client, live_server):
-    submitted = live_server.studio.submit(parse_request({**SMALL, "num_inference_steps": 150}))
+    submitted = live_server.studio.submit(parse_request({**SMALL, "num_inference_steps": 150}),
+                                          owner=client_owner(live_server.studio, client))
     cancelled = client.predict(submitted.task_id, api_name="/cancel")
     assert cancelled["task_id"] == submitted.task_id
     status = client.predict(submitted.task_id, api_name="/status")

@@ -9,9 +9,8 @@ import cv2
 import numpy as np
 from gradio_client import Client
 
-from studio.core import UI_OWNER
 from studio.media.inputs import encode_png_base64
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, client_owner
 from tests.edit_helpers import decoded, moving_square_clip, source_task, wait_result
 
 ROUTE = "/v1/genius/v2v/transform"
@@ -172,8 +171,8 @@ def test_model_path_bad_requests_are_clear_400s(http, live_server):
 
 
 def test_gradio_v2v_model_path(live_server):
-    source = source_task(live_server.studio, UI_OWNER, moving_square_clip(frames=5))
     client = Client(live_server.url, verbose=False, download_files=False)
+    source = source_task(live_server.studio, client_owner(live_server.studio, client), moving_square_clip(frames=5))
     try:
         status, video, details = client.predict(None, source, "style_transfer", 0.5, None, True, 0.8, 2, 2, 0, None,
                                                 "a watercolour", "tiny", 10, api_name="/v2v")
