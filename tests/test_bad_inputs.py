@@ -14,6 +14,7 @@ from PIL import Image
 
 from studio.errors import StudioError
 from studio.media.inputs import decode_image
+from tests.conftest import wait_for_terminal
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -93,3 +94,88 @@ def test_truncated_and_garbled_images_are_a_400_naming_the_field(http, route, bo
         response = http.post(route, json={**body, field: b64(data)})
         assert response.status_code == 400, response.text
         assert response.json()["detail"].startswith(f"{field}:"), response.text
+
+
+# -- audio: refused at submit when it cannot be processed; errors name the field sent ----------
+
+def wav_header(channels: int, rate: int = 16000, data: bytes = b"\0" * 32000) -> bytes:
+    """A 16-bit PCM WAV whose header claims ``channels`` (up to 65535, as the format allows) but
+    whose byte rate is a mono one, so it reads as one second long and passes the length checks."""
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * 2, 2, 16)
+    return (b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+            + b"data" + struct.pack("<I", len(data)) + data)
+
+
+@pytest.fixture()
+def served_bytes():
+    """Serve one body at a loopback URL (the test server allows loopback URLs)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    bodies: dict[str, bytes] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = bodies.get(self.path, b"")
+            self.send_response(200 if self.path in bodies else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def serve(name: str, body: bytes) -> str:
+        bodies[f"/{name}"] = body
+        return f"http://127.0.0.1:{server.server_address[1]}/{name}"
+
+    yield serve
+    server.shutdown()
+    server.server_close()
+
+
+def face_source(live_server) -> str:
+    from tests.conftest import API_KEY
+    from tests.edit_helpers import source_task
+
+    owner = live_server.studio.keys.lookup(API_KEY).id
+    return source_task(live_server.studio, owner, [np.full((64, 64, 3), 128, np.uint8)] * 4)
+
+
+@pytest.mark.parametrize("channels", [65535, 1000])
+def test_a_wav_claiming_too_many_channels_is_a_400_at_submit(http, live_server, served_bytes, channels):
+    source = face_source(live_server)
+    audio = wav_header(channels)
+    sent = http.post("/v1/genius/lipsync/generate", json={"task_id": source, "audio_base64": b64(audio)})
+    assert sent.status_code == 400, sent.text
+    assert sent.json()["detail"].startswith("audio_base64: ") and "channels" in sent.json()["detail"]
+    fetched = http.post("/v1/genius/lipsync/generate",
+                        json={"task_id": source, "audio_url": served_bytes("many.wav", audio)})
+    assert fetched.status_code == 400, fetched.text
+    assert fetched.json()["detail"].startswith("audio_url: ")
+    for response in (sent, fetched):
+        assert str(live_server.settings.data_dir) not in response.text
+
+
+def test_a_failed_audio_decode_names_audio_base64_and_no_server_path(http, live_server):
+    """A task whose stored audio cannot be decoded when it runs (queued before the submit check
+    existed, or spoiled on disk) fails naming the field that was sent, with no path."""
+    from studio.engine.edit import new_inputs, store_source
+    from tests.conftest import API_KEY
+
+    studio = live_server.studio
+    owner = studio.keys.lookup(API_KEY).id
+    inputs_id, folder = new_inputs(studio)
+    source = store_source(studio, owner, folder, face_source(live_server), None)
+    (folder / "audio.wav").write_bytes(wav_header(65535))
+    stored = {"audio": "audio.wav", "audio_field": "audio_base64", "audio_seconds": 0.1, "expression": "neutral",
+              "intensity": 1.0, "inputs_id": inputs_id, "source": source}
+    task_id = studio.submit_edit("lipsync", stored, owner, 1.0).task_id
+    status = wait_for_terminal(http, task_id)
+    assert status["status"] == "failed", status
+    texts = [http.get(f"/v1/status/{task_id}").text, http.get(f"/v1/result/{task_id}").text]
+    assert all(str(studio.settings.data_dir) not in text and "/inputs/" not in text for text in texts), texts
+    assert "audio_base64" in texts[0] and "audio_url" not in texts[0], texts[0]

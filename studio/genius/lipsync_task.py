@@ -38,7 +38,7 @@ from studio.engine.edit import EditJob, EditOutcome, estimate_seconds, new_input
 from studio.engine.request import HTTP_URL_PATTERN, SEED_MAX, JsonModel, seed_or_random
 from studio.errors import InvalidRequest
 from studio.genius import lipsync, lipsync_animate
-from studio.media.audio import load_audio
+from studio.media.audio import load_audio, probe_audio
 from studio.media.inputs import (
     MAX_AUDIO_BYTES,
     MAX_AUDIO_SECONDS,
@@ -119,7 +119,7 @@ class LipSyncResponse(BaseModel):
 
 def submit(studio: "Studio", request: LipSyncRequest, owner: str, upload: Path | None = None) -> "SubmitResponse":
     """Validate ``request``, fetch and check the audio, store the inputs and queue the task."""
-    studio.refuse_when_draining()
+    studio.refuse_new_work()
     spec = _model_spec(request)
     audio, field_name = _audio_bytes(studio, request)
     try:
@@ -128,6 +128,7 @@ def submit(studio: "Studio", request: LipSyncRequest, owner: str, upload: Path |
         raise InvalidMedia(f"{field_name}: {error.detail}") from None
     if seconds <= 0:
         raise InvalidMedia(f"{field_name}: the audio is empty")
+    probe_audio(audio, field_name)  # what the run could not decode is refused now, not after the queue
     inputs_id, folder = new_inputs(studio)
     source = store_source(studio, owner, folder, request.task_id, upload)
     frames_out = max(1, round(seconds * source["fps"]))
@@ -139,7 +140,8 @@ def submit(studio: "Studio", request: LipSyncRequest, owner: str, upload: Path |
                              f"{MAX_FRAMES} (the rest is extended by ping-pong): trim the video or the audio")
     audio_name = AUDIO_NAME + _suffix(audio)
     (folder / audio_name).write_bytes(audio)
-    stored = {"audio": audio_name, "audio_seconds": round(seconds, 4), "expression": request.expression,
+    stored = {"audio": audio_name, "audio_field": field_name, "audio_seconds": round(seconds, 4),
+              "expression": request.expression,
               "intensity": request.intensity, "inputs_id": inputs_id, "source": source}
     if spec is not None:
         stored.update(path="model", model=spec.id, num_inference_steps=request.num_inference_steps or
@@ -182,7 +184,7 @@ def run(job: EditJob) -> EditOutcome:
     request = job.request
     info = job.source_info()
     audio_path = job.inputs / request["audio"]
-    samples, sr = load_audio(audio_path)
+    samples, sr = load_audio(audio_path, field=request.get("audio_field", "audio"))  # errors name what was sent
     frames_out = max(1, round(samples.size / sr * info.fps))  # as lipsync.analyse_visemes counts them
     wanted = min(info.frames, frames_out)
     frames = []
