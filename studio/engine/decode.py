@@ -52,11 +52,16 @@ def iter_decoded_frames(vae, latents: torch.Tensor) -> Iterator[np.ndarray]:
 
     Yields, per latent frame, a uint8 array ``[n, H, W, 3]``: one frame for the first latent
     frame, then ``scale_factor_temporal`` (4) frames each, i.e. ``4 * (T - 1) + 1`` in total.
-    Only one chunk of decoded pixels exists at a time. Spatial tiling (``vae.enable_tiling``)
-    is not applied here.
+    Only one chunk of decoded pixels exists at a time, unless the VAE decodes tiled
+    (``vae.enable_tiling``, the group-offload memory profile): then diffusers' tiled decode runs
+    (one spatial tile through every frame at a time, whose peak the orchestrator's tiled formula
+    describes) and its output is handed out in the same chunks.
     """
     if latents.ndim != 5 or latents.shape[0] != 1:
         raise ValueError(f"expected latents of shape [1, C, T, h, w], got {tuple(latents.shape)}")
+    if getattr(vae, "use_tiling", False):
+        yield from _iter_tiled(vae, latents)
+        return
     from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, unpatchify
 
     # Respect accelerate's offload hooks the way diffusers' @apply_forward_hook does for
@@ -88,6 +93,17 @@ def _decode_one(vae, z: torch.Tensor, i: int, feat_cache: list, patch_size, unpa
     if patch_size is not None:
         out = unpatchify(out, patch_size=patch_size)
     return to_uint8_frames(torch.clamp(out, min=-1.0, max=1.0))
+
+
+def _iter_tiled(vae, latents: torch.Tensor) -> Iterator[np.ndarray]:
+    """``vae.decode`` (tiled when the frame exceeds a tile) in the streaming path's chunks."""
+    with torch.no_grad():
+        video = vae.decode(unnormalize_latents(vae, latents), return_dict=False)[0]
+    # Wan's causal VAE: the first latent frame is one frame, every later one scale_factor_temporal.
+    ratio = getattr(vae.config, "scale_factor_temporal", 4)
+    yield to_uint8_frames(video[:, :, :1])
+    for start in range(1, video.shape[2], ratio):
+        yield to_uint8_frames(video[:, :, start:start + ratio])
 
 
 def vae_execution_device(vae) -> torch.device:

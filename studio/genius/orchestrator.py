@@ -43,13 +43,15 @@ Memory profiles (fastest first; the first that fits is used):
 - ``model_cpu_offload`` (diffusers ``enable_model_cpu_offload``): one component on the GPU at a
   time, so the peak is max(text encoder + its activations, one transformer + denoising
   activations, VAE + decode activations).
-- ``group_offload`` (diffusers group offloading: text encoder block-level, 4 blocks per group;
-  transformer leaf-level with CUDA-stream prefetch; VAE resident with tiling): the UMT5
-  embedding table + 4 blocks, or two transformer leaf modules (the running and the prefetched
-  largest linear layer), plus activations; decode with tiling. The least checked profile: no
-  measurement of it is at hand, and the one published figure (diffusers docs: "~13GB" for 14B
-  with this recipe, VAE not tiled) is 1.6x what the formula gives for that recipe (8.1 GiB),
-  so a recommendation that relies on it says so in its reasons.
+- ``group_offload`` (diffusers group offloading, as ``studio.models.loader.apply_memory_profile``
+  applies it: every component but the VAE leaf-level, with CUDA-stream prefetch; VAE resident,
+  decoding with diffusers' tiled decode): for the text encoder the UMT5 embedding table + 4
+  blocks (an upper bound of leaf level's embedding table + a prefetched layer, kept from the
+  published block-level recipe), or two transformer leaf modules (the running and the
+  prefetched largest linear layer), plus activations; decode with tiling. The least checked
+  profile: no measurement of it is at hand, and the one published figure (diffusers docs:
+  "~13GB" for 14B with block-level text offload, VAE not tiled) is 1.6x what the formula gives
+  for that recipe (8.1 GiB), so a recommendation that relies on it says so in its reasons.
 
 A model fits a budget when ``peak x 1.05 <= max_vram_gb`` (1.05: the formula is 5 % under
 the measured 22.5 GiB peak of the whole 1.3B pipeline on the H200).
@@ -138,8 +140,10 @@ TIME_BUDGET_S = 1800.0                 # "reasonable time" for prefer_quality: a
 PCIE_BYTES_PER_S = 31.5e9              # PCIe 4.0 x16, nominal
 VAE_TILE = 256                         # diffusers AutoencoderKLWan tile_sample_min_height/width
 PROFILES = ("gpu", "model_cpu_offload", "group_offload")
-#: The profiles ``studio.models.loader`` applies today (keep in sync); ``model="auto"`` only uses these.
-LOADER_PROFILES = ("gpu", "model_cpu_offload")
+#: The profiles ``studio.models.loader`` applies (``choose_memory_profile`` tries them in this
+#: order); ``model="auto"`` and the recommendations only use these, so nothing is recommended
+#: that the loader cannot run.
+LOADER_PROFILES = PROFILES
 Profile = Literal["gpu", "model_cpu_offload", "group_offload"]
 Complexity = Literal["simple", "moderate", "complex"]
 
@@ -773,8 +777,6 @@ def select_model(deps, request: SelectModelRequest, *, device: DeviceInfo | None
     if best.profile == "group_offload":
         reasons.append("group_offload is the least checked memory profile (published 14B figure ~1.6x this formula): "
                        "leave some spare GPU memory")
-    if best.profile not in LOADER_PROFILES:
-        reasons.append(f"this server's loader does not apply {best.profile} yet ({', '.join(LOADER_PROFILES)} only)")
     reasons.extend(best.plan.notes)
     reasons.append(f"time basis: {best.time.throughput.source}")
     alternatives = []

@@ -40,8 +40,8 @@ from studio.models.tiny import (
 
 ProgressFn = Callable[[float, str], None]
 
-# How much free VRAM (beyond the estimated peak) we want before putting a whole pipeline on the
-# GPU; below that the loader falls back to diffusers' model CPU offload.
+# How much free VRAM (beyond the estimated peak) we want before choosing a memory profile;
+# below that the loader falls back to the next, leaner one.
 _VRAM_HEADROOM = 1.15
 
 # ModelSpec.pipeline -> class (imported above, not looked up lazily: see the import comment).
@@ -151,6 +151,12 @@ class ModelCache:
     def loaded_model(self) -> str | None:
         return self._current.spec.id if self._current else None
 
+    @property
+    def loaded_profile(self) -> str | None:
+        """The memory profile of the resident model (``gpu``, ``model_cpu_offload``,
+        ``group_offload``, or ``cpu`` for the offline models), or None."""
+        return self._current.memory_profile if self._current else None
+
     def get(self, model_id: str, on_progress: ProgressFn = lambda f, msg: None) -> LoadedModel:
         """The loaded model, loading it (and evicting another) when needed."""
         with self._lock:
@@ -191,31 +197,67 @@ class ModelCache:
             vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", dtype=torch.float32)
             pipe = pipeline_cls.from_pretrained(folder, vae=vae, dtype=torch.bfloat16)
             device = torch.device("cuda")
-            profile = self._place_on_gpu(pipe, spec)
+            profile = choose_memory_profile(spec, torch.cuda.mem_get_info()[0])
+            apply_memory_profile(pipe, profile, device)
         pipe.set_progress_bar_config(disable=True)
         previewer = self._previewer(spec, pipe.vae)
         return LoadedModel(spec, pipe, previewer, device, profile, time.perf_counter() - started)
-
-    @staticmethod
-    def _place_on_gpu(pipe, spec: ModelSpec) -> str:
-        """Whole pipeline on the GPU when its peak (the orchestrator's formula at the model's
-        native size and length) fits the free memory, else diffusers' model CPU offload.
-        A model estimated from another's architecture (VACE on its T2V base) adds its extra
-        parameters as bf16 weights."""
-        from studio.genius.orchestrator import ARCHITECTURES, memory_estimate
-
-        free, _total = torch.cuda.mem_get_info()
-        arch = ARCHITECTURES[spec.architecture or spec.id]
-        need = memory_estimate(arch, spec.native_width, spec.native_height, spec.max_frames, "gpu").peak_bytes
-        need += max(0.0, spec.params_b * 1e9 - arch.transformer_params) * 2
-        if free >= need * _VRAM_HEADROOM:
-            pipe.to("cuda")
-            return "gpu"
-        pipe.enable_model_cpu_offload()
-        return "model_cpu_offload"
 
     def _previewer(self, spec: ModelSpec, vae) -> LatentPreviewer:
         """The latent->RGB projection for this VAE, fitted once and cached on disk."""
         path = self.models_dir / "previewers" / f"{spec.id}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
         return LatentPreviewer.load_or_fit(vae, path)
+
+
+# -- memory profiles ------------------------------------------------------------------------------
+
+def profile_need_bytes(spec: ModelSpec, profile: str) -> float:
+    """Peak GPU bytes of ``spec`` in ``profile`` at its native size and length: the
+    orchestrator's formula (``studio.genius.orchestrator.memory_estimate``). A model estimated
+    from another's architecture (VACE on its T2V base) adds its extra parameters as bf16 weights
+    where the transformer is resident whole (``gpu``, ``model_cpu_offload``); with group offload
+    they stream in like the rest."""
+    from studio.genius.orchestrator import ARCHITECTURES, memory_estimate
+
+    arch = ARCHITECTURES[spec.architecture or spec.id]
+    need = memory_estimate(arch, spec.native_width, spec.native_height, spec.max_frames, profile).peak_bytes
+    if profile != "group_offload":
+        need += max(0.0, spec.params_b * 1e9 - arch.transformer_params) * 2
+    return need
+
+
+def choose_memory_profile(spec: ModelSpec, free_bytes: float) -> str:
+    """The fastest memory profile whose peak (``profile_need_bytes``, with ``_VRAM_HEADROOM``)
+    fits ``free_bytes``: ``gpu`` (everything resident), ``model_cpu_offload`` (one component at a
+    time) or ``group_offload`` (weights streamed layer by layer, VAE resident and tiled). When
+    none fits, ``group_offload``, the leanest: the run may still fit (the formula is a bound), and
+    if not it fails with ``VramExceeded``. The same profiles, in the same order, as the
+    orchestrator recommends (``orchestrator.LOADER_PROFILES``)."""
+    from studio.genius.orchestrator import LOADER_PROFILES
+
+    for profile in LOADER_PROFILES:
+        if free_bytes >= profile_need_bytes(spec, profile) * _VRAM_HEADROOM:
+            return profile
+    return LOADER_PROFILES[-1]
+
+
+def apply_memory_profile(pipe, profile: str, device: torch.device) -> None:
+    """Place ``pipe`` on ``device`` in ``profile`` with diffusers' own mechanisms.
+
+    ``group_offload`` is the orchestrator's recipe: diffusers' group offloading
+    (``DiffusionPipeline.enable_group_offload``) at leaf level for every component but the VAE,
+    with CUDA-stream prefetch of the next layer on a CUDA device; the VAE stays on ``device`` and
+    decodes tiled (``enable_tiling``; ``studio.engine.decode`` then uses diffusers' tiled decode).
+    Weights rest on the CPU. ``device`` may be the CPU (the tests apply it to the tiny model there:
+    no streams, same hooks)."""
+    if profile == "gpu":
+        pipe.to(device)
+    elif profile == "model_cpu_offload":
+        pipe.enable_model_cpu_offload(device=device)
+    elif profile == "group_offload":
+        pipe.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"), offload_type="leaf_level",
+                                  use_stream=device.type == "cuda", exclude_modules=["vae"])
+        pipe.vae.enable_tiling()
+    else:
+        raise ValueError(f"unknown memory profile {profile!r}")
