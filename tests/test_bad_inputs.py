@@ -179,3 +179,29 @@ def test_a_failed_audio_decode_names_audio_base64_and_no_server_path(http, live_
     texts = [http.get(f"/v1/status/{task_id}").text, http.get(f"/v1/result/{task_id}").text]
     assert all(str(studio.settings.data_dir) not in text and "/inputs/" not in text for text in texts), texts
     assert "audio_base64" in texts[0] and "audio_url" not in texts[0], texts[0]
+
+
+# -- model loading: the loader's exception text (cache paths) stays in the log ------------------
+
+def test_model_load_errors_do_not_show_cache_paths(tmp_path, monkeypatch):
+    import transformers
+
+    from studio.errors import ModelUnavailable
+    from studio.models import appearance, pose
+
+    secret = str(tmp_path / "hub-cache" / "models--x" / "config.json")
+
+    def broken(*args, **kwargs):
+        raise OSError(f"Can't load the configuration from '{secret}'")
+
+    monkeypatch.setattr(pose, "unavailable_reason", lambda trained: None)
+    monkeypatch.setattr(transformers.VitPoseForPoseEstimation, "from_pretrained", broken)
+    with pytest.raises(ModelUnavailable) as caught:
+        pose._load_trained()
+    assert "OSError" in caught.value.detail and str(tmp_path) not in caught.value.detail
+
+    monkeypatch.setattr(appearance, "unavailable_reason", lambda model_id: None)
+    monkeypatch.setattr(transformers.CLIPVisionModelWithProjection, "from_pretrained", broken)
+    with pytest.raises(ModelUnavailable) as caught:
+        appearance._load(tmp_path, appearance.CLIP_B32, appearance.EMBEDDERS[appearance.CLIP_B32])
+    assert "OSError" in caught.value.detail and str(tmp_path) not in caught.value.detail

@@ -23,6 +23,7 @@ Embedders (:data:`EMBEDDERS`, by id):
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,8 @@ from studio.models.hub import hub_offline, in_cache
 
 if TYPE_CHECKING:  # torch and transformers are imported when an embedder is first loaded
     import torch
+
+log = logging.getLogger(__name__)
 
 TINY_CLIP = "tiny-clip"
 CLIP_B32 = "clip-vit-base-patch32"
@@ -193,7 +196,8 @@ def _load(models_dir: Path, model_id: str, spec: EmbedderSpec) -> ImageEmbedder:
         model = CLIPVisionModelWithProjection.from_pretrained(spec.repo_id, dtype=torch.float32)
         processor = _processor_class().from_pretrained(spec.repo_id)
     except Exception as exc:
-        raise ModelUnavailable(f"could not load {model_id} ({spec.repo_id}): {type(exc).__name__}: "
-                               f"{str(exc)[:200]}") from exc
+        # The exception's text names cache paths on this server: it goes to the log, not the client.
+        log.warning("could not load %s (%s): %s", model_id, spec.repo_id, exc)
+        raise ModelUnavailable(f"could not load {model_id} ({spec.repo_id}): {type(exc).__name__}") from exc
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return ImageEmbedder(model_id, model.to(device), processor, device)

@@ -21,6 +21,7 @@ torchvision, which the studio does not install, and would fall back to this one 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,8 @@ import numpy as np
 from studio.errors import ModelUnavailable
 from studio.models.hub import hub_offline, in_cache
 from studio.models.tiny import ensure_saved
+
+log = logging.getLogger(__name__)
 
 TINY_POSE = "tiny-vitpose"
 POSE_REPO_ID = "usyd-community/vitpose-base-simple"
@@ -177,7 +180,9 @@ def _load_trained() -> PoseEstimator:
         model = VitPoseForPoseEstimation.from_pretrained(POSE_REPO_ID).eval()
         processor = VitPoseImageProcessorPil.from_pretrained(POSE_REPO_ID)
     except Exception as exc:  # network, missing files, a corrupt cache: all mean "not usable here"
-        raise ModelUnavailable(f"could not load the pose model {POSE_REPO_ID}: {type(exc).__name__}: {exc}") from exc
+        # The exception's text names cache paths on this server: it goes to the log, not the client.
+        log.warning("could not load the pose model %s: %s", POSE_REPO_ID, exc)
+        raise ModelUnavailable(f"could not load the pose model {POSE_REPO_ID}: {type(exc).__name__}") from exc
     if torch.cuda.is_available():
         model = model.to("cuda")
     return PoseEstimator(model, processor, POSE_REPO_ID)
