@@ -229,6 +229,7 @@ class Studio:
             queue_position=self.store.queue_position(task.id),
             error=task.error,
             error_type=task.error_type,
+            **self.estimator.status_basis(task),
         )
 
     def _scene_progress(self, task: Task) -> tuple[float, str]:

@@ -15,7 +15,10 @@ class SubmitResponse(BaseModel):
     task_id: str
     status: str = Field(description="Always 'pending' right after submission")
     message: str
-    estimated_time_seconds: float = Field(description="Queue wait plus this task's own run, from measured rates")
+    estimated_time_seconds: float = Field(description="Queue wait plus this task's own run, from the one cost model "
+                                                      "(studio.engine.estimate): rates measured on this server, or "
+                                                      "documented priors until measured; the task's status says which "
+                                                      "(estimate_basis, estimate_samples)")
     queue_position: int = Field(description="1 = next to start; counts only tasks that start before this one")
 
 
@@ -32,6 +35,11 @@ class TaskStatus(BaseModel):
     queue_position: int = Field(description="0 once started")
     error: str | None = None
     error_type: str | None = None
+    estimate_basis: str | None = Field(None, description="What the task's time estimate rests on: 'prior' (documented "
+                                                         "anchors, nothing measured on this server yet) or 'measured' "
+                                                         "(this server's moving averages); null once the task ended. "
+                                                         "While it runs, eta_seconds comes from its own step times")
+    estimate_samples: int | None = Field(None, description="Finished runs the measured rate averages (0 for a prior)")
 
 
 class DecoderRunStats(BaseModel):

@@ -128,7 +128,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from studio.engine.estimate import ENCODE_RATE, LOAD_SECONDS, STEP_RATE, Estimator, latent_tokens
+from studio.engine.estimate import ENCODE_RATE, LOAD_SECONDS, STEP_RATE, Estimator, latent_tokens, timing_samples
 from studio.engine.plan import GenerationPlan, make_plan
 from studio.engine.request import GenerationRequest, JsonModel, Resolution, strip_prompt
 from studio.models.catalog import CATALOG, TINY, ModelSpec
@@ -357,6 +357,7 @@ class Throughput:
     flop_per_s: float
     basis: str        # "measured" or "prior"
     source: str       # words for the reasons
+    samples: int = 0  # measured runs behind it (summed over the models it comes from; 0: prior)
 
 
 def _reference_plan(store, spec: ModelSpec) -> tuple[int, float, str]:
@@ -401,7 +402,8 @@ def device_throughput(store, model_id: str) -> Throughput:
     own = _measured_flop_s(store, CATALOG[model_id])
     if own is not None:
         return Throughput(own[0], "measured",
-                          f"measured here for {model_id} (engine step times, converted at {own[1]})")
+                          f"measured here for {model_id} (engine step times, converted at {own[1]})",
+                          timing_samples(store, model_id, STEP_RATE))
     others = []
     for other in ARCHITECTURES:
         if other in (TINY, model_id) or other not in CATALOG:
@@ -412,7 +414,8 @@ def device_throughput(store, model_id: str) -> Throughput:
     if others:
         mean = sum(flop_s for _, flop_s in others) / len(others)
         names = ", ".join(m for m, _ in others)
-        return Throughput(mean, "measured", f"measured here on {names} (same GPU, FLOP/s carried over)")
+        return Throughput(mean, "measured", f"measured here on {names} (same GPU, FLOP/s carried over)",
+                          sum(timing_samples(store, m, STEP_RATE) for m, _ in others))
     return Throughput(H200_PRIOR_FLOP_S, "prior",
                       "prior (H200): Wan2.1-1.3B plain diffusers, 1.244 s per CFG step at 480x832x81")
 
