@@ -205,3 +205,13 @@ def test_model_load_errors_do_not_show_cache_paths(tmp_path, monkeypatch):
     with pytest.raises(ModelUnavailable) as caught:
         appearance._load(tmp_path, appearance.CLIP_B32, appearance.EMBEDDERS[appearance.CLIP_B32])
     assert "OSError" in caught.value.detail and str(tmp_path) not in caught.value.detail
+
+
+def test_a_reference_image_a_mode_does_not_take_is_named_as_sent(http, live_server):
+    source = face_source(live_server)
+    png = io.BytesIO()
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(png, "PNG")
+    response = http.post("/v1/genius/v2v/transform", json={"source_task_id": source, "mode": "upscale",
+                                                           "style_reference_base64": b64(png.getvalue())})
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"].startswith("style_reference_base64: "), response.text

@@ -264,7 +264,7 @@ def analyse_visemes(audio: np.ndarray, sr: int, fps: float) -> VisemeTrack:
     ``round(duration * fps)`` frames (at least 1). Rules and thresholds: module docstring."""
     y = np.asarray(audio, dtype=np.float32).reshape(-1)
     if y.size == 0:
-        raise InvalidRequest("audio_url: the audio holds no samples")
+        raise InvalidRequest("the audio holds no samples")  # callers know which field it came in
     duration = y.size / sr
     if sr != ANALYSIS_SR:
         y = librosa.resample(y, orig_sr=sr, target_sr=ANALYSIS_SR)

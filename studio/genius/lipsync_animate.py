@@ -37,10 +37,11 @@ PROMPT = "A person talking. " + DEFAULT_PROMPT
 WHAT = "lip-sync's model path (Wan Animate)"
 
 
-def check_length(frames_out: int) -> None:
-    """Refuse a model-path request whose output is longer than the model path takes."""
+def check_length(frames_out: int, field: str = "audio_url") -> None:
+    """Refuse a model-path request whose output is longer than the model path takes; the error
+    names ``field``, the request field the audio came in."""
     if frames_out > MAX_FRAMES:
-        raise InvalidRequest(f"audio_url: the model path makes at most {MAX_FRAMES} frames and this audio needs "
+        raise InvalidRequest(f"{field}: the model path makes at most {MAX_FRAMES} frames and this audio needs "
                              f"{frames_out}; shorten the audio or use the classical path (use_model false)")
 
 

@@ -133,7 +133,7 @@ def submit(studio: "Studio", request: LipSyncRequest, owner: str, upload: Path |
     source = store_source(studio, owner, folder, request.task_id, upload)
     frames_out = max(1, round(seconds * source["fps"]))
     if spec is not None:
-        lipsync_animate.check_length(frames_out)
+        lipsync_animate.check_length(frames_out, field_name)
     frames_in = min(source["frames"], frames_out)
     if frames_in > MAX_FRAMES:
         raise InvalidRequest(f"task_id: the audio needs {frames_in} frames of the video; lip-sync reads at most "

@@ -203,7 +203,7 @@ def submit(studio: "Studio", request: V2VRequest, owner: str, upload: Path | Non
            reference_upload: Path | None = None) -> "SubmitResponse":
     """Validate ``request``, store its inputs and queue the V2V task. ``reference_upload`` is a
     motion reference video uploaded through the UI (instead of ``motion_reference_task_id``)."""
-    studio.refuse_when_draining()
+    studio.refuse_new_work()
     spec = v2v.MODES[request.mode]
     _check_mode_fields(request, reference_upload)
     has_image_reference = bool(request.style_reference_url or request.style_reference_base64)
@@ -227,7 +227,8 @@ def submit(studio: "Studio", request: V2VRequest, owner: str, upload: Path | Non
                              "(style_reference_url or style_reference_base64) or a prompt (the model path); with "
                              "neither there is nothing to take the colours or the style from")
     if spec.reference is None and (request.style_reference_url or request.style_reference_base64):
-        raise InvalidRequest(f"style_reference_url: mode {request.mode!r} takes no reference image")
+        sent = "style_reference_url" if request.style_reference_url else "style_reference_base64"
+        raise InvalidRequest(f"{sent}: mode {request.mode!r} takes no reference image")
     reference = _reference_image(studio, request)
     inputs_id, folder = new_inputs(studio)
     try:
