@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,11 +93,13 @@ class Studio:
         """Fail tasks a previous process left running, then start the worker (which loads the
         offline model at once when it is the default: it is local and cheap, unlike hub models)."""
         self.sla.start()  # first: the uptime history starts when the process is up
+        self.bus.closed = False  # a stopped studio that starts again has followers again
         self.store.fail_interrupted(INTERRUPTED_REASON)
         self.worker.start(preload=TINY if self.default_model == TINY else None)
         self.webhooks.start()
 
     def stop(self) -> None:
+        self.begin_shutdown()
         self.worker.stop()
         self.webhooks.stop()
         self.sla.stop()  # the last heartbeat
@@ -267,26 +269,61 @@ class Studio:
 
     def follow(self, task_id: str, owner: str = UI_OWNER, poll_seconds: float = 1.0) -> Iterator[Event]:
         """The task's events from now on, starting with its current state, ending with its
-        final event (``complete``, ``error`` or ``cancelled``)."""
+        final event (``complete``, ``error`` or ``cancelled``), or with nothing more when the
+        server stops (the task is then requeued or still queued; follow it again after restart).
+        For threads (the UI's generators); websockets use ``follow_async``."""
         task = self.task(task_id, owner)
         with self.bus.subscribe(task.id) as sub:
-            task = self.task(task_id, owner)  # read after subscribing, so no event falls in between
-            yield Event(task.id, ev.PROGRESS, {"status": task.status, "progress": task.progress,
-                                               "step": task.current_step})
-            if task.is_terminal:
-                yield self.final_event(task)
-                return
-            while True:
-                event = sub.get(timeout=poll_seconds)
-                if event is None:
-                    task = self.task(task_id, owner)
-                    if task.is_terminal:  # e.g. ended by another process
-                        yield self.final_event(task)
-                        return
-                    continue
+            for event in self._opening_events(task_id, owner):
                 yield event
                 if event.is_final:
                     return
+            while not sub.closed:
+                event = self._after_wait(sub.get(timeout=poll_seconds), task_id, owner)
+                if event is not None:
+                    yield event
+                    if event.is_final:
+                        return
+
+    async def follow_async(self, task_id: str, owner: str = UI_OWNER,
+                           poll_seconds: float = 1.0) -> AsyncIterator[Event]:
+        """``follow`` for the event loop: waiting for the next event holds no thread, so any
+        number of idle followers cost nothing (the store reads are single indexed rows)."""
+        task = self.task(task_id, owner)
+        with self.bus.subscribe(task.id) as sub:
+            for event in self._opening_events(task_id, owner):
+                yield event
+                if event.is_final:
+                    return
+            while not sub.closed:
+                event = self._after_wait(await sub.get_async(timeout=poll_seconds), task_id, owner)
+                if event is not None:
+                    yield event
+                    if event.is_final:
+                        return
+
+    def _opening_events(self, task_id: str, owner: str) -> list[Event]:
+        """The task's current state (read after subscribing, so no event falls in between),
+        plus its final event when it has already ended."""
+        task = self.task(task_id, owner)
+        opening = [Event(task.id, ev.PROGRESS, {"status": task.status, "progress": task.progress,
+                                                 "step": task.current_step})]
+        return opening + [self.final_event(task)] if task.is_terminal else opening
+
+    def _after_wait(self, event: Event | None, task_id: str, owner: str) -> Event | None:
+        """What a follower yields after one wait: the event, or after a quiet wait the final
+        event of a task that ended without one reaching this process (e.g. another process)."""
+        if event is not None:
+            return event
+        task = self.task(task_id, owner)
+        return self.final_event(task) if task.is_terminal else None
+
+    def begin_shutdown(self) -> None:
+        """The server is going down: start no task, stop the running one at its next step (it
+        is requeued, not cancelled), refuse new work, and end every follower so websockets
+        close now instead of holding the shutdown open. Safe to call more than once."""
+        self.worker.begin_stop()
+        self.bus.close()
 
     @staticmethod
     def final_event(task: Task) -> Event:

@@ -50,6 +50,8 @@ ERRORS = {code: {"description": text, "model": ErrorBody} for code, text in (
     (503, "Maintenance: new work refused"))}
 COMMON = {code: ERRORS[code] for code in (401, 403, 429)}
 
+SERVICE_RESTART = 1012  # RFC 6455 close code: the server is restarting; clients may reconnect
+
 _MEDIA_NAME = re.compile(r"^(?P<id>[0-9a-f-]{36})(?P<suffix>\.[a-z0-9]+)$")
 
 
@@ -142,7 +144,9 @@ for _kind in MEDIA_KINDS:
 @router.websocket("/ws/{task_id}")
 async def task_events(websocket: WebSocket, task_id: str) -> None:
     """The seed's events for one task: ``progress``, ``frame_available``, then ``complete`` or
-    ``error`` (or ``cancelled``), after which the server closes the socket."""
+    ``error`` (or ``cancelled``), after which the server closes the socket. When the server
+    shuts down first it closes with code 1012 (service restart): the task is still queued (a
+    running one is requeued), so reconnect after the restart and follow it again."""
     studio: Studio = websocket.app.state.studio
     try:
         key = websocket_key(websocket)
@@ -151,21 +155,39 @@ async def task_events(websocket: WebSocket, task_id: str) -> None:
             JSONResponse(error.body(), status_code=error.status_code, headers=error.headers))
         return
     await websocket.accept()
+    events = studio.follow_async(task_id, owner=key.id)
     try:
-        events = studio.follow(task_id, owner=key.id)
-        first = await asyncio.to_thread(next, events)
+        first = await anext(events)
     except StudioError as error:
         await websocket.send_json({"type": "error", "error": error.title, "detail": error.detail,
                                    "error_type": error.type})
         await websocket.close(code=4404 if isinstance(error, TaskNotFound) else 4400)
         return
+    disconnected = asyncio.ensure_future(_disconnect(websocket))
     try:
         event = first
-        while event is not None:
+        while True:
             await websocket.send_json(event.to_message())
-            event = await asyncio.to_thread(next, events, None)
-        await websocket.close()
+            if event.is_final:
+                await websocket.close()
+                return
+            next_event = asyncio.ensure_future(anext(events, None))
+            await asyncio.wait({next_event, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+            if not next_event.done():  # the client left: stop following now, not at the next event
+                next_event.cancel()
+                return
+            event = next_event.result()
+            if event is None:  # the server is stopping: say so, the client reconnects after restart
+                await websocket.close(code=SERVICE_RESTART, reason="server restarting; follow the task again")
+                return
     except WebSocketDisconnect:
         pass
     finally:
-        await asyncio.to_thread(events.close)
+        disconnected.cancel()
+        await events.aclose()
+
+
+async def _disconnect(websocket: WebSocket) -> None:
+    """Returns when the client disconnects (anything it sends meanwhile is ignored)."""
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass

@@ -1,13 +1,17 @@
 """In-process publish/subscribe of task events (progress, previews, completion).
 
-The worker publishes; UI generators, websockets and (later) the webhook outbox subscribe.
-A slow subscriber never slows the worker: each subscription has a bounded buffer that drops its
-oldest non-final events when full, so a reader that falls behind still gets the newest state and
-always gets the final event.
+The worker publishes; UI generators (threads) and websockets (the event loop) subscribe. A slow
+subscriber never slows the worker: each subscription has a bounded buffer that drops its oldest
+non-final events when full, so a reader that falls behind still gets the newest state and always
+gets the final event. Async readers wait on an ``asyncio.Event`` woken from the publishing
+thread, so a websocket that follows a task for minutes holds no thread while it waits.
+
+``close()`` (server shutdown) wakes every reader: ``get`` returns None and ``closed`` is True.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
 from dataclasses import dataclass, field
@@ -47,7 +51,14 @@ class Subscription:
         self._events: collections.deque[Event] = collections.deque()
         self._maxlen = maxlen
         self._ready = threading.Condition()
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by the first ``get_async``
+        self._async_ready: asyncio.Event | None = None
         self.dropped = 0
+
+    @property
+    def closed(self) -> bool:
+        """True once the bus closed (the server is stopping): no more events will come."""
+        return self._bus.closed
 
     def _push(self, event: Event) -> None:
         with self._ready:
@@ -60,12 +71,46 @@ class Subscription:
                         break
             self._events.append(event)
             self._ready.notify()
+        self._wake_async()
+
+    def _wake_async(self) -> None:
+        with self._ready:
+            loop, ready = self._loop, self._async_ready
+        if loop is not None and ready is not None:
+            try:
+                loop.call_soon_threadsafe(ready.set)
+            except RuntimeError:  # the loop has closed: nobody waits on it any more
+                pass
+
+    def _wake(self) -> None:
+        """Wake every reader without an event (the bus closed)."""
+        with self._ready:
+            self._ready.notify_all()
+        self._wake_async()
 
     def get(self, timeout: float | None = None) -> Event | None:
-        """The next event, or None after ``timeout`` seconds without one."""
+        """The next event, or None after ``timeout`` seconds without one (at once once closed)."""
         with self._ready:
-            if not self._events and not self._ready.wait(timeout):
+            if not self._events and not self.closed and not self._ready.wait(timeout):
                 return None
+            return self._events.popleft() if self._events else None
+
+    async def get_async(self, timeout: float | None = None) -> Event | None:
+        """``get`` for the event loop: waits without holding a thread. One loop per subscription."""
+        with self._ready:
+            if self._async_ready is None:
+                self._loop, self._async_ready = asyncio.get_running_loop(), asyncio.Event()
+            # Cleared before the buffer is checked: an event pushed after the check sets it again.
+            self._async_ready.clear()
+            if self._events:
+                return self._events.popleft()
+        if self.closed:
+            return None
+        try:
+            await asyncio.wait_for(self._async_ready.wait(), timeout)
+        except asyncio.TimeoutError:  # TimeoutError itself from 3.11 on
+            return None
+        with self._ready:
             return self._events.popleft() if self._events else None
 
     def close(self) -> None:
@@ -85,6 +130,20 @@ class EventBus:
         self._subs: dict[str, set[Subscription]] = collections.defaultdict(set)
         self._lock = threading.Lock()
         self._buffer_size = buffer_size
+        self.closed = False
+
+    def subscriber_count(self) -> int:
+        """How many readers follow any task now."""
+        with self._lock:
+            return sum(len(group) for group in self._subs.values())
+
+    def close(self) -> None:
+        """The server is stopping: wake every reader so it can end (and close its socket)."""
+        with self._lock:
+            self.closed = True
+            subs = [sub for group in self._subs.values() for sub in group]
+        for sub in subs:
+            sub._wake()
 
     def subscribe(self, task_id: str) -> Subscription:
         sub = Subscription(self, task_id, self._buffer_size)
