@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from components.session import admitted, ui_file
+from components.edit_common import ends_truthfully
+from components.session import admitted, ui_file, user_error
 from studio.core import Studio
 from studio.engine.plan import SHORT_SIDE
 from studio.errors import StudioError
@@ -85,9 +86,9 @@ def make_handler(studio: Studio):
             with admitted(studio, request, new_tasks=len(lines) or 1) as owner:  # every prompt is a task
                 submitted = submit_batch(studio, batch, owner=owner)
         except StudioError as error:
-            raise gr.Error(error.detail, title=error.title) from None
+            raise user_error(error.detail, title=error.title) from None
         except ValueError as error:  # pydantic
-            raise gr.Error(str(error).splitlines()[-1], title="Validation error") from None
+            raise user_error(str(error).splitlines()[-1], title="Validation error") from None
         thumbnails: dict[str, str] = {}  # task id -> its thumbnail as handed to Gradio (once per task)
         while True:
             status = batch_status(studio, submitted.batch_id, owner)
@@ -113,5 +114,5 @@ def make_handler(studio: Studio):
 
 
 def create_event_handlers(tab: BatchTab, studio: Studio) -> None:
-    tab.submit_button.click(make_handler(studio), tab.inputs, tab.outputs, api_name="batch_submit",
-                            concurrency_limit=None)
+    tab.submit_button.click(ends_truthfully(make_handler(studio), status=1, outputs=4), tab.inputs, tab.outputs,
+                            api_name="batch_submit", concurrency_limit=None)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 
-from components.edit_common import gr_error, or_skip, source_of, source_picker, submit_and_follow
-from components.session import owner_of
+from components.edit_common import ends_truthfully, gr_error, or_skip, source_of, source_picker, submit_and_follow
+from components.session import owner_of, user_error
 from studio.core import Studio
 from studio.engine.request import parse_model
 from studio.errors import StudioError
@@ -100,7 +100,7 @@ def make_register_handler(studio: Studio):
             A confirmation, and the list of registered entities.
         """
         if image is None:
-            raise gr.Error("Upload a reference image first.", title="Validation error")
+            raise user_error("Upload a reference image first.", title="Validation error")
         body = {"name": (name or "").strip(), "entity_type": entity_type,
                 "reference_image_base64": encode_png_base64(np.ascontiguousarray(image[:, :, :3]))}
         owner = owner_of(studio, request)
@@ -171,5 +171,5 @@ def create_event_handlers(tab: ConsistencyTab, studio: Studio, demo: gr.Blocks |
     tab.register_button.click(make_register_handler(studio), tab.register_inputs, tab.register_outputs,
                               api_name="register_entity")
     tab.refresh_button.click(make_list_handler(studio), None, tab.entities, api_name="list_entities")
-    tab.track_button.click(make_track_handler(studio), tab.track_inputs, tab.track_outputs, api_name="track",
-                           concurrency_limit=None)
+    tab.track_button.click(ends_truthfully(make_track_handler(studio), status=0, outputs=3), tab.track_inputs,
+                           tab.track_outputs, api_name="track", concurrency_limit=None)

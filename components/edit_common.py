@@ -3,13 +3,14 @@ consistency, scenes): where the input video comes from, and following the queued
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
-from components.session import admitted, ui_file
+from components.session import admitted, ui_file, user_error
 from studio.core import Studio
 from studio.errors import StudioError
 from studio.jobs import events as ev
@@ -39,7 +40,7 @@ def source_of(task_id: str | None, upload: str | None) -> tuple[str | None, Path
 
 
 def gr_error(error: StudioError) -> gr.Error:
-    return gr.Error(error.detail, title=error.title)
+    return user_error(error.detail, title=error.title)
 
 
 def submit_and_follow(studio: Studio, request: gr.Request | None, submit: Callable[[str], SubmitResponse],
@@ -54,6 +55,36 @@ def submit_and_follow(studio: Studio, request: gr.Request | None, submit: Callab
         raise gr_error(error) from None
     yield f"Queued (position {submitted.queue_position}).", None, None
     yield from follow(studio, submitted.task_id, owner)
+
+
+def ends_truthfully(handler: Callable[..., Iterator[tuple]], status: int, outputs: int
+                    ) -> Callable[..., Iterator[tuple]]:
+    """Wrap a tab's generator handler so that whatever error ends it (a refused input before
+    anything was queued, a failed task, an unexpected fault) first puts "Failed: ..." in the
+    status line (output ``status`` of ``outputs``), then raises for the toast: the line never
+    keeps a running step or an earlier run's "Done" after an error.
+
+    ``functools.wraps`` keeps the signature, type hints and docstring Gradio reads for the API.
+    """
+    @functools.wraps(handler)
+    def wrapper(*args, **kwargs):
+        last = None
+        try:
+            for update in handler(*args, **kwargs):
+                if isinstance(update[status], str):
+                    last = update[status]
+                yield update
+        except Exception as error:
+            if not (last or "").startswith("Failed"):
+                if isinstance(error, gr.Error):
+                    line = f"Failed ({error.title}): {error.message}" if error.title else f"Failed: {error.message}"
+                else:
+                    line = "Failed (InternalError): the server could not finish this request"
+                update = [gr.skip()] * outputs
+                update[status] = line
+                yield tuple(update)
+            raise
+    return wrapper
 
 
 def or_skip(*values) -> tuple:
@@ -93,7 +124,7 @@ def follow(studio: Studio, task_id: str, owner: str) -> Iterator[tuple[str, str 
             elif event.type == ev.ERROR:
                 finished = True
                 yield end_state(data, cancelled=False), None, None
-                raise gr.Error(str(data.get("detail") or data.get("error")), title=str(data.get("error")))
+                raise user_error(str(data.get("detail") or data.get("error")), title=str(data.get("error")))
     finally:
         if not finished:
             studio.cancel(task_id, owner=owner)

@@ -14,9 +14,9 @@ from typing import Any
 
 import gradio as gr
 
-from components.edit_common import end_state
+from components.edit_common import end_state, ends_truthfully
 from components.orchestrator_tab import AUTO_CHOICE, attach_auto_hint
-from components.session import admitted, owner_of, ui_file, ui_files
+from components.session import admitted, owner_of, ui_file, ui_files, user_error
 from studio.core import Studio
 from studio.engine.genres import GENRES
 from studio.engine.plan import ASPECT, SHORT_SIDE
@@ -187,7 +187,7 @@ def make_handlers(studio: Studio):
             with admitted(studio, request) as owner:
                 submitted = studio.submit(generation, owner=owner)
         except StudioError as error:
-            raise gr.Error(error.detail, title=error.title) from None
+            raise user_error(error.detail, title=error.title) from None
         task_id = submitted.task_id
         skip = gr.skip()
         strip = _FrameStrip(studio, task_id, owner)
@@ -217,7 +217,7 @@ def make_handlers(studio: Studio):
                     # The status line names the failure (not the last step or an earlier "Done"),
                     # then the toast.
                     yield task_id, skip, end_state(data, cancelled=False), skip, skip, skip
-                    raise gr.Error(str(data.get("detail") or data.get("error")), title=str(data.get("error")))
+                    raise user_error(str(data.get("detail") or data.get("error")), title=str(data.get("error")))
         finally:
             if not finished:  # Stop button, closed tab or lost connection: stop the run too
                 studio.cancel(task_id, owner)
@@ -231,7 +231,7 @@ def make_handlers(studio: Studio):
         try:
             return studio.status(task_id.strip(), owner_of(studio, request)).model_dump()
         except StudioError as error:
-            raise gr.Error(error.detail, title=error.title) from None
+            raise user_error(error.detail, title=error.title) from None
 
     def cancel_task(task_id: str, request: gr.Request = None) -> dict:
         """Cancel one of your tasks (pending: at once; running: at its next denoising step).
@@ -244,7 +244,7 @@ def make_handlers(studio: Studio):
         try:
             return studio.cancel(task_id.strip(), owner_of(studio, request)).model_dump()
         except StudioError as error:
-            raise gr.Error(error.detail, title=error.title) from None
+            raise user_error(error.detail, title=error.title) from None
 
     def stop(task_id: str, request: gr.Request = None) -> str:
         """The Stop button: cancel the task and put its real end state in the status line (the
@@ -259,7 +259,7 @@ def make_handlers(studio: Studio):
                 time.sleep(0.1)  # a running task stops at its next step
                 state = studio.status(task_id.strip(), owner)
         except StudioError as error:
-            raise gr.Error(error.detail, title=error.title) from None
+            raise user_error(error.detail, title=error.title) from None
         if state.status == st.COMPLETED:
             return _summary(studio.result(task_id.strip(), owner))
         if state.status in st.TERMINAL_STATUSES:
@@ -278,7 +278,7 @@ def _running_line(studio: Studio, task_id: str, owner: str, data: dict) -> str:
         elapsed = studio.status(task_id, owner).elapsed_seconds
     except StudioError:
         return step
-    return f"{step} · {elapsed:.1f} s elapsed" if elapsed else step
+    return f"{step} · {elapsed:.1f} s elapsed" if elapsed >= 0.1 else step
 
 
 def _summary(result) -> str:
@@ -297,8 +297,8 @@ def create_event_handlers(tab: GenerateTab, studio: Studio) -> None:
     outputs = [tab.task_id, tab.preview, tab.status, tab.video, tab.thumbnail, tab.metadata]
     # Gradio's own progress timer restarts with every streamed update (it showed "0.0s"): hidden,
     # the status line carries the step and the task's real elapsed time instead.
-    run = tab.generate_button.click(generate, tab.inputs, outputs, api_name="generate",
-                                    concurrency_limit=None, show_progress="hidden")
+    run = tab.generate_button.click(ends_truthfully(generate, status=2, outputs=6), tab.inputs, outputs,
+                                    api_name="generate", concurrency_limit=None, show_progress="hidden")
     tab.stop_button.click(stop, [tab.task_id], [tab.status], cancels=[run], api_visibility="private",
                           concurrency_limit=None)  # it waits for the run to end: never queue visitors' Stops
     # API-only twins of the REST status/cancel routes, for gradio_client users.

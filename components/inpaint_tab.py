@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 
-from components.edit_common import or_skip, source_of, source_picker, submit_and_follow
+from components.edit_common import ends_truthfully, or_skip, source_of, source_picker, submit_and_follow
 from studio.core import Studio
 from studio.engine.request import parse_model
 from studio.genius.inpaint_task import InpaintRequest, submit
@@ -109,4 +109,5 @@ def make_handler(studio: Studio):
 
 
 def create_event_handlers(tab: InpaintTab, studio: Studio) -> None:
-    tab.run_button.click(make_handler(studio), tab.inputs, tab.outputs, api_name="inpaint", concurrency_limit=None)
+    tab.run_button.click(ends_truthfully(make_handler(studio), status=0, outputs=3), tab.inputs, tab.outputs,
+                         api_name="inpaint", concurrency_limit=None)

@@ -15,7 +15,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from components.edit_common import or_skip, source_of, source_picker, submit_and_follow
+from components.edit_common import ends_truthfully, or_skip, source_of, source_picker, submit_and_follow
+from components.session import user_error
 from studio.core import Studio
 from studio.engine.request import parse_model
 from studio.genius import lipsync
@@ -69,7 +70,7 @@ def _face_region(text: str) -> list[float] | None:
     try:
         return [float(v) for v in re.split(r"[\s,;]+", text.strip().strip("[]()")) if v]
     except ValueError:
-        raise gr.Error("face_region: give four numbers x1, y1, x2, y2 in pixels", title="Validation error") from None
+        raise user_error("face_region: give four numbers x1, y1, x2, y2 in pixels", title="Validation error") from None
 
 
 def make_handler(studio: Studio):
@@ -93,7 +94,7 @@ def make_handler(studio: Studio):
         """
         source_task, upload = source_of(task_id, video)
         if not audio:
-            raise gr.Error("audio: upload or record the speech to sync to", title="Validation error")
+            raise user_error("audio: upload or record the speech to sync to", title="Validation error")
         body = {"task_id": source_task, "audio_base64": base64.b64encode(Path(audio).read_bytes()).decode(),
                 "expression": expression, "intensity": float(intensity), "face_region": _face_region(face_region)}
         if use_model:
@@ -108,4 +109,5 @@ def make_handler(studio: Studio):
 
 
 def create_event_handlers(tab: LipSyncTab, studio: Studio) -> None:
-    tab.run_button.click(make_handler(studio), tab.inputs, tab.outputs, api_name="lipsync", concurrency_limit=None)
+    tab.run_button.click(ends_truthfully(make_handler(studio), status=0, outputs=4), tab.inputs, tab.outputs,
+                         api_name="lipsync", concurrency_limit=None)

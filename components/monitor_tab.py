@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
+from components.session import user_error
 from studio.errors import StudioError
 from studio.genius.sla import SLA_LEVELS, HistoryPoint, SlaMonitor, SlaStatus
 
@@ -143,13 +144,13 @@ def make_handlers(studio, decoder_stats: Callable[[], dict] | None = None):
         try:
             return monitor.status(level or None).model_dump()
         except StudioError as error:
-            raise gr.Error(error.detail, title=error.title) from None
+            raise user_error(error.detail, title=error.title) from None
 
     def refresh(level: str):
         try:
             status = monitor.status(level or None)
         except StudioError as error:
-            raise gr.Error(error.detail, title=error.title) from None
+            raise user_error(error.detail, title=error.title) from None
         points = monitor.history()
         if not points or monitor.now() - points[-1].t > 2 * monitor.sample_seconds:
             monitor.sample()  # the background sampler is not running (or lagging): sample now

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import gradio as gr
 from pydantic import ValidationError
 
+from components.session import user_error
 from studio.engine.plan import SHORT_SIDE
 from studio.engine.request import GenerationRequest, describe_validation_error, field_bounds
 from studio.genius.orchestrator import SelectModelRequest, SelectModelResponse, choose_model, select_model
@@ -98,7 +99,7 @@ def make_handlers(studio):
                 "max_vram_gb": max_vram_gb if max_vram_gb else None, "prefer_quality": bool(prefer_quality)})
         except ValidationError as exc:
             detail = describe_validation_error(SelectModelRequest, exc.errors())
-            raise gr.Error(detail, title="Validation error") from None
+            raise user_error(detail, title="Validation error") from None
         answer = select_model(studio, request)
         rows = [[a.model, a.vram_gb, a.speed_factor] for a in answer.alternatives]
         return _headline(answer), rows, _reasons_markdown(answer.reasons), answer.model_dump()

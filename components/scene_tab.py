@@ -14,8 +14,8 @@ from typing import get_args
 
 import gradio as gr
 
-from components.edit_common import end_state, gr_error
-from components.session import admitted, ui_file
+from components.edit_common import end_state, ends_truthfully, gr_error
+from components.session import admitted, ui_file, user_error
 from studio.core import Studio
 from studio.engine.plan import SHORT_SIDE
 from studio.engine.request import parse_model
@@ -139,7 +139,7 @@ def make_handler(studio: Studio):
                                 cancelled=state.status == st.CANCELLED), gr.skip(), gr.skip()
                 if state.status == st.CANCELLED:
                     return
-                raise gr.Error(state.error or state.status, title=f"Edit {state.status}")
+                raise user_error(state.error or state.status, title=f"Edit {state.status}")
             result = studio.result(reply.task_id, owner)
             yield (f"Done: {result.duration_seconds:.2f} s, {result.metadata.frames} frames.",
                    ui_file(studio.paths.video(reply.task_id)), result.metadata.details)
@@ -151,6 +151,6 @@ def make_handler(studio: Studio):
 
 
 def create_event_handlers(tab: SceneTab, studio: Studio) -> None:
-    tab.run_button.click(make_handler(studio), tab.inputs, tab.outputs, api_name="scene_edit",
-                         concurrency_limit=None)
+    tab.run_button.click(ends_truthfully(make_handler(studio), status=0, outputs=3), tab.inputs, tab.outputs,
+                         api_name="scene_edit", concurrency_limit=None)
     gr.api(transitions_catalog, api_name="scene_transitions")

@@ -7,6 +7,7 @@ Policy (owners, limits) lives in ``studio.ui_access``; this module only reads ``
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import secrets
 import shutil
@@ -20,6 +21,16 @@ from gradio.utils import get_upload_folder
 from studio.core import UI_OWNER, Studio
 from studio.errors import StudioError
 from studio.ui_access import COOKIE_NAME, resolve_owner
+
+log = logging.getLogger("studio.ui")
+
+
+def user_error(message: str, title: str = "Error") -> gr.Error:
+    """A ``gr.Error`` for a user's mistake or a task's own failure (a refused field, an unknown
+    task id, no face found): shown as a toast, logged as ONE line, no traceback (Gradio prints
+    one for every ``gr.Error`` unless told not to)."""
+    log.info("UI error shown to the user (%s): %s", title, message)
+    return gr.Error(message, title=title, print_exception=False)
 
 
 def owner_of(studio: Studio, request: gr.Request | None) -> str:
@@ -56,7 +67,7 @@ def admitted(studio: Studio, request: gr.Request | None, new_tasks: int = 1) -> 
         with studio.ui_limits.admit(owner, client_ip(request), new_tasks):
             yield owner
     except StudioError as error:
-        raise gr.Error(error.detail, title=error.title) from None
+        raise user_error(error.detail, title=error.title) from None
 
 
 def ui_file(path: str | Path | None) -> str | None:
