@@ -28,7 +28,7 @@ import pytest
 import soundfile as sf
 from skimage import data
 
-from studio.errors import InvalidRequest
+from studio.errors import EncodingFailed, InvalidRequest
 from studio.genius import lipsync as L
 from studio.media.audio import load_audio, mux_audio
 from studio.media.video import Mp4Writer
@@ -375,6 +375,6 @@ def test_mux_gives_an_aac_track_as_long_as_the_audio(tmp_path, face_frame, short
 
 def test_mux_failure_leaves_no_file(tmp_path):
     (tmp_path / "broken.mp4").write_bytes(b"nope")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(EncodingFailed, match="ffmpeg exit"):  # a task error type, not an internal error
         mux_audio(tmp_path / "broken.mp4", tmp_path / "broken.mp4", tmp_path / "out.mp4")
     assert not list(tmp_path.glob("out.mp4*"))

@@ -19,7 +19,7 @@ import librosa
 import numpy as np
 import soundfile as sf
 
-from studio.errors import InvalidRequest
+from studio.errors import EncodingFailed, InvalidRequest, StorageFull
 
 # A mux copies the video and encodes only the audio: far faster than real time, so this bounds
 # a hung ffmpeg, not a slow one.
@@ -119,8 +119,8 @@ def mux_audio(video_path: str | os.PathLike, audio_path: str | os.PathLike, out_
 
     Both streams are kept whole (no ``-shortest``): the caller makes the video as long as the
     audio. The file is written to ``out_path + '.part'`` and renamed only when ffmpeg succeeds,
-    so readers never see a half-written file. Raises ``RuntimeError`` with ffmpeg's message on
-    failure or after ``timeout`` seconds.
+    so readers never see a half-written file. Raises ``StorageFull`` when the disk ran out,
+    ``EncodingFailed`` on any other ffmpeg failure, ``RuntimeError`` after ``timeout`` seconds.
     """
     out = Path(out_path)
     part = out.with_name(out.name + ".part")
@@ -136,6 +136,8 @@ def mux_audio(video_path: str | os.PathLike, audio_path: str | os.PathLike, out_
     if result.returncode != 0:
         part.unlink(missing_ok=True)
         message = result.stderr.decode(errors="replace").strip()[-500:]
-        raise RuntimeError(f"ffmpeg failed to mux audio (exit {result.returncode}): {message}")
+        if "No space left" in message or "Disk quota" in message:
+            raise StorageFull("the server's disk filled up while the audio was being added")
+        raise EncodingFailed(f"adding the audio track failed (ffmpeg exit {result.returncode})")
     os.replace(part, out)
     return out
