@@ -92,6 +92,10 @@ def or_skip(*values) -> tuple:
     return tuple(gr.skip() if value is None else value for value in values)
 
 
+SERVER_RESTARTING = ("Server restarting: your task is queued again and runs after the restart; "
+                     "reload the page then.")
+
+
 def end_state(data: dict, cancelled: bool) -> str:
     """The status line of a task that ended without a result: it always names the end state,
     so the page never keeps showing a running step or an earlier run's "Done"."""
@@ -125,6 +129,9 @@ def follow(studio: Studio, task_id: str, owner: str) -> Iterator[tuple[str, str 
                 finished = True
                 yield end_state(data, cancelled=False), None, None
                 raise user_error(str(data.get("detail") or data.get("error")), title=str(data.get("error")))
+        if not finished and studio.shutting_down:  # the server stops: the task waits for it, uncancelled
+            finished = True
+            yield SERVER_RESTARTING, None, None
     finally:
         if not finished:
             studio.cancel(task_id, owner=owner)

@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from components.edit_common import end_state, ends_truthfully
+from components.edit_common import SERVER_RESTARTING, end_state, ends_truthfully
 from components.orchestrator_tab import AUTO_CHOICE, attach_auto_hint
 from components.session import admitted, owner_of, ui_file, ui_files, user_error
 from studio.core import Studio
@@ -218,6 +218,9 @@ def make_handlers(studio: Studio):
                     # then the toast.
                     yield task_id, skip, end_state(data, cancelled=False), skip, skip, skip
                     raise user_error(str(data.get("detail") or data.get("error")), title=str(data.get("error")))
+            if not finished and studio.shutting_down:  # the server stops: the task waits for it, uncancelled
+                finished = True
+                yield task_id, skip, SERVER_RESTARTING, skip, skip, skip
         finally:
             if not finished:  # Stop button, closed tab or lost connection: stop the run too
                 studio.cancel(task_id, owner)

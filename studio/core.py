@@ -318,6 +318,11 @@ class Studio:
         task = self.task(task_id, owner)
         return self.final_event(task) if task.is_terminal else None
 
+    @property
+    def shutting_down(self) -> bool:
+        """True from the moment a shutdown began (followers then end without a final event)."""
+        return self.worker.stopping or self.bus.closed
+
     def begin_shutdown(self) -> None:
         """The server is going down: start no task, stop the running one at its next step (it
         is requeued, not cancelled), refuse new work, and end every follower so websockets

@@ -186,3 +186,24 @@ def test_sigterm_requeues_the_run_closes_websockets_and_exits_promptly(tmp_path)
         types = [r[0] for r in db.execute("SELECT type FROM events WHERE task_id = ? ORDER BY id", (running,))]
     assert rows == {running: "pending", queued: "pending"}
     assert types[-1] == "task.requeued" and "task.cancelled" not in types
+
+
+def test_a_ui_follower_does_not_cancel_its_task_when_the_server_stops(tmp_path):
+    from components.edit_common import SERVER_RESTARTING, follow
+
+    studio = Studio(Settings(data_dir=tmp_path, model="tiny"))
+    studio.start()
+    try:
+        studio.worker._next_task = lambda: None  # keep the task queued
+        task_id = studio.submit(parse_request({**SMALL, "seed": 7}), owner="ui:visitor").task_id
+        updates = []
+        reader = threading.Thread(target=lambda: updates.extend(follow(studio, task_id, "ui:visitor")))
+        reader.start()
+        wait_for(lambda: updates, message="the first update")
+        studio.begin_shutdown()
+        reader.join(5)
+        assert not reader.is_alive()
+        assert updates[-1][0] == SERVER_RESTARTING
+        assert studio.store.get(task_id).status == st.PENDING  # not cancelled by the page going away
+    finally:
+        studio.stop()
