@@ -31,6 +31,7 @@ from studio.api import (
     genius_v2v,
 )
 from studio.api.auth import standing_rate_headers
+from studio.api.docs import install_docs
 from studio.api.errors import install_error_handlers
 from studio.api.metrics_middleware import MetricsMiddleware
 from studio.api.middleware import BodySizeLimit, RateHeaders, UnknownMethods
@@ -58,10 +59,12 @@ def build_app(settings: Settings) -> FastAPI:
             studio.stop()
 
     api = FastAPI(title="Echoelmusic Video Studio API", version="1.0.0", lifespan=lifespan,
-                  description="Text-to-video generation on Wan 2.x. Errors are `{error, detail, type}`.")
+                  description="Text-to-video generation on Wan 2.x. Errors are `{error, detail, type}`.",
+                  docs_url=None, redoc_url=None)  # the CDN pages; install_docs serves local ones
     api.state.studio = studio
     api.state.rate_limiter = RateLimiter(settings.rate_limits)
     install_error_handlers(api)
+    install_docs(api)
     api.include_router(router)
     api.include_router(genius_batch.router)
     api.include_router(genius_scene.router)

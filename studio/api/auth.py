@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
-from fastapi import Request, Response, WebSocket
+from fastapi import Request, Response, Security, WebSocket
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import Headers
 
 from studio.api.ratelimit import RateDecision, RateLimiter
@@ -18,6 +19,11 @@ from studio.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from studio.keys import MAX_KEY_LENGTH, ApiKey, KeyStore
 
 _BEARER = re.compile(r"^\s*bearer\s+([\x21-\x7e]+)\s*$", re.IGNORECASE)
+
+# Declares the bearer scheme in OpenAPI (so /docs has "Authorize" and "Try it out" sends the
+# key). auto_error=False: it never refuses anything itself; check_access does, in its order.
+BEARER_SCHEME = HTTPBearer(auto_error=False, scheme_name="ApiKey",
+                           description="An API key: `python -m studio keys create --name me` prints one.")
 
 
 def bearer_token(header: str | None) -> str | None:
@@ -76,7 +82,8 @@ def api_key(kind: str = "default") -> Callable[..., ApiKey]:
 
     # async on purpose: the checks are a hash, a dict lookup and an in-memory counter (the key
     # table lookup is one indexed SQLite read), so a hop to the thread pool would cost more.
-    async def dependency(request: Request, response: Response) -> ApiKey:
+    async def dependency(request: Request, response: Response,
+                         _: HTTPAuthorizationCredentials | None = Security(BEARER_SCHEME)) -> ApiKey:
         app = request.app
         host = request.client.host if request.client else "unknown"
         key, decision = check_access(app.state.studio.keys, app.state.rate_limiter, kind, request.headers, host)

@@ -19,7 +19,10 @@ Resolution = Literal["480p", "720p", "1080p", "1440p", "4k", "8k"]
 AspectRatio = Literal["16:9", "9:16", "1:1", "4:3"]
 GenreName = Literal[tuple(GENRES)]
 ModelName = Literal[("auto", *CATALOG)]
-NOT_BLANK = r"\S"  # at least one non-space character (JSON Schema patterns are unanchored)
+# At least one non-space character (JSON Schema patterns are unanchored). Spelled out rather
+# than ``\S``: the server strips what Python's str.strip() does, which includes the separators
+# \x1c-\x1f and \x85 that ECMAScript's ``\s`` (the schema's dialect) does not.
+NOT_BLANK = r"[^\s\x1c-\x1f\x85]"
 
 SEED_MAX = 2**32 - 1
 
