@@ -58,61 +58,54 @@ def fill(folder: Path, leave_bytes: int = 0, name: str = "filler.bin") -> Path:
 
 # -- the encoder: a file is only ever final when it holds every frame ---------------------------------
 
-def frames(count: int, size: int = 64):
+def encode(target: Path, count: int, size: int = 64) -> Path:
+    """Write ``count`` noise frames of ``size`` x ``size`` through ``Mp4Writer``."""
     rng = np.random.default_rng(0)
-    for _ in range(count):
-        yield rng.integers(0, 255, (size, size, 3), np.uint8)
+    with Mp4Writer(target, size, size, 12) as writer:
+        for _ in range(count):
+            writer.write(rng.integers(0, 255, (size, size, 3), np.uint8))
+    return target
 
 
 def test_an_encode_that_runs_out_of_disk_raises_storage_full_and_leaves_no_file(small_disk):
     fill(small_disk, leave_bytes=64 * 1024)
     target = small_disk / "video.mp4"
     with pytest.raises(StorageFull):
-        with Mp4Writer(target, 256, 256, 12) as writer:
-            for frame in frames(200, 256):
-                writer.write(frame)
+        encode(target, 200, 256)
     assert not target.exists() and not target.with_name("video.mp4.part").exists()
 
 
-def fake_ffmpeg(tmp_path: Path, script: str) -> str:
-    path = tmp_path / "ffmpeg"
-    path.write_text("#!/bin/sh\n" + script)
-    path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    return str(path)
-
-
-def test_an_encoder_that_exits_with_an_error_fails_the_write(tmp_path, monkeypatch):
+@pytest.fixture()
+def fake_ffmpeg(tmp_path, monkeypatch):
+    """Make ``Mp4Writer`` run a shell script of the test's instead of ffmpeg."""
     import imageio_ffmpeg
 
-    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", lambda: fake_ffmpeg(tmp_path, "cat >/dev/null; exit 1\n"))
-    target = tmp_path / "video.mp4"
+    def install(script: str) -> None:
+        path = tmp_path / "ffmpeg"
+        path.write_text("#!/bin/sh\n" + script)
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+        monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", lambda: str(path))
+
+    return install
+
+
+def test_an_encoder_that_exits_with_an_error_fails_the_write(tmp_path, fake_ffmpeg):
+    fake_ffmpeg("cat >/dev/null; exit 1\n")
     with pytest.raises(EncodingFailed, match="exit 1"):
-        with Mp4Writer(target, 64, 64, 12) as writer:
-            for frame in frames(5):
-                writer.write(frame)
-    assert not target.exists()
+        encode(tmp_path / "video.mp4", 5)
+    assert not (tmp_path / "video.mp4").exists()
 
 
-def test_an_encoder_that_exits_cleanly_without_a_playable_file_fails_the_write(tmp_path, monkeypatch):
-    import imageio_ffmpeg
-
+def test_an_encoder_that_exits_cleanly_without_a_playable_file_fails_the_write(tmp_path, fake_ffmpeg):
     # Exit status 0, but the "mp4" it leaves is garbage: a clean exit alone must not complete a task.
-    script = 'for last; do :; done; cat >/dev/null; echo junk > "$last"; exit 0\n'
-    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", lambda: fake_ffmpeg(tmp_path, script))
-    target = tmp_path / "video.mp4"
+    fake_ffmpeg('for last; do :; done; cat >/dev/null; echo junk > "$last"; exit 0\n')
     with pytest.raises(EncodingFailed, match="0 of 5 frames"):
-        with Mp4Writer(target, 64, 64, 12) as writer:
-            for frame in frames(5):
-                writer.write(frame)
-    assert not target.exists()
+        encode(tmp_path / "video.mp4", 5)
+    assert not (tmp_path / "video.mp4").exists()
 
 
 def test_a_clean_encode_holds_every_frame(tmp_path):
-    target = tmp_path / "video.mp4"
-    with Mp4Writer(target, 64, 64, 12) as writer:
-        for frame in frames(7):
-            writer.write(frame)
-    assert probe_video(target).frames == 7
+    assert probe_video(encode(tmp_path / "video.mp4", 7)).frames == 7
 
 
 # -- the worker and the store ---------------------------------------------------------------------
