@@ -98,3 +98,39 @@ def test_tiny_runs_on_the_cpu_and_always_fits_the_device(free):
     group = plans(TINY, 4)
     assert group_fits(group, free, weights_loaded=True, budget_gb=None)
     assert group_fits(group, free, weights_loaded=False, budget_gb=1.0)
+
+
+# -- what Worker._fits calls: the loader's view of this device --------------------------------
+
+
+class FakeModels:
+    """A ModelCache as the worker sees it: which model is resident, in which profile."""
+
+    def __init__(self, loaded_model=None, loaded_profile=None):
+        self.loaded_model, self.loaded_profile = loaded_model, loaded_profile
+
+
+def test_group_fits_here_with_simulated_device_memory():
+    from studio.models.loader import group_fits_here
+
+    free = free_after_load(M14)
+    info = lambda: (int(free), int(CARD_80GB))  # noqa: E731  (torch.cuda.mem_get_info's shape)
+    resident = FakeModels(M14, "gpu")
+    assert group_fits_here(plans(M14, 2), resident, None, mem_get_info=info)
+    assert not group_fits_here(plans(M14, 4), resident, (group_vram_gb(plans(M14, 2)) + 1), mem_get_info=info)
+    # Not resident: the whole peak is asked for, in the profile the loader would pick for that memory.
+    from studio.models.loader import choose_memory_profile
+
+    assert choose_memory_profile(CATALOG[M14], free) == "model_cpu_offload"
+    need = group_vram_gb(plans(M14, 2), "model_cpu_offload") * GIB
+    assert need * FIT_HEADROOM <= free
+    assert group_fits_here(plans(M14, 2), FakeModels(M13, "gpu"), None, mem_get_info=info)
+    # Less memory: the loader would pick group offload, and the group must fit that profile's peak.
+    lean = group_vram_gb(plans(M14, 2), "group_offload") * GIB
+    assert choose_memory_profile(CATALOG[M14], lean) == "group_offload"
+    enough = lambda: (int(lean * FIT_HEADROOM) + 1, int(CARD_80GB))  # noqa: E731
+    short = lambda: (int(lean), int(CARD_80GB))  # noqa: E731
+    assert group_fits_here(plans(M14, 2), FakeModels(M13, "gpu"), None, mem_get_info=enough)
+    assert not group_fits_here(plans(M14, 2), FakeModels(M13, "gpu"), None, mem_get_info=short)
+    # On a CPU-only server only a budget can refuse.
+    assert group_fits_here(plans(TINY, 3), FakeModels(TINY, "cpu"), None)

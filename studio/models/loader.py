@@ -261,3 +261,26 @@ def apply_memory_profile(pipe, profile: str, device: torch.device) -> None:
         pipe.vae.enable_tiling()
     else:
         raise ValueError(f"unknown memory profile {profile!r}")
+
+
+def group_fits_here(plans: list, models: "ModelCache", budget_gb: float | None,
+                    mem_get_info: Callable[[], tuple[int, int]] | None = None) -> bool:
+    """Whether a batch group (same model and shape) may share one pipeline call on this device:
+    ``orchestrator.group_fits`` with the free memory the device reports now. When the group's
+    model is resident, that free memory was read after its weights were loaded, so only the
+    activations are asked for (in the profile it was loaded with); otherwise the whole peak, in
+    the profile the loader would choose. Without CUDA only the CPU-bound offline models run, and
+    only ``budget_gb`` can refuse. ``mem_get_info``: ``torch.cuda.mem_get_info`` (tests pass
+    simulated figures)."""
+    from studio.genius.orchestrator import group_fits
+
+    if mem_get_info is None:
+        if not cuda_available():
+            return group_fits(plans, 0.0, weights_loaded=True, budget_gb=budget_gb)
+        mem_get_info = torch.cuda.mem_get_info
+    free = float(mem_get_info()[0])
+    loaded = models.loaded_model == plans[0].model
+    profile = models.loaded_profile if loaded else choose_memory_profile(get_spec(plans[0].model), free)
+    if profile not in ("gpu", "model_cpu_offload", "group_offload"):  # "cpu": an offline model
+        profile = "gpu"
+    return group_fits(plans, free, weights_loaded=loaded, budget_gb=budget_gb, profile=profile)
