@@ -124,7 +124,8 @@ def _details_markdown(details: dict) -> str:
         f"- **Since this process started:** {totals['requests']} requests, {totals['errors']} 5xx, "
         f"{totals['throttled']} 429, {totals['unavailable']} 503.",
         f"- **Uptime:** {up['percent']:.4f}% of {up['period_seconds']:.0f} s since {up['period_start'] or 'now'} "
-        f"({up['down_seconds']:.0f} s down over {up['runs']} recorded runs).",
+        f"({up['down_seconds']:.0f} s unplanned downtime over {up['runs']} recorded runs; planned downtime "
+        f"{up.get('planned_down_seconds', 0):.0f} s after {up.get('planned_stops', 0)} clean stops, not counted).",
         f"- **Generation (last {gen['tasks']} finished tasks, not API latency):** {gen['failed']} failed; "
         f"p50 {gen['p50_seconds']:.2f} s, p95 {gen['p95_seconds']:.2f} s, max {gen['max_seconds']:.2f} s.",
     ])

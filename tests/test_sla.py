@@ -224,14 +224,13 @@ def test_background_sampling_evaluates_the_default_level(tmp_path):
 # -- uptime --------------------------------------------------------------------------------------
 
 
-def test_uptime_survives_a_restart_and_counts_the_gap_as_downtime(tmp_path, clock):
+def test_uptime_survives_a_restart_and_counts_an_unplanned_gap_as_downtime(tmp_path, clock):
     db = tmp_path / "studio.sqlite3"
     first = SlaMonitor(db, clock=clock)
     first.start(background=False)           # up at T0
     clock.t = T0 + 100
-    first.heartbeat()
+    first.heartbeat()                       # last heartbeat at T0+100; then killed (no clean stop)
     assert first.uptime_percent() == 100.0
-    first.stop()                            # clean stop at T0+100
 
     clock.t = T0 + 200                      # down for 100 s
     second = SlaMonitor(db, clock=clock)
@@ -239,11 +238,41 @@ def test_uptime_survives_a_restart_and_counts_the_gap_as_downtime(tmp_path, cloc
     clock.t = T0 + 300
     details = second.uptime_details()
     assert details["runs"] == 2 and details["down_seconds"] == pytest.approx(100.0)
+    assert details["planned_down_seconds"] == 0.0
     assert second.uptime_percent() == pytest.approx(200 / 300 * 100)
     status = second.status("best_effort")   # 66.7 % < 95 %: a violation of uptime
     assert not status.meets_sla and status.violations[0].metric == "uptime_percent"
     assert status.violations[0].threshold == 95.0
     second.stop()
+
+
+def test_a_clean_stop_and_restart_is_planned_downtime_not_a_violation(tmp_path, clock):
+    db = tmp_path / "studio.sqlite3"
+    first = SlaMonitor(db, clock=clock)
+    first.start(background=False)           # up at T0
+    clock.t = T0 + 100
+    first.stop()                            # planned: a clean stop (SIGTERM) at T0+100
+
+    clock.t = T0 + 200                      # off for 100 s, on purpose
+    second = SlaMonitor(db, clock=clock)
+    second.start(background=False)
+    clock.t = T0 + 300
+    details = second.uptime_details()
+    assert details["planned_down_seconds"] == pytest.approx(100.0) and details["planned_stops"] == 1
+    assert details["down_seconds"] == 0.0 and details["period_seconds"] == pytest.approx(300.0)
+    assert second.uptime_percent() == 100.0  # 200 s up of the 200 s that count
+    status = second.status("critical")
+    assert status.meets_sla and status.violations == []
+    # an unplanned gap after it still counts: a crash at T0+300, back at T0+350
+    second.heartbeat()
+    clock.t = T0 + 350
+    third = SlaMonitor(db, clock=clock)
+    third.start(background=False)
+    clock.t = T0 + 400
+    details = third.uptime_details()
+    assert details["down_seconds"] == pytest.approx(50.0) and details["planned_down_seconds"] == pytest.approx(100.0)
+    assert third.uptime_percent() == pytest.approx(250 / 300 * 100)
+    third.stop()
 
 
 def test_a_crash_counts_as_down_from_the_last_heartbeat(tmp_path, clock):
@@ -270,7 +299,7 @@ def test_uptime_period_is_bounded_and_overlapping_runs_count_once(tmp_path, cloc
     clock.t = T0 + 50
     a.stop()
     assert b.uptime_percent() == 100.0      # union, not sum
-    b.stop()
+    b.heartbeat()                           # b dies at T0+50 without a clean stop
     clock.t = T0 + 2050                     # 2000 s down; the period is the last 1000 s only
     c = SlaMonitor(db, clock=clock, uptime_window_seconds=1000)
     c.start(background=False)
@@ -503,3 +532,19 @@ def test_live_app_is_wired(request):
     generated = {s.labels["outcome"]: s.value for s in families["echoel_task_generation_seconds"].samples
                  if s.name.endswith("_count")}
     assert generated.get("completed", 0) >= 1
+
+
+def test_a_planned_gap_that_began_before_the_period_stays_planned(tmp_path, clock):
+    db = tmp_path / "studio.sqlite3"
+    first = SlaMonitor(db, clock=clock, uptime_window_seconds=1000)
+    first.start(background=False)
+    clock.t = T0 + 50
+    first.stop()                            # clean stop, then 2000 s off
+    clock.t = T0 + 2050
+    second = SlaMonitor(db, clock=clock, uptime_window_seconds=1000)
+    second.start(background=False)
+    clock.t = T0 + 2550
+    details = second.uptime_details()
+    assert details["planned_down_seconds"] == pytest.approx(500.0) and details["down_seconds"] == 0.0
+    assert second.uptime_percent() == 100.0
+    second.stop()

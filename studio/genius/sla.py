@@ -34,11 +34,17 @@ Definitions (``W`` = ``window_seconds``, 300 by default; ``N`` = ``throughput_se
   now. With ``P = [max(first recorded start, now - uptime_window_seconds), now]`` (30 days by
   default, a monthly SLA period)::
 
-      uptime_percent = 100 * |union of [started_at, last_seen] intervals within P| / |P|
+      up      = |union of [started_at, last_seen] intervals within P|
+      planned = the gaps (within P) that begin at a run's clean stop and end at the next start
+      uptime_percent = 100 * up / (|P| - planned)
 
-  so the time between one process's last heartbeat and the next process's start (a restart,
-  a crash, a machine that was off) is downtime. A crash loses at most one heartbeat interval of
-  up time. Before the first ``start()`` there is no history and uptime is 100.
+  A clean stop (SIGTERM, Ctrl-C: ``stop()`` marks the run ``clean_stop``) is an operator's
+  planned stop, so the gap until the next start is *planned downtime*: it is reported on its
+  own (``planned_down_seconds``, ``planned_stops`` in ``uptime_details``) and left out of the
+  uptime ratio instead of reading as an outage. Every other gap (a crash, a kill, a machine that
+  was off: no clean stop recorded) is unplanned downtime (``down_seconds``) and counts. A crash
+  loses at most one heartbeat interval of up time. Before the first ``start()`` there is no
+  history and uptime is 100.
 - **Generation time** per task (load + denoise + decode/encode, from the worker) is kept apart
   from API latency: its own Prometheus histogram and ``generation_stats()`` over the last 200
   finished tasks. It is not part of the seed's SLA fields.
@@ -177,8 +183,10 @@ class SlaStatus(BaseModel):
 
     target_level: str = Field(description="best_effort, standard, premium or critical")
     meets_sla: bool = Field(description="uptime, p99 latency and error rate all within the level's limits")
-    uptime_percent: float = Field(description="Up time / time since the first recorded start (at most 30 days); "
-                                              "persisted, so restarts and crashes count as downtime")
+    uptime_percent: float = Field(description="Up time / time since the first recorded start (at most 30 days), "
+                                              "persisted: crashes count as downtime; planned downtime (from a "
+                                              "clean stop to the next start) is left out and reported apart "
+                                              "in the uptime details")
     latency_p50_ms: float = Field(description="Median time to first byte of the requests in the sliding window")
     latency_p95_ms: float
     latency_p99_ms: float
@@ -321,11 +329,14 @@ class SlaMonitor:
             if self._run_id is None:
                 cursor = self._db.execute("INSERT INTO sla_uptime (started_at, last_seen) VALUES (?, ?)", (now, now))
                 self._run_id = cursor.lastrowid
-                # Rows that ended before the period are of no use, except the first one: it
-                # anchors the period's start (so a long outage before this start still counts).
+                # Rows that ended before the period are of no use, except the first one (it
+                # anchors the period's start, so a long outage before this start still counts)
+                # and the last one to end (whether it stopped cleanly: planned downtime or not).
                 self._db.execute("DELETE FROM sla_uptime WHERE last_seen < ? AND id > "
-                                 "(SELECT id FROM sla_uptime ORDER BY started_at LIMIT 1)",
-                                 (now - self.uptime_window_seconds,))
+                                 "(SELECT id FROM sla_uptime ORDER BY started_at LIMIT 1) AND id NOT IN "
+                                 "(SELECT id FROM sla_uptime WHERE id != ? ORDER BY last_seen DESC, clean_stop"
+                                 " LIMIT 1)",
+                                 (now - self.uptime_window_seconds, self._run_id))
         if background and self._thread is None:
             self._stopping.clear()
             self._thread = threading.Thread(target=self._loop, name="sla-monitor", daemon=True)
@@ -490,36 +501,50 @@ class SlaMonitor:
         with self._db_lock:
             if self._db is None:
                 return []
-            rows = self._db.execute("SELECT id, started_at, last_seen FROM sla_uptime").fetchall()
-        return [(start, now if row_id == self._run_id else min(last, now)) for row_id, start, last in rows
-                if start <= now]
+            rows = self._db.execute("SELECT id, started_at, last_seen, clean_stop FROM sla_uptime").fetchall()
+        # (start, end, ended by a clean stop); the running process is up until now.
+        return [(start, now, False) if row_id == self._run_id else (start, min(last, now), bool(clean))
+                for row_id, start, last, clean in rows if start <= now]
 
     def uptime_details(self, now: float | None = None) -> dict:
-        """``{period_start, period_seconds, up_seconds, down_seconds, runs, percent}``."""
+        """``{period_start, period_seconds, up_seconds, down_seconds, planned_down_seconds,
+        planned_stops, runs, percent}``: ``down_seconds`` is unplanned downtime only, planned
+        downtime (after clean stops) is reported apart and left out of ``percent``."""
         now = self._clock() if now is None else now
         intervals = sorted(self._intervals(now))
         if not intervals:
             return {"period_start": None, "period_seconds": 0.0, "up_seconds": 0.0, "down_seconds": 0.0,
-                    "runs": 0, "percent": 100.0}
+                    "planned_down_seconds": 0.0, "planned_stops": 0, "runs": 0, "percent": 100.0}
         start = max(intervals[0][0], now - self.uptime_window_seconds)
-        up = 0.0
-        cur_start, cur_end = None, None
-        for a, b in intervals:  # union of the (sorted) intervals, clipped to [start, now]
+        up = planned = 0.0
+        planned_stops = 0
+        cur_start, cur_end, cur_clean = None, None, False
+        before = [(b, clean) for a, b, clean in intervals if b <= start]
+        if before:  # the period starts inside a gap: planned if the run before it stopped cleanly
+            cur_start = cur_end = start
+            cur_clean = max(before, key=lambda e: (e[0], not e[1]))[1]  # at equal ends a crash wins
+        for a, b, clean in intervals:  # union of the (sorted) intervals, clipped to [start, now]
             a, b = max(a, start), min(b, now)
             if b <= a:
                 continue
             if cur_end is None or a > cur_end:
                 if cur_end is not None:
                     up += cur_end - cur_start
-                cur_start, cur_end = a, b
-            else:
-                cur_end = max(cur_end, b)
+                    if cur_clean:  # the gap [cur_end, a] follows a clean stop: planned
+                        planned += a - cur_end
+                        planned_stops += 1
+                cur_start, cur_end, cur_clean = a, b, clean
+            elif b > cur_end or (b == cur_end and not clean):  # at equal ends a crash wins
+                cur_end, cur_clean = b, clean
         if cur_end is not None:
             up += cur_end - cur_start
         period = now - start
-        percent = 100.0 if period <= 0 else min(100.0, 100.0 * up / period)
+        counted = period - planned
+        percent = 100.0 if counted <= 0 else min(100.0, 100.0 * up / counted)
         return {"period_start": iso_utc(start), "period_seconds": round(period, 3), "up_seconds": round(up, 3),
-                "down_seconds": round(max(0.0, period - up), 3), "runs": len(intervals), "percent": percent}
+                "down_seconds": round(max(0.0, period - up - planned), 3),
+                "planned_down_seconds": round(planned, 3), "planned_stops": planned_stops,
+                "runs": len(intervals), "percent": percent}
 
     def uptime_percent(self, now: float | None = None) -> float:
         return self.uptime_details(now)["percent"]
