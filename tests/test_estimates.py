@@ -98,3 +98,13 @@ def test_status_of_a_video_side_task_says_it_too(studio):
     assert (studio.status(task.id).estimate_basis, studio.status(task.id).estimate_samples) == ("prior", 0)
     studio.store.record_timing(timing_key("inpaint", "classical"), FRAME_RATE, 0.03)
     assert (studio.status(task.id).estimate_basis, studio.status(task.id).estimate_samples) == ("measured", 1)
+
+
+def test_video_side_priors_differ_by_kind_until_measured(studio):
+    from studio.engine.edit import CLASSICAL_PRIOR_SECONDS_PER_FRAME, estimate_seconds
+
+    priors = {kind: estimate_seconds(studio, kind, 100) for kind in ("inpaint", "v2v", "lipsync", "consistency")}
+    assert len(set(priors.values())) == 4  # one benchmarked rate per kind, not one constant for all
+    assert priors["v2v"] == pytest.approx(100 * CLASSICAL_PRIOR_SECONDS_PER_FRAME["v2v"])
+    studio.store.record_timing(timing_key("v2v", "classical"), FRAME_RATE, 0.2)
+    assert estimate_seconds(studio, "v2v", 100) == pytest.approx(20.0)

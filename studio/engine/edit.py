@@ -44,7 +44,12 @@ EDIT_KINDS = ("inpaint", "v2v", "lipsync", "consistency", "scene", "scene_shot")
 MAX_SOURCE_FRAMES = 60 * 60  # one minute at 60 fps
 SOURCE_NAME = "source.mp4"
 THUMBNAIL_WIDTH = 320
-# Seconds per frame assumed for a kind before any task of it has been measured.
+# Seconds per frame assumed for a kind's classical path before any task of it was measured here:
+# the slowest method of the kind in bench/RESULTS.md ("Classical video paths at 480p", 2-vCPU VM,
+# algorithm alone). A prior, and the task status says so (estimate_basis "prior").
+CLASSICAL_PRIOR_SECONDS_PER_FRAME = {"inpaint": 0.0310, "v2v": 0.0795, "lipsync": 0.0107, "consistency": 0.0046,
+                                     "scene": 0.0332}
+# Model paths and kinds without a benchmark: an assumption until the first task of them is measured.
 PRIOR_SECONDS_PER_FRAME = 0.05
 FRAME_RATE = "edit_seconds_per_frame"
 
@@ -224,7 +229,9 @@ def source_path(studio_paths, folder: Path, source: dict) -> Path:
 def estimate_seconds(studio: "Studio", kind: str, frames: int, path: str = "classical") -> float:
     """Frames x the measured seconds per frame of this kind's ``path`` (classical and model runs
     differ by orders of magnitude, so each has its own rate; a prior until one has run)."""
-    rate = studio.store.timing(timing_key(kind, path), FRAME_RATE) or PRIOR_SECONDS_PER_FRAME
+    prior = CLASSICAL_PRIOR_SECONDS_PER_FRAME.get(kind, PRIOR_SECONDS_PER_FRAME) if path == "classical" \
+        else PRIOR_SECONDS_PER_FRAME
+    rate = studio.store.timing(timing_key(kind, path), FRAME_RATE) or prior
     return frames * rate
 
 
