@@ -43,6 +43,7 @@ from studio.errors import MethodNotAllowed, RouteNotFound
 from studio.ui_access import OwnerCookieMiddleware
 
 ASSETS = Path(__file__).resolve().parent / "assets"
+log = logging.getLogger("studio")
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
 
 
@@ -53,6 +54,7 @@ def build_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         studio.start()
+        log.info("%s", startup_banner(settings, studio))
         try:
             yield
         finally:
@@ -106,6 +108,25 @@ def build_app(settings: Settings) -> FastAPI:
         enable_monitoring=False,
         footer_links=["api", "settings"],
     )
+
+
+def startup_banner(settings: Settings, studio: Studio) -> str:
+    """What an operator needs to see at start: where it listens, which model, device and data."""
+    from studio.models.catalog import CATALOG
+    from studio.models.loader import cuda_available
+
+    device = "cpu (no CUDA device)"
+    if cuda_available():
+        import torch
+
+        device = f"cuda ({torch.cuda.get_device_name(0)})"
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # a URL one can open
+    trained = "" if CATALOG[studio.default_model].trained else " (offline, untrained: noise-like output)"
+    return (f"Echoelmusic Video Studio is up\n"
+            f"  URL:      http://{host}:{settings.port}/  (REST /v1, docs /docs; bound to {settings.host})\n"
+            f"  model:    {studio.default_model}{trained}\n"
+            f"  device:   {device}\n"
+            f"  data dir: {settings.data_dir}")
 
 
 def _allowed_methods(api: FastAPI, scope: dict) -> list[str]:

@@ -62,3 +62,22 @@ def test_user_errors_are_one_log_line_without_a_traceback(client, caplog, capfd)
     assert "\n" not in lines[0].getMessage() and lines[0].exc_info is None
     captured = capfd.readouterr()
     assert "Traceback" not in captured.err + captured.out
+
+
+def test_startup_banner_names_url_model_device_and_data_dir(tmp_path, caplog):
+    from fastapi.testclient import TestClient
+
+    from app import build_app
+    from studio.config import Settings
+
+    settings = Settings(host="0.0.0.0", port=7861, model="tiny", data_dir=tmp_path)
+    with caplog.at_level(logging.INFO, logger="studio"):
+        with TestClient(build_app(settings)):
+            pass
+    banners = [r.getMessage() for r in caplog.records if "Echoelmusic Video Studio is up" in r.getMessage()]
+    assert len(banners) == 1, [r.getMessage() for r in caplog.records]
+    banner = banners[0]
+    assert "http://127.0.0.1:7861/" in banner and "bound to 0.0.0.0" in banner
+    assert "model:    tiny (offline, untrained" in banner
+    assert "device:   cpu" in banner or "device:   cuda" in banner
+    assert f"data dir: {tmp_path}" in banner
