@@ -168,6 +168,28 @@ def test_keyed_and_ui_claims_alternate(tmp_path):
     store.close()
 
 
+def test_queue_positions_follow_the_fair_claim_order(tmp_path):
+    import random
+
+    store = TaskStore(tmp_path / "q.sqlite3")
+    rng = random.Random(7)
+    for i in range(24):  # a mix of UI and keyed tasks, owners and priorities
+        owner = rng.choice(["ui:a", "ui:b", "ui", "key-x", "env-y"])
+        store.create_task("t2v", {"n": i}, priority=rng.choice([0, 1, 1, 2]), owner=owner)
+    for _ in range(3):  # a few claims first, so the alternation is mid-way
+        store.claim_next()
+    pending = [t.id for t in store.tasks_ahead() if t.status == "pending"]
+    predicted = sorted(pending, key=store.queue_position)
+    assert sorted(store.queue_position(t) for t in pending) == list(range(1, len(pending) + 1))
+    ahead = {t: len([a for a in store.tasks_ahead(t) if a.status == "pending"]) for t in pending}
+    claimed = []
+    while (task := store.claim_next()) is not None:
+        claimed.append(task.id)
+    assert claimed == predicted
+    assert all(ahead[t] == claimed.index(t) for t in pending)
+    store.close()
+
+
 # -- media ----------------------------------------------------------------------------------
 
 def test_rest_task_files_are_not_served_by_gradios_file_route(live_server, http):

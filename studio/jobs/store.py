@@ -484,29 +484,52 @@ class TaskStore:
         return _row_to_task(row) if row else None
 
     def queue_position(self, task_id: str) -> int:
-        """1 for the next task to start, 2 for the one after, ...; 0 when not pending."""
+        """1 for the next task to start, 2 for the one after, ...; 0 when not pending. Follows
+        ``claim_next``'s order, the alternation between UI and keyed tasks included."""
         with self._lock:
-            row = self._db.execute("SELECT status, priority, seq, created_at FROM tasks WHERE id = ?",
-                                   (task_id,)).fetchone()
+            row = self._db.execute(f"SELECT status, priority, seq, created_at, {_UI_OWNER_SQL} AS ui FROM tasks"
+                                   " WHERE id = ?", (task_id,)).fetchone()
             if row is None or row["status"] != PENDING:
                 return 0
-            ahead = self._db.execute(f"SELECT COUNT(*) FROM tasks WHERE status = ? AND {_STARTS_BEFORE}",
-                                     (PENDING, *_starts_before_args(row))).fetchone()[0]
-        return ahead + 1
+            rank, others = self._fair_place(row)
+        return rank + others
+
+    def _fair_place(self, me: sqlite3.Row) -> tuple[int, int]:
+        """(``me``'s place among the pending tasks of its class, how many tasks of the other class
+        ``claim_next`` takes before it). While both classes wait the claims alternate, so the
+        other class gets ``rank - 1`` claims before it (``rank`` if the other class is next)."""
+        rank = 1 + self._db.execute(
+            f"SELECT COUNT(*) FROM tasks WHERE status = ? AND {_UI_OWNER_SQL} = ? AND {_STARTS_BEFORE}",
+            (PENDING, me["ui"], *_starts_before_args(me))).fetchone()[0]
+        waiting = self._db.execute(f"SELECT COUNT(*) FROM tasks WHERE status = ? AND {_UI_OWNER_SQL} != ?",
+                                   (PENDING, me["ui"])).fetchone()[0]
+        if not waiting:
+            return rank, 0
+        next_class = 1 - self._last_claim_ui if self._last_claim_ui in (0, 1) else self._db.execute(
+            f"SELECT {_UI_OWNER_SQL} FROM tasks WHERE status = ? ORDER BY priority + (? - created_at) / ? DESC, seq"
+            " LIMIT 1", (PENDING, time.time(), AGE_BOOST_SECONDS)).fetchone()[0]
+        return rank, min(waiting, rank - 1 if next_class == me["ui"] else rank)
 
     def tasks_ahead(self, task_id: str | None = None) -> list[Task]:
-        """Running tasks and pending tasks that start before ``task_id`` (all pending if None)."""
+        """Running tasks and pending tasks that start before ``task_id`` in ``claim_next``'s
+        order (all pending if None)."""
         with self._lock:
             if task_id is None:
                 rows = self._db.execute(
                     "SELECT * FROM tasks WHERE status IN (?, ?, ?, ?)", (PENDING, *RUNNING_STATUSES)).fetchall()
             else:
-                me = self._db.execute("SELECT priority, seq, created_at FROM tasks WHERE id = ?",
-                                      (task_id,)).fetchone()
+                me = self._db.execute(f"SELECT priority, seq, created_at, {_UI_OWNER_SQL} AS ui FROM tasks"
+                                      " WHERE id = ?", (task_id,)).fetchone()
                 rows = self._db.execute(
-                    f"SELECT * FROM tasks WHERE status IN (?, ?, ?) OR (status = ? AND {_STARTS_BEFORE})",
-                    (*RUNNING_STATUSES, PENDING, *_starts_before_args(me)),
+                    f"SELECT * FROM tasks WHERE status IN (?, ?, ?) OR (status = ? AND {_UI_OWNER_SQL} = ?"
+                    f" AND {_STARTS_BEFORE})",
+                    (*RUNNING_STATUSES, PENDING, me["ui"], *_starts_before_args(me)),
                 ).fetchall()
+                _, others = self._fair_place(me)
+                rows += self._db.execute(
+                    f"SELECT * FROM tasks WHERE status = ? AND {_UI_OWNER_SQL} != ?"
+                    " ORDER BY priority + (? - created_at) / ? DESC, seq LIMIT ?",
+                    (PENDING, me["ui"], time.time(), AGE_BOOST_SECONDS, others)).fetchall()
         return [_row_to_task(r) for r in rows]
 
     def active_count(self, owners: list[str]) -> int:
