@@ -27,6 +27,7 @@ from echoelmusic import (
 )
 from echoelmusic._shared import Endpoint
 
+from studio.engine.t2v import DENOISE_SHARE
 from tests.conftest import SMALL
 
 try:
@@ -107,7 +108,7 @@ def test_cancel_during_generation_raises_task_cancelled(live_server):
 
             async def on_progress(fraction: float, step: str) -> None:
                 if step.startswith("Denoising step") and not cancelled:
-                    cancelled.append((await client.cancel(submission.task_id)).status)
+                    cancelled.append(await client.cancel(submission.task_id))
 
             with pytest.raises(TaskCancelled) as caught:
                 await client.wait(submission.task_id, on_progress=on_progress, timeout=120)
@@ -117,10 +118,14 @@ def test_cancel_during_generation_raises_task_cancelled(live_server):
             return submission, cancelled, caught.value, status, not_ready.value
 
     submission, cancelled, error, status, not_ready = asyncio.run(main())
-    assert cancelled and cancelled[0] in ("generating_base", "cancelled")
+    assert cancelled and cancelled[0].status in ("generating_base", "cancelled")
     assert error.task_id == submission.task_id and error.type == "TaskCancelled"
     assert status.status == "cancelled" and status.is_terminal
-    assert int(status.current_step.split()[-1].split("/")[0]) < 150 if "/" in status.current_step else True
+    # Stopped within a step of the cancel: the run records each step before it checks the
+    # flag, and the cancel reply is read after the flag is set (a cancelled task's progress
+    # stays where the run stopped; its current_step is just "Cancelled").
+    at_cancel, last = (round(s.progress / DENOISE_SHARE * LONG["num_inference_steps"]) for s in (cancelled[0], status))
+    assert at_cancel < LONG["num_inference_steps"] and at_cancel <= last <= at_cancel + 1, (at_cancel, last)
     assert not_ready.status_code == 409 and not_ready.type == "TaskNotReady"
 
 
@@ -174,8 +179,7 @@ def test_validation_error_names_the_field(live_server):
 
 def test_wrong_key_is_an_authentication_error(live_server):
     unauthenticated = httpx.get(live_server.url + "/v1/models", timeout=30)
-    if unauthenticated.status_code != 401:
-        pytest.skip("this server does not enforce API keys yet")
+    assert unauthenticated.status_code == 401, "the server must refuse requests without a key"
 
     async def main():
         async with VideoGenClient("definitely-not-a-key", api_url(live_server), max_retries=0) as client:

@@ -503,16 +503,15 @@ def test_monitor_tab_refresh_and_api(monitor, clock):
         sla_status("gold")
 
 
-def test_live_app_is_wired(request):
-    """Once app.py wires the monitor: the real app times requests (REST and Gradio), records
-    generation times from the worker, and serves the REST route, /metrics and /sla_status."""
-    if "genius_sla" not in (Path(__file__).resolve().parents[1] / "app.py").read_text():
-        pytest.skip("app.py does not wire the SLA monitor yet")
+def test_live_app_is_wired(live_server):
+    """The real app (app.py) wires the monitor: it times requests (REST and Gradio), records
+    generation times from the worker, and serves the REST route, /metrics and /sla_status.
+    Nothing here may skip: an app without the monitor must fail this test."""
     from gradio_client import Client
 
     from tests.conftest import SMALL, wait_for_terminal
 
-    server = request.getfixturevalue("live_server")
+    server = live_server
     gradio = Client(server.url, verbose=False, download_files=False)
     try:
         assert set(gradio.predict("premium", api_name="/sla_status")) == SEED_FIELDS
