@@ -45,7 +45,7 @@ from studio.media.paths import MediaPaths, media_url
 from studio.media.storage import StorageGuard
 from studio.media.video import write_jpeg
 from studio.models.catalog import get_spec
-from studio.models.loader import ModelCache
+from studio.models.loader import ModelCache, group_fits_here
 
 log = logging.getLogger(__name__)
 
@@ -296,17 +296,11 @@ class Worker:
 
         return self.store.claim_companions(head, options["max_concurrent"] - 1, compatible)
 
-    @staticmethod
-    def _fits(tasks: list[Task], budget_gb: float | None) -> bool:
-        """Whether a group's summed VRAM estimate fits the budget and the device (always true on
-        CPU, where the tiny model runs)."""
-        if not torch.cuda.is_available():
-            return True
-        from studio.genius.orchestrator import group_vram_gb
-
-        need = group_vram_gb([_plan_of(t) for t in tasks])
-        free_gb = torch.cuda.mem_get_info()[0] / 2**30
-        return need <= free_gb and (budget_gb is None or need <= budget_gb)
+    def _fits(self, tasks: list[Task], budget_gb: float | None) -> bool:
+        """Whether a group may share one pipeline call: ``studio.models.loader.group_fits_here``
+        (the orchestrator's group peak against this device's free memory, counting only the
+        activations when the group's model is already resident, and against ``vram_budget_gb``)."""
+        return group_fits_here([_plan_of(t) for t in tasks], self.models, budget_gb)
 
     def _run(self, tasks: list[Task], reuse_text: bool = False) -> None:
         """Run a group (usually of one) in one pipeline call; every failure ends all of them.
@@ -434,8 +428,9 @@ class Worker:
         for i, result in zip(rows, results):
             outputs[i] = result
         first = next(o for o in results if o is not None)
-        # The rate learnt is the uncached one, so step-cache runs do not make later estimates optimistic.
-        step_rate = (first.decoder.uncached_estimate_seconds / first.decoder.steps
+        # The rate learnt is the uncached one (measured where an A/B baseline exists), so step-cache
+        # runs do not make later estimates optimistic.
+        step_rate = (first.decoder.uncached_seconds / first.decoder.steps
                      if first.decoder and first.decoder.steps else first.mean_step_seconds)
         self.estimator.record(model.spec, plans[rows[0]], step_rate / len(rows), first.decode_encode_seconds, None)
         if first.decoder:
