@@ -193,8 +193,7 @@ def make_handlers(studio: Studio):
         strip = _FrameStrip(studio, task_id, owner)
         # A fresh run clears the last run's video, thumbnail and metadata, so nothing on the
         # page describes another task.
-        yield (task_id, [], f"Queued (position {submitted.queue_position}, "
-               f"about {submitted.estimated_time_seconds:.0f} s)", None, None, None)
+        yield task_id, [], _queued_line(studio, submitted, owner), None, None, None
         finished = False
         try:
             for event in studio.follow(task_id, owner):
@@ -274,14 +273,35 @@ def make_handlers(studio: Studio):
 
 
 def _running_line(studio: Studio, task_id: str, owner: str, data: dict) -> str:
-    """The status line while a task runs: its step and the time it has really been running
-    (from the task's own start, not from this page's last update)."""
+    """The status line while a task runs: its step, the time it has really been running (from
+    the task's own start, not from this page's last update) and the time left as this run's
+    own step times predict it."""
     step = data.get("step", "")
     try:
-        elapsed = studio.status(task_id, owner).elapsed_seconds
+        status = studio.status(task_id, owner)
     except StudioError:
         return step
-    return f"{step} · {elapsed:.1f} s elapsed" if elapsed >= 0.1 else step
+    parts = [step]
+    if status.elapsed_seconds >= 0.1:
+        parts.append(f"{status.elapsed_seconds:.1f} s elapsed")
+    if status.eta_seconds is not None and status.status != "pending":
+        parts.append(f"about {status.eta_seconds:.0f} s left")
+    return " · ".join(part for part in parts if part)
+
+
+def _queued_line(studio: Studio, submitted, owner: str) -> str:
+    """The status line right after submit: queue position and the estimate, saying whether the
+    estimate rests on runs measured here or on priors."""
+    line = f"Queued (position {submitted.queue_position}, about {submitted.estimated_time_seconds:.0f} s"
+    try:
+        status = studio.status(submitted.task_id, owner)
+    except StudioError:
+        return line + ")"
+    if status.estimate_basis == "prior":
+        return line + "; a rough estimate: nothing like it has run here yet)"
+    if status.estimate_basis == "measured":
+        return line + f", from {status.estimate_samples} measured run(s))"
+    return line + ")"
 
 
 def _summary(result) -> str:

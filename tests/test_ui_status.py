@@ -85,3 +85,14 @@ def test_startup_banner_names_url_model_device_and_data_dir(tmp_path, caplog):
     assert "model:    tiny (offline, untrained" in banner
     assert "device:   cpu" in banner or "device:   cuda" in banner
     assert f"data dir: {tmp_path}" in banner
+
+
+def test_status_lines_say_what_the_estimate_rests_on_and_the_time_left(client):
+    job = client.submit(SMALL["prompt"], *GENERATE, 40, "tiny", api_name="/generate")
+    job.result(timeout=120)
+    statuses = _statuses(job)
+    queued = statuses[0]
+    assert queued.startswith("Queued (position") and ("rough estimate" in queued or "measured run" in queued), queued
+    left = [float(s.split("about ")[1].split(" s left")[0]) for s in statuses if s.endswith(" s left")]
+    assert left, statuses  # the running line counts down from this run's own step times
+    assert statuses[-1].startswith("Done")
