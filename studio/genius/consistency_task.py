@@ -286,7 +286,7 @@ def submit(studio: "Studio", request: TrackRequest, owner: str, task_id: str | N
            upload: Path | None = None) -> "SubmitResponse":
     """Resolve the entities and the video, copy the references into the task's inputs, and
     queue the tracking task."""
-    studio.refuse_when_draining()
+    studio.refuse_new_work()
     entities = _entities(studio, request.entity_names, owner)  # the caller's own mistakes (4xx) first
     model_path = request.appearance_model != consistency.HISTOGRAM
     if model_path:

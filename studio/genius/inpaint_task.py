@@ -112,7 +112,7 @@ class InpaintRequest(JsonModel):
 
 def submit(studio: "Studio", request: InpaintRequest, owner: str, upload: Path | None = None) -> "SubmitResponse":
     """Validate ``request``, store its inputs and queue the inpainting task."""
-    studio.refuse_when_draining()
+    studio.refuse_new_work()
     image_field = _image_field(request)
     image = _image(studio, request, image_field)
     path = inpaint.plan_inpaint(request.mode, has_prompt=request.prompt is not None, has_image=image is not None,

@@ -218,7 +218,7 @@ def morph_method(spec: ModelSpec) -> str:
 def submit(studio: "Studio", request: SceneEditRequest, owner: str) -> SceneEditResponse:
     """Queue one shot task per scene (text-to-video, or ``scene_shot`` with a character
     reference), then the scene task that stitches them."""
-    studio.refuse_when_draining()
+    studio.refuse_new_work()
     specs = _specs(request)
     shots = _shot_requests(studio, request)
     plans = [make_plan(s.stored, get_spec(s.stored.model), s.stored.seed) for s in shots]
