@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import threading
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
+from types import FrameType
 
 import gradio as gr
+import uvicorn
 from fastapi import FastAPI, Request
 from starlette.routing import Match, Mount
 
@@ -44,6 +47,7 @@ from studio.ui_access import OwnerCookieMiddleware
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 log = logging.getLogger("studio")
+GRACEFUL_SHUTDOWN_SECONDS = 10  # open HTTP streams get this long to finish once a shutdown starts
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
 
 
@@ -148,12 +152,30 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     return replace(env, host=args.host, port=args.port, model=args.model, data_dir=args.data_dir.resolve())
 
 
-def main(argv: list[str] | None = None) -> None:
-    import uvicorn
+class StudioServer(uvicorn.Server):
+    """Uvicorn that tells the studio about SIGTERM / Ctrl-C at once, before it waits for open
+    connections to close: the worker claims nothing more, the running task is requeued (it
+    starts over after restart; nobody cancelled it), new work gets 503, and every websocket
+    follower ends with close code 1012, so nothing holds the shutdown open."""
 
+    def __init__(self, config: uvicorn.Config, studio: Studio):
+        super().__init__(config)
+        self.studio = studio
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # On a thread of its own: the signal may interrupt code that holds the locks it takes.
+        threading.Thread(target=self.studio.begin_shutdown, name="studio-shutdown", daemon=True).start()
+        super().handle_exit(sig, frame)
+
+
+def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = parse_args(argv)
-    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, workers=1)
+    app = build_app(settings)
+    # Bounded: a browser tab's open event stream must not keep a stopping server up.
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, workers=1,
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
+    StudioServer(config, app.state.studio).run()
 
 
 if __name__ == "__main__":
