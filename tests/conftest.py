@@ -113,3 +113,14 @@ def client_owner(studio, gradio_client) -> str:
     owner = studio.ui_cookies.owner(gradio_client.cookies.get(COOKIE_NAME))
     assert owner is not None, "the client got no owner cookie"
     return owner
+
+
+@pytest.fixture()
+def cpu_host(monkeypatch) -> None:
+    """For a test that means "a server with no CUDA GPU" (hub models refused with the CUDA
+    reason, ``auto`` picking ``tiny``): on a GPU host it sees none. Every availability check
+    reads ``torch.cuda.is_available`` when it runs (the worker thread's too), and the offline
+    tiny models run on the CPU either way, so the rest of the server is unchanged."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -27,6 +27,10 @@ from studio.media.inputs import encode_png_base64
 from tests.conftest import API_KEY
 from tests.edit_helpers import decoded, moving_square_clip, source_task, wait_result
 
+# These tests exercise the offline tiny models, which are what a server without CUDA picks by
+# default; on a GPU host they would pick the hub models instead (cpu_host: conftest).
+pytestmark = pytest.mark.usefixtures("cpu_host")
+
 V2V = "/v1/genius/v2v/transform"
 LIPSYNC = "/v1/genius/lipsync/generate"
 SIZE = (192, 128)  # width, height of the clips: tiny-animate generates at 192x128 (multiples of 16)

@@ -6,6 +6,7 @@ import base64
 
 import cv2
 import numpy as np
+import pytest
 
 from tests.conftest import API_KEY
 from tests.edit_helpers import decoded, moving_square_clip, source_task, square_box, textured_background, wait_result
@@ -53,6 +54,7 @@ def test_blend_and_extend_geometry(http, live_server):
     assert (result["metadata"]["width"], result["metadata"]["height"]) == (192, 192)
 
 
+@pytest.mark.usefixtures("cpu_host")  # asserts what a server without CUDA does
 def test_bad_requests_are_clear_4xx(http, live_server):
     source = source_task(live_server.studio, _key_id(live_server), moving_square_clip(frames=4))
     outside = http.post("/v1/genius/inpaint/process", json={"task_id": source, "mode": "remove",

@@ -25,6 +25,10 @@ from studio.models.tiny import TINY_VACE_MODEL_DIRNAME, build_tiny_vace_pipeline
 from tests.conftest import API_KEY
 from tests.edit_helpers import decoded, moving_square_clip, source_task, wait_result
 
+# These tests exercise the offline tiny models, which are what a server without CUDA picks by
+# default; on a GPU host they would pick the hub models instead (cpu_host: conftest).
+pytestmark = pytest.mark.usefixtures("cpu_host")
+
 FAST = {"num_inference_steps": 3, "seed": 7}  # tiny-vace at 144x96 x 9 frames: well under a second
 
 

@@ -458,6 +458,7 @@ def orchestrator_api(live_server):
     app.openapi_schema = None  # FastAPI caches the schema; drop the copy that lists this router
 
 
+@pytest.mark.usefixtures("cpu_host")  # asserts what a server without CUDA does
 def test_rest_select_model(orchestrator_api, http, live_server):
     body = {"prompt": "Complex cinematic scene with multiple characters", "duration_seconds": 10,
             "target_resolution": "4k", "max_vram_gb": 24, "prefer_quality": True}
@@ -523,6 +524,7 @@ def test_tab_handler_and_api_name(live_server):
     assert "select_model" in {fn.api_name for fn in demo.fns.values()}
 
 
+@pytest.mark.usefixtures("cpu_host")  # asserts what a server without CUDA does
 def test_auto_hint_for_the_generate_tab(live_server):
     from components.orchestrator_tab import AUTO_MODEL, auto_recommendation
 

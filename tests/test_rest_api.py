@@ -146,6 +146,7 @@ def test_unknown_things_are_404_in_the_seed_shape(http, path):
     assert set(response.json()) == {"error", "detail", "type"}
 
 
+@pytest.mark.usefixtures("cpu_host")  # asserts what a server without CUDA does
 def test_catalog_routes_and_docs(http):
     models = {m["id"]: m for m in http.get("/v1/models").json()}
     assert models["tiny"]["available"] and models["tiny"]["default"] and not models["tiny"]["trained"]
@@ -160,6 +161,7 @@ def test_catalog_routes_and_docs(http):
         assert path in paths
 
 
+@pytest.mark.usefixtures("cpu_host")  # asserts what a server without CUDA does
 def test_hub_model_without_gpu_fails_clearly(http):
     task_id = http.post("/v1/generate", json={**SMALL, "model": "wan2.1-t2v-1.3b"}).json()["task_id"]
     final = wait_for_terminal(http, task_id)

@@ -15,6 +15,10 @@ import pytest
 from studio.genius.scene_task import REFERENCE_CONDITIONING_NOTE, flf_length, flf_picks
 from tests.edit_helpers import decoded, wait_result
 
+# These tests exercise the offline tiny models, which are what a server without CUDA picks by
+# default; on a GPU host they would pick the hub models instead (cpu_host: conftest).
+pytestmark = pytest.mark.usefixtures("cpu_host")
+
 # 12 frames per 1 s shot at 848x480; tiny / tiny-vace generate 9 frames at 160x96
 SETTINGS = {"fps": 12, "resolution": "480p", "num_inference_steps": 10, "seed": 5}
 SCENES = [{"prompt": "a red fox running through snow", "duration": 1},

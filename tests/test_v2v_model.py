@@ -7,11 +7,16 @@ import time
 
 import cv2
 import numpy as np
+import pytest
 from gradio_client import Client
 
 from studio.media.inputs import encode_png_base64
 from tests.conftest import API_KEY, client_owner
 from tests.edit_helpers import decoded, moving_square_clip, source_task, wait_result
+
+# These tests exercise the offline tiny models, which are what a server without CUDA picks by
+# default; on a GPU host they would pick the hub models instead (cpu_host: conftest).
+pytestmark = pytest.mark.usefixtures("cpu_host")
 
 ROUTE = "/v1/genius/v2v/transform"
 

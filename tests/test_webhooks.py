@@ -118,6 +118,7 @@ def test_410_stops_deliveries_for_that_task(http, live_server):
         receiver.close()
 
 
+@pytest.mark.usefixtures("cpu_host")  # asserts what a server without CUDA does
 def test_a_failed_task_sends_task_failed(http):
     receiver = Receiver(lambda event, attempt: 200)
     try:
