@@ -77,7 +77,7 @@ def build_app(settings: Settings) -> FastAPI:
     api.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     api.add_middleware(OwnerCookieMiddleware, cookies=studio.ui_cookies)  # each UI visitor its own owner
     api.add_middleware(UnknownMethods, known=ALL_METHODS, allowed=lambda scope: _allowed_methods(api, scope))
-    api.add_middleware(RateHeaders, standing=standing_rate_headers)  # outside the two above: their 413/405 too
+    api.add_middleware(RateHeaders, standing=standing_rate_headers)  # outside those above: their 413/405 too
     api.add_middleware(MetricsMiddleware, monitor=studio.sla)  # outermost: times 413s too
 
     api.include_router(genius_decoder.router)

@@ -121,6 +121,20 @@ def test_uncaught_errors_carry_rate_headers(live_server, http, monkeypatch):
     assert_rate_headers(response)
 
 
+def test_storage_faults_before_any_charge_carry_rate_headers(live_server, http, monkeypatch):
+    """A key store that fails during the auth dependency: nothing was charged, yet the 503
+    says where the caller stands (by address, since the key could not be looked up)."""
+    import sqlite3
+
+    def failing(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(live_server.studio.keys, "lookup", failing)
+    response = http.get("/v1/models")
+    assert response.status_code == 503 and response.json()["type"] == "StoreUnavailable", response.text
+    assert_rate_headers(response)
+
+
 def test_metrics_carries_rate_headers(http):
     response = http.get("/metrics")  # outside /v1, but keyed and charged like it
     assert response.status_code == 200

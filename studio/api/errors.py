@@ -63,14 +63,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # This handler runs in Starlette's outermost middleware, outside RateHeaders, so the
+        # rate-limit headers every /v1 response carries are added here (also when the failure
+        # came before the auth dependency could charge anything, e.g. a failing key lookup).
+        rate = getattr(request.state, "rate_headers", None)
+        if rate is None and request.url.path.startswith("/v1"):
+            rate = standing_rate_headers(request.scope)
         fault = storage_fault(exc)  # a full disk or a failing database is a condition, not a bug
         if fault is not None:
             log.error("%s %s refused: %s", request.method, request.url.path, fault.detail)
-            return error_response(fault, request)
+            return JSONResponse(fault.body(), status_code=fault.status_code, headers={**(rate or {}), **fault.headers})
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        # This handler runs in Starlette's outermost middleware, outside RateHeaders, so the
-        # rate-limit headers every /v1 response carries are added here.
-        headers = getattr(request.state, "rate_headers", None)
-        if headers is None and request.url.path.startswith("/v1"):
-            headers = standing_rate_headers(request.scope)
-        return JSONResponse(INTERNAL, status_code=500, headers=headers)
+        return JSONResponse(INTERNAL, status_code=500, headers=rate)
