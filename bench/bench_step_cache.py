@@ -11,7 +11,7 @@ times after one warm-up, and the table shows medians of:
   PSNR        of the decoded video (VAE output in [0, 1], before H.264) against `off`'s
               (inf = identical)
 
-The FirstBlockCache rows run through ``studio.genius.decoder.apply`` exactly as the engine does.
+The FirstBlockCache rows run through ``studio.genius.step_cache.apply`` exactly as the engine does.
 With --alternatives, two other diffusers caches run on the same harness for comparison:
 MagCache (ratios calibrated on this model and step count with ``calibrate=True``, default
 threshold 0.06) and TaylorSeer lite (blocks skipped, ``proj_out`` Taylor-predicted, interval 3).
@@ -47,7 +47,7 @@ import torch  # noqa: E402
 
 from studio.engine.plan import make_plan  # noqa: E402
 from studio.engine.request import parse_request  # noqa: E402
-from studio.genius import decoder  # noqa: E402
+from studio.engine import step_cache  # noqa: E402
 from studio.models.catalog import CATALOG  # noqa: E402
 from studio.models.tiny import ensure_tiny_model  # noqa: E402
 
@@ -94,7 +94,7 @@ def run_once(pipe, plan, setup) -> dict:
             handle.remove()
     with torch.inference_mode():
         video = decode(pipe, latents)
-    stats = recorder.stats(clock.steps) if isinstance(recorder, decoder.DecoderRecorder) else None
+    stats = recorder.stats(clock.steps) if isinstance(recorder, step_cache.DecoderRecorder) else None
     return {"denoise": sum(clock.steps), "passes": passes[0], "computed": tail[0], "video": video, "stats": stats}
 
 
@@ -112,7 +112,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def level_setup(level: str):
-    return lambda pipe: decoder.apply(pipe, level)
+    return lambda pipe: step_cache.apply(pipe, level)
 
 
 def config_setup(config):

@@ -18,7 +18,7 @@ from studio.engine.genres import GENRES
 from studio.engine.plan import make_plan
 from studio.engine.request import GenerationRequest, seed_or_random
 from studio.errors import InvalidRequest, ServiceUnavailable, TaskNotFound, TaskNotReady
-from studio.genius.decoder import DecoderStatsAggregate
+from studio.engine.step_cache import DecoderStatsAggregate
 from studio.genius.sla import SlaMonitor
 from studio.genius.streaming import StreamHub
 from studio.jobs import events as ev

@@ -13,13 +13,14 @@ import pytest
 import torch
 from diffusers import WanPipeline
 
+from studio.engine import step_cache
 from studio.engine.estimate import latent_tokens
 from studio.engine.plan import make_plan
 from studio.engine.request import parse_request
+from studio.engine.step_cache import CACHE_LEVELS, DecoderStats, DecoderStatsAggregate
 from studio.engine.t2v import Cancelled, QuietHooks, run_text_to_video
 from studio.errors import InvalidRequest
-from studio.genius import decoder
-from studio.genius.decoder import CACHE_LEVELS, DecoderStats, DecoderStatsAggregate
+from studio.genius.decoder import stats_summary
 from studio.models.catalog import CATALOG
 from studio.models.loader import ModelCache
 from studio.models.tiny import build_tiny_pipeline
@@ -62,7 +63,7 @@ def tail_block_counter(pipe):
 def recorder_spy(monkeypatch):
     """Captures the DecoderRecorder the engine uses, to check its stats against its records."""
     seen = []
-    original = decoder.apply
+    original = step_cache.apply
 
     @contextmanager
     def spy(pipe, level):
@@ -70,9 +71,9 @@ def recorder_spy(monkeypatch):
             seen.append(recorder)
             yield recorder
 
-    monkeypatch.setattr(decoder, "apply", spy)
+    monkeypatch.setattr(step_cache, "apply", spy)
     yield seen
-    monkeypatch.setattr(decoder, "apply", original)
+    monkeypatch.setattr(step_cache, "apply", original)
 
 
 def run(model, tmp_path: Path, level: str, **overrides):
@@ -85,7 +86,7 @@ def assert_clean(pipe) -> None:
     """No cache, no cache hook and no instrumentation left on any denoiser."""
     from diffusers.hooks import HookRegistry
 
-    for model in decoder.denoisers(pipe):
+    for model in step_cache.denoisers(pipe):
         assert not model.is_cache_enabled
         assert not model._forward_pre_hooks
         for block in model.blocks:
@@ -117,7 +118,7 @@ def test_levels_are_first_block_cache_with_documented_thresholds():
     assert type(balanced).__name__ == type(fast).__name__ == "FirstBlockCacheConfig"
     assert 0 < balanced.threshold < fast.threshold < 0.2  # diffusers PR #11180: blurring from 0.2
     with pytest.raises(ValueError):
-        decoder.cache_level("turbo")
+        step_cache.cache_level("turbo")
 
 
 # -- the engine ---------------------------------------------------------------------------------
@@ -143,11 +144,11 @@ def test_off_output_is_bit_identical_to_the_plain_pipeline(model):
     kwargs = dict(prompt="a fox", negative_prompt="blurry", height=96, width=160, num_frames=9,
                   num_inference_steps=4, guidance_scale=5.0, output_type="latent")
     plain = pipe(generator=torch.Generator().manual_seed(3), **kwargs).frames
-    with decoder.apply(pipe, "off") as recorder:
+    with step_cache.apply(pipe, "off") as recorder:
         wrapped = pipe(generator=torch.Generator().manual_seed(3), **kwargs).frames
     assert torch.equal(plain, wrapped)
     assert len(recorder.passes) == 8
-    with decoder.apply(pipe, "fast"):
+    with step_cache.apply(pipe, "fast"):
         cached = pipe(generator=torch.Generator().manual_seed(3), **kwargs).frames
     assert not torch.equal(plain, cached)  # it does skip: the approximation changes the latents
 
@@ -236,7 +237,7 @@ def test_a_cache_enabled_by_someone_else_is_refused_and_left_alone(model):
     pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.5))
     try:
         with pytest.raises(RuntimeError, match="already enabled"):
-            with decoder.apply(pipe, "fast"):
+            with step_cache.apply(pipe, "fast"):
                 pass
         assert pipe.transformer.is_cache_enabled and not pipe.transformer._forward_pre_hooks
     finally:
@@ -256,7 +257,7 @@ def test_both_wan22_experts_are_cached_and_counted():
                   num_inference_steps=12, guidance_scale=5.0, output_type="latent",
                   callback_on_step_end=lambda p, i, t, k: seen_enabled.append(
                       (p.transformer.is_cache_enabled, p.transformer_2.is_cache_enabled)) or {})
-    with decoder.apply(pipe, "fast") as recorder:
+    with step_cache.apply(pipe, "fast") as recorder:
         pipe(generator=torch.Generator().manual_seed(5), **kwargs)
     assert set(seen_enabled) == {(True, True)}
     experts = {r.expert for r in recorder.passes}
@@ -280,9 +281,9 @@ AB_TOLERANCE = 1e-6
 
 @pytest.fixture()
 def fresh_baselines():
-    decoder.BASELINES.clear()
-    yield decoder.BASELINES
-    decoder.BASELINES.clear()
+    step_cache.BASELINES.clear()
+    yield step_cache.BASELINES
+    step_cache.BASELINES.clear()
 
 
 def test_reported_speedup_is_the_measured_ab_speedup(model, tmp_path, fresh_baselines):
@@ -311,7 +312,7 @@ def test_baseline_is_the_median_of_recent_off_runs_of_the_same_shape(model, tmp_
     _p, fast = run(model, tmp_path, "fast")
     assert fast.decoder.baseline_runs == 3
     assert fast.decoder.uncached_measured_seconds == pytest.approx(float(np.median(offs)), rel=1e-12)
-    baselines = decoder.UncachedBaselines(runs=2, shapes=1)
+    baselines = step_cache.UncachedBaselines(runs=2, shapes=1)
     for value in (1.0, 2.0, 3.0):
         baselines.add("a", value)
     baselines.add("b", 5.0)
@@ -330,7 +331,7 @@ def test_aggregate_says_how_much_of_its_speedup_is_measured():
     snap = agg.snapshot()
     assert snap["measured_tasks"] == 1 and snap["speedup_basis"].startswith("mixed: 1 of 2")
     assert snap["speedup_factor"] == pytest.approx((2.0 + 1.5) / 2.0)
-    agg.summary()
+    stats_summary(agg)
 
 
 # -- the aggregate ------------------------------------------------------------------------------
@@ -370,7 +371,7 @@ def test_aggregate_is_ratios_of_totals_per_level_and_thread_safe():
     assert snap["by_level"]["fast"]["tasks"] == 200 and snap["by_level"]["fast"]["speedup_factor"] == pytest.approx(2.0)
     assert snap["by_level"]["off"]["acceptance_rate"] == 0.0 and snap["by_level"]["balanced"]["tasks"] == 0
     assert snap["levels"]["fast"]["threshold"] == CACHE_LEVELS["fast"].threshold
-    agg.summary()  # validates against the response model
+    stats_summary(agg)  # validates against the response model
 
 
 # -- REST ---------------------------------------------------------------------------------------

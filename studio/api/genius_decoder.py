@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends
 from studio.api.auth import api_key
 from studio.api.routes import COMMON, get_studio
 from studio.core import Studio
-from studio.genius.decoder import DecoderStatsSummary
+from studio.genius.decoder import DecoderStatsSummary, stats_summary
 from studio.keys import ApiKey
 
 router = APIRouter(prefix="/v1/genius/decoder", tags=["genius: decoder"], responses=COMMON)
@@ -21,5 +21,5 @@ def stats(key: ApiKey = Depends(api_key()), studio: Studio = Depends(get_studio)
     draft was accepted; ``speedup_factor`` is uncached denoising time / measured denoising time
     (1.0 = no gain), the uncached time being measured (A/B against ``acceleration=off`` runs of
     the same shape on this server) where it was, else an in-run estimate: ``speedup_basis`` and
-    ``measured_tasks`` say which. Definitions: ``studio.genius.decoder``."""
-    return studio.decoder_stats.summary()
+    ``measured_tasks`` say which. Definitions: ``studio.engine.step_cache``."""
+    return stats_summary(studio.decoder_stats)

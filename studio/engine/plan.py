@@ -73,7 +73,7 @@ class GenerationPlan:
     fps: int
     duration_seconds: float
     notes: list[str] = field(default_factory=list)
-    acceleration: str = "off"  # step-cache level (studio.genius.decoder.CACHE_LEVELS)
+    acceleration: str = "off"  # step-cache level (studio.engine.step_cache.CACHE_LEVELS)
 
     @property
     def latent_frames(self) -> int:
