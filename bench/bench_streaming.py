@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from studio.engine.plan import make_plan  # noqa: E402
 from studio.engine.request import parse_request  # noqa: E402
 from studio.engine.t2v import QuietHooks, run_group  # noqa: E402
-from studio.genius.streaming import FrameBoard  # noqa: E402
+from studio.media.frame_boards import FrameBoard  # noqa: E402
 from studio.models.catalog import get_spec  # noqa: E402
 from studio.models.loader import ModelCache  # noqa: E402
 

@@ -17,10 +17,9 @@ from studio.engine.estimate import Estimator
 from studio.engine.genres import GENRES
 from studio.engine.plan import make_plan
 from studio.engine.request import GenerationRequest, seed_or_random
-from studio.errors import InvalidRequest, ServiceUnavailable, TaskNotFound, TaskNotReady
 from studio.engine.step_cache import DecoderStatsAggregate
+from studio.errors import InvalidRequest, ServiceUnavailable, TaskNotFound, TaskNotReady
 from studio.genius.sla import SlaMonitor
-from studio.genius.streaming import StreamHub
 from studio.jobs import events as ev
 from studio.jobs import store as st
 from studio.jobs.events import Event, EventBus
@@ -29,6 +28,7 @@ from studio.jobs.webhooks import WebhookDispatcher
 from studio.jobs.worker import Worker
 from studio.keys import KeyStore
 from studio.media.fetch import FetchPolicy, validate_url
+from studio.media.frame_boards import StreamHub
 from studio.media.paths import MediaPaths, media_url
 from studio.media.storage import StorageGuard
 from studio.models.catalog import CATALOG, MODELS, TINY
