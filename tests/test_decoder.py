@@ -14,7 +14,6 @@ import torch
 from diffusers import WanPipeline
 
 from studio.engine import step_cache
-from studio.engine.estimate import latent_tokens
 from studio.engine.plan import make_plan
 from studio.engine.request import parse_request
 from studio.engine.step_cache import CACHE_LEVELS, DecoderStats, DecoderStatsAggregate
@@ -22,6 +21,7 @@ from studio.engine.t2v import Cancelled, QuietHooks, run_text_to_video
 from studio.errors import InvalidRequest
 from studio.genius.decoder import stats_summary
 from studio.models.catalog import CATALOG
+from studio.models.cost import latent_tokens
 from studio.models.loader import ModelCache
 from studio.models.tiny import build_tiny_pipeline
 from tests.conftest import AUTH, SMALL, wait_for_terminal

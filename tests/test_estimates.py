@@ -9,10 +9,18 @@ import pytest
 
 from studio.config import Settings
 from studio.engine.edit import FRAME_RATE, timing_key
-from studio.engine.estimate import STEP_RATE, Estimator, timing_samples
+from studio.engine.estimate import Estimator
 from studio.engine.plan import make_plan
 from studio.engine.request import GenerationRequest
-from studio.genius.orchestrator import ARCHITECTURES, H200_PRIOR_FLOP_S, estimate_time, flops_per_step, latent_tokens
+from studio.models.cost import (
+    ARCHITECTURES,
+    H200_PRIOR_FLOP_S,
+    STEP_RATE,
+    estimate_time,
+    flops_per_step,
+    latent_tokens,
+    timing_samples,
+)
 from studio.jobs.store import TaskStore
 from studio.models.catalog import CATALOG, TINY
 

@@ -1,4 +1,4 @@
-"""Batch grouping's GPU fit check (``orchestrator.group_fits``) with simulated device memory.
+"""Batch grouping's GPU fit check (``studio.models.cost.group_fits``) with simulated device memory.
 
 The device figures are what ``torch.cuda.mem_get_info()`` would report on an "80 GB" card
 (80 GiB, see the orchestrator's docstring) after the model's weights were loaded: total minus
@@ -11,7 +11,7 @@ import pytest
 
 from studio.engine.plan import make_plan
 from studio.engine.request import GenerationRequest
-from studio.genius.orchestrator import (
+from studio.models.cost import (
     ARCHITECTURES,
     FIT_HEADROOM,
     GIB,
