@@ -165,12 +165,14 @@ class Studio:
                                      "retry later")
         self.storage.require_space()
 
-    def submit_edit(self, kind: str, request: dict, owner: str, estimate: float) -> SubmitResponse:
+    def submit_edit(self, kind: str, request: dict, owner: str, estimate: float,
+                    depends_on: list[str] | None = None) -> SubmitResponse:
         """Store a video-side genius task (``studio.engine.edit``) whose inputs the feature has
-        validated and stored, and queue it."""
+        validated and stored, and queue it; with ``depends_on`` (the owner's task ids) it starts
+        only once those have completed (a scene's stitch after its shots)."""
         self.refuse_new_work()
         task, _ = self.store.create_task(kind, request, priority=NORMAL_PRIORITY,
-                                         estimated_seconds=round(estimate, 2), owner=owner)
+                                         estimated_seconds=round(estimate, 2), owner=owner, depends_on=depends_on)
         reply = SubmitResponse(task_id=task.id, status=task.status, message=f"{kind} task queued for processing",
                                estimated_time_seconds=round(self.queue_wait(task.id) + estimate, 2),
                                queue_position=self.store.queue_position(task.id))
@@ -190,15 +192,23 @@ class Studio:
 
     def cancel(self, task_id: str, owner: str = UI_OWNER) -> TaskStatus:
         """Cancel a pending task at once, or a running one at its next step. Finished tasks are
-        left as they are (cancelling twice is harmless)."""
+        left as they are (cancelling twice is harmless).
+
+        With dependencies: the tasks waiting on this one end ``failed`` (``DependencyFailed``,
+        naming this task) as it ends; the unfinished tasks this one waits on are cancelled too,
+        each only when no other unfinished task waits on it. So cancelling a scene edit (its
+        stitch) cancels its shots, but not a shot that something else still needs."""
         task = self.task(task_id, owner)
         if not task.is_terminal:
-            for part in task.request.get("shots", []) if task.kind == "scene" else []:
-                self.cancel(part, owner)  # a scene edit's shots go with it
             self.worker.cancel(task_id)
             if self.store.request_cancel(task_id):
                 self.bus.publish(Event(task_id, ev.CANCELLED, {"error": "Task cancelled",
                                                               "error_type": "TaskCancelled"}))
+            # After this task ended, so that it ends cancelled, not failed by its cancelled parts.
+            for dependency in self.store.dependencies(task_id):
+                waiting = [self.store.get(d) for d in self.store.dependants(dependency) if d != task_id]
+                if all(t is None or t.is_terminal for t in waiting):
+                    self.cancel(dependency, owner)
         return self.status(task_id, owner)
 
     # -- reading ----------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 Every scene becomes a shot task of the one queue (the caller can follow and fetch each shot):
 a text-to-video task, or a ``scene_shot`` task (``studio.genius.scene_shot_task``) when the
 character is conditioned on a reference image. They are followed by one ``scene`` task that
-waits for nothing: it is queued after its shots at the same priority, so the single worker runs
-the shots first. The scene task stitches the shots into one mp4 with the transitions of
+depends on them (``depends_on``, see ``studio.jobs.store``): no worker claims it before every
+shot has completed, whatever the queue order or the number of workers; a shot that fails or is
+cancelled fails it with ``DependencyFailed``, and cancelling it cancels its unfinished shots
+(``Studio.cancel``). The scene task stitches the shots into one mp4 with the transitions of
 ``studio.genius.transitions`` (overlap semantics, auto choice, exact timing documented there).
 Its progress while the shots run is the shots' mean progress (see ``Studio.status``).
 
@@ -257,7 +259,7 @@ def submit(studio: "Studio", request: SceneEditRequest, owner: str) -> SceneEdit
         stored["morph"] = {"prompts": [p.prompt for p in plans], "negative_prompt": plans[0].negative_prompt,
                            "steps": first.num_inference_steps, "guidance_scale": first.guidance_scale,
                            "seed": first.seed}
-    submitted = studio.submit_edit(KIND, stored, owner, stitch_estimate)
+    submitted = studio.submit_edit(KIND, stored, owner, stitch_estimate, depends_on=shot_ids)
     return SceneEditResponse(
         task_id=submitted.task_id, total_scenes=len(request.scenes),
         total_duration_seconds=round(planned["total_duration_seconds"], 3),

@@ -3,6 +3,12 @@
 The task table *is* the queue: a task is a row committed before any reply, the worker claims the
 highest-priority oldest ``pending`` row, and ``/status`` and ``/result`` read the same rows, so
 the queue and what the API reports can never disagree.
+
+Dependencies (``task_dependencies``): a task created with ``depends_on`` is claimed only once
+every task it depends on is ``completed`` (a scene's stitch after its shots, whatever the queue
+order or the number of workers). When a task ends ``failed`` or ``cancelled``, its pending
+dependants end ``failed`` with ``DependencyFailed`` in the same transaction, recursively, each
+with its ``task.failed`` event and webhook; the detail names the dependency and how it ended.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from studio.errors import IdempotencyConflict, storage_fault
+from studio.errors import IdempotencyConflict, InvalidRequest, storage_fault
 
 PENDING = "pending"
 LOADING_MODEL = "loading_model"
@@ -32,6 +38,7 @@ CANCELLED = "cancelled"
 RUNNING_STATUSES = (LOADING_MODEL, GENERATING, ENCODING)
 TERMINAL_STATUSES = (COMPLETED, FAILED, CANCELLED)
 ALL_STATUSES = (PENDING, *RUNNING_STATUSES, *TERMINAL_STATUSES)
+DEPENDENCY_FAILED = "DependencyFailed"  # error_type of a task whose dependency failed or was cancelled
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -100,6 +107,13 @@ CREATE TABLE IF NOT EXISTS webhook_outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON webhook_outbox (status, next_attempt_at);
 CREATE INDEX IF NOT EXISTS outbox_task ON webhook_outbox (task_id, url);
+-- depends_on must complete before task_id may be claimed; both directions are looked up.
+CREATE TABLE IF NOT EXISTS task_dependencies (
+    task_id    TEXT NOT NULL,
+    depends_on TEXT NOT NULL,
+    PRIMARY KEY (task_id, depends_on)
+);
+CREATE INDEX IF NOT EXISTS task_dependencies_reverse ON task_dependencies (depends_on, task_id);
 CREATE TABLE IF NOT EXISTS timings (
     model   TEXT NOT NULL,
     name    TEXT NOT NULL,
@@ -213,7 +227,8 @@ class TaskStore:
     def create_task(self, kind: str, request: dict[str, Any], priority: int = 0,
                     estimated_seconds: float | None = None, owner: str = "",
                     webhook_url: str | None = None, idempotency_key: str | None = None,
-                    idempotency_body: dict[str, Any] | None = None) -> tuple[Task, bool]:
+                    idempotency_body: dict[str, Any] | None = None,
+                    depends_on: list[str] | None = None) -> tuple[Task, bool]:
         """Insert a pending task (and its ``task.created`` event) and commit it.
 
         With an ``idempotency_key``, a second call by the same owner with the same request
@@ -221,6 +236,12 @@ class TaskStore:
         different ``idempotency_body`` (the request as the client sent it) raises
         ``IdempotencyConflict``. Both happen inside one write
         transaction, so concurrent duplicates cannot both create a task.
+
+        ``depends_on``: tasks of the same owner that must complete before this one is claimed,
+        stored in the same transaction. An id that is unknown or another owner's is refused with
+        ``InvalidRequest`` (the same words either way) and nothing is created. A dependency that
+        has already failed or been cancelled ends the new task ``failed`` (``DependencyFailed``)
+        at once.
         """
         now = time.time()
         body = json.dumps(idempotency_body if idempotency_body is not None else request, sort_keys=True)
@@ -229,7 +250,13 @@ class TaskStore:
                 existing = _idempotent_task(db, owner, idempotency_key, body, now)
                 if existing is not None:
                     return _row_to_task(db.execute("SELECT * FROM tasks WHERE id = ?", (existing,)).fetchone()), False
+            parents = _known_dependencies(db, depends_on or [], owner)
             task_id = self._insert_task(db, kind, request, priority, estimated_seconds, owner, webhook_url, None, now)
+            db.executemany("INSERT INTO task_dependencies (task_id, depends_on) VALUES (?, ?)",
+                           [(task_id, parent["id"]) for parent in parents])
+            ended = next((p for p in parents if p["status"] in (FAILED, CANCELLED)), None)
+            if ended is not None:
+                self._fail_dependant(db, task_id, ended)
             if idempotency_key is not None:
                 db.execute("INSERT INTO idempotency VALUES (?, ?, ?, ?, ?)",
                            (owner, idempotency_key, _hash(body), task_id, now))
@@ -247,6 +274,25 @@ class TaskStore:
         )
         self._add_event(db, task_id, "task.created", {"status": PENDING, "batch_id": batch_id})
         return task_id
+
+    def _fail_dependants(self, db: sqlite3.Connection, task_id: str) -> None:
+        """``task_id`` just ended failed or cancelled: its pending dependants can never run."""
+        parent = db.execute("SELECT id, kind, status, error_type FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        for row in db.execute("SELECT d.task_id FROM task_dependencies AS d JOIN tasks AS t ON t.id = d.task_id"
+                              " WHERE d.depends_on = ? AND t.status = ? ORDER BY t.seq", (task_id, PENDING)).fetchall():
+            self._fail_dependant(db, row["task_id"], parent)
+
+    def _fail_dependant(self, db: sqlite3.Connection, task_id: str, parent: sqlite3.Row) -> None:
+        how = "was cancelled" if parent["status"] == CANCELLED else f"failed ({parent['error_type'] or 'error'})"
+        detail = f"task {parent['id']} ({parent['kind']}), which this task depends on, {how}"
+        changed = db.execute(
+            "UPDATE tasks SET status = ?, finished_at = ?, eta_seconds = 0, error = ?, error_type = ?,"
+            " current_step = 'Failed' WHERE id = ? AND status = ?",
+            (FAILED, time.time(), detail, DEPENDENCY_FAILED, task_id, PENDING)).rowcount
+        if changed:
+            self._add_event(db, task_id, "task.failed", {"status": FAILED, "error": detail,
+                                                         "error_type": DEPENDENCY_FAILED})
+            self._fail_dependants(db, task_id)  # and what waits on it, down the chain
 
     def create_batch(self, owner: str, batch_request: dict[str, Any], tasks: list[dict[str, Any]],
                      priority: int, estimates: list[float], webhook_url: str | None = None,
@@ -292,7 +338,7 @@ class TaskStore:
             return []
         claimed = []
         with self._transaction() as db:
-            rows = db.execute("SELECT * FROM tasks WHERE batch_id = ? AND status = ? ORDER BY seq",
+            rows = db.execute(f"SELECT * FROM tasks WHERE batch_id = ? AND status = ? AND {_READY_SQL} ORDER BY seq",
                               (head.batch_id, PENDING)).fetchall()
             for row in rows:
                 task = _row_to_task(row)
@@ -312,10 +358,13 @@ class TaskStore:
         Fair share: anonymous UI tasks (owner ``ui`` / ``ui:...``) and keyed API tasks are two
         classes, and while both have tasks waiting the claims alternate between them, so a crowd
         of UI visitors cannot hold keyed work back (nor the reverse). Within a class the order
-        above holds (a scene's shots still run before its stitch)."""
+        above holds.
+
+        Only tasks whose dependencies have all completed are claimed (a scene's stitch after its
+        shots, whatever their priorities); the alternation is between classes of such tasks."""
         with self._transaction() as db:
             row = db.execute(
-                f"SELECT id, {_UI_OWNER_SQL} AS ui FROM tasks WHERE status = ?"
+                f"SELECT id, {_UI_OWNER_SQL} AS ui FROM tasks WHERE status = ? AND {_READY_SQL}"
                 f" ORDER BY {_UI_OWNER_SQL} = ?, priority + (? - created_at) / ? DESC, seq LIMIT 1",
                 (PENDING, self._last_claim_ui, time.time(), AGE_BOOST_SECONDS),
             ).fetchone()
@@ -361,6 +410,8 @@ class TaskStore:
             if changed:
                 self._add_event(db, task_id, event, {"status": status, "error": error, "error_type": error_type,
                                                      **(result or {})})
+                if status != COMPLETED:
+                    self._fail_dependants(db, task_id)
         return bool(changed)
 
     def request_cancel(self, task_id: str) -> bool:
@@ -373,6 +424,7 @@ class TaskStore:
                 (CANCELLED, time.time(), "Task cancelled", task_id, PENDING)).rowcount
             if cancelled_now:
                 self._add_event(db, task_id, "task.cancelled", {"status": CANCELLED})
+                self._fail_dependants(db, task_id)
         return bool(cancelled_now)
 
     def requeue(self, task_id: str, reason: str) -> bool:
@@ -402,6 +454,7 @@ class TaskStore:
                     " current_step = 'Failed' WHERE id = ?", (FAILED, time.time(), reason, task_id))
                 self._add_event(db, task_id, "task.failed", {"status": FAILED, "error": reason,
                                                              "error_type": "WorkerLost"})
+                self._fail_dependants(db, task_id)
         return ids
 
     def record_timing(self, model: str, name: str, value: float, weight: float = 0.3) -> None:
@@ -483,54 +536,95 @@ class TaskStore:
             row = self._db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
         return _row_to_task(row) if row else None
 
+    def dependencies(self, task_id: str) -> list[str]:
+        """The tasks ``task_id`` waits on, in the order they were given."""
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                "SELECT depends_on FROM task_dependencies WHERE task_id = ? ORDER BY rowid", (task_id,))]
+
+    def dependants(self, task_id: str) -> list[str]:
+        """The tasks that wait on ``task_id``, oldest first."""
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                "SELECT task_id FROM task_dependencies WHERE depends_on = ? ORDER BY rowid", (task_id,))]
+
     def queue_position(self, task_id: str) -> int:
         """1 for the next task to start, 2 for the one after, ...; 0 when not pending. Follows
-        ``claim_next``'s order, the alternation between UI and keyed tasks included."""
+        ``claim_next``'s order, the alternation between UI and keyed tasks included.
+
+        A task still waiting on dependencies is never counted ahead of another task; its own
+        position is one more than the pending tasks of ``tasks_ahead`` (its unfinished
+        dependencies and everything ahead of them included), so a stitch is not "1" while its
+        shots are queued."""
         with self._lock:
             row = self._db.execute(f"SELECT status, priority, seq, created_at, {_UI_OWNER_SQL} AS ui FROM tasks"
                                    " WHERE id = ?", (task_id,)).fetchone()
             if row is None or row["status"] != PENDING:
                 return 0
+            if self._unfinished_dependencies(task_id):
+                return 1 + sum(r["status"] == PENDING for r in self._ahead(task_id).values())
             rank, others = self._fair_place(row)
         return rank + others
+
+    def _unfinished_dependencies(self, task_id: str) -> list[sqlite3.Row]:
+        return self._db.execute(
+            "SELECT t.* FROM task_dependencies AS d JOIN tasks AS t ON t.id = d.depends_on WHERE d.task_id = ?"
+            f" AND t.status NOT IN ({','.join('?' * len(TERMINAL_STATUSES))}) ORDER BY t.seq",
+            (task_id, *TERMINAL_STATUSES)).fetchall()
 
     def _fair_place(self, me: sqlite3.Row) -> tuple[int, int]:
         """(``me``'s place among the pending tasks of its class, how many tasks of the other class
         ``claim_next`` takes before it). While both classes wait the claims alternate, so the
         other class gets ``rank - 1`` claims before it (``rank`` if the other class is next)."""
         rank = 1 + self._db.execute(
-            f"SELECT COUNT(*) FROM tasks WHERE status = ? AND {_UI_OWNER_SQL} = ? AND {_STARTS_BEFORE}",
+            f"SELECT COUNT(*) FROM tasks WHERE status = ? AND {_READY_SQL} AND {_UI_OWNER_SQL} = ? AND {_STARTS_BEFORE}",
             (PENDING, me["ui"], *_starts_before_args(me))).fetchone()[0]
-        waiting = self._db.execute(f"SELECT COUNT(*) FROM tasks WHERE status = ? AND {_UI_OWNER_SQL} != ?",
-                                   (PENDING, me["ui"])).fetchone()[0]
+        waiting = self._db.execute(f"SELECT COUNT(*) FROM tasks WHERE status = ? AND {_READY_SQL}"
+                                   f" AND {_UI_OWNER_SQL} != ?", (PENDING, me["ui"])).fetchone()[0]
         if not waiting:
             return rank, 0
         next_class = 1 - self._last_claim_ui if self._last_claim_ui in (0, 1) else self._db.execute(
-            f"SELECT {_UI_OWNER_SQL} FROM tasks WHERE status = ? ORDER BY priority + (? - created_at) / ? DESC, seq"
-            " LIMIT 1", (PENDING, time.time(), AGE_BOOST_SECONDS)).fetchone()[0]
+            f"SELECT {_UI_OWNER_SQL} FROM tasks WHERE status = ? AND {_READY_SQL}"
+            " ORDER BY priority + (? - created_at) / ? DESC, seq LIMIT 1",
+            (PENDING, time.time(), AGE_BOOST_SECONDS)).fetchone()[0]
         return rank, min(waiting, rank - 1 if next_class == me["ui"] else rank)
 
     def tasks_ahead(self, task_id: str | None = None) -> list[Task]:
         """Running tasks and pending tasks that start before ``task_id`` in ``claim_next``'s
-        order (all pending if None)."""
+        order (all pending if None).
+
+        Pending tasks still waiting on dependencies count ahead of nobody (``claim_next`` cannot
+        take them now); for a task that waits, its unfinished dependencies and, recursively, the
+        tasks ahead of them count too, so the queue-wait estimate covers them."""
         with self._lock:
             if task_id is None:
                 rows = self._db.execute(
                     "SELECT * FROM tasks WHERE status IN (?, ?, ?, ?)", (PENDING, *RUNNING_STATUSES)).fetchall()
             else:
-                me = self._db.execute(f"SELECT priority, seq, created_at, {_UI_OWNER_SQL} AS ui FROM tasks"
-                                      " WHERE id = ?", (task_id,)).fetchone()
-                rows = self._db.execute(
-                    f"SELECT * FROM tasks WHERE status IN (?, ?, ?) OR (status = ? AND {_UI_OWNER_SQL} = ?"
-                    f" AND {_STARTS_BEFORE})",
-                    (*RUNNING_STATUSES, PENDING, me["ui"], *_starts_before_args(me)),
-                ).fetchall()
-                _, others = self._fair_place(me)
-                rows += self._db.execute(
-                    f"SELECT * FROM tasks WHERE status = ? AND {_UI_OWNER_SQL} != ?"
-                    " ORDER BY priority + (? - created_at) / ? DESC, seq LIMIT ?",
-                    (PENDING, me["ui"], time.time(), AGE_BOOST_SECONDS, others)).fetchall()
+                rows = list(self._ahead(task_id).values())
         return [_row_to_task(r) for r in rows]
+
+    def _ahead(self, task_id: str) -> dict[str, sqlite3.Row]:
+        """``tasks_ahead``'s rows by id (each once: dependencies share what is ahead of them)."""
+        me = self._db.execute(f"SELECT priority, seq, created_at, {_UI_OWNER_SQL} AS ui FROM tasks"
+                              " WHERE id = ?", (task_id,)).fetchone()
+        rows = self._db.execute(
+            f"SELECT * FROM tasks WHERE status IN (?, ?, ?) OR (status = ? AND {_READY_SQL} AND {_UI_OWNER_SQL} = ?"
+            f" AND {_STARTS_BEFORE})",
+            (*RUNNING_STATUSES, PENDING, me["ui"], *_starts_before_args(me)),
+        ).fetchall()
+        _, others = self._fair_place(me)
+        rows += self._db.execute(
+            f"SELECT * FROM tasks WHERE status = ? AND {_READY_SQL} AND {_UI_OWNER_SQL} != ?"
+            " ORDER BY priority + (? - created_at) / ? DESC, seq LIMIT ?",
+            (PENDING, me["ui"], time.time(), AGE_BOOST_SECONDS, others)).fetchall()
+        ahead = {r["id"]: r for r in rows}
+        # Dependencies were created before their dependants, so this recursion has no cycles.
+        for dependency in self._unfinished_dependencies(task_id):
+            ahead[dependency["id"]] = dependency
+            if dependency["status"] == PENDING:
+                ahead.update(self._ahead(dependency["id"]))
+        return ahead
 
     def active_count(self, owners: list[str]) -> int:
         """Unfinished (pending or running) tasks of these owners: the anonymous UI limits."""
@@ -578,6 +672,10 @@ IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 AGE_BOOST_SECONDS = 120.0  # waiting this long raises a task by one priority level
 # 1 for a task of a UI visitor (studio.ui_access: owners "ui" and "ui:..."), 0 for an API key's.
 _UI_OWNER_SQL = "(owner = 'ui' OR owner LIKE 'ui:%')"
+# A row of "tasks" (unaliased in the outer query) none of whose dependencies is unfinished or
+# missing: the only pending rows claim_next may take.
+_READY_SQL = ("NOT EXISTS (SELECT 1 FROM task_dependencies AS dep WHERE dep.task_id = tasks.id AND NOT EXISTS"
+              " (SELECT 1 FROM tasks AS parent WHERE parent.id = dep.depends_on AND parent.status = 'completed'))")
 
 # Whether a pending row starts before task "me": effective priority (priority + wait / boost)
 # compared at any one instant reduces to this time-independent test.
@@ -592,6 +690,19 @@ WEBHOOK_MAX_ATTEMPTS = 8
 
 def _hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _known_dependencies(db: sqlite3.Connection, ids: list[str], owner: str) -> list[sqlite3.Row]:
+    """The rows of ``ids`` (deduplicated, in order), refusing an unknown or another owner's id
+    with the same words, so nobody learns whether another owner's task exists."""
+    rows = []
+    for task_id in dict.fromkeys(ids):
+        row = db.execute("SELECT id, kind, status, error_type FROM tasks WHERE id = ? AND owner = ?",
+                         (task_id, owner)).fetchone()
+        if row is None:
+            raise InvalidRequest(f"depends_on: no task with id {str(task_id)[:64]!r}")
+        rows.append(row)
+    return rows
 
 
 def _idempotent_task(db: sqlite3.Connection, owner: str, key: str, body: str, now: float) -> str | None:
