@@ -33,7 +33,7 @@ from PIL import Image
 from studio.engine.edit import EditJob
 from studio.engine.plan import generation_size
 from studio.engine.text_cache import encode_prompt_embeds
-from studio.errors import ModelUnavailable, VramExceeded
+from studio.errors import ModelUnavailable
 from studio.media.video import resize
 from studio.models import pose
 from studio.models.catalog import ModelSpec
@@ -46,6 +46,8 @@ if TYPE_CHECKING:  # the signals are made by studio.genius.motion_signals; the e
 SEGMENT_CONTEXT = 5
 #: The prompt of the authors' examples ("the person in the video is doing actions").
 DEFAULT_PROMPT = "The person in the video is doing actions."
+#: What to try when a run of the model runs out of GPU memory.
+ADVICE = "try a shorter or smaller clip"
 #: Longest source the model paths take: the pipeline holds every output frame until it ends.
 MAX_FRAMES = 300
 
@@ -141,12 +143,7 @@ def animate(job: EditJob, model: LoadedModel, image: np.ndarray, signals: Drivin
         "generator": torch.Generator(device="cpu").manual_seed(seed), "output_type": "np",
         "callback_on_step_end": on_step, "callback_on_step_end_tensor_inputs": ["latents"],
     }
-    try:
-        with torch.inference_mode():
-            output = pipe(prompt_embeds=encode_prompt_embeds(pipe, prompt), **kwargs).frames[0]
-    except torch.OutOfMemoryError:
-        job.models.evict()
-        raise VramExceeded(f"the GPU ran out of memory running {spec.id} at {gen_w}x{gen_h}; try a shorter or "
-                           "smaller clip") from None
+    with torch.inference_mode():  # out of memory: the caller's model_run (studio.engine.run) evicts
+        output = pipe(prompt_embeds=encode_prompt_embeds(pipe, prompt), **kwargs).frames[0]
     frames = [resize((np.clip(frame, 0, 1) * 255).round().astype(np.uint8), *size) for frame in output[:n]]
     return AnimateRun(frames, segments, counter["steps"], (gen_w, gen_h))

@@ -20,7 +20,8 @@ import importlib
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 import cv2
 import numpy as np
 
+from studio.engine.run import DEFAULT_ADVICE, ModelRun, model_run
 from studio.errors import InvalidRequest, TaskNotReady
 from studio.jobs import store as st
 from studio.media.inputs import check_upload_type
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
     from studio.core import Studio
     from studio.jobs.store import Task, TaskStore
     from studio.media.paths import MediaPaths
-    from studio.models.loader import LoadedModel, ModelCache
+    from studio.models.loader import ModelCache
 
 EDIT_KINDS = ("inpaint", "v2v", "lipsync", "consistency", "scene", "scene_shot")
 MAX_SOURCE_FRAMES = 60 * 60  # one minute at 60 fps
@@ -98,15 +100,17 @@ class EditJob:
             self.check(until * len(frames) / total, f"Reading frame {len(frames)}/{total}")
         return frames
 
-    def load_model(self, model_id: str, at: float) -> "LoadedModel":
+    @contextmanager
+    def model_run(self, model_id: str, at: float, advice: str = DEFAULT_ADVICE) -> Iterator[ModelRun]:
         """The worker's pipeline for ``model_id``, loaded (or downloaded) now if it is not
-        resident, with its messages reported at progress ``at``."""
-        from studio.errors import ModelUnavailable
-
-        if self.models is None:
-            raise ModelUnavailable(f"this worker has no model cache to run {model_id}")
-        self.check(at, f"Loading {model_id}")
-        return self.models.get(model_id, lambda fraction, message: self.hooks.on_progress(self.progress, message))
+        resident, with its messages reported at progress ``at``; wrap the model's whole use in
+        it (``studio.engine.run.model_run``: out of memory evicts it and ends the task with
+        ``VramExceeded``, whose message ends with ``advice``)."""
+        if self.models is not None:
+            self.check(at, f"Loading {model_id}")
+        with model_run(self.models, model_id, advice=advice,
+                       on_progress=lambda fraction, message: self.hooks.on_progress(self.progress, message)) as run:
+            yield run
 
     def image(self, name: str) -> np.ndarray:
         """An RGB image stored with this task's inputs (see :func:`store_image`)."""

@@ -28,6 +28,8 @@ from studio.models.loader import LoadedModel
 
 GREY = 127  # VACE's "generate here" value: 0 on the pipeline's [-1, 1] scale
 CONTEXT_FRAMES = 5  # frames of the previous window each later VACE window continues from
+#: What to try when a VACE run runs out of GPU memory.
+ADVICE = "try a shorter or smaller clip or the smaller VACE model"
 
 
 def four_k_plus_1(frames: int) -> int:

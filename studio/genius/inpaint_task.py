@@ -58,7 +58,7 @@ from studio.engine.edit import (
 from studio.engine.plan import ASPECT
 from studio.engine.request import HTTP_URL_PATTERN, NOT_BLANK, SEED_MAX, JsonModel, seed_or_random
 from studio.engine.text_cache import encode_prompt_embeds
-from studio.errors import InvalidRequest, ModelUnavailable, VramExceeded
+from studio.errors import InvalidRequest, ModelUnavailable
 from studio.genius import inpaint
 from studio.media.inputs import image_input
 from studio.models.catalog import VACE_CATALOG, ModelSpec, get_spec
@@ -269,29 +269,26 @@ def _run_model(job: EditJob, frames: list[np.ndarray], fps: float, reference: np
     spec = get_spec(request["model"])
     job.check(0.1, f"Building the mask ({request['mode']})")
     region = _region(request, frames)
-    model = job.load_model(spec.id, at=0.15)
-    ch, cw = region.canvas[0].shape[:2]
-    run = vace.plan(model, len(frames), cw, ch)
-    steps, guidance, seed = request["steps"], request["guidance_scale"], request["seed"]
-    total = len(frames)
+    with job.model_run(spec.id, at=0.15, advice=vace.ADVICE) as running:
+        model = running.model
+        ch, cw = region.canvas[0].shape[:2]
+        run = vace.plan(model, len(frames), cw, ch)
+        running.size = run.size
+        steps, guidance, seed = request["steps"], request["guidance_scale"], request["seed"]
+        total = len(frames)
 
-    def composited(texts: tuple) -> Iterator[np.ndarray]:
-        painted = vace.generate(job, model, run, region.canvas, region.weights, texts, steps=steps,
-                                guidance=guidance, seed=seed, reference=reference, progress=(0.2, 1.0))
-        for i, frame in enumerate(painted):
-            source = region.canvas[i] if request["mode"] == "extend" else frames[i]
-            yield inpaint.paste(source, vace.resize(frame, cw, ch), region.weights[i])
+        def composited(texts: tuple) -> Iterator[np.ndarray]:
+            painted = vace.generate(job, model, run, region.canvas, region.weights, texts, steps=steps,
+                                    guidance=guidance, seed=seed, reference=reference, progress=(0.2, 1.0))
+            for i, frame in enumerate(painted):
+                source = region.canvas[i] if request["mode"] == "extend" else frames[i]
+                yield inpaint.paste(source, vace.resize(frame, cw, ch), region.weights[i])
 
-    gw, gh = run.size
-    try:
         with torch.inference_mode():
             texts = (encode_prompt_embeds(model.pipe, request["prompt"]),
                      encode_prompt_embeds(model.pipe, NEGATIVE_PROMPT) if guidance > 1 else None)
             video = write_video(job, composited(texts), fps, total, progress=(0.2, 1.0), message="Encoding frame")
-    except torch.OutOfMemoryError:
-        job.models.evict()
-        raise VramExceeded(f"the GPU ran out of memory running {spec.id} at {gw}x{gh}; try a shorter or smaller "
-                           "clip or the smaller VACE model") from None
+    gw, gh = run.size
     details = {"mode": request["mode"], "model": spec.id, "model_trained": spec.trained, "prompt": request["prompt"],
                "reference_image": reference is not None, **run.details(), "steps": steps,
                "guidance_scale": guidance, "seed": seed,

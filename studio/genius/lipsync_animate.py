@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from studio.engine.animate import DEFAULT_PROMPT, MAX_FRAMES, AnimateRun, animate
+from studio.engine.animate import ADVICE, DEFAULT_PROMPT, MAX_FRAMES, AnimateRun, animate
 from studio.engine.edit import EditJob
+from studio.engine.plan import generation_size
 from studio.errors import InvalidRequest
 from studio.genius import inpaint
 from studio.genius.motion_signals import driving_signals
@@ -63,20 +64,24 @@ def repaint_face(job: EditJob, synced: list[np.ndarray], fitted: list[np.ndarray
     """Repaint the face of ``fitted`` (the source at the audio's length) with Wan Animate driven
     by ``synced`` (its lip-synced frames); ``(frames, details, notes)``."""
     first, last = progress
-    model = job.load_model(job.request["model"], at=first)
-    estimator = load_pose_estimator(job.models.models_dir, trained=model.spec.trained)
-    span = last - first
-    signals = driving_signals(
-        synced, estimator, face_region=face_region, face_size=model.pipe.transformer.config.motion_encoder_size,
-        on_face=lambda i: job.check(first + 0.1 * span * i / len(synced), f"Finding the face: frame {i + 1}"),
-        on_frame=lambda i: job.check(first + 0.1 * span * (1 + i / len(synced)), f"Reading the pose: frame {i + 1}"))
-    weights = face_masks(fitted[0].shape, signals.face_boxes)
-    hard = [np.where(w > 0, 255, 0).astype(np.uint8) for w in weights]
-    background = [np.where(m[..., None] > 0, 0, frame).astype(np.uint8) for m, frame in zip(hard, fitted)]
-    height, width = fitted[0].shape[:2]
-    ran: AnimateRun = animate(job, model, fitted[0], signals, prompt=PROMPT, steps=steps, seed=seed,
-                              size=(width, height), progress=(first + 0.2 * span, last),
-                              background=background, mask=hard)
+    with job.model_run(job.request["model"], at=first, advice=ADVICE) as running:
+        model = running.model
+        estimator = load_pose_estimator(job.models.models_dir, trained=model.spec.trained)
+        span = last - first
+        signals = driving_signals(
+            synced, estimator, face_region=face_region,
+            face_size=model.pipe.transformer.config.motion_encoder_size,
+            on_face=lambda i: job.check(first + 0.1 * span * i / len(synced), f"Finding the face: frame {i + 1}"),
+            on_frame=lambda i: job.check(first + 0.1 * span * (1 + i / len(synced)),
+                                         f"Reading the pose: frame {i + 1}"))
+        weights = face_masks(fitted[0].shape, signals.face_boxes)
+        hard = [np.where(w > 0, 255, 0).astype(np.uint8) for w in weights]
+        background = [np.where(m[..., None] > 0, 0, frame).astype(np.uint8) for m, frame in zip(hard, fitted)]
+        height, width = fitted[0].shape[:2]
+        running.size = generation_size(model.spec, width, height)
+        ran: AnimateRun = animate(job, model, fitted[0], signals, prompt=PROMPT, steps=steps, seed=seed,
+                                  size=(width, height), progress=(first + 0.2 * span, last),
+                                  background=background, mask=hard)
     frames = [inpaint.paste(source, painted, w) for source, painted, w in zip(fitted, ran.frames, weights)]
     details = {**ran.details(model.spec, "replace", PROMPT, steps, seed), "pose_model": estimator.name,
                "driving_signals": signals.summary(), "face_margin": FACE_MARGIN, "feather_px": FEATHER_PX}

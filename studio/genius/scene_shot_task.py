@@ -28,7 +28,6 @@ from studio.engine.edit import EditJob, EditOutcome, write_video
 from studio.engine.plan import GenerationPlan, make_plan
 from studio.engine.request import GenerationRequest
 from studio.engine.text_cache import encode_prompt_embeds
-from studio.errors import VramExceeded
 from studio.media.video import resize
 from studio.models.catalog import ModelSpec, get_spec
 
@@ -66,18 +65,15 @@ def run(job: EditJob) -> EditOutcome:
     plan = shot_plan(request)
     spec = get_spec(plan.model)
     reference = job.image(request["image"])
-    model = job.load_model(spec.id, at=0.0)
-    pipe, steps = model.pipe, plan.num_inference_steps
+    advice = "try a lower resolution, a shorter scene or the smaller VACE model"
+    with job.model_run(spec.id, at=0.0, advice=advice) as running:
+        running.size = (plan.gen_width, plan.gen_height)
+        pipe, steps = running.model.pipe, plan.num_inference_steps
 
-    def on_step(_pipe, i: int, _t, _kwargs: dict) -> dict:
-        job.check(0.9 * (i + 1) / steps, f"Step {i + 1}/{steps} (VACE, reference image)")
-        return {}
+        def on_step(_pipe, i: int, _t, _kwargs: dict) -> dict:
+            job.check(0.9 * (i + 1) / steps, f"Step {i + 1}/{steps} (VACE, reference image)")
+            return {}
 
-    def resampled(generated: list[np.ndarray]) -> Iterator[np.ndarray]:
-        for index in range(plan.out_frames):
-            yield resize(generated[plan.source_index(index)], plan.out_width, plan.out_height)
-
-    try:
         with torch.inference_mode():
             guided = plan.guidance_scale > 1
             out = pipe(prompt_embeds=encode_prompt_embeds(pipe, plan.prompt),
@@ -85,10 +81,12 @@ def run(job: EditJob) -> EditOutcome:
                        reference_images=[Image.fromarray(reference)], height=plan.gen_height, width=plan.gen_width,
                        num_frames=plan.gen_frames, num_inference_steps=steps, guidance_scale=plan.guidance_scale,
                        generator=generator(plan.seed), output_type="np", callback_on_step_end=on_step).frames[0]
-    except torch.OutOfMemoryError:
-        job.models.evict()
-        raise VramExceeded(f"the GPU ran out of memory running {spec.id} at {plan.gen_width}x{plan.gen_height}; "
-                           "try a lower resolution, a shorter scene or the smaller VACE model") from None
+    model = running.model
+
+    def resampled(generated: list[np.ndarray]) -> Iterator[np.ndarray]:
+        for index in range(plan.out_frames):
+            yield resize(generated[plan.source_index(index)], plan.out_width, plan.out_height)
+
     generated = [np.clip(np.rint(f * 255), 0, 255).astype(np.uint8) for f in out]
     video = write_video(job, resampled(generated), plan.fps, plan.out_frames, progress=(0.9, 1.0),
                         message="Encoding frame")

@@ -57,7 +57,7 @@ from studio.engine.plan import generation_size, make_plan
 from studio.engine.request import NOT_BLANK, SEED_MAX, JsonModel, parse_request
 from studio.engine.text_cache import encode_prompt_embeds
 from studio.engine.vace import GREY
-from studio.errors import InvalidRequest, StudioError, VramExceeded
+from studio.errors import InvalidRequest, StudioError
 from studio.genius import scene_shot_task
 from studio.genius.batch import BatchSettings
 from studio.genius.scene_shot_task import REFERENCE_NAME, generator, vace_spec
@@ -364,15 +364,17 @@ def _model_morphs(job: EditJob, shots: list[list[np.ndarray]], boundaries: list[
 
     spec, morph = get_spec(request["morph_model"]), request["morph"]
     start, end = progress
-    model = job.load_model(spec.id, at=start)
-    pipe = model.pipe
-    height, width = shots[0][0].shape[:2]
-    gw, gh = generation_size(spec, width, height)
-    steps, guidance, seed = morph["steps"], morph["guidance_scale"], morph["seed"]
-    grey = Image.fromarray(np.full((gh, gw, 3), GREY, np.uint8))
-    known, unknown = (Image.fromarray(np.full((gh, gw), value, np.uint8), "L") for value in (0, 255))
-    out = {}
-    try:
+    advice = "try a shorter transition, a lower resolution or a smaller model"
+    with job.model_run(spec.id, at=start, advice=advice) as running:
+        model = running.model
+        pipe = model.pipe
+        height, width = shots[0][0].shape[:2]
+        gw, gh = generation_size(spec, width, height)
+        steps, guidance, seed = morph["steps"], morph["guidance_scale"], morph["seed"]
+        grey = Image.fromarray(np.full((gh, gw, 3), GREY, np.uint8))
+        known, unknown = (Image.fromarray(np.full((gh, gw), value, np.uint8), "L") for value in (0, 255))
+        out = {}
+        running.size = (gw, gh)
         with torch.inference_mode():
             negative = encode_prompt_embeds(pipe, morph["negative_prompt"]) if guidance > 1 else None
             for done, i in enumerate(boundaries):
@@ -402,8 +404,4 @@ def _model_morphs(job: EditJob, shots: list[list[np.ndarray]], boundaries: list[
                 out[i] = (middle, {"id": spec.id, "trained": spec.trained, "window_frames": k, "picked": picks,
                                    "generation_size": [gw, gh], "prompt": prompt, "steps": steps,
                                    "guidance_scale": guidance, "seed": seed, "memory_profile": model.memory_profile})
-    except torch.OutOfMemoryError:
-        job.models.evict()
-        raise VramExceeded(f"the GPU ran out of memory running {spec.id} at {gw}x{gh} for a morph; try a shorter "
-                           "transition, a lower resolution or a smaller model") from None
     return out

@@ -21,7 +21,7 @@ from __future__ import annotations
 import shutil
 from typing import TYPE_CHECKING
 
-from studio.engine.animate import DEFAULT_PROMPT, MAX_FRAMES, animate, animate_spec
+from studio.engine.animate import ADVICE, DEFAULT_PROMPT, MAX_FRAMES, animate, animate_spec
 from studio.engine.edit import (
     EditJob,
     EditOutcome,
@@ -32,6 +32,7 @@ from studio.engine.edit import (
     store_source,
     write_video,
 )
+from studio.engine.plan import generation_size
 from studio.engine.request import seed_or_random
 from studio.errors import InvalidRequest
 from studio.genius import lipsync
@@ -98,20 +99,24 @@ def run(job: EditJob) -> EditOutcome:
     request = job.request
     info = job.source_info()
     frames = job.read_source(until=0.02)
-    model = job.load_model(request["model"], at=0.02)
-    estimator = load_pose_estimator(job.models.models_dir, trained=model.spec.trained)
-    signals = driving_signals(
-        frames, estimator, face_region=request.get("face_region_xywh"),
-        face_size=model.pipe.transformer.config.motion_encoder_size,
-        on_face=lambda i: job.check(0.05 + 0.05 * i / len(frames), f"Finding the face: frame {i + 1}/{len(frames)}"),
-        on_frame=lambda i: job.check(0.1 + 0.1 * i / len(frames), f"Reading the pose: frame {i + 1}/{len(frames)}"))
-    reference = job.image(request["reference_image"])
-    steps, seed = request["num_inference_steps"], request["seed"]
-    size = (info.width, info.height)
-    ran = animate(job, model, reference, signals, prompt=request["prompt"], steps=steps, seed=seed, size=size,
-                  progress=(0.2, 0.9))
-    video = write_video(job, ran.frames, info.fps, len(frames), progress=(0.9, 1.0),
-                        message="motion_transfer (model): frame", audio=job.source if info.has_audio else None)
+    with job.model_run(request["model"], at=0.02, advice=ADVICE) as running:
+        model = running.model
+        estimator = load_pose_estimator(job.models.models_dir, trained=model.spec.trained)
+        signals = driving_signals(
+            frames, estimator, face_region=request.get("face_region_xywh"),
+            face_size=model.pipe.transformer.config.motion_encoder_size,
+            on_face=lambda i: job.check(0.05 + 0.05 * i / len(frames),
+                                        f"Finding the face: frame {i + 1}/{len(frames)}"),
+            on_frame=lambda i: job.check(0.1 + 0.1 * i / len(frames),
+                                         f"Reading the pose: frame {i + 1}/{len(frames)}"))
+        reference = job.image(request["reference_image"])
+        steps, seed = request["num_inference_steps"], request["seed"]
+        size = (info.width, info.height)
+        running.size = generation_size(model.spec, *size)
+        ran = animate(job, model, reference, signals, prompt=request["prompt"], steps=steps, seed=seed, size=size,
+                      progress=(0.2, 0.9))
+        video = write_video(job, ran.frames, info.fps, len(frames), progress=(0.9, 1.0),
+                            message="motion_transfer (model): frame", audio=job.source if info.has_audio else None)
     details = {
         "mode": "motion_transfer",
         "parameters": {"model": model.spec.id, "prompt": request["prompt"], "num_inference_steps": steps,

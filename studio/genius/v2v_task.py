@@ -502,23 +502,25 @@ def _run_model(job: EditJob) -> EditOutcome:
     """The model path: WanVideoToVideo over the source, window by window, into the encoder."""
     request = job.request
     info = job.source_info()
-    loaded = job.load_model(request["model"], at=0.0)
-    spec = loaded.spec
-    pipe = video_to_video_pipeline(loaded.pipe)
-    size = generation_size(spec, info.width, info.height)
-    guidance = request["guidance_scale"]
-    job.check(0.0, "Encoding the prompt")
-    with torch.inference_mode():
-        texts = loaded.pipe.encode_prompt(  # the loaded pipeline's: diffusers 0.42.1's V2V one needs ftfy
-            prompt=request["prompt"], negative_prompt=request["negative_prompt"],
-            do_classifier_free_guidance=guidance > 1.0, max_sequence_length=MAX_SEQUENCE_LENGTH,
-            device=loaded.pipe._execution_device)
-    generator = torch.Generator(device="cpu").manual_seed(request["seed"])
-    counters = {"windows": 0, "steps": 0}
-    frames = _model_frames(job, pipe, texts, spec, info, size, generator, counters)
-    audio = job.source if info.has_audio else None
-    video = write_video(job, frames, info.fps, info.frames, message=f"{request['mode']} (model): frame",
-                        audio=audio)
+    with job.model_run(request["model"], at=0.0) as running:
+        loaded = running.model
+        spec = loaded.spec
+        pipe = video_to_video_pipeline(loaded.pipe)
+        size = generation_size(spec, info.width, info.height)
+        running.size = size
+        guidance = request["guidance_scale"]
+        job.check(0.0, "Encoding the prompt")
+        with torch.inference_mode():
+            texts = loaded.pipe.encode_prompt(  # the loaded pipeline's: diffusers 0.42.1's V2V one needs ftfy
+                prompt=request["prompt"], negative_prompt=request["negative_prompt"],
+                do_classifier_free_guidance=guidance > 1.0, max_sequence_length=MAX_SEQUENCE_LENGTH,
+                device=loaded.pipe._execution_device)
+        generator = torch.Generator(device="cpu").manual_seed(request["seed"])
+        counters = {"windows": 0, "steps": 0}
+        frames = _model_frames(job, pipe, texts, spec, info, size, generator, counters)
+        audio = job.source if info.has_audio else None
+        video = write_video(job, frames, info.fps, info.frames, message=f"{request['mode']} (model): frame",
+                            audio=audio)
     steps = steps_run(request["num_inference_steps"], request["strength"])
     parameters = {"prompt": request["prompt"], "negative_prompt": request["negative_prompt"],
                   "strength": request["strength"], "num_inference_steps": request["num_inference_steps"],

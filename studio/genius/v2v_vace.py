@@ -36,7 +36,7 @@ from studio.engine.edit import (
 )
 from studio.engine.request import seed_or_random
 from studio.engine.text_cache import encode_prompt_embeds
-from studio.errors import InvalidRequest, VramExceeded
+from studio.errors import InvalidRequest
 from studio.genius import v2v
 from studio.media.inputs import image_input
 from studio.models.loader import runnable_spec
@@ -83,33 +83,30 @@ def run(job: EditJob) -> EditOutcome:
     request = job.request
     info = job.source_info()
     frames = job.read_source(until=0.05)
-    model = job.load_model(request["model"], at=0.05)
-    spec = model.spec
     reference = job.image(request["reference_image"])
-    run = vace.plan(model, len(frames), info.width, info.height)
-    steps, guidance, seed = request["num_inference_steps"], request["guidance_scale"], request["seed"]
-    colorize = request["mode"] == "colorization"
-    control = [v2v.grayscale_rgb(frame) for frame in frames]
-    everywhere = [np.ones(frames[0].shape[:2], np.uint8)] * len(frames)
+    with job.model_run(request["model"], at=0.05, advice=vace.ADVICE) as running:
+        model = running.model
+        spec = model.spec
+        run = vace.plan(model, len(frames), info.width, info.height)
+        running.size = run.size
+        steps, guidance, seed = request["num_inference_steps"], request["guidance_scale"], request["seed"]
+        colorize = request["mode"] == "colorization"
+        control = [v2v.grayscale_rgb(frame) for frame in frames]
+        everywhere = [np.ones(frames[0].shape[:2], np.uint8)] * len(frames)
 
-    def output(texts: tuple):
-        made = vace.generate(job, model, run, control, everywhere, texts, steps=steps, guidance=guidance, seed=seed,
-                             reference=reference, progress=(0.1, 1.0))
-        for source, frame in zip(frames, made):
-            frame = vace.resize(frame, info.width, info.height)
-            yield v2v.with_luminance(source, frame) if colorize else frame
+        def output(texts: tuple):
+            made = vace.generate(job, model, run, control, everywhere, texts, steps=steps, guidance=guidance,
+                                 seed=seed, reference=reference, progress=(0.1, 1.0))
+            for source, frame in zip(frames, made):
+                frame = vace.resize(frame, info.width, info.height)
+                yield v2v.with_luminance(source, frame) if colorize else frame
 
-    try:
         with torch.inference_mode():
             texts = (encode_prompt_embeds(model.pipe, request["prompt"]),
                      encode_prompt_embeds(model.pipe, request["negative_prompt"]) if guidance > 1 else None)
             video = write_video(job, output(texts), info.fps, len(frames), progress=(0.1, 1.0),
                                 message=f"{request['mode']} (Wan VACE): frame",
                                 audio=job.source if info.has_audio else None)
-    except torch.OutOfMemoryError:
-        job.models.evict()
-        raise VramExceeded(f"the GPU ran out of memory running {spec.id} at {run.size[0]}x{run.size[1]}; try a "
-                           "shorter or smaller clip or the smaller VACE model") from None
     parameters = {"prompt": request["prompt"], "negative_prompt": request["negative_prompt"],
                   "num_inference_steps": steps, "guidance_scale": guidance, "seed": seed, "model": spec.id}
     details = {"mode": request["mode"], "parameters": parameters,

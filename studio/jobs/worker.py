@@ -22,6 +22,7 @@ from studio.engine.estimate import Estimator
 from studio.engine.gpu import GPU_LOCK
 from studio.engine.plan import GenerationPlan, make_plan
 from studio.engine.request import GenerationRequest
+from studio.engine.run import model_run
 from studio.engine.state_cache import DenoisingStateCache, StateMatch, capture_steps, pooled_text, reusable
 from studio.engine.t2v import (
     DENOISE_SHARE,
@@ -34,7 +35,7 @@ from studio.engine.t2v import (
     select_texts,
 )
 from studio.engine.text_cache import TextEmbeddingCache
-from studio.errors import InternalError, StorageFull, StoreUnavailable, StudioError, VramExceeded, storage_fault
+from studio.errors import InternalError, StorageFull, StoreUnavailable, StudioError, storage_fault
 from studio.genius.decoder import DecoderStatsAggregate
 from studio.genius.streaming import StreamHub
 from studio.jobs import events as ev
@@ -223,8 +224,8 @@ class Worker:
 
     def _preload(self, model_id: str) -> None:
         try:
-            with GPU_LOCK:
-                self.models.get(model_id)
+            with GPU_LOCK, model_run(self.models, model_id):  # out of memory: evicted, not left half-loaded
+                pass
         except Exception:  # the first task that needs it will report the error properly
             log.exception("preloading %s failed", model_id)
 
@@ -313,10 +314,13 @@ class Worker:
                 for task in tasks:
                     self.publish(task.id, ev.PROGRESS, status=st.LOADING_MODEL, progress=0.0, step=f"Loading {spec.id}")
                 was_loaded = self.models.loaded_model == spec.id
-                model = self.models.get(spec.id, on_progress=lambda f, msg: [self._loading(t.id, f, msg) for t in tasks])
-                estimate = self.estimator.estimate(spec, plans[0], model_loaded=True)
-                hooks = [_TaskHooks(self, t, p, estimate.encode_seconds) for t, p in zip(tasks, plans)]
-                outputs, matches = self._generate(model, tasks, plans, hooks, reuse_text)
+                with model_run(self.models, spec.id, advice=T2V_ADVICE,
+                               on_progress=lambda f, msg: [self._loading(t.id, f, msg) for t in tasks]) as run:
+                    model = run.model
+                    run.size = (plans[0].gen_width, plans[0].gen_height)
+                    estimate = self.estimator.estimate(spec, plans[0], model_loaded=True)
+                    hooks = [_TaskHooks(self, t, p, estimate.encode_seconds) for t, p in zip(tasks, plans)]
+                    outputs, matches = self._generate(model, tasks, plans, hooks, reuse_text)
                 if not was_loaded:
                     self.estimator.record(spec, plans[0], None, None, model.load_seconds)
             load_seconds = 0.0 if was_loaded else model.load_seconds
@@ -328,11 +332,6 @@ class Worker:
         except Cancelled:
             for task in tasks:
                 self._end_stopped(task)
-        except torch.OutOfMemoryError:
-            self.models.evict()
-            error = VramExceeded("the GPU ran out of memory; try a lower resolution, shorter duration or a smaller model")
-            for task in tasks:
-                self._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
         except Exception as exc:
             error = self._as_studio_error(exc)
             if error is None:
@@ -557,6 +556,7 @@ class Worker:
 
 
 _INTERNAL = InternalError(INTERNAL_ERROR_DETAIL)
+T2V_ADVICE = "try a lower resolution, a shorter duration or a smaller model"  # on running out of GPU memory
 
 
 def _resume_note(match: StateMatch) -> str:

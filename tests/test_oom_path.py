@@ -1,0 +1,209 @@
+"""Out of GPU memory, on every model path: the task fails with ``VramExceeded`` (not an internal
+error), the model is evicted from the cache, and the worker serves the next task.
+
+The offline tiny models run on the CPU, so the out-of-memory error is simulated: the pipeline
+class the path runs raises ``torch.OutOfMemoryError`` when called, as CUDA's allocator does.
+Each test then lifts the patch and runs the same request again, which must reload the evicted
+model and complete.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from diffusers import (
+    WanAnimatePipeline,
+    WanImageToVideoPipeline,
+    WanPipeline,
+    WanVACEPipeline,
+    WanVideoToVideoPipeline,
+)
+
+from studio.engine.run import model_run
+from studio.errors import VramExceeded
+from studio.media.inputs import encode_png_base64
+from tests.conftest import API_KEY, SMALL, wait_for_terminal
+from tests.edit_helpers import moving_square_clip, source_task, wait_result
+from tests.test_animate_model import person_clip, reference
+
+# The offline tiny models are what a server without CUDA picks by default (cpu_host: conftest).
+pytestmark = pytest.mark.usefixtures("cpu_host")
+
+V2V = "/v1/genius/v2v/transform"
+SCENE_SETTINGS = {"fps": 12, "resolution": "480p", "num_inference_steps": 10, "seed": 5}
+SCENES = [{"prompt": "a red fox running through snow", "duration": 1},
+          {"prompt": "sunset over ocean waves", "duration": 1}]
+
+
+def _key_id(live_server) -> str:
+    return live_server.studio.keys.lookup(API_KEY).id
+
+
+class OutOfMemory:
+    """Makes calling the given pipeline classes raise CUDA's out-of-memory error, until lifted.
+    Its own MonkeyPatch: lifting it must not undo the test's other patches (``cpu_host``)."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+        self._patch = pytest.MonkeyPatch()
+
+    def __call__(self, *pipelines: type) -> list[str]:
+        def call(pipe, *args, **kwargs):
+            self.calls.append(type(pipe).__name__)
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+        for pipeline in pipelines:
+            self._patch.setattr(pipeline, "__call__", call)
+        return self.calls
+
+    def lift(self) -> None:
+        self._patch.undo()
+
+
+@pytest.fixture()
+def out_of_memory():
+    patch = OutOfMemory()
+    yield patch
+    patch.lift()
+
+
+def _submit(http, route: str, body: dict) -> dict:
+    response = http.post(route, json=body)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def _assert_out_of_memory(http, live_server, task_id: str, model_id: str) -> None:
+    status = wait_for_terminal(http, task_id)
+    assert status["status"] == "failed" and status["error_type"] == "VramExceeded", status
+    assert "ran out of memory" in status["error"] and model_id in status["error"], status["error"]
+    assert live_server.studio.models.loaded_model is None  # evicted
+
+
+def _serves_again(http, out_of_memory: OutOfMemory, route: str, body: dict) -> dict:
+    """Lift the simulated shortage; the same request then completes on this worker."""
+    out_of_memory.lift()
+    return wait_result(http, _submit(http, route, body)["task_id"])
+
+
+def test_model_run_evicts_and_raises_vram_exceeded(tmp_path):
+    class Cache:
+        evicted = 0
+        loaded_model = "m"
+
+        def get(self, model_id, on_progress):
+            return object()
+
+        def evict(self):
+            self.evicted += 1
+            self.loaded_model = None
+
+    cache = Cache()
+    with pytest.raises(VramExceeded) as raised:
+        with model_run(cache, "m", advice="try less") as run:
+            run.size = (160, 96)
+            raise torch.OutOfMemoryError("CUDA out of memory")
+    assert cache.evicted == 1 and cache.loaded_model is None
+    assert raised.value.detail == "the GPU ran out of memory running m at 160x96; try less"
+    with pytest.raises(ValueError):  # other errors pass through, the model stays
+        with model_run(cache, "m"):
+            raise ValueError("not memory")
+    assert cache.evicted == 1
+
+
+def test_text_to_video(http, live_server, out_of_memory):
+    calls = out_of_memory(WanPipeline)
+    task = _submit(http, "/v1/generate", {**SMALL, "model": "tiny", "seed": 1})
+    _assert_out_of_memory(http, live_server, task["task_id"], "tiny")
+    assert calls == ["WanPipeline"]
+    assert _serves_again(http, out_of_memory, "/v1/generate", {**SMALL, "model": "tiny", "seed": 1})["video_url"]
+
+
+def test_v2v_wan_video_to_video(http, live_server, out_of_memory):
+    source = source_task(live_server.studio, _key_id(live_server), moving_square_clip(frames=9))
+    body = {"source_task_id": source, "mode": "style_transfer", "prompt": "an oil painting", "strength": 0.5,
+            "num_inference_steps": 10, "seed": 1}
+    calls = out_of_memory(WanVideoToVideoPipeline)
+    _assert_out_of_memory(http, live_server, _submit(http, V2V, body)["task_id"], "tiny")
+    assert calls == ["WanVideoToVideoPipeline"]
+    again = _serves_again(http, out_of_memory, V2V, body)
+    assert again["metadata"]["method"] == "WanVideoToVideo (tiny)"
+
+
+def test_v2v_vace(http, live_server, out_of_memory):
+    source = source_task(live_server.studio, _key_id(live_server), moving_square_clip(frames=9))
+    body = {"source_task_id": source, "mode": "style_transfer", "prompt": "a watercolour painting",
+            "style_reference_base64": encode_png_base64(np.full((32, 32, 3), (200, 40, 160), np.uint8)),
+            "num_inference_steps": 10, "seed": 2}
+    calls = out_of_memory(WanVACEPipeline)
+    _assert_out_of_memory(http, live_server, _submit(http, V2V, body)["task_id"], "tiny-vace")
+    assert calls == ["WanVACEPipeline"]
+    assert _serves_again(http, out_of_memory, V2V, body)["metadata"]["method"].startswith("Wan VACE (tiny-vace)")
+
+
+def test_v2v_animate(http, live_server, out_of_memory):
+    source = source_task(live_server.studio, _key_id(live_server), person_clip(frames=6))
+    body = {"source_task_id": source, "mode": "motion_transfer", "use_model": True, "model": "tiny-animate",
+            "num_inference_steps": 10, "seed": 3, "style_reference_base64": reference(1)}
+    calls = out_of_memory(WanAnimatePipeline)
+    _assert_out_of_memory(http, live_server, _submit(http, V2V, body)["task_id"], "tiny-animate")
+    assert calls == ["WanAnimatePipeline"]
+    assert _serves_again(http, out_of_memory, V2V, body)["metadata"]["path"] == "model"
+
+
+def test_inpaint_vace(http, live_server, out_of_memory):
+    source = source_task(live_server.studio, _key_id(live_server), moving_square_clip(frames=9))
+    body = {"task_id": source, "mode": "replace", "bbox": [18, 38, 54, 74], "feather_radius": 4,
+            "prompt": "a blue bird flying", "num_inference_steps": 3, "seed": 7}
+    route = "/v1/genius/inpaint/process"
+    calls = out_of_memory(WanVACEPipeline)
+    _assert_out_of_memory(http, live_server, _submit(http, route, body)["task_id"], "tiny-vace")
+    assert calls == ["WanVACEPipeline"]
+    assert _serves_again(http, out_of_memory, route, body)["metadata"]["method"] == "WanVACE (tiny-vace)"
+
+
+@pytest.mark.parametrize("morph_model, pipeline", [("tiny-vace", WanVACEPipeline),
+                                                   ("tiny-i2v", WanImageToVideoPipeline)])
+def test_scene_morph(http, live_server, out_of_memory, morph_model, pipeline):
+    body = {"scenes": SCENES, "transitions": [{"type": "morph"}], "transition_duration_seconds": 0.25,
+            "morph_with_model": True, "morph_model": morph_model, "settings": SCENE_SETTINGS}
+    route = "/v1/genius/scene/edit"
+    calls = out_of_memory(pipeline)  # the shots (text to video) run; the morph does not
+    reply = _submit(http, route, body)
+    _assert_out_of_memory(http, live_server, reply["task_id"], morph_model)
+    assert calls == [pipeline.__name__]
+    assert all(http.get(f"/v1/status/{shot}").json()["status"] == "completed" for shot in reply["shot_task_ids"])
+    assert _serves_again(http, out_of_memory, route, body)["metadata"]["path"] == "model"
+
+
+def test_scene_reference_shots(http, live_server, out_of_memory):
+    image = np.zeros((64, 48, 3), np.uint8)
+    image[:, :, 0] = 200
+    body = {"scenes": SCENES, "enable_character_consistency": True, "character_description": "a small red fox",
+            "character_reference_image_base64": encode_png_base64(image), "settings": SCENE_SETTINGS}
+    route = "/v1/genius/scene/edit"
+    out_of_memory(WanVACEPipeline)
+    reply = _submit(http, route, body)
+    _assert_out_of_memory(http, live_server, reply["shot_task_ids"][0], "tiny-vace")
+    assert wait_for_terminal(http, reply["task_id"])["status"] == "failed"  # the stitch needs its shots
+    assert _serves_again(http, out_of_memory, route, body)["metadata"]["details"]["shot_kind"] == "scene_shot"
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_lipsync_animate(http, live_server, out_of_memory, tmp_path):
+    subprocess.run(["espeak-ng", "-s", "160", "-w", str(tmp_path / "speech.wav"), "papa"],
+                   check=True, capture_output=True, timeout=30)
+    audio = base64.b64encode((tmp_path / "speech.wav").read_bytes()).decode()
+    source = source_task(live_server.studio, _key_id(live_server), person_clip(frames=8))
+    body = {"task_id": source, "audio_base64": audio, "use_model": True, "model": "tiny-animate",
+            "num_inference_steps": 10, "seed": 5}
+    route = "/v1/genius/lipsync/generate"
+    calls = out_of_memory(WanAnimatePipeline)
+    _assert_out_of_memory(http, live_server, _submit(http, route, body)["task_id"], "tiny-animate")
+    assert calls == ["WanAnimatePipeline"]
+    assert _serves_again(http, out_of_memory, route, body)["metadata"]["path"] == "model"
