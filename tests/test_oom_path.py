@@ -24,6 +24,7 @@ from diffusers import (
     WanVideoToVideoPipeline,
 )
 
+from studio.engine.request import NEGATIVE_PROMPT
 from studio.engine.run import model_run
 from studio.errors import VramExceeded
 from studio.media.inputs import encode_png_base64
@@ -133,6 +134,7 @@ def test_v2v_wan_video_to_video(http, live_server, out_of_memory):
     assert calls == ["WanVideoToVideoPipeline"]
     again = _serves_again(http, out_of_memory, V2V, body)
     assert again["metadata"]["method"] == "WanVideoToVideo (tiny)"
+    assert again["metadata"]["details"]["parameters"]["negative_prompt"] == NEGATIVE_PROMPT  # the one default
 
 
 def test_v2v_vace(http, live_server, out_of_memory):

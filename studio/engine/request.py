@@ -25,6 +25,10 @@ ModelName = Literal[("auto", *CATALOG)]
 NOT_BLANK = r"[^\s\x1c-\x1f\x85]"
 
 SEED_MAX = 2**32 - 1
+#: What the features' model paths (V2V, inpaint), whose requests take no negative prompt, ask
+#: the model to avoid. A text-to-video request's own default is the API reference's shorter
+#: "blurry, low quality" (``GenerationRequest.negative_prompt``), which callers can override.
+NEGATIVE_PROMPT = "blurry, low quality, distorted, watermark, text"
 
 
 def seed_or_random(seed: int | None) -> int:

@@ -56,7 +56,7 @@ from studio.engine.edit import (
     write_video,
 )
 from studio.engine.plan import ASPECT
-from studio.engine.request import HTTP_URL_PATTERN, NOT_BLANK, SEED_MAX, JsonModel, seed_or_random
+from studio.engine.request import HTTP_URL_PATTERN, NEGATIVE_PROMPT, NOT_BLANK, SEED_MAX, JsonModel, seed_or_random
 from studio.engine.text_cache import encode_prompt_embeds
 from studio.errors import InvalidRequest, ModelUnavailable
 from studio.genius import inpaint
@@ -71,7 +71,6 @@ KIND = "inpaint"
 MAX_FRAMES = 720  # the classical paths hold the clip in memory (30 s at 24 fps)
 TASK_ID_PATTERN = r"^[A-Za-z0-9-]+$"
 VaceModel = Literal[tuple(VACE_CATALOG)]
-NEGATIVE_PROMPT = "blurry, low quality, distorted, watermark, text"
 TEXT_TOKENS = 512  # WanVACEPipeline's max_sequence_length default
 
 

@@ -65,7 +65,15 @@ from studio.engine.edit import (
     write_video,
 )
 from studio.engine.plan import generation_size
-from studio.engine.request import HTTP_URL_PATTERN, NOT_BLANK, SEED_MAX, JsonModel, seed_or_random, strip_prompt
+from studio.engine.request import (
+    HTTP_URL_PATTERN,
+    NEGATIVE_PROMPT,
+    NOT_BLANK,
+    SEED_MAX,
+    JsonModel,
+    seed_or_random,
+    strip_prompt,
+)
 from studio.errors import InvalidRequest, ModelUnavailable, TaskNotReady
 from studio.genius import v2v, v2v_animate, v2v_vace
 from studio.jobs import store as st
@@ -102,7 +110,6 @@ V2V_MODELS = tuple(m for m in (TINY, "wan2.1-t2v-1.3b", "wan2.1-t2v-14b") if m i
 ANIMATE_MODELS = tuple(ANIMATE_CATALOG)
 #: style_transfer / colorization with a prompt and a reference image (Wan VACE).
 VACE_MODELS = tuple(VACE_CATALOG)
-NEGATIVE_PROMPT = "blurry, low quality"
 MAX_SEQUENCE_LENGTH = 512
 
 

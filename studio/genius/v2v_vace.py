@@ -34,7 +34,7 @@ from studio.engine.edit import (
     store_source,
     write_video,
 )
-from studio.engine.request import seed_or_random
+from studio.engine.request import NEGATIVE_PROMPT, seed_or_random
 from studio.engine.text_cache import encode_prompt_embeds
 from studio.errors import InvalidRequest
 from studio.genius import v2v
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 
 KIND = "v2v"
 REFERENCE_IMAGE = "reference.png"
-NEGATIVE_PROMPT = "blurry, low quality, distorted, watermark, text"
 MAX_FRAMES = 600  # source frames held for the windows (the control video is read whole)
 
 
