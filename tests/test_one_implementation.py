@@ -27,3 +27,30 @@ def test_one_negative_prompt():
 
     assert _files_matching(r"^NEGATIVE_PROMPT\s*=") == ["studio/engine/request.py"]
     assert v2v_task.NEGATIVE_PROMPT is v2v_vace.NEGATIVE_PROMPT is inpaint_task.NEGATIVE_PROMPT is NEGATIVE_PROMPT
+
+
+def test_one_face_detector():
+    assert _files_matching(r"CascadeClassifier\(") == ["studio/vision/faces.py"]
+
+
+def test_vision_is_a_low_layer():
+    # studio.vision sits under the features and the queue: it may use numpy, OpenCV, config, errors.
+    import ast
+
+    allowed = {"numpy", "cv2", "studio.config", "studio.errors", "studio.vision", "__future__", "threading",
+               "dataclasses", "collections", "typing", "math"}
+    for path in (STUDIO / "vision").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                assert any(name == a or name.startswith(a + ".") for a in allowed), f"{path.name} imports {name}"
+
+
+def test_faces_box_format():
+    import numpy as np
+
+    from studio.vision.faces import detect_faces
+
+    none = detect_faces(np.zeros((64, 64), np.uint8))
+    assert none.shape == (0, 4) and none.dtype == np.int64

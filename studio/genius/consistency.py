@@ -86,7 +86,6 @@ stays the authority on both paths.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -95,6 +94,7 @@ import cv2
 import numpy as np
 
 from studio.errors import InvalidRequest, StudioError
+from studio.vision.faces import detect_faces
 
 Frame = np.ndarray
 BBox = tuple[float, float, float, float]  # x, y, w, h in frame pixels
@@ -272,21 +272,6 @@ def colour_similarity(hist_a: np.ndarray, hist_b: np.ndarray) -> float:
     return float(np.clip(1.0 - cv2.compareHist(hist_a, hist_b, cv2.HISTCMP_BHATTACHARYYA), 0.0, 1.0))
 
 
-_local = threading.local()
-
-
-def _face_cascade() -> cv2.CascadeClassifier:
-    # One classifier per thread: detectMultiScale is not documented as thread-safe.
-    if not hasattr(_local, "cascade"):
-        _local.cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-    return _local.cascade
-
-
-def _faces(gray: np.ndarray, min_side: int = 24) -> np.ndarray:
-    found = _face_cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=4, minSize=(min_side, min_side))
-    return np.asarray(found, dtype=np.int64).reshape(-1, 4)
-
-
 def _face_features(image: Frame, gray: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
     x, y, w, h = box
     face_gray = cv2.resize(gray[y:y + h, x:x + w], (FACE_SIDE, FACE_SIDE), interpolation=cv2.INTER_AREA)
@@ -294,7 +279,7 @@ def _face_features(image: Frame, gray: np.ndarray, box) -> tuple[np.ndarray, np.
 
 
 def _reference_face(image: Frame, gray: np.ndarray) -> FaceReference | None:
-    faces = _faces(gray)
+    faces = detect_faces(gray)
     if len(faces) == 0:
         return None
     box = tuple(int(v) for v in max(faces, key=lambda f: f[2] * f[3]))
@@ -335,7 +320,7 @@ class FrameView:
     def faces(self) -> np.ndarray:
         """Faces as full-resolution (x, y, w, h) rows."""
         if self._faces is None:
-            self._faces = np.rint(_faces(self.small.gray, 20) / self.factor).astype(np.int64)
+            self._faces = np.rint(detect_faces(self.small.gray, min_side=20) / self.factor).astype(np.int64)
         return self._faces
 
 

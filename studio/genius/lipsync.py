@@ -100,7 +100,6 @@ closure is never half open and a pause stays untouched.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -110,6 +109,7 @@ import numpy as np
 from scipy.ndimage import maximum_filter1d, median_filter
 
 from studio.errors import InvalidRequest
+from studio.vision.faces import detect_faces
 
 VISEMES = ("rest", "PP", "FF", "AA", "EE", "OO")
 REST, PP, FF, AA, EE, OO = range(len(VISEMES))
@@ -584,16 +584,6 @@ def _runs(values: np.ndarray) -> list[tuple[int, int, int]]:
 
 # --- face and mouth ----------------------------------------------------------------------
 
-_detector = threading.local()
-
-
-def _cascade() -> cv2.CascadeClassifier:
-    """One Haar cascade per thread (``detectMultiScale`` is not safe to share across threads)."""
-    if not hasattr(_detector, "cascade"):
-        _detector.cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-    return _detector.cascade
-
-
 def detect_face(frame: np.ndarray) -> tuple[int, int, int, int] | None:
     """The largest frontal face in an RGB frame as ``(x, y, w, h)`` pixels, or None.
 
@@ -608,8 +598,7 @@ def detect_face(frame: np.ndarray) -> tuple[int, int, int, int] | None:
     if scale < 1.0:
         grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     side = max(24, round(FACE_MIN_FRACTION * min(grey.shape)))
-    faces = _cascade().detectMultiScale(cv2.equalizeHist(grey), scaleFactor=1.1, minNeighbors=5,
-                                        minSize=(side, side))
+    faces = detect_faces(grey, min_side=side, min_neighbors=5, equalize=True)
     if len(faces) == 0:
         return None
     box = max(faces, key=lambda b: b[2] * b[3])
