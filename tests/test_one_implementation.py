@@ -54,3 +54,22 @@ def test_faces_box_format():
 
     none = detect_faces(np.zeros((64, 64), np.uint8))
     assert none.shape == (0, 4) and none.dtype == np.int64
+
+
+def test_one_optical_flow():
+    import numpy as np
+
+    from studio.vision.flow import Flow, auto_preset, dense_flow
+
+    assert _files_matching(r"DISOpticalFlow_create") == ["studio/vision/flow.py"]
+    rng = np.random.default_rng(0)
+    a = (rng.random((48, 64)) * 255).astype(np.uint8)
+    a = np.ascontiguousarray(np.kron(a[::4, ::4], np.ones((4, 4), np.uint8)))  # blocky: DIS can follow it
+    b = np.roll(a, 2, axis=1)
+    flow = dense_flow(a, b)
+    assert flow.shape == (48, 64, 2) and flow.dtype == np.float32
+    assert abs(float(np.median(flow[8:-8, 8:-8, 0])) - 2.0) < 0.5  # a(x) ~ b(x + flow): b is a moved right
+    assert auto_preset((480, 854)) == "fast" and auto_preset((112, 160)) == "medium"
+    stream = Flow()
+    stream(a, b)
+    assert stream.preset == "medium"

@@ -56,6 +56,7 @@ import cv2
 import numpy as np
 
 from studio.errors import InvalidRequest
+from studio.vision.flow import dense_flow
 
 Frame = np.ndarray
 
@@ -257,12 +258,6 @@ def _blur(pairs, ts, strength: float = 0.03, **params) -> list[Frame]:
 
 # ---------------------------------------------------------------------------------------------
 # Morph: optical flow, forward splatting, blend
-
-
-def dense_flow(a_gray: np.ndarray, b_gray: np.ndarray) -> np.ndarray:
-    """DIS optical flow (medium preset) from ``a_gray`` to ``b_gray``: ``a(x) ~ b(x + flow(x))``."""
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    return dis.calc(a_gray, b_gray, None)
 
 
 def _gray(img: Frame) -> np.ndarray:

@@ -4,10 +4,9 @@ Every mode is a generator over RGB ``uint8`` frames ``(H, W, 3)`` that holds onl
 needs (one or two), so a long video streams through in constant memory. ``transform`` is the
 dispatcher the API and the UI call; ``MODES`` says what each mode needs.
 
-Optical flow (``Flow``): OpenCV's DIS (dense inverse search) on the grey image, one helper for
-every mode. Measured on the 2-core development machine at 854x480 (a 3 px shift, all within
-0.1 px): DIS ``fast`` ~10 ms per flow, ``medium`` ~37 ms, Farneback ~107 ms. ``auto_preset``
-takes ``fast`` from 480p up and ``medium`` for smaller frames.
+Optical flow (``studio.vision.flow.Flow``): OpenCV's DIS (dense inverse search) on the grey
+image, one helper for every mode; ``auto_preset`` takes ``fast`` from 480p up and ``medium`` for
+smaller frames.
 
 Occlusion (``occlusion``): forward/backward consistency (Sundaram et al. 2010). A pixel ``x`` of
 frame A with flow ``f = F_ab(x)`` and ``b = F_ba(x + f)`` is consistent when
@@ -56,14 +55,10 @@ import cv2
 import numpy as np
 
 from studio.errors import InvalidRequest
+from studio.vision.flow import Flow
 
 Frames = Iterable[np.ndarray]
 
-FLOW_PRESETS = {
-    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
-}
 INTERPOLATION_FACTORS = (2, 4)
 MAX_TARGET_FPS = 240.0
 MAX_UPSCALE = 4.0
@@ -89,41 +84,6 @@ def with_luminance(source: np.ndarray, colour: np.ndarray) -> np.ndarray:
     lab = cv2.cvtColor(colour, cv2.COLOR_RGB2LAB)
     lab[..., 0] = cv2.cvtColor(source, cv2.COLOR_RGB2LAB)[..., 0]
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
-
-
-def auto_preset(shape: tuple[int, ...]) -> str:
-    """DIS ``fast`` from 480p up, ``medium`` below.
-
-    ``fast`` estimates flow on a 4x coarser grid, ``medium`` on a 2x one. At 854x480 that grid
-    is fine enough (x2 interpolation test scene scaled up: 34.0 dB fast, 35.5 dB medium, at
-    half the time); on small frames ``fast``'s grid misses small objects (the 160x112 test
-    scene: 28.8 dB fast, 32.6 dB medium) and ``medium`` costs little there anyway.
-    """
-    return "fast" if min(shape[:2]) >= 360 else "medium"
-
-
-class Flow:
-    """Dense optical flow, DIS at a preset (``None``: ``auto_preset`` of the first frame).
-
-    One instance per stream: DIS is not thread-safe. ``flow(a, b)`` takes two grey ``uint8``
-    images and returns ``(H, W, 2)`` float32 ``F`` with ``a(x) ~ b(x + F(x))``; ``initial``
-    starts the search from a known estimate instead of zero.
-    """
-
-    def __init__(self, preset: str | None = None):
-        self.preset = preset
-        self._dis = None if preset is None else cv2.DISOpticalFlow_create(FLOW_PRESETS[preset])
-
-    def __call__(self, a: np.ndarray, b: np.ndarray, initial: np.ndarray | None = None) -> np.ndarray:
-        if self._dis is None:
-            self.preset = auto_preset(a.shape)
-            self._dis = cv2.DISOpticalFlow_create(FLOW_PRESETS[self.preset])
-        # DIS refines a float32 flow passed in (in place) instead of starting from zero.
-        return self._dis.calc(a, b, None if initial is None else initial.copy())
-
-    def both(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Forward ``F_ab`` and backward ``F_ba``."""
-        return self(a, b), self(b, a)
 
 
 @lru_cache(maxsize=8)
