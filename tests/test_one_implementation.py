@@ -73,3 +73,24 @@ def test_one_optical_flow():
     stream = Flow()
     stream(a, b)
     assert stream.preset == "medium"
+
+
+def test_one_point_tracker():
+    import cv2
+    import numpy as np
+
+    from studio.vision.tracking import track_points
+
+    assert _files_matching(r"calcOpticalFlowPyrLK") == ["studio/vision/tracking.py"]
+    rng = np.random.default_rng(1)
+    a = cv2.GaussianBlur((rng.random((120, 160)) * 255).astype(np.uint8), (5, 5), 0)
+    b = np.roll(a, (2, 3), axis=(0, 1))
+    points = cv2.goodFeaturesToTrack(a, maxCorners=40, qualityLevel=0.01, minDistance=3)
+    for initial in (None, points + np.float32([3, 2])):
+        tracked, ok = track_points(a, b, points, initial=initial, max_level=2)
+        assert tracked.shape == points.shape and ok.dtype == bool and ok.sum() > 30
+        shift = np.median((tracked - points).reshape(-1, 2)[ok], axis=0)
+        assert np.allclose(shift, [3, 2], atol=0.1)
+    hidden = b.copy()
+    hidden[:, :] = 0  # nothing to follow: no point passes the forward-backward check
+    assert not track_points(a, hidden, points)[1].any()

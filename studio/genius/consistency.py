@@ -95,6 +95,7 @@ import numpy as np
 
 from studio.errors import InvalidRequest, StudioError
 from studio.vision.faces import detect_faces
+from studio.vision.tracking import track_points
 
 Frame = np.ndarray
 BBox = tuple[float, float, float, float]  # x, y, w, h in frame pixels
@@ -515,10 +516,7 @@ def _follow_points(box: BBox, prev_gray: np.ndarray, gray: np.ndarray) -> tuple[
     p0 = cv2.goodFeaturesToTrack(before, maxCorners=40, qualityLevel=0.01, minDistance=3, mask=mask)
     if p0 is None or len(p0) < MIN_TRACK_POINTS:
         return None
-    lk = {"winSize": (15, 15), "maxLevel": 2}
-    p1, st1, _ = cv2.calcOpticalFlowPyrLK(before, after, p0, None, **lk)
-    back, st2, _ = cv2.calcOpticalFlowPyrLK(after, before, p1, None, **lk)
-    ok = (st1.ravel() == 1) & (st2.ravel() == 1) & (np.linalg.norm((back - p0).reshape(-1, 2), axis=1) < 1.0)
+    p1, ok = track_points(before, after, p0, max_level=2, max_error=1.0)
     if ok.sum() < MIN_TRACK_POINTS:
         return None
     a, b = p0.reshape(-1, 2)[ok], p1.reshape(-1, 2)[ok]

@@ -122,6 +122,7 @@ import cv2
 import numpy as np
 
 from studio.errors import InvalidRequest
+from studio.vision.tracking import track_points
 
 Box = tuple[int, int, int, int]
 
@@ -143,7 +144,7 @@ UPDATE_SCORE = 0.8
 MIN_INLIERS = 15
 MAX_CORNERS = 200
 FB_MAX_PX = 0.5
-LK_PARAMS = {"winSize": (15, 15), "maxLevel": 4, "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01)}
+LK_LEVELS = 4  # pyramid levels of the point tracker: an object or the camera may move fast
 MAX_NEIGHBOURS = 30
 INPAINT_RADIUS = 5
 GRABCUT_MAX_SIDE = 200
@@ -271,10 +272,7 @@ def _flow_shift(prev: np.ndarray, cur: np.ndarray, box: Box, velocity: tuple[flo
         return None
     pts = (pts + np.float32([x, y])).astype(np.float32)
     seed = pts + np.float32(velocity)
-    flags = cv2.OPTFLOW_USE_INITIAL_FLOW
-    fwd, st1, _ = cv2.calcOpticalFlowPyrLK(prev, cur, pts, seed, flags=flags, **LK_PARAMS)
-    back, st2, _ = cv2.calcOpticalFlowPyrLK(cur, prev, fwd, pts.copy(), flags=flags, **LK_PARAMS)
-    ok = (st1.ravel() == 1) & (st2.ravel() == 1) & (np.linalg.norm((back - pts).reshape(-1, 2), axis=1) < FB_MAX_PX)
+    fwd, ok = track_points(prev, cur, pts, initial=seed, max_level=LK_LEVELS, max_error=FB_MAX_PX)
     if ok.sum() < 4:
         return None
     d = np.median((fwd - pts)[ok].reshape(-1, 2), axis=0)
@@ -445,9 +443,7 @@ def _fit_link(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray | No
     pts = cv2.goodFeaturesToTrack(a, MAX_CORNERS, 0.01, 5, mask=mask, blockSize=5)
     if pts is None or len(pts) < MIN_INLIERS:
         return None
-    fwd, st1, _ = cv2.calcOpticalFlowPyrLK(a, b, pts, None, **LK_PARAMS)
-    back, st2, _ = cv2.calcOpticalFlowPyrLK(b, a, fwd, None, **LK_PARAMS)
-    ok = (st1.ravel() == 1) & (st2.ravel() == 1) & (np.linalg.norm((back - pts).reshape(-1, 2), axis=1) < FB_MAX_PX)
+    fwd, ok = track_points(a, b, pts, max_level=LK_LEVELS, max_error=FB_MAX_PX)
     if ok.sum() < MIN_INLIERS:
         return None
     hom, inl = cv2.findHomography(pts[ok], fwd[ok], cv2.RANSAC, 2.0, maxIters=2000, confidence=0.999)
