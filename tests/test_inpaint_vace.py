@@ -17,6 +17,7 @@ import torch
 from studio.engine import vace
 from studio.engine.edit import EditJob
 from studio.engine.request import GenerationRequest
+from studio.engine.windows import balanced_windows
 from studio.genius import inpaint_task
 from studio.media.video import Mp4Writer, read_frames
 from studio.models.catalog import CATALOG, TINY_VACE, VACE_CATALOG, get_spec
@@ -74,7 +75,7 @@ def test_tiny_vace_saves_and_reloads_the_same_weights(tmp_path):
     (200, 81, [(0, 67, 0, 69), (67, 133, 5, 73), (133, 200, 5, 73)]),
 ])
 def test_windows_cover_the_clip_in_4k_plus_1_passes(frames, max_frames, expected):
-    spans = vace.windows(frames, max_frames)
+    spans = balanced_windows(frames, max_frames, vace.CONTEXT_FRAMES)
     assert spans == expected
     assert [s for s, *_ in spans[1:]] == [e for _, e, *_ in spans[:-1]] and spans[-1][1] == frames
     assert all(g % 4 == 1 and c + e - s <= g <= max_frames for s, e, c, g in spans)

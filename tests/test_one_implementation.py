@@ -94,3 +94,17 @@ def test_one_point_tracker():
     hidden = b.copy()
     hidden[:, :] = 0  # nothing to follow: no point passes the forward-backward check
     assert not track_points(a, hidden, points)[1].any()
+
+
+def test_one_windowing_helper():
+    from studio.engine.animate import segment_count
+    from studio.engine.windows import balanced_windows, four_k_plus_1, sliding_windows, window_count
+
+    # frame windows (plural: transitions' SSIM has a Gaussian ``_window``, another thing)
+    assert _files_matching(r"^def \w*windows\(|^def four_k_plus_1\(") == ["studio/engine/windows.py"]
+    assert [four_k_plus_1(n) for n in (1, 2, 5, 6, 9)] == [1, 5, 5, 9, 9]
+    assert balanced_windows(40, 33, 5) == [(0, 20, 0, 21), (20, 40, 5, 25)]
+    # the count is what the streaming windows make, and what Wan Animate's segments follow
+    for frames in range(1, 120):
+        made = sum(1 for _ in sliding_windows(range(frames), 33, 5))
+        assert window_count(frames, 33, 5) == made == segment_count(frames, 33)

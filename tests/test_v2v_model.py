@@ -119,13 +119,14 @@ def test_a_long_source_runs_in_windows(http, live_server):
 
 
 def test_model_windows_share_frames_and_cross_fade_them():
-    from studio.genius.v2v_task import _crossfade, _windows
+    from studio.engine.windows import crossfade, sliding_windows, window_count
 
     frames = [np.full((2, 2, 3), i, np.uint8) for i in range(12)]
-    windows = [[int(f[0, 0, 0]) for f in w] for w in _windows(frames, 5, 2)]
+    windows = [[int(f[0, 0, 0]) for f in w] for w in sliding_windows(frames, 5, 2)]
     assert windows == [[0, 1, 2, 3, 4], [3, 4, 5, 6, 7], [6, 7, 8, 9, 10], [9, 10, 11]]
+    assert window_count(12, 5, 2) == 4
     held, new = [np.full((1, 1, 3), 0, np.uint8)] * 2, [np.full((1, 1, 3), 90, np.uint8)] * 2
-    assert [int(f[0, 0, 0]) for f in _crossfade(held, new)] == [30, 60]  # (j + 1) / (n + 1) of the way
+    assert [int(f[0, 0, 0]) for f in crossfade(held, new)] == [30, 60]  # (j + 1) / (n + 1) of the way
 
 
 def test_cancelling_a_long_model_run_is_quick(http, live_server):

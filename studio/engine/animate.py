@@ -33,6 +33,7 @@ from PIL import Image
 from studio.engine.edit import EditJob
 from studio.engine.plan import generation_size
 from studio.engine.text_cache import encode_prompt_embeds
+from studio.engine.windows import window_count
 from studio.errors import ModelUnavailable
 from studio.media.video import resize
 from studio.models import pose
@@ -96,10 +97,8 @@ def animate_spec(model_id: str | None, what: str) -> ModelSpec:
 
 def segment_count(frames: int, segment: int, context: int = SEGMENT_CONTEXT) -> int:
     """Segments ``WanAnimatePipeline`` runs for ``frames`` driving frames (at least ``segment``
-    after padding): every segment adds ``segment - context`` new frames."""
-    frames = max(frames, segment)
-    fresh = segment - context
-    return -(-(frames - context) // fresh)
+    after padding): its segments are sliding windows, each adding ``segment - context`` frames."""
+    return window_count(frames, segment, context)
 
 
 def animate(job: EditJob, model: LoadedModel, image: np.ndarray, signals: DrivingSignals, *, prompt: str,

@@ -6,16 +6,16 @@ context, where it is 1 the model generates, guided by what the video holds there
 reference images. Video Inpainting feeds it the masked source; V2V style transfer feeds it the
 whole source under a full mask, with the style image as the reference.
 
-A clip longer than the model's ``max_frames`` runs in balanced windows (:func:`windows`); each
-window after the first starts with the last :data:`CONTEXT_FRAMES` frames the previous one
-generated, given as known frames (mask 0), so the clip has no seam where windows meet. Frames
+A clip longer than the model's ``max_frames`` runs in balanced windows
+(``studio.engine.windows.balanced_windows``); each window after the first starts with the last
+:data:`CONTEXT_FRAMES` frames the previous one generated, given as known frames (mask 0), so
+the clip has no seam where windows meet. Frames
 run at the model's generation size for the clip's aspect (``studio.engine.plan.generation_size``)
 and come back at it: the caller resizes and composites.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -24,30 +24,13 @@ import numpy as np
 
 from studio.engine.edit import EditJob
 from studio.engine.plan import generation_size
+from studio.engine.windows import balanced_windows
 from studio.models.loader import LoadedModel
 
 GREY = 127  # VACE's "generate here" value: 0 on the pipeline's [-1, 1] scale
 CONTEXT_FRAMES = 5  # frames of the previous window each later VACE window continues from
 #: What to try when a VACE run runs out of GPU memory.
 ADVICE = "try a shorter or smaller clip or the smaller VACE model"
-
-
-def four_k_plus_1(frames: int) -> int:
-    """The smallest ``4k + 1 >= frames`` (Wan's causal VAE: 1 + 4 per latent frame)."""
-    return 4 * math.ceil((frames - 1) / 4) + 1
-
-
-def windows(frames: int, max_frames: int, context: int = CONTEXT_FRAMES) -> list[tuple[int, int, int, int]]:
-    """Split ``frames`` into balanced windows for a model of ``max_frames`` (a 4k+1 count):
-    ``(start, end, context, generated)``: source frames ``start..end-1`` come after ``context``
-    frames of the previous window's output (0 for the first window), and the pass generates
-    ``generated`` = ``context + end - start`` rounded up to 4k+1 (at most ``max_frames``)."""
-    if frames <= max_frames:
-        return [(0, frames, 0, four_k_plus_1(frames))]
-    count = math.ceil(frames / (max_frames - context))
-    bounds = [round(i * frames / count) for i in range(count + 1)]
-    return [(s, e, c, four_k_plus_1(c + e - s))
-            for k, (s, e) in enumerate(zip(bounds, bounds[1:])) for c in [0 if k == 0 else context]]
 
 
 def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -73,7 +56,8 @@ class VaceRun:
 
 def plan(model: LoadedModel, frames: int, width: int, height: int) -> VaceRun:
     """The windows and generation size a clip of ``frames`` at ``width`` x ``height`` runs at."""
-    return VaceRun(windows(frames, model.spec.max_frames), generation_size(model.spec, width, height))
+    return VaceRun(balanced_windows(frames, model.spec.max_frames, CONTEXT_FRAMES),
+                   generation_size(model.spec, width, height))
 
 
 def generate(job: EditJob, model: LoadedModel, run: VaceRun, video: Sequence[np.ndarray], masks: Sequence[np.ndarray],

@@ -38,12 +38,11 @@ from __future__ import annotations
 
 import inspect
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import cv2
 import numpy as np
 import torch
 
@@ -53,7 +52,6 @@ from diffusers import WanVideoToVideoPipeline
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from studio.engine import vace
 from studio.engine.edit import (
     EditJob,
     EditOutcome,
@@ -74,6 +72,7 @@ from studio.engine.request import (
     seed_or_random,
     strip_prompt,
 )
+from studio.engine.windows import crossfade, four_k_plus_1, sliding_windows, window_count
 from studio.errors import InvalidRequest, ModelUnavailable, TaskNotReady
 from studio.genius import v2v, v2v_animate, v2v_vace
 from studio.jobs import store as st
@@ -432,29 +431,6 @@ def video_to_video_pipeline(pipe) -> WanVideoToVideoPipeline:
     return v2v_pipe
 
 
-def _windows(frames: Iterable[np.ndarray], size: int, overlap: int) -> Iterator[list[np.ndarray]]:
-    """Windows of at most ``size`` frames, each after the first starting with the previous
-    window's last ``overlap`` frames (its new frames follow)."""
-    window: list[np.ndarray] = []
-    fresh = 0  # frames of this window not in the previous one
-    for frame in frames:
-        window.append(frame)
-        fresh += 1
-        if len(window) == size:
-            yield window
-            window, fresh = window[size - overlap:], 0
-    if fresh:
-        yield window
-
-
-def _crossfade(held: list[np.ndarray], new: list[np.ndarray]) -> Iterator[np.ndarray]:
-    """The frames two windows share: from the earlier window's output to the later one's,
-    linearly (weights ``(j + 1) / (n + 1)``), so no seam shows where the windows meet."""
-    for j, (a, b) in enumerate(zip(held, new)):
-        w = (j + 1) / (len(held) + 1)
-        yield cv2.addWeighted(a, 1.0 - w, b, w, 0.0)
-
-
 WINDOW_OVERLAP = 4  # frames consecutive model windows share and cross-fade over
 # Share of a window's progress given to denoising; the rest is decoding and writing its frames.
 DENOISE_SHARE = 0.9
@@ -466,11 +442,11 @@ def _model_frames(job: EditJob, pipe: WanVideoToVideoPipeline, texts: tuple, spe
     request = job.request
     colorize = request["mode"] == "colorization"
     gen_w, gen_h = size
-    windows = 1 + max(0, -(-(info.frames - spec.max_frames) // (spec.max_frames - WINDOW_OVERLAP)))
+    windows = window_count(info.frames, spec.max_frames, WINDOW_OVERLAP)
     steps = steps_run(request["num_inference_steps"], request["strength"])
     done = 0  # source frames whose output is final
     held: list[np.ndarray] = []  # the last window's outputs for the frames the next window repeats
-    for index, window in enumerate(_windows(job.source_frames(), spec.max_frames, WINDOW_OVERLAP)):
+    for index, window in enumerate(sliding_windows(job.source_frames(), spec.max_frames, WINDOW_OVERLAP)):
         count = len(window)
         start = done - len(held)
 
@@ -481,7 +457,7 @@ def _model_frames(job: EditJob, pipe: WanVideoToVideoPipeline, texts: tuple, spe
             return {}
 
         inputs = [v2v.grayscale_rgb(frame) if colorize else frame for frame in window]
-        inputs += [inputs[-1]] * (vace.four_k_plus_1(count) - count)  # padded to 4k+1, the padding dropped below
+        inputs += [inputs[-1]] * (four_k_plus_1(count) - count)  # padded to 4k+1, the padding dropped below
         job.check(start / max(info.frames, 1), f"Window {index + 1}/{windows}: encoding {count} frames")
         with torch.inference_mode():
             output = pipe(
@@ -497,7 +473,7 @@ def _model_frames(job: EditJob, pipe: WanVideoToVideoPipeline, texts: tuple, spe
         for k in range(count):
             frame = resize((np.clip(output[k], 0, 1) * 255).round().astype(np.uint8), info.width, info.height)
             outputs.append(v2v.with_luminance(window[k], frame) if colorize else frame)
-        yield from _crossfade(held, outputs[:len(held)])
+        yield from crossfade(held, outputs[:len(held)])
         final = len(outputs) - WINDOW_OVERLAP if len(outputs) == spec.max_frames else len(outputs)
         yield from outputs[len(held):final]  # a full window keeps its tail for the next one's cross-fade
         done += final - len(held)
