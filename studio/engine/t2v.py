@@ -17,13 +17,13 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from studio.engine import step_cache
 from studio.engine.decode import iter_decoded_frames
 from studio.engine.plan import GenerationPlan
 from studio.engine.preview import estimate_denoised
 from studio.engine.state_cache import start_at_step
 from studio.engine.text_cache import TextEmbeddingCache
-from studio.genius import decoder
-from studio.genius.streaming import FINAL, PREVIEW
+from studio.media.frame_boards import FINAL, PREVIEW
 from studio.media.video import Mp4Writer, fit_width, resize, write_jpeg
 from studio.models.loader import LoadedModel
 
@@ -80,7 +80,7 @@ class RunOutput:
     decode_encode_seconds: float
     mean_step_seconds: float
     step_seconds: list[float] = field(default_factory=list)  # per denoising step, hooks excluded
-    decoder: decoder.DecoderStats | None = None  # step-cache stats (acceleration), of the whole call
+    decoder: step_cache.DecoderStats | None = None  # step-cache stats (acceleration), of the whole call
     group_size: int = 1  # tasks denoised together in this pipeline call
     text_encoding_reused: bool = False  # the prompt's text encoding came from the cache
     states: dict[int, torch.Tensor] = field(default_factory=dict)  # steps done -> latents (CPU), if captured
@@ -204,7 +204,7 @@ def _initial_latents(pipe, plan: GenerationPlan, device) -> torch.Tensor:
 
 def _denoise(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHooks], preview_width: int,
              min_preview_interval: float, texts: TextEncoding | None, resume: Resume | None,
-             capture_steps: tuple[int, ...]) -> tuple[torch.Tensor, _StepWatcher, decoder.DecoderStats]:
+             capture_steps: tuple[int, ...]) -> tuple[torch.Tensor, _StepWatcher, step_cache.DecoderStats]:
     pipe = model.pipe
     device = pipe._execution_device
     if resume is not None:
@@ -213,18 +213,18 @@ def _denoise(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHoo
         initial, first_step = torch.cat([_initial_latents(pipe, plan, device) for plan in plans]), 0
     watcher = _StepWatcher(model, plans, hooks, initial, preview_width, min_preview_interval,
                            first_step, capture_steps)
-    clocks = [m.register_forward_pre_hook(watcher.start_clock) for m in decoder.denoisers(pipe)]
+    clocks = [m.register_forward_pre_hook(watcher.start_clock) for m in step_cache.denoisers(pipe)]
     try:
-        with decoder.apply(pipe, plans[0].acceleration) as recorder, start_at_step(pipe.scheduler, first_step):
+        with step_cache.apply(pipe, plans[0].acceleration) as recorder, start_at_step(pipe.scheduler, first_step):
             latents = _call_pipe(pipe, plans, initial, watcher, texts)
     finally:
         for handle in clocks:
             handle.remove()
     # A/B: cached runs report their speedup against measured off runs of the same shape.
     shape = baseline_shape(plans, first_step)
-    stats = recorder.stats(watcher.step_seconds, decoder.BASELINES.get(shape))
+    stats = recorder.stats(watcher.step_seconds, step_cache.BASELINES.get(shape))
     if stats.method is None and stats.steps:  # only completed denoises get here (a cancel raises)
-        decoder.BASELINES.add(shape, stats.denoise_seconds)
+        step_cache.BASELINES.add(shape, stats.denoise_seconds)
     return latents, watcher, stats
 
 

@@ -34,14 +34,14 @@ from studio.engine.t2v import (
     run_group,
     select_texts,
 )
+from studio.engine.step_cache import DecoderStatsAggregate
 from studio.engine.text_cache import TextEmbeddingCache
 from studio.errors import InternalError, StorageFull, StoreUnavailable, StudioError, storage_fault
-from studio.genius.decoder import DecoderStatsAggregate
-from studio.genius.streaming import StreamHub
 from studio.jobs import events as ev
 from studio.jobs import store as st
 from studio.jobs.events import Event, EventBus
 from studio.jobs.store import Task, TaskStore
+from studio.media.frame_boards import StreamHub
 from studio.media.paths import MediaPaths, media_url
 from studio.media.storage import StorageGuard
 from studio.media.video import write_jpeg
