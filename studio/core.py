@@ -19,6 +19,7 @@ from studio.engine.plan import make_plan
 from studio.engine.request import GenerationRequest, seed_or_random
 from studio.engine.step_cache import DecoderStatsAggregate
 from studio.errors import InvalidRequest, ServiceUnavailable, TaskNotFound, TaskNotReady
+from studio.genius import consistency_task, inpaint_task, lipsync_task, scene_shot_task, scene_task, v2v_task
 from studio.genius.sla import SlaMonitor
 from studio.jobs import events as ev
 from studio.jobs import store as st
@@ -47,6 +48,9 @@ from studio.views import (
 
 INTERRUPTED_REASON = "the server stopped while this task was running; submit it again"
 UI_OWNER = "ui"  # the default owner of core calls (tests, scripts); UI visitors own theirs: studio.ui_access
+#: The video-side features this studio runs, by task kind: their ``run`` is handed to the worker.
+EDIT_RUNNERS = {feature.KIND: feature.run for feature in (
+    consistency_task, inpaint_task, lipsync_task, scene_shot_task, scene_task, v2v_task)}
 NORMAL_PRIORITY = 1  # single generations; batches choose low (0), normal (1) or high (2)
 
 
@@ -77,7 +81,7 @@ class Studio:
         self.decoder_stats = DecoderStatsAggregate()
         self.worker = Worker(self.store, self.bus, self.models, self.estimator, self.paths,
                              preview_width=settings.preview_width, decoder_stats=self.decoder_stats,
-                             data_dir=settings.data_dir, storage=self.storage)
+                             data_dir=settings.data_dir, storage=self.storage, edit_runners=EDIT_RUNNERS)
         self.sla = SlaMonitor(settings.db_path, default_level=settings.sla_level, queue_depth=self.store.queue_depth)
         self.worker.on_generation = self.sla.record_generation
         self.streams = StreamHub(settings.media_dir / "stream")

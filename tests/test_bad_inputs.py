@@ -163,7 +163,7 @@ def test_a_wav_claiming_too_many_channels_is_a_400_at_submit(http, live_server, 
 def test_a_failed_audio_decode_names_audio_base64_and_no_server_path(http, live_server):
     """A task whose stored audio cannot be decoded when it runs (queued before the submit check
     existed, or spoiled on disk) fails naming the field that was sent, with no path."""
-    from studio.engine.edit import new_inputs, store_source
+    from studio.genius.edit_submit import new_inputs, store_source
     from tests.conftest import API_KEY
 
     studio = live_server.studio

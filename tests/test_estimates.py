@@ -109,7 +109,8 @@ def test_status_of_a_video_side_task_says_it_too(studio):
 
 
 def test_video_side_priors_differ_by_kind_until_measured(studio):
-    from studio.engine.edit import CLASSICAL_PRIOR_SECONDS_PER_FRAME, estimate_seconds
+    from studio.engine.edit import CLASSICAL_PRIOR_SECONDS_PER_FRAME
+    from studio.genius.edit_submit import estimate_seconds
 
     priors = {kind: estimate_seconds(studio, kind, 100) for kind in ("inpaint", "v2v", "lipsync", "consistency")}
     assert len(set(priors.values())) == 4  # one benchmarked rate per kind, not one constant for all

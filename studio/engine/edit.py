@@ -11,15 +11,13 @@ A feature contributes two things, in ``studio/genius/<feature>_task.py``:
   guarded fetcher, store what the run needs under an inputs folder, and queue the task;
 - ``run(job: EditJob) -> EditOutcome``: the work, writing frames through ``write_video``.
 
-The worker finds ``run`` by the task's kind (``studio.genius.<kind>_task``).
+The service (``studio.core.Studio``, the composition root of the core) hands the worker a
+``{kind: run}`` table of the features it serves; nothing is looked up by module name.
 """
 
 from __future__ import annotations
 
-import importlib
-import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,19 +28,15 @@ import cv2
 import numpy as np
 
 from studio.engine.run import DEFAULT_ADVICE, ModelRun, model_run
-from studio.errors import InvalidRequest, TaskNotReady
-from studio.jobs import store as st
-from studio.media.inputs import check_upload_type
+from studio.errors import InvalidRequest
 from studio.media.paths import media_url
 from studio.media.video import Mp4Writer, VideoInfo, fit_width, probe_video, read_frames, write_jpeg
 
 if TYPE_CHECKING:
-    from studio.core import Studio
     from studio.jobs.store import Task, TaskStore
     from studio.media.paths import MediaPaths
     from studio.models.loader import ModelCache
 
-EDIT_KINDS = ("inpaint", "v2v", "lipsync", "consistency", "scene", "scene_shot")
 MAX_SOURCE_FRAMES = 60 * 60  # one minute at 60 fps
 SOURCE_NAME = "source.mp4"
 THUMBNAIL_WIDTH = 320
@@ -192,51 +186,12 @@ def store_image(folder: Path, name: str, image: np.ndarray) -> str:
     return name
 
 
-def new_inputs(studio: "Studio") -> tuple[str, Path]:
-    """A fresh folder for one task's inputs: (its id, its path)."""
-    inputs_id = uuid.uuid4().hex
-    folder = studio.settings.data_dir / "inputs" / inputs_id
-    folder.mkdir(parents=True)
-    return inputs_id, folder
-
-
 def inputs_folder(studio_data_dir: Path, inputs_id: str) -> Path:
     return studio_data_dir / "inputs" / inputs_id
 
 
-def store_source(studio: "Studio", owner: str, folder: Path, task_id: str | None, upload: Path | None,
-                 field_name: str = "task_id") -> dict:
-    """Resolve the input video of an edit: a completed task of ``owner``'s, or an uploaded file
-    (copied into ``folder`` so it outlives the upload). Returns the stored description."""
-    if task_id:
-        task = studio.task(task_id, owner)
-        if task.status != st.COMPLETED or not studio.paths.video(task.id).is_file():
-            raise TaskNotReady(f"{field_name}: task {task.id} is {task.status}; its video is not ready")
-        info = probe_video(studio.paths.video(task.id))
-        return {"task_id": task.id, **_info(info)}
-    if upload is not None:
-        check_upload_type(Path(upload), "video")
-        info = probe_video(Path(upload), MAX_SOURCE_FRAMES)
-        shutil.copyfile(upload, folder / SOURCE_NAME)
-        return {"upload": SOURCE_NAME, **_info(info)}
-    raise InvalidRequest(f"{field_name}: give the id of a completed task, or upload a video")
-
-
-def _info(info: VideoInfo) -> dict:
-    return {"frames": info.frames, "fps": info.fps, "width": info.width, "height": info.height}
-
-
 def source_path(studio_paths, folder: Path, source: dict) -> Path:
     return studio_paths.video(source["task_id"]) if "task_id" in source else folder / source["upload"]
-
-
-def estimate_seconds(studio: "Studio", kind: str, frames: int, path: str = "classical") -> float:
-    """Frames x the measured seconds per frame of this kind's ``path`` (classical and model runs
-    differ by orders of magnitude, so each has its own rate; a prior until one has run)."""
-    prior = CLASSICAL_PRIOR_SECONDS_PER_FRAME.get(kind, PRIOR_SECONDS_PER_FRAME) if path == "classical" \
-        else PRIOR_SECONDS_PER_FRAME
-    rate = studio.store.timing(timing_key(kind, path), FRAME_RATE) or prior
-    return frames * rate
 
 
 def timing_key(kind: str, path: str) -> str:
@@ -245,22 +200,20 @@ def timing_key(kind: str, path: str) -> str:
 
 # -- running ------------------------------------------------------------------------------------
 
-def runner(kind: str) -> Callable[[EditJob], EditOutcome]:
-    if kind not in EDIT_KINDS:
-        raise ValueError(f"unknown edit kind {kind!r}")
-    return importlib.import_module(f"studio.genius.{kind}_task").run
+EditRunner = Callable[[EditJob], EditOutcome]  # a feature's ``run``: registered by kind by the service
 
 
-def run_edit(task: "Task", data_dir: Path, paths: "MediaPaths", hooks: EditHooks,
+def run_edit(task: "Task", run: EditRunner, data_dir: Path, paths: "MediaPaths", hooks: EditHooks,
              store: "TaskStore | None" = None, models: "ModelCache | None" = None) -> tuple[dict, float]:
-    """Run an edit task to completion; returns its result row and its frames-per-second cost."""
+    """Run an edit task with its feature's ``run`` to completion; returns its result row and its
+    frames-per-second cost."""
     request = task.request
     folder = inputs_folder(data_dir, request["inputs_id"]) if "inputs_id" in request else data_dir
     source = request.get("source")
     job = EditJob(task.id, task.kind, request, folder, paths.video(task.id), paths.thumbnail(task.id), hooks,
                   source_path(paths, folder, source) if source else None, paths, store, models)
     started = time.perf_counter()
-    outcome = runner(task.kind)(job)
+    outcome = run(job)
     seconds = time.perf_counter() - started
     video = outcome.video
     result = {

@@ -14,12 +14,16 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import torch
 
 from studio.engine.decode import normalize_latents, unnormalize_latents, vae_execution_device
+
+if TYPE_CHECKING:
+    from studio.models.loader import LoadedModel
 
 
 def estimate_denoised(
@@ -40,6 +44,16 @@ def estimate_denoised(
         return x_next.clone()
     v = (x_next.float() - x_prev.float()) / (sigma_next - sigma_prev)
     return (x_next.float() - sigma_next * v).to(x_next.dtype)
+
+
+def previewer_of(model: "LoadedModel") -> "LatentPreviewer":
+    """The loaded model's latent->RGB projection: fitted once per VAE (cached on disk at
+    ``model.previewer_path``) on first use, then kept on the model for its lifetime. Only runs
+    that show previews pay for it; edit models never fit one."""
+    if model.previewer is None:
+        model.previewer_path.parent.mkdir(parents=True, exist_ok=True)
+        model.previewer = LatentPreviewer.load_or_fit(model.pipe.vae, model.previewer_path)
+    return model.previewer
 
 
 class LatentPreviewer:

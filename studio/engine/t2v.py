@@ -20,7 +20,7 @@ import torch
 from studio.engine import step_cache
 from studio.engine.decode import iter_decoded_frames
 from studio.engine.plan import GenerationPlan
-from studio.engine.preview import estimate_denoised
+from studio.engine.preview import estimate_denoised, previewer_of
 from studio.engine.state_cache import start_at_step
 from studio.engine.text_cache import TextEmbeddingCache
 from studio.media.frame_boards import FINAL, PREVIEW
@@ -107,6 +107,7 @@ class _StepWatcher:
                  initial_latents: torch.Tensor, preview_width: int, min_preview_interval: float,
                  first_step: int = 0, capture_steps: tuple[int, ...] = ()):
         self.model, self.plans, self.hooks = model, plans, hooks
+        self.previewer = previewer_of(model)  # fitted (once per VAE) before the first step's clock starts
         self.first_step = first_step  # steps skipped by a resumed run
         self.capture_steps = set(capture_steps)
         self.states: dict[int, torch.Tensor] = {}  # steps done -> latents of the whole group (CPU)
@@ -144,7 +145,7 @@ class _StepWatcher:
         for row, hooks in enumerate(self.hooks):
             if row in self.cancelled:
                 continue
-            preview = None if denoised is None else self.model.previewer.to_rgb(
+            preview = None if denoised is None else self.previewer.to_rgb(
                 denoised[row:row + 1], width=self.preview_width)
             hooks.on_step(step, total, self.step_seconds[-1], preview)
             if denoised is not None and hooks.streaming():
@@ -162,7 +163,7 @@ class _StepWatcher:
         """Every latent frame's denoised estimate as a preview of the output frame it starts."""
         ratio = pipe.vae_scale_factor_temporal
         for latent_index in range(denoised.shape[2]):
-            rgb = self.model.previewer.to_rgb(denoised, frame=latent_index, width=self.preview_width)
+            rgb = self.previewer.to_rgb(denoised, frame=latent_index, width=self.preview_width)
             gen_index = min(latent_index * ratio, plan.gen_frames - 1)
             hooks.on_stream_frame(plan.output_index(gen_index), PREVIEW, rgb, progress)
 

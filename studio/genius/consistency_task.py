@@ -46,11 +46,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import cv2
 from pydantic import BaseModel, ConfigDict, Field
 
-from studio.engine.edit import EditJob, EditOutcome, estimate_seconds, new_inputs, store_source, write_video
+from studio.engine.edit import EditJob, EditOutcome, write_video
 from studio.engine.request import NOT_BLANK, JsonModel
 from studio.errors import InvalidRequest, ModelUnavailable, PayloadTooLarge, StudioError
 from studio.genius import consistency
 from studio.genius.consistency import ENTITY_TYPES, EntityModel
+from studio.genius.edit_submit import estimate_seconds, new_inputs, store_source
 from studio.media.inputs import InvalidMedia, decode_base64_image
 from studio.models import appearance
 

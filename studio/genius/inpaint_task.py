@@ -46,20 +46,13 @@ import numpy as np
 from pydantic import ConfigDict, Field
 
 from studio.engine import vace
-from studio.engine.edit import (
-    EditJob,
-    EditOutcome,
-    estimate_seconds,
-    new_inputs,
-    store_image,
-    store_source,
-    write_video,
-)
+from studio.engine.edit import EditJob, EditOutcome, store_image, write_video
 from studio.engine.plan import ASPECT
 from studio.engine.request import HTTP_URL_PATTERN, NEGATIVE_PROMPT, NOT_BLANK, SEED_MAX, JsonModel, seed_or_random
 from studio.engine.text_cache import encode_prompt_embeds
 from studio.errors import InvalidRequest, ModelUnavailable
 from studio.genius import inpaint
+from studio.genius.edit_submit import estimate_seconds, new_inputs, store_source
 from studio.media.inputs import image_input
 from studio.models.catalog import VACE_CATALOG, ModelSpec, get_spec
 

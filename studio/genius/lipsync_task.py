@@ -34,10 +34,11 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from studio.engine.animate import animate_spec
-from studio.engine.edit import EditJob, EditOutcome, estimate_seconds, new_inputs, store_source, write_video
+from studio.engine.edit import EditJob, EditOutcome, write_video
 from studio.engine.request import HTTP_URL_PATTERN, SEED_MAX, JsonModel, seed_or_random
 from studio.errors import InvalidRequest
 from studio.genius import lipsync, lipsync_animate
+from studio.genius.edit_submit import estimate_seconds, new_inputs, store_source
 from studio.media.audio import load_audio, probe_audio
 from studio.media.inputs import (
     MAX_AUDIO_BYTES,

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from studio.engine.edit import EditJob, EditOutcome, estimate_seconds, new_inputs, store_image, write_video
+from studio.engine.edit import EditJob, EditOutcome, store_image, write_video
 from studio.engine.plan import generation_size, make_plan
 from studio.engine.request import NOT_BLANK, SEED_MAX, JsonModel, parse_request
 from studio.engine.text_cache import encode_prompt_embeds
@@ -62,6 +62,7 @@ from studio.genius import scene_shot_task
 from studio.genius.batch import BatchSettings
 from studio.genius.scene_shot_task import REFERENCE_NAME, generator, vace_spec
 from studio.genius.transitions import AUTO, TRANSITIONS, TransitionSpec, render_transition, resolve_auto, timeline
+from studio.genius.edit_submit import estimate_seconds, new_inputs
 from studio.jobs import store as st
 from studio.media.inputs import image_input
 from studio.media.video import read_frames, resize

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from studio.engine.request import JsonModel
-from studio.media.frame_boards import FINAL, PREVIEW, FrameBoard, StreamSession
+from studio.media.frame_boards import FINAL, PREVIEW, FrameBoard, FrameSlot, StreamSession
 
 if TYPE_CHECKING:
     from studio.core import Studio

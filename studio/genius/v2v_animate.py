@@ -22,21 +22,13 @@ import shutil
 from typing import TYPE_CHECKING
 
 from studio.engine.animate import ADVICE, DEFAULT_PROMPT, MAX_FRAMES, animate, animate_spec
-from studio.engine.edit import (
-    EditJob,
-    EditOutcome,
-    estimate_seconds,
-    new_inputs,
-    source_path,
-    store_image,
-    store_source,
-    write_video,
-)
+from studio.engine.edit import EditJob, EditOutcome, source_path, store_image, write_video
 from studio.engine.plan import generation_size
 from studio.engine.request import seed_or_random
 from studio.errors import InvalidRequest
 from studio.genius import lipsync
 from studio.genius.motion_signals import driving_signals
+from studio.genius.edit_submit import estimate_seconds, new_inputs, store_source
 from studio.media.inputs import image_input
 from studio.media.video import sample_frames
 from studio.models.pose import load_pose_estimator

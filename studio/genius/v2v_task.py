@@ -52,16 +52,7 @@ from diffusers import WanVideoToVideoPipeline
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from studio.engine.edit import (
-    EditJob,
-    EditOutcome,
-    estimate_seconds,
-    new_inputs,
-    source_path,
-    store_image,
-    store_source,
-    write_video,
-)
+from studio.engine.edit import EditJob, EditOutcome, source_path, store_image, write_video
 from studio.engine.plan import generation_size
 from studio.engine.request import (
     HTTP_URL_PATTERN,
@@ -75,6 +66,7 @@ from studio.engine.request import (
 from studio.engine.windows import crossfade, four_k_plus_1, sliding_windows, window_count
 from studio.errors import InvalidRequest, ModelUnavailable, TaskNotReady
 from studio.genius import v2v, v2v_animate, v2v_vace
+from studio.genius.edit_submit import estimate_seconds, new_inputs, store_source
 from studio.jobs import store as st
 from studio.media.inputs import check_upload_type, image_input
 from studio.media.video import VideoInfo, probe_video, read_frames, resize

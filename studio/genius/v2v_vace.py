@@ -25,19 +25,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from studio.engine import vace
-from studio.engine.edit import (
-    EditJob,
-    EditOutcome,
-    estimate_seconds,
-    new_inputs,
-    store_image,
-    store_source,
-    write_video,
-)
+from studio.engine.edit import EditJob, EditOutcome, store_image, write_video
 from studio.engine.request import NEGATIVE_PROMPT, seed_or_random
 from studio.engine.text_cache import encode_prompt_embeds
 from studio.errors import InvalidRequest
 from studio.genius import v2v
+from studio.genius.edit_submit import estimate_seconds, new_inputs, store_source
 from studio.media.inputs import image_input
 from studio.models.loader import runnable_spec
 

@@ -151,6 +151,10 @@ class Task:
     batch_id: str | None = None
 
     @property
+    def is_completed(self) -> bool:
+        return self.status == COMPLETED
+
+    @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 

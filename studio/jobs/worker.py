@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from studio.engine.edit import FRAME_RATE, run_edit, timing_key
+from studio.engine.edit import FRAME_RATE, EditRunner, run_edit, timing_key
 from studio.engine.edit import Cancelled as EditCancelled
 from studio.engine.estimate import Estimator
 from studio.engine.gpu import GPU_LOCK
@@ -147,7 +147,8 @@ class Worker:
 
     def __init__(self, store: TaskStore, bus: EventBus, models: ModelCache, estimator: Estimator,
                  paths: MediaPaths, preview_width: int = 256, decoder_stats: DecoderStatsAggregate | None = None,
-                 data_dir: Path | None = None, storage: StorageGuard | None = None):
+                 data_dir: Path | None = None, storage: StorageGuard | None = None,
+                 edit_runners: dict[str, EditRunner] | None = None):
         self.store, self.bus, self.models, self.estimator, self.paths = store, bus, models, estimator, paths
         self.data_dir = data_dir if data_dir is not None else paths.root.parent  # edit tasks' inputs live here
         self.preview_width = preview_width
@@ -164,6 +165,7 @@ class Worker:
         self.on_generation = None  # (seconds, ok) -> None: the SLA monitor's record_generation
         self.streams: StreamHub | None = None  # Progressive Streaming's frame boards, when wired
         self.storage = storage  # no run starts while its disk is (almost) full
+        self.edit_runners = dict(edit_runners or {})  # task kind -> the feature's run (video-side tasks)
         self.waiting_for_space = False
         # Task ends the store could not record (disk full, database failing), retried every loop.
         self._unrecorded: dict[str, tuple] = {}
@@ -355,7 +357,8 @@ class Worker:
         try:
             self.store.set_status(task.id, st.GENERATING, "Starting")
             with GPU_LOCK:
-                result, seconds_per_frame = run_edit(task, self.data_dir, self.paths, hooks, self.store, self.models)
+                result, seconds_per_frame = run_edit(task, self._edit_runner(task.kind), self.data_dir, self.paths,
+                                                     hooks, self.store, self.models)
             self.store.record_timing(timing_key(task.kind, result["metadata"]["path"]), FRAME_RATE, seconds_per_frame)
             if self.store.finish(task.id, st.COMPLETED, result=result):
                 self._generation_done(task, True)
@@ -494,6 +497,12 @@ class Worker:
             self.publish(task.id, ev.COMPLETE, video_url=result["video_url"],
                          thumbnail_url=result["thumbnail_url"], total_frames=output.frames)
             self._stream_outcome(task.id, ev.COMPLETE, video_url=result["video_url"], total_frames=output.frames)
+
+    def _edit_runner(self, kind: str) -> EditRunner:
+        """The run of a video-side task kind; a kind this worker was not given fails its task."""
+        if kind not in self.edit_runners:
+            raise InternalError(f"this worker runs no {kind!r} tasks")
+        return self.edit_runners[kind]
 
     def _as_studio_error(self, error: BaseException) -> StudioError | None:
         """What a failed run tells its owner: the deliberate error, a full disk or failing store

@@ -27,7 +27,6 @@ from diffusers import AutoencoderKLWan, WanAnimatePipeline, WanImageToVideoPipel
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
-from studio.engine.preview import LatentPreviewer
 from studio.errors import InvalidRequest, ModelUnavailable
 from studio.models.catalog import MODELS, TASK_LABELS, TINY, TINY_ANIMATE, TINY_I2V, TINY_VACE, ModelSpec, get_spec
 from studio.models.cost import ARCHITECTURES, LOADER_PROFILES, group_fits, memory_estimate
@@ -108,10 +107,11 @@ class LoadedModel:
 
     spec: ModelSpec
     pipe: object  # diffusers.WanPipeline (or the pipeline class the spec names)
-    previewer: LatentPreviewer
     device: torch.device
     memory_profile: str
     load_seconds: float
+    previewer_path: Path  # where the engine caches this VAE's latent->RGB preview projection
+    previewer: object | None = None  # the engine's, fitted on first use (studio.engine.preview)
 
 
 def _download(spec: ModelSpec, on_progress: ProgressFn) -> Path:
@@ -201,14 +201,8 @@ class ModelCache:
             profile = choose_memory_profile(spec, torch.cuda.mem_get_info()[0])
             apply_memory_profile(pipe, profile, device)
         pipe.set_progress_bar_config(disable=True)
-        previewer = self._previewer(spec, pipe.vae)
-        return LoadedModel(spec, pipe, previewer, device, profile, time.perf_counter() - started)
-
-    def _previewer(self, spec: ModelSpec, vae) -> LatentPreviewer:
-        """The latent->RGB projection for this VAE, fitted once and cached on disk."""
-        path = self.models_dir / "previewers" / f"{spec.id}.npz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return LatentPreviewer.load_or_fit(vae, path)
+        return LoadedModel(spec, pipe, device, profile, time.perf_counter() - started,
+                           previewer_path=self.models_dir / "previewers" / f"{spec.id}.npz")
 
 
 # -- memory profiles ------------------------------------------------------------------------------

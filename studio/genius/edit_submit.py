@@ -1,0 +1,66 @@
+"""Submitting a video-side task: its inputs folder, its source video, its time estimate.
+
+Shared by the video-side features' ``submit`` functions (lip-sync, inpaint, V2V, consistency,
+scenes). The engine's ``studio.engine.edit`` runs what these store.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from studio.engine.edit import (
+    CLASSICAL_PRIOR_SECONDS_PER_FRAME,
+    FRAME_RATE,
+    MAX_SOURCE_FRAMES,
+    PRIOR_SECONDS_PER_FRAME,
+    SOURCE_NAME,
+    timing_key,
+)
+from studio.errors import InvalidRequest, TaskNotReady
+from studio.media.inputs import check_upload_type
+from studio.media.video import VideoInfo, probe_video
+
+if TYPE_CHECKING:
+    from studio.core import Studio
+
+
+def new_inputs(studio: "Studio") -> tuple[str, Path]:
+    """A fresh folder for one task's inputs: (its id, its path)."""
+    inputs_id = uuid.uuid4().hex
+    folder = studio.settings.data_dir / "inputs" / inputs_id
+    folder.mkdir(parents=True)
+    return inputs_id, folder
+
+
+def store_source(studio: "Studio", owner: str, folder: Path, task_id: str | None, upload: Path | None,
+                 field_name: str = "task_id") -> dict:
+    """Resolve the input video of an edit: a completed task of ``owner``'s, or an uploaded file
+    (copied into ``folder`` so it outlives the upload). Returns the stored description."""
+    if task_id:
+        task = studio.task(task_id, owner)
+        if not task.is_completed or not studio.paths.video(task.id).is_file():
+            raise TaskNotReady(f"{field_name}: task {task.id} is {task.status}; its video is not ready")
+        info = probe_video(studio.paths.video(task.id))
+        return {"task_id": task.id, **_info(info)}
+    if upload is not None:
+        check_upload_type(Path(upload), "video")
+        info = probe_video(Path(upload), MAX_SOURCE_FRAMES)
+        shutil.copyfile(upload, folder / SOURCE_NAME)
+        return {"upload": SOURCE_NAME, **_info(info)}
+    raise InvalidRequest(f"{field_name}: give the id of a completed task, or upload a video")
+
+
+def _info(info: VideoInfo) -> dict:
+    return {"frames": info.frames, "fps": info.fps, "width": info.width, "height": info.height}
+
+
+def estimate_seconds(studio: "Studio", kind: str, frames: int, path: str = "classical") -> float:
+    """Frames x the measured seconds per frame of this kind's ``path`` (classical and model runs
+    differ by orders of magnitude, so each has its own rate; a prior until one has run)."""
+    prior = CLASSICAL_PRIOR_SECONDS_PER_FRAME.get(kind, PRIOR_SECONDS_PER_FRAME) if path == "classical" \
+        else PRIOR_SECONDS_PER_FRAME
+    rate = studio.store.timing(timing_key(kind, path), FRAME_RATE) or prior
+    return frames * rate
