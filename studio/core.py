@@ -70,6 +70,7 @@ class Studio:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = TaskStore(settings.db_path)
         self.bus = EventBus()
+        self.store.on_dependant_failed = self._announce_dependant_failed
         self.paths = MediaPaths(settings.media_dir)
         self.storage = StorageGuard(settings.data_dir, settings.min_free_mb * 2**20)
         self.models = ModelCache(settings.models_dir)
@@ -336,6 +337,11 @@ class Studio:
     def shutting_down(self) -> bool:
         """True from the moment a shutdown began (followers then end without a final event)."""
         return self.worker.stopping or self.bus.closed
+
+    def _announce_dependant_failed(self, task_id: str, detail: str) -> None:
+        """Live followers of a task that a failed or cancelled dependency ended hear it now."""
+        self.bus.publish(Event(task_id, ev.ERROR, {"error": "Dependency failed", "detail": detail,
+                                                   "error_type": st.DEPENDENCY_FAILED}))
 
     def begin_shutdown(self) -> None:
         """The server is going down: start no task, stop the running one at its next step (it

@@ -223,3 +223,25 @@ def test_a_database_without_the_dependency_table_loads_and_runs(settings):
         assert wait_terminal(studio, "old-task").status == st.COMPLETED
     finally:
         studio.stop()
+
+
+def test_followers_of_a_dependant_hear_its_failure_at_once(settings):
+    import threading
+
+    studio = Studio(settings)  # not started: nothing runs, so only the cascade can end the task
+    try:
+        shot = studio.store.create_task("t2v", {"n": 1}, owner="ui")[0].id
+        stitch = studio.store.create_task("scene", {"n": 2}, owner="ui", depends_on=[shot])[0].id
+        events = []
+        follower = threading.Thread(target=lambda: events.extend(studio.follow(stitch, "ui", poll_seconds=60)))
+        follower.start()
+        time.sleep(0.3)  # subscribed
+        started = time.monotonic()
+        studio.store.request_cancel(shot)
+        follower.join(10)
+        assert not follower.is_alive() and time.monotonic() - started < 2  # not at the next 60 s poll
+        assert events[-1].type == "error" and events[-1].data["error_type"] == "DependencyFailed"
+        assert shot in events[-1].data["detail"]
+    finally:
+        studio.store.close()
+        studio.keys.close()

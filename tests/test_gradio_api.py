@@ -16,7 +16,9 @@ def _value(output):
 
 
 def test_generate_streams_previews_then_the_video(client, live_server):
-    job = client.submit(SMALL["prompt"], "blurry", 1.0, 12, "480p", "16:9", "cinematic", 5, 7.5, 10, "tiny",
+    # 40 steps: the run must outlast two of the strip's 0.4 s refresh intervals even on a fast,
+    # idle machine (10 steps of the tiny model can finish within one).
+    job = client.submit(SMALL["prompt"], "blurry", 1.0, 12, "480p", "16:9", "cinematic", 5, 7.5, 40, "tiny",
                         api_name="/generate")
     updates = list(job)
     task_id, preview, status, video, thumbnail, metadata = updates[-1]

@@ -180,6 +180,10 @@ class TaskStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        # Called after the commit for every task a failed dependency ended (no worker runs those,
+        # so nobody else would tell their live followers): (task id, detail) -> None.
+        self.on_dependant_failed: Callable[[str, str], None] | None = None
+        self._failed_dependants: list[tuple[str, str]] = []
         self._last_claim_ui = -1  # class of the last claim (1 UI, 0 keyed; -1 none yet): see claim_next
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -208,6 +212,7 @@ class TaskStore:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error), holding the connection's lock."""
         with self._lock, _storage_errors():
+            self._failed_dependants = []
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -216,6 +221,10 @@ class TaskStore:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+            failed, self._failed_dependants = self._failed_dependants, []
+        if self.on_dependant_failed is not None:  # committed: now followers may hear of it
+            for task_id, detail in failed:
+                self.on_dependant_failed(task_id, detail)
 
     @staticmethod
     def _add_event(db: sqlite3.Connection, task_id: str, type_: str, data: dict[str, Any]) -> None:
@@ -296,6 +305,7 @@ class TaskStore:
         if changed:
             self._add_event(db, task_id, "task.failed", {"status": FAILED, "error": detail,
                                                          "error_type": DEPENDENCY_FAILED})
+            self._failed_dependants.append((task_id, detail))
             self._fail_dependants(db, task_id)  # and what waits on it, down the chain
 
     def create_batch(self, owner: str, batch_request: dict[str, Any], tasks: list[dict[str, Any]],
