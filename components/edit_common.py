@@ -4,16 +4,19 @@ consistency, scenes): where the input video comes from, and following the queued
 from __future__ import annotations
 
 import functools
+from contextlib import closing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
-from components.session import admitted, ui_file, user_error
+# Called through the module, so there is one follower to patch (tests/test_ui_follow.py).
+import components.follow as task_follower
+from components.follow import SERVER_RESTARTING, end_state  # noqa: F401  (re-exported for callers and tests)
+from components.session import admitted, user_error
 from studio.core import Studio
 from studio.errors import StudioError
-from studio.jobs import events as ev
 from studio.views import SubmitResponse
 
 
@@ -92,46 +95,11 @@ def or_skip(*values) -> tuple:
     return tuple(gr.skip() if value is None else value for value in values)
 
 
-SERVER_RESTARTING = ("Server restarting: your task is queued again and runs after the restart; "
-                     "reload the page then.")
-
-
-def end_state(data: dict, cancelled: bool) -> str:
-    """The status line of a task that ended without a result: it always names the end state,
-    so the page never keeps showing a running step or an earlier run's "Done"."""
-    if cancelled:
-        return "Cancelled."
-    message = data.get("detail") or data.get("error") or "the task failed"
-    return f"Failed ({data['error_type']}): {message}" if data.get("error_type") else f"Failed: {message}"
-
-
 def follow(studio: Studio, task_id: str, owner: str) -> Iterator[tuple[str, str | None, dict | None]]:
-    """Yield (status text, video path, result) as the task runs; cancel it if the UI goes away.
-
-    The last update always states how the task ended: "Done: ...", "Cancelled." or "Failed: ..."
-    (a failure then also raises ``gr.Error`` for the toast)."""
-    finished = False
-    try:
-        for event in studio.follow(task_id, owner=owner):
-            data = event.data
-            if event.type == ev.PROGRESS:
-                yield f"{data.get('step', '')} ({data.get('progress', 0.0):.0%})", None, None
-            elif event.type == ev.COMPLETE:
-                finished = True
-                result = studio.result(task_id, owner=owner)
-                yield (f"Done: {result.metadata.frames} frames, {result.metadata.width}x{result.metadata.height}, "
-                       f"{result.generation_time_seconds:.1f} s.", ui_file(studio.paths.video(task_id)),
-                       result.model_dump())
-            elif event.type == ev.CANCELLED:
-                finished = True
-                yield end_state(data, cancelled=True), None, None
-            elif event.type == ev.ERROR:
-                finished = True
-                yield end_state(data, cancelled=False), None, None
-                raise user_error(str(data.get("detail") or data.get("error")), title=str(data.get("error")))
-        if not finished and studio.shutting_down:  # the server stops: the task waits for it, uncancelled
-            finished = True
-            yield SERVER_RESTARTING, None, None
-    finally:
-        if not finished:
-            studio.cancel(task_id, owner=owner)
+    """Yield (status text, video path, result) as the task runs, through the one follower
+    (``components.follow.follow_task``: real end state, cancel when the page goes away, toast
+    on failure); updates with nothing new for these three outputs are left out."""
+    with closing(task_follower.follow_task(studio, task_id, owner)) as updates:  # closed early: the task is cancelled now
+        for update in updates:
+            if update.status_line is not None or update.video is not None or update.result is not None:
+                yield update.status_line, update.video, update.result

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
-from components.edit_common import SERVER_RESTARTING, end_state, ends_truthfully
+# Called through the module, so there is one follower to patch (tests/test_ui_follow.py).
+import components.follow as task_follower
+from components.edit_common import ends_truthfully
+from components.follow import end_state
 from components.orchestrator_tab import AUTO_CHOICE, attach_auto_hint
 from components.session import admitted, owner_of, ui_file, ui_files, user_error
 from studio.core import Studio
@@ -194,35 +198,19 @@ def make_handlers(studio: Studio):
         # A fresh run clears the last run's video, thumbnail and metadata, so nothing on the
         # page describes another task.
         yield task_id, [], _queued_line(studio, submitted, owner), None, None, None
-        finished = False
-        try:
-            for event in studio.follow(task_id, owner):
-                data = event.data
-                if event.type == ev.PROGRESS:
-                    progress(data.get("progress", 0.0), desc=data.get("step", ""))
-                    yield task_id, skip, _running_line(studio, task_id, owner, data), skip, skip, skip
-                if event.type in (ev.PROGRESS, ev.FRAME_AVAILABLE) and strip.due():
+        updates = task_follower.follow_task(
+            studio, task_id, owner, running_line=lambda data: _running_line(studio, task_id, owner, data),
+            finished_line=_summary, on_progress=lambda fraction, step: progress(fraction, desc=step))
+        with closing(updates):  # closed early (Stop, closed tab): the follower cancels the task
+            for update in updates:
+                if update.event == ev.COMPLETE:
+                    yield (task_id, strip.frames(), update.status_line, update.video,
+                           ui_file(studio.paths.thumbnail(task_id)), update.result)
+                    continue
+                if update.status_line is not None:
+                    yield task_id, skip, update.status_line, skip, skip, skip
+                if update.event in (ev.PROGRESS, ev.FRAME_AVAILABLE) and strip.due():
                     yield task_id, strip.frames(), skip, skip, skip, skip
-                elif event.type == ev.COMPLETE:
-                    finished = True
-                    result = studio.result(task_id, owner)
-                    yield (task_id, strip.frames(), _summary(result), ui_file(studio.paths.video(task_id)),
-                           ui_file(studio.paths.thumbnail(task_id)), result.model_dump())
-                elif event.type == ev.CANCELLED:
-                    finished = True
-                    yield task_id, skip, end_state(data, cancelled=True), skip, skip, skip
-                elif event.type == ev.ERROR:
-                    finished = True
-                    # The status line names the failure (not the last step or an earlier "Done"),
-                    # then the toast.
-                    yield task_id, skip, end_state(data, cancelled=False), skip, skip, skip
-                    raise user_error(str(data.get("detail") or data.get("error")), title=str(data.get("error")))
-            if not finished and studio.shutting_down:  # the server stops: the task waits for it, uncancelled
-                finished = True
-                yield task_id, skip, SERVER_RESTARTING, skip, skip, skip
-        finally:
-            if not finished:  # Stop button, closed tab or lost connection: stop the run too
-                studio.cancel(task_id, owner)
 
     def get_status(task_id: str, request: gr.Request = None) -> dict:
         """Status of one of your tasks: progress, current step, elapsed seconds, ETA, preview URL.
