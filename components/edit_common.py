@@ -99,7 +99,8 @@ def follow(studio: Studio, task_id: str, owner: str) -> Iterator[tuple[str, str 
     """Yield (status text, video path, result) as the task runs, through the one follower
     (``components.follow.follow_task``: real end state, cancel when the page goes away, toast
     on failure); updates with nothing new for these three outputs are left out."""
-    with closing(task_follower.follow_task(studio, task_id, owner)) as updates:  # closed early: the task is cancelled now
+    # Closed early (the page went away), the follower is closed at once: it cancels the task now.
+    with closing(task_follower.follow_task(studio, task_id, owner)) as updates:
         for update in updates:
             if update.status_line is not None or update.video is not None or update.result is not None:
                 yield update.status_line, update.video, update.result

@@ -16,12 +16,16 @@ import gradio as gr
 import numpy as np
 
 from components.edit_common import ends_truthfully, or_skip, source_of, source_picker, submit_and_follow
+from components.widgets import bounds, choices
 from studio.core import Studio
 from studio.engine.request import parse_model
-from studio.genius.v2v_task import ANIMATE_MODELS, MODEL_MODES, V2V_MODELS, VACE_MODELS, V2VRequest, submit
+from studio.genius import v2v as v2v_modes
+from studio.genius.v2v_task import MODE_FIELDS, V2VRequest, submit
 from studio.media.inputs import encode_png_base64
 
-MODES = ["interpolation", "upscale", "enhancement", "colorization", "style_transfer", "motion_transfer"]
+# Starting values the tab shows where the request has none (or none fit for a widget); they
+# match the handler's defaults, which the Gradio API documents.
+START = {"mode": "interpolation", "scale": 2, "factor": 2, "target_fps": 0, "num_inference_steps": 30}
 
 
 @dataclass
@@ -36,19 +40,22 @@ def create_ui(studio: Studio) -> V2VTab:
     with gr.Row():
         with gr.Column(scale=1):
             source = source_picker("v2v")
-            mode = gr.Radio(MODES, value="interpolation", label="Mode",
+            mode = gr.Radio(choices(V2VRequest, "mode"), value=START["mode"], label="Mode",
                             info="colorization, style_transfer and motion_transfer need a reference; a prompt "
                                  "runs style_transfer / colorization through a model (with the reference: Wan VACE)")
-            strength = gr.Slider(0, 1, value=0.7, step=0.05, label="Strength (style transfer, enhancement)")
+            strength = gr.Slider(**bounds(V2VRequest, "strength"), step=0.05,
+                                 label="Strength (style transfer, enhancement)")
             reference = gr.Image(label="Reference image (colorization, style transfer; motion transfer appearance)",
                                  type="numpy")
             with gr.Row():
                 preserve_motion = gr.Checkbox(True, label="Preserve motion (smooth along the source's flow)")
-                temporal = gr.Slider(0, 1, value=0.8, step=0.05, label="Temporal consistency")
+                temporal = gr.Slider(**bounds(V2VRequest, "temporal_consistency"), step=0.05,
+                                     label="Temporal consistency")
             with gr.Row():
-                scale = gr.Number(2, label="Upscale factor (1-4)")
-                factor = gr.Radio([2, 4], value=2, label="Interpolation factor")
-                target_fps = gr.Number(0, label="…or target fps (0: use the factor)")
+                scale = gr.Number(**bounds(V2VRequest, "scale", START["scale"]), label="Upscale factor (1-4)")
+                factor = gr.Radio(choices(V2VRequest, "factor"), value=START["factor"], label="Interpolation factor")
+                target_fps = gr.Number(**bounds(V2VRequest, "target_fps", START["target_fps"]),
+                                       label="…or target fps (0: use the factor)")
             motion_video = gr.Video(label="Motion reference video (motion transfer, instead of an image)",
                                     sources=["upload"], elem_id="v2v-motion-upload")
             with gr.Accordion("Model paths (WanVideoToVideo, Wan VACE, Wan Animate)", open=False):
@@ -58,9 +65,10 @@ def create_ui(studio: Studio) -> V2VTab:
                 use_model = gr.Checkbox(False, label="Motion transfer: animate the reference with Wan Animate "
                                                      "(pose and face of the source drive it)")
                 with gr.Row():
-                    model = gr.Dropdown(list(V2V_MODELS + VACE_MODELS + ANIMATE_MODELS), value=None,
+                    model = gr.Dropdown(choices(V2VRequest, "model"), value=None,
                                         label="Model (empty: the server default for the mode)")
-                    steps = gr.Slider(10, 150, value=30, step=1, label="Denoising steps (strength x steps run)")
+                    steps = gr.Slider(**bounds(V2VRequest, "num_inference_steps", START["num_inference_steps"]),
+                                      step=1, label="Denoising steps (strength x steps run)")
             run_button = gr.Button("Transform", variant="primary", elem_id="v2v-run")
         with gr.Column(scale=1):
             status = gr.Markdown("Ready.", elem_id="v2v-status")
@@ -103,26 +111,29 @@ def make_handler(studio: Studio):
         source_task, upload = source_of(task_id, video)
         body = {"source_task_id": source_task, "mode": mode, "strength": float(strength),
                 "preserve_motion": bool(preserve_motion), "temporal_consistency": float(temporal_consistency)}
-        if mode == "upscale":
-            body["scale"] = float(scale)
-        elif mode == "interpolation":
-            if target_fps:
-                body["target_fps"] = float(target_fps)
-            else:
-                body["factor"] = int(factor)
-        animate = mode == "motion_transfer" and bool(use_model)
-        if animate:
-            body["use_model"] = True
-        if ((prompt or "").strip() and mode in MODEL_MODES) or animate:
+        # The form shows every mode's fields at once; the request carries those the chosen mode
+        # reads, as the core's own tables say (MODE_FIELDS, MODES[mode].reference, model_path).
+        # The core refuses a field sent to a mode that does not read it, and validates the rest.
+        mode_reads = MODE_FIELDS.get(mode, ())
+        form = {"scale": float(scale), "target_fps": float(target_fps or 0) or None,
+                "factor": None if target_fps else int(factor)}  # target fps 0: use the factor
+        body.update({name: value for name, value in form.items() if name in mode_reads and value is not None})
+        motion_upload = Path(motion_video) if motion_video and "motion_reference_task_id" in mode_reads else None
+        takes_image = getattr(v2v_modes.MODES.get(mode), "reference", None) is not None  # unknown mode: the core says
+        if reference is not None and takes_image and motion_upload is None:
+            body["style_reference_base64"] = encode_png_base64(reference[:, :, :3])
+        # Whether a model path runs is the core's decision; its fields go only with one.
+        wanted = V2VRequest.model_construct(mode=mode, prompt=(prompt or "").strip() or None,
+                                            use_model=bool(use_model))
+        path = wanted.model_path("style_reference_base64" in body)
+        if path is not None:
             body["num_inference_steps"] = int(num_inference_steps)
-            if (prompt or "").strip():
+            if wanted.prompt:
                 body["prompt"] = prompt
             if model:
                 body["model"] = model
-        motion_upload = Path(motion_video) if motion_video and mode == "motion_transfer" else None
-        if reference is not None and mode in ("colorization", "style_transfer", "motion_transfer") \
-                and motion_upload is None:
-            body["style_reference_base64"] = encode_png_base64(reference[:, :, :3])
+            if path == "animate" and wanted.use_model:
+                body["use_model"] = True
         for update in submit_and_follow(studio, request, lambda owner: submit(
                 studio, parse_model(V2VRequest, body), owner, upload=upload, reference_upload=motion_upload)):
             yield or_skip(*update)
