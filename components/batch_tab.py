@@ -13,12 +13,16 @@ import gradio as gr
 
 from components.edit_common import ends_truthfully
 from components.session import admitted, ui_file, user_error
+from components.widgets import bounds, choices
 from studio.core import Studio
-from studio.engine.plan import SHORT_SIDE
+from studio.engine.request import parse_model
 from studio.errors import StudioError
-from studio.genius.batch import PRIORITIES, BatchRequest, batch_status, submit_batch
+from studio.genius.batch import PRIORITIES, BatchRequest, BatchSettings, batch_status, submit_batch
 
 POLL_SECONDS = 0.5
+# Where the tab starts (the handler's defaults, which the Gradio API documents): a short, cheap
+# batch rather than BatchSettings' single-video defaults. Ranges and choices come from the models.
+START = {"duration_seconds": 2, "fps": 12, "resolution": "480p", "num_inference_steps": 20}
 
 
 @dataclass
@@ -37,13 +41,17 @@ def create_ui(studio: Studio) -> BatchTab:
             priority = gr.Radio(list(PRIORITIES)[::-1], value="normal", label="Priority")
             caching = gr.Checkbox(value=True, label="Similarity caching (equal prompts share text encodings; "
                                                     "near-identical ones skip early steps)")
-            max_concurrent = gr.Slider(1, 16, value=4, step=1, label="Max concurrent (tasks per pipeline call)")
+            max_concurrent = gr.Slider(**bounds(BatchRequest, "max_concurrent"), step=1,
+                                       label="Max concurrent (tasks per pipeline call)")
             with gr.Row():
-                duration = gr.Slider(1, 60, value=2, step=0.5, label="Duration (s)")
-                fps = gr.Slider(12, 60, value=12, step=1, label="FPS")
+                duration = gr.Slider(**bounds(BatchSettings, "duration_seconds", START["duration_seconds"]), step=0.5,
+                                     label="Duration (s)")
+                fps = gr.Slider(**bounds(BatchSettings, "fps", START["fps"]), step=1, label="FPS")
             with gr.Row():
-                resolution = gr.Dropdown(list(SHORT_SIDE), value="480p", label="Resolution")
-                steps = gr.Slider(10, 150, value=20, step=1, label="Steps")
+                resolution = gr.Dropdown(choices(BatchSettings, "resolution"), value=START["resolution"],
+                                         label="Resolution")
+                steps = gr.Slider(**bounds(BatchSettings, "num_inference_steps", START["num_inference_steps"]),
+                                  step=1, label="Steps")
             submit_button = gr.Button("Submit batch", variant="primary", elem_id="batch-run")
         with gr.Column(scale=1):
             totals = gr.Markdown("No batch yet.", elem_id="batch-totals")
@@ -77,18 +85,15 @@ def make_handler(studio: Studio):
         """
         lines = [line.strip() for line in prompts.splitlines() if line.strip()]
         try:
-            batch = BatchRequest(prompts=lines or [""], priority=priority,
-                                 enable_similarity_caching=enable_similarity_caching,
-                                 max_concurrent=int(max_concurrent),
-                                 settings={"duration_seconds": duration_seconds, "fps": int(fps),
-                                           "resolution": resolution,
-                                           "num_inference_steps": int(num_inference_steps)})
+            batch = parse_model(BatchRequest, {
+                "prompts": lines or [""], "priority": priority, "enable_similarity_caching": enable_similarity_caching,
+                "max_concurrent": int(max_concurrent),
+                "settings": {"duration_seconds": duration_seconds, "fps": int(fps), "resolution": resolution,
+                             "num_inference_steps": int(num_inference_steps)}})
             with admitted(studio, request, new_tasks=len(lines) or 1) as owner:  # every prompt is a task
                 submitted = submit_batch(studio, batch, owner=owner)
-        except StudioError as error:
+        except StudioError as error:  # the core's InvalidRequest names the field and its bound
             raise user_error(error.detail, title=error.title) from None
-        except ValueError as error:  # pydantic
-            raise user_error(str(error).splitlines()[-1], title="Validation error") from None
         thumbnails: dict[str, str] = {}  # task id -> its thumbnail as handed to Gradio (once per task)
         while True:
             status = batch_status(studio, submitted.batch_id, owner)

@@ -15,10 +15,11 @@ import numpy as np
 
 from components.edit_common import ends_truthfully, gr_error, or_skip, source_of, source_picker, submit_and_follow
 from components.session import owner_of, user_error
+from components.widgets import bounds, choices, default
 from studio.core import Studio
 from studio.engine.request import parse_model
 from studio.errors import StudioError
-from studio.genius.consistency import ENTITY_TYPES, HISTOGRAM
+from studio.genius.consistency import HISTOGRAM
 from studio.genius.consistency_task import (
     APPEARANCE_MODELS,
     RegisterEntityRequest,
@@ -52,7 +53,8 @@ def create_ui(studio: Studio) -> ConsistencyTab:
                                  elem_id="consistency-reference")
             with gr.Row():
                 name = gr.Textbox(label="Name", placeholder="e.g. hero", elem_id="consistency-name")
-                entity_type = gr.Dropdown(list(ENTITY_TYPES), value="object", label="Type")
+                entity_type = gr.Dropdown(choices(RegisterEntityRequest, "entity_type"),
+                                          value=default(RegisterEntityRequest, "entity_type"), label="Type")
             register_button = gr.Button("Register entity", elem_id="consistency-register")
             registered = gr.Markdown("", elem_id="consistency-registered")
             with gr.Row():
@@ -62,7 +64,8 @@ def create_ui(studio: Studio) -> ConsistencyTab:
             gr.Markdown("### 2. Track them in a video")
             source = source_picker("consistency")
             names = gr.Textbox(label="Entities to track (comma-separated names; empty = all)")
-            detect_every = gr.Slider(1, 60, value=5, step=1, label="Detect every N frames (track in between)")
+            detect_every = gr.Slider(**bounds(TrackRequest, "detect_every"), step=1,
+                                     label="Detect every N frames (track in between)")
             appearance_model = gr.Dropdown(
                 [(_appearance_label(m), m) for m in APPEARANCE_MODELS], value=HISTOGRAM,
                 label="Appearance similarity (classical histogram, or a CLIP model)", elem_id="consistency-appearance")

@@ -21,10 +21,9 @@ from components.edit_common import ends_truthfully
 from components.follow import end_state
 from components.orchestrator_tab import AUTO_CHOICE, attach_auto_hint
 from components.session import admitted, owner_of, ui_file, ui_files, user_error
+from components.widgets import bounds, choices
 from studio.core import Studio
-from studio.engine.genres import GENRES
-from studio.engine.plan import ASPECT, SHORT_SIDE
-from studio.engine.request import GenerationRequest, field_bounds, parse_request
+from studio.engine.request import GenerationRequest, parse_request
 from studio.errors import StudioError
 from studio.genius.streaming import StreamStartRequest, start_stream
 from studio.jobs import events as ev
@@ -37,10 +36,6 @@ STOP_WAIT_SECONDS = 10.0  # Stop waits this long for the run to end at its next 
 
 def _default(name: str) -> Any:
     return FIELDS[name].default
-
-
-def _bounds(name: str) -> tuple[float, float]:
-    return field_bounds(GenerationRequest, name)
 
 
 @dataclass
@@ -80,24 +75,21 @@ def create_ui(studio: Studio) -> GenerateTab:
                                 placeholder="A majestic dragon soaring over misty mountains at sunrise")
             negative = gr.Textbox(label="Negative prompt", value=_default("negative_prompt"), max_length=2000)
             with gr.Row():
-                lo, hi = _bounds("duration_seconds")
-                duration = gr.Slider(lo, hi, value=_default("duration_seconds"), step=0.5,
+                duration = gr.Slider(**bounds(GenerationRequest, "duration_seconds"), step=0.5,
                                      label="Duration (seconds)", elem_id="gen-duration")
-                lo, hi = _bounds("fps")
-                fps = gr.Slider(lo, hi, value=_default("fps"), step=1, label="FPS", elem_id="gen-fps")
+                fps = gr.Slider(**bounds(GenerationRequest, "fps"), step=1, label="FPS", elem_id="gen-fps")
             with gr.Row():
-                resolution = gr.Dropdown(list(SHORT_SIDE), value=_default("resolution"), label="Resolution",
-                                         elem_id="gen-resolution")
-                aspect = gr.Dropdown(list(ASPECT), value=_default("aspect_ratio"), label="Aspect ratio")
-                genre = gr.Dropdown(list(GENRES), value=_default("genre"), label="Genre")
+                resolution = gr.Dropdown(choices(GenerationRequest, "resolution"), value=_default("resolution"),
+                                         label="Resolution", elem_id="gen-resolution")
+                aspect = gr.Dropdown(choices(GenerationRequest, "aspect_ratio"), value=_default("aspect_ratio"),
+                                     label="Aspect ratio")
+                genre = gr.Dropdown(choices(GenerationRequest, "genre"), value=_default("genre"), label="Genre")
             model = gr.Dropdown([AUTO_CHOICE, *_model_choices(studio)], value=studio.default_model, label="Model")
             auto_hint = gr.Markdown(visible=False, elem_id="gen-auto-hint")
             with gr.Accordion("Sampling", open=False):
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
-                lo, hi = _bounds("guidance_scale")
-                guidance = gr.Slider(lo, hi, value=_default("guidance_scale"), step=0.5, label="Guidance scale")
-                lo, hi = _bounds("num_inference_steps")
-                steps = gr.Slider(lo, hi, value=_default("num_inference_steps"), step=1,
+                guidance = gr.Slider(**bounds(GenerationRequest, "guidance_scale"), step=0.5, label="Guidance scale")
+                steps = gr.Slider(**bounds(GenerationRequest, "num_inference_steps"), step=1,
                                   label="Inference steps", elem_id="gen-steps")
             with gr.Row():
                 generate_button = gr.Button("Generate", variant="primary", elem_id="gen-run")

@@ -13,6 +13,7 @@ import gradio as gr
 import numpy as np
 
 from components.edit_common import ends_truthfully, or_skip, source_of, source_picker, submit_and_follow
+from components.widgets import bounds, choices, default
 from studio.core import Studio
 from studio.engine.request import parse_model
 from studio.genius.inpaint_task import InpaintRequest, submit
@@ -38,18 +39,20 @@ def create_ui(studio: Studio) -> InpaintTab:
     with gr.Row():
         with gr.Column(scale=1):
             source = source_picker("inpaint")
-            mode = gr.Radio(["remove", "blend", "background", "extend", "replace"], value="remove", label="Mode",
+            mode = gr.Radio(choices(InpaintRequest, "mode"), value="remove", label="Mode",
                             info="replace (and background / extend with a prompt) run Wan VACE")
             with gr.Row(equal_height=True):  # min_width keeps the four boxes on one row
                 x1 = gr.Number(20, precision=0, label="x1", min_width=60)
                 y1 = gr.Number(20, precision=0, label="y1", min_width=60)
                 x2 = gr.Number(80, precision=0, label="x2", min_width=60)
                 y2 = gr.Number(80, precision=0, label="y2", min_width=60)
-            feather = gr.Slider(0, 64, value=10, step=1, label="Feather radius (px)")
+            feather = gr.Slider(**bounds(InpaintRequest, "feather_radius"), step=1, label="Feather radius (px)")
             image = gr.Image(label="Overlay (blend), new background (background) or reference (replace)",
                              type="numpy")
-            blend_method = gr.Radio(["feather", "poisson"], value="feather", label="Blend method")
-            aspect = gr.Dropdown(["16:9", "9:16", "1:1", "4:3"], value="1:1", label="Extend to aspect ratio")
+            blend_method = gr.Radio(choices(InpaintRequest, "blend_method"),
+                                    value=default(InpaintRequest, "blend_method"), label="Blend method")
+            aspect = gr.Dropdown(choices(InpaintRequest, "target_aspect_ratio"), value="1:1",
+                                 label="Extend to aspect ratio")
             prompt = gr.Textbox(label="Prompt (model modes)", lines=2)
             model = gr.Dropdown(_vace_choices(), value=default_model("vace"), label="VACE model")
             use_model = gr.Checkbox(False, label="Use the model for remove / extend without a prompt")

@@ -17,9 +17,9 @@ import pandas as pd
 
 from components.edit_common import ends_truthfully, or_skip, source_of, source_picker, submit_and_follow
 from components.session import user_error
+from components.widgets import bounds, choices, default
 from studio.core import Studio
 from studio.engine.request import parse_model
-from studio.genius import lipsync
 from studio.genius.lipsync_task import LipSyncRequest, submit
 from studio.models.catalog import ANIMATE_CATALOG
 
@@ -38,8 +38,9 @@ def create_ui(studio: Studio) -> LipSyncTab:
             source = source_picker("lipsync")
             audio = gr.Audio(label="Speech", type="filepath", sources=["upload", "microphone"],
                              elem_id="lipsync-audio")
-            expression = gr.Radio(list(lipsync.EXPRESSIONS), value="neutral", label="Expression")
-            intensity = gr.Slider(0, lipsync.MAX_INTENSITY, value=1.0, step=0.05, label="Intensity")
+            expression = gr.Radio(choices(LipSyncRequest, "expression"), value=default(LipSyncRequest, "expression"),
+                                  label="Expression")
+            intensity = gr.Slider(**bounds(LipSyncRequest, "intensity"), step=0.05, label="Intensity")
             face_region = gr.Textbox(label="Face region x1, y1, x2, y2 (optional)", elem_id="lipsync-face",
                                      placeholder="empty: the face is detected")
             with gr.Accordion("Model path (Wan Animate)", open=False):

@@ -15,8 +15,9 @@ import gradio as gr
 from pydantic import ValidationError
 
 from components.session import user_error
-from studio.engine.plan import SHORT_SIDE
-from studio.engine.request import GenerationRequest, describe_validation_error, field_bounds
+from components.widgets import bounds, choices, default
+from studio.engine.request import GenerationRequest, describe_validation_error, parse_model
+from studio.errors import StudioError
 from studio.genius.orchestrator import SelectModelRequest, SelectModelResponse, choose_model, select_model
 
 AUTO_MODEL = "auto"
@@ -39,19 +40,19 @@ class OrchestratorTab:
 
 def create_ui(studio) -> OrchestratorTab:
     """Lay out the tab (call inside a ``gr.Tab``)."""
-    fields = SelectModelRequest.model_fields
-    lo, hi = field_bounds(SelectModelRequest, "duration_seconds")
     with gr.Row():
         with gr.Column(scale=1):
             prompt = gr.Textbox(label="Prompt", lines=3, max_length=2000, elem_id="orch-prompt",
                                 placeholder="A knight rides through a forest, then the camera pans to a castle")
-            duration = gr.Slider(lo, hi, value=fields["duration_seconds"].default, step=0.5,
+            duration = gr.Slider(**bounds(SelectModelRequest, "duration_seconds"), step=0.5,
                                  label="Duration (seconds)", elem_id="orch-duration")
-            resolution = gr.Dropdown(list(SHORT_SIDE), value=fields["target_resolution"].default,
+            resolution = gr.Dropdown(choices(SelectModelRequest, "target_resolution"),
+                                     value=default(SelectModelRequest, "target_resolution"),
                                      label="Target resolution", elem_id="orch-resolution")
+            # minimum 0, not the field's 1: the widget's 0 means "no budget given" (sent as None)
             max_vram = gr.Number(value=None, minimum=0, label="Max VRAM (GiB; 0 = this server's free GPU memory)",
                                  elem_id="orch-vram")
-            prefer_quality = gr.Checkbox(value=fields["prefer_quality"].default,
+            prefer_quality = gr.Checkbox(value=default(SelectModelRequest, "prefer_quality"),
                                          label="Prefer quality (largest model that fits and finishes within 30 min)",
                                          elem_id="orch-quality")
             button = gr.Button("Recommend a model", variant="primary", elem_id="orch-run")
@@ -94,12 +95,11 @@ def make_handlers(studio):
             Headline, alternatives table, reasons, and the full response (the REST body).
         """
         try:
-            request = SelectModelRequest.model_validate({
+            request = parse_model(SelectModelRequest, {
                 "prompt": prompt or "", "duration_seconds": duration_seconds, "target_resolution": target_resolution,
                 "max_vram_gb": max_vram_gb if max_vram_gb else None, "prefer_quality": bool(prefer_quality)})
-        except ValidationError as exc:
-            detail = describe_validation_error(SelectModelRequest, exc.errors())
-            raise user_error(detail, title="Validation error") from None
+        except StudioError as error:  # the core's InvalidRequest names the field and its bound
+            raise user_error(error.detail, title=error.title) from None
         answer = select_model(studio, request)
         rows = [[a.model, a.vram_gb, a.speed_factor] for a in answer.alternatives]
         return _headline(answer), rows, _reasons_markdown(answer.reasons), answer.model_dump()

@@ -10,22 +10,26 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import get_args
 
 import gradio as gr
 
-from components.edit_common import end_state, ends_truthfully, gr_error
+from components.edit_common import ends_truthfully, gr_error
+from components.follow import end_state
 from components.session import admitted, ui_file, user_error
+from components.widgets import bounds, choices
 from studio.core import Studio
-from studio.engine.plan import SHORT_SIDE
 from studio.engine.request import parse_model
 from studio.errors import StudioError
-from studio.genius.scene_task import MorphModel, SceneEditRequest, submit, transitions_catalog
+from studio.genius.batch import BatchSettings
+from studio.genius.scene_task import SceneEditRequest, Transition, submit, transitions_catalog
 from studio.jobs import store as st
 from studio.media.inputs import encode_png_base64
 
 POLL_SECONDS = 0.5
-TRANSITION_CHOICES = ["auto", "cut", "crossfade", "wipe", "zoom", "blur", "morph"]
+TRANSITION_CHOICES = choices(Transition, "type")
+# Where the tab starts (the handler's defaults, which the Gradio API documents): short, cheap
+# shots. Ranges and choices come from the request models.
+START = {"fps": 12, "resolution": "480p", "num_inference_steps": 20}
 EXAMPLE = [["Establishing shot: medieval castle at dawn", 2], ["Close-up: knight preparing armor", 2],
            ["Action: knight rides through forest", 2]]
 
@@ -46,17 +50,20 @@ def create_ui(studio: Studio) -> SceneTab:
             with gr.Row():
                 transition = gr.Dropdown(TRANSITION_CHOICES, value="auto", label="Transitions",
                                          info="auto: chosen per boundary from measured colour and motion")
-                transition_seconds = gr.Slider(0, 2, value=0.5, step=0.1, label="Transition length (s)")
+                transition_seconds = gr.Slider(**bounds(SceneEditRequest, "transition_duration_seconds"), step=0.1,
+                                               label="Transition length (s)")
             consistency = gr.Checkbox(value=False, label="Character consistency (same seed and description)")
             character = gr.Textbox(label="Character description", placeholder="a knight in silver armor")
             with gr.Row():
-                fps = gr.Slider(12, 60, value=12, step=1, label="FPS")
-                resolution = gr.Dropdown(list(SHORT_SIDE), value="480p", label="Resolution")
-                steps = gr.Slider(10, 150, value=20, step=1, label="Steps")
+                fps = gr.Slider(**bounds(BatchSettings, "fps", START["fps"]), step=1, label="FPS")
+                resolution = gr.Dropdown(choices(BatchSettings, "resolution"), value=START["resolution"],
+                                         label="Resolution")
+                steps = gr.Slider(**bounds(BatchSettings, "num_inference_steps", START["num_inference_steps"]),
+                                  step=1, label="Steps")
             with gr.Accordion("Model paths (Wan VACE, FLF2V)", open=False):
                 morph_with_model = gr.Checkbox(value=False, label="Generate morph transitions with a model",
                                                info="first/last-frame generation instead of the optical-flow morph")
-                morph_model = gr.Dropdown(list(get_args(MorphModel)), value=None,
+                morph_model = gr.Dropdown(choices(SceneEditRequest, "morph_model"), value=None,
                                           label="Morph model (empty: the Wan VACE default)")
                 reference = gr.Image(label="Character reference (with character consistency)", type="numpy",
                                      sources=["upload", "clipboard"], elem_id="scene-reference")

@@ -28,10 +28,15 @@ def bounds(model: type[BaseModel], name: str, value: Any = _MODEL_DEFAULT) -> di
         for attr, key in (("ge", "minimum"), ("gt", "minimum"), ("le", "maximum"), ("lt", "maximum")):
             if getattr(meta, attr, None) is not None:
                 settings[key] = getattr(meta, attr)
-    if value is _MODEL_DEFAULT:
-        value = None if field.default is PydanticUndefined else field.default
-    settings["value"] = value
+    settings["value"] = default(model, name) if value is _MODEL_DEFAULT else value
     return settings
+
+
+def default(model: type[BaseModel], name: str) -> Any:
+    """The default of the field ``name`` of ``model`` (None for a required field): a widget's
+    starting value."""
+    field = model.model_fields[name]
+    return None if field.default is PydanticUndefined else field.default
 
 
 def choices(model: type[BaseModel], name: str) -> list[Any]:
