@@ -11,11 +11,14 @@ Rules it keeps for every tab:
 - a failed task raises ``user_error`` after its "Failed" line, for the toast.
 
 What differs between tabs is passed in as hooks (the running line, the done line, a progress
-callback); a tab's own extras (Generate's frame strip) read ``TaskUpdate.event``.
+callback); a tab's own extras (Generate's frame strip) read ``TaskUpdate.event``. A task whose
+progress is other tasks' (a scene's stitch: its shots' mean, which no event of its own carries)
+is followed by polling its status (``poll_seconds``), under the same rules.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +26,7 @@ from typing import Any
 from components.session import ui_file, user_error
 from studio.core import Studio
 from studio.jobs import events as ev
+from studio.jobs import store as st
 
 SERVER_RESTARTING = ("Server restarting: your task is queued again and runs after the restart; "
                      "reload the page then.")
@@ -67,16 +71,19 @@ def done_line(result) -> str:
 def follow_task(studio: Studio, task_id: str, owner: str, *,
                 running_line: Callable[[dict], str] = step_line,
                 finished_line: Callable[[Any], str] = done_line,
-                on_progress: Callable[[float, str], None] | None = None) -> Iterator[TaskUpdate]:
+                on_progress: Callable[[float, str], None] | None = None,
+                poll_seconds: float | None = None) -> Iterator[TaskUpdate]:
     """Yield a ``TaskUpdate`` for every event of ``owner``'s task ``task_id`` until it ends.
 
     Hooks: ``running_line(event data)`` words a progress event; ``finished_line(result)`` words
     the completed task's result; ``on_progress(fraction, step)`` is called for every progress
-    event (Generate feeds Gradio's progress with it). Close the generator early (Gradio does
+    event (Generate feeds Gradio's progress with it). With ``poll_seconds`` the task's status is
+    read that often instead of waiting for its events. Close the generator early (Gradio does
     when the page goes away) and the task is cancelled, unless the server is stopping."""
     finished = False
+    events = studio.follow(task_id, owner) if poll_seconds is None else _polled(studio, task_id, owner, poll_seconds)
     try:
-        for event in studio.follow(task_id, owner):
+        for event in events:
             data = event.data
             if event.type == ev.PROGRESS:
                 if on_progress is not None:
@@ -92,12 +99,36 @@ def follow_task(studio: Studio, task_id: str, owner: str, *,
                 cancelled = event.type == ev.CANCELLED
                 yield TaskUpdate(event.type, end_state(data, cancelled=cancelled), finished=True, data=data)
                 if not cancelled:  # the line names the failure first, then the toast
-                    raise user_error(str(data.get("detail") or data.get("error")), title=str(data.get("error")))
+                    raise _toast(data)
             else:  # e.g. frame_available: nothing for the status line, but a tab may show it
                 yield TaskUpdate(event.type, data=data)
         if not finished and studio.shutting_down:  # the server stops: the task waits for it, uncancelled
             finished = True
             yield TaskUpdate(None, SERVER_RESTARTING, finished=True)
     finally:
-        if not finished:  # Stop button, closed tab or lost connection: stop the run too
+        # Stop button, closed tab or lost connection: stop the run too. Not while the server
+        # stops: the task is requeued then and runs after the restart.
+        if not finished and not studio.shutting_down:
             studio.cancel(task_id, owner)
+
+
+def _toast(data: dict):
+    """The ``gr.Error`` of a failed task. A live error event carries a title (``error``) and a
+    message (``detail``); one rebuilt from the task's row (it ended before the page followed it)
+    has only the message in ``error``, so its type is the title."""
+    if data.get("detail"):
+        return user_error(str(data["detail"]), title=str(data.get("error") or "Task failed"))
+    return user_error(str(data.get("error") or "the task failed"), title=str(data.get("error_type") or "Task failed"))
+
+
+def _polled(studio: Studio, task_id: str, owner: str, poll_seconds: float) -> Iterator[ev.Event]:
+    """The task's status every ``poll_seconds`` as progress events, then its final event (as
+    ``Studio.follow`` would end); nothing more once the server stops."""
+    while not studio.shutting_down:
+        state = studio.status(task_id, owner)
+        if state.status in st.TERMINAL_STATUSES:
+            yield studio.final_event(studio.task(task_id, owner))
+            return
+        yield ev.Event(task_id, ev.PROGRESS, {"status": state.status, "progress": state.progress,
+                                              "step": state.current_step or state.status})
+        time.sleep(poll_seconds)

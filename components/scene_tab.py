@@ -7,22 +7,22 @@ inputs, with defaults, so calls that leave them out keep the classical behaviour
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 
 import gradio as gr
 
-from components.edit_common import ends_truthfully, gr_error
-from components.follow import end_state
-from components.session import admitted, ui_file, user_error
+# Called through the module, so there is one follower to patch (tests/test_ui_follow.py).
+import components.follow as task_follower
+from components.edit_common import ends_truthfully, gr_error, or_skip
+from components.session import admitted
 from components.widgets import bounds, choices
 from studio.core import Studio
 from studio.engine.request import parse_model
 from studio.errors import StudioError
 from studio.genius.batch import BatchSettings
 from studio.genius.scene_task import SceneEditRequest, Transition, submit, transitions_catalog
-from studio.jobs import store as st
 from studio.media.inputs import encode_png_base64
 
 POLL_SECONDS = 0.5
@@ -131,28 +131,23 @@ def make_handler(studio: Studio):
         except StudioError as error:
             raise gr_error(error) from None
         planned = ", ".join(t.type for t in reply.transitions) or "none"
-        finished = False
-        try:
-            while True:
-                state = studio.status(reply.task_id, owner)
-                yield (f"{state.current_step or state.status} ({state.progress:.0%}) — {reply.total_scenes} scenes, "
-                       f"{reply.total_duration_seconds:.1f} s planned, transitions: {planned}"), gr.skip(), gr.skip()
-                if state.status in st.TERMINAL_STATUSES:
-                    break
-                time.sleep(POLL_SECONDS)
-            finished = True
-            if state.status != st.COMPLETED:  # the status line names the end state, then the toast
-                yield end_state({"detail": state.error, "error_type": state.error_type},
-                                cancelled=state.status == st.CANCELLED), gr.skip(), gr.skip()
-                if state.status == st.CANCELLED:
-                    return
-                raise user_error(state.error or state.status, title=f"Edit {state.status}")
-            result = studio.result(reply.task_id, owner)
-            yield (f"Done: {result.duration_seconds:.2f} s, {result.metadata.frames} frames.",
-                   ui_file(studio.paths.video(reply.task_id)), result.metadata.details)
-        finally:
-            if not finished:
-                studio.cancel(reply.task_id, owner)
+
+        def running(data: dict) -> str:
+            return (f"{data['step']} ({data['progress']:.0%}) — {reply.total_scenes} scenes, "
+                    f"{reply.total_duration_seconds:.1f} s planned, transitions: {planned}")
+
+        def done(result) -> str:
+            return f"Done: {result.duration_seconds:.2f} s, {result.metadata.frames} frames."
+
+        # Polled, not event-driven: while the shots run, the stitch's progress is theirs (see
+        # Studio.status), which no event of the stitch task carries.
+        updates = task_follower.follow_task(studio, reply.task_id, owner, running_line=running,
+                                            finished_line=done, poll_seconds=POLL_SECONDS)
+        with closing(updates):  # closed early (the page went away): the follower cancels the edit
+            for update in updates:
+                if update.status_line is not None:
+                    details = update.result["metadata"]["details"] if update.result else None
+                    yield or_skip(update.status_line, update.video, details)
 
     return scene_edit
 
