@@ -47,6 +47,25 @@ def test_generate_and_a_video_tab_follow_their_tasks_through_one_helper(live_ser
     assert len(followed) == 2 and followed[1][0] == updates[-1][2]["task_id"] != generated
 
 
+def test_the_scene_tab_polls_through_the_same_helper(live_server, monkeypatch):
+    """A scene's stitch reports its shots' progress only through its status: the follower polls."""
+    from components import follow, scene_tab
+
+    followed: list[set[str]] = []
+    original = follow.follow_task
+
+    def recording(studio, task_id, owner, **hooks):
+        followed.append(set(hooks))
+        yield from original(studio, task_id, owner, **hooks)
+
+    monkeypatch.setattr(follow, "follow_task", recording)
+    scene_edit = scene_tab.make_handler(live_server.studio)
+    updates = list(scene_edit([["a cat sleeping on a sofa", 1], ["a forest in autumn", 1]], "cut",
+                              fps=12, resolution="480p", num_inference_steps=10))
+    assert updates[-1][0].startswith("Done") and updates[-1][2]["total_frames"] == 24
+    assert followed == [{"running_line", "finished_line", "poll_seconds"}]
+
+
 def test_the_follower_cancels_a_task_whose_page_went_away(tmp_path):
     from components.follow import follow_task
     from studio.config import Settings
