@@ -1,6 +1,11 @@
 """The Batch tab: many prompts in, a gallery of results as they finish, per-task status, totals.
 
 A thin adapter over ``studio.genius.batch`` (api name ``/batch_submit``).
+
+It polls the batch's aggregate (``batch_status``: counts, every task's row, the similarity
+cache's savings) rather than using ``components.follow``, which follows ONE task and cancels
+it when the page goes away: a batch is many tasks whose results outlive the page (they are
+listed by batch id), so leaving the page does not cancel them.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from components.edit_common import ends_truthfully
+from components.follow import SERVER_RESTARTING
 from components.session import admitted, ui_file, user_error
 from components.widgets import bounds, choices
 from studio.core import Studio
@@ -112,6 +118,9 @@ def make_handler(studio: Studio):
                       f"{saved.denoising_states_reused} denoising states reused, {saved.steps_skipped} steps skipped")
             yield submitted.batch_id, totals, gallery, rows
             if done == status.total:
+                return
+            if studio.shutting_down:  # its tasks are requeued and run after the restart: say so, stop polling
+                yield submitted.batch_id, SERVER_RESTARTING, gr.skip(), gr.skip()
                 return
             time.sleep(POLL_SECONDS)
 
