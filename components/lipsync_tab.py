@@ -21,7 +21,6 @@ from components.widgets import bounds, choices, default
 from studio.core import Studio
 from studio.engine.request import parse_model
 from studio.genius.lipsync_task import LipSyncRequest, submit
-from studio.models.catalog import ANIMATE_CATALOG
 
 
 @dataclass
@@ -46,7 +45,8 @@ def create_ui(studio: Studio) -> LipSyncTab:
             with gr.Accordion("Model path (Wan Animate)", open=False):
                 use_model = gr.Checkbox(False, label="Repaint the face with Wan Animate, driven by the lip-synced "
                                                      "face crops")
-                model = gr.Dropdown(list(ANIMATE_CATALOG), value=None, label="Model (empty: the server default)")
+                model = gr.Dropdown(choices(LipSyncRequest, "model"), value=None,
+                                    label="Model (empty: the server default)")
             run_button = gr.Button("Lip-sync", variant="primary", elem_id="lipsync-run")
         with gr.Column(scale=1):
             status = gr.Markdown("Ready.", elem_id="lipsync-status")
