@@ -71,14 +71,21 @@ def time_raw_and_encode(body: dict, runs: int, workdir: Path) -> tuple[list[floa
     return raw, encode
 
 
+BENCH_KEY = "bench-key"  # every /v1 route needs a key; the server is started accepting this one
+AUTH = {"Authorization": f"Bearer {BENCH_KEY}"}
+
+
 def start_server(workdir: Path, port: int) -> subprocess.Popen:
+    # Limits high enough that the bench's own submits are never refused (the default allows 5 per 10 s).
+    env = {**os.environ, "ECHOEL_API_KEYS": BENCH_KEY,
+           "ECHOEL_RATE_LIMITS": "generate=1000 per 1 second;default=10000 per 1 second"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--model", "tiny",
-                             "--data-dir", str(workdir / "server")], cwd=ROOT,
+                             "--data-dir", str(workdir / "server")], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/health", headers=AUTH, timeout=1).status_code == 200:
                 return proc
         except httpx.HTTPError:
             time.sleep(0.2)
@@ -89,11 +96,11 @@ def start_server(workdir: Path, port: int) -> subprocess.Popen:
 def time_stack(body: dict, runs: int, port: int) -> list[float]:
     base = f"http://127.0.0.1:{port}"
     times = []
-    with httpx.Client(base_url=base, timeout=120) as http:
+    with httpx.Client(base_url=base, headers=AUTH, timeout=120) as http:
         for i in range(runs + 1):
             started = time.perf_counter()
             task_id = http.post("/v1/generate", json=body).json()["task_id"]
-            with connect(f"ws://127.0.0.1:{port}/v1/ws/{task_id}") as ws:
+            with connect(f"ws://127.0.0.1:{port}/v1/ws/{task_id}", additional_headers=AUTH) as ws:
                 for raw in ws:
                     message = json.loads(raw)
                     if message["type"] in ("complete", "error", "cancelled"):
