@@ -16,18 +16,9 @@ from studio.genius import scene_task
 from studio.jobs import store as st
 from studio.jobs.store import TaskStore
 from tests.conftest import SMALL
+from tests.test_jobs import wait_terminal
 
 SETTINGS = {"fps": 12, "resolution": "480p", "num_inference_steps": 10, "seed": 4}
-
-
-def wait_terminal(studio: Studio, task_id: str, timeout: float = 120) -> st.Task:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = studio.store.get(task_id)
-        if task.is_terminal:
-            return task
-        time.sleep(0.05)
-    raise TimeoutError(task_id)
 
 
 def event_time(store: TaskStore, task_id: str, type_: str) -> float:
