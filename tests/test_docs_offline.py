@@ -9,10 +9,9 @@ import re
 from urllib.parse import urlparse
 
 import httpx
-import pytest
 
 from tests.conftest import API_KEY
-from tests.test_browser import CHROMIUM, LAUNCH_ARGS
+from tests.test_browser_tabs import browser  # noqa: F401  (the module-scoped Chromium fixture)
 
 
 def test_docs_pages_reference_only_local_assets(live_server):
@@ -53,19 +52,6 @@ def _offline_page(browser, blocked: list[str]):
 
     page.route("**/*", route)
     return page
-
-
-@pytest.fixture()
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (Debian's chromium package); not downloading a browser")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def test_swagger_ui_renders_and_tries_a_call_offline(live_server, browser):
