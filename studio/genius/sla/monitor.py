@@ -102,35 +102,10 @@ class SlaMonitor:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
-    # the settings callers read, owned by the parts that use them
+    # the one setting callers read, owned by the latency window
     @property
     def window_seconds(self) -> float:
         return self.window.window_seconds
-
-    @property
-    def throughput_seconds(self) -> int:
-        return self.window.throughput_seconds
-
-    @property
-    def max_samples_per_second(self) -> int:
-        return self.window.max_samples_per_second
-
-    @property
-    def uptime_window_seconds(self) -> float:
-        return self.ledger.window_seconds
-
-    @property
-    def max_violations(self) -> int:
-        return self.violation_log.max_violations
-
-    @property
-    def violations_lookback_seconds(self) -> float:
-        return self.violation_log.lookback_seconds
-
-    @property
-    def registry(self):
-        """The Prometheus ``CollectorRegistry`` behind ``prometheus_text``."""
-        return self.exporter.registry
 
     # -- lifecycle --------------------------------------------------------------------------
 
