@@ -668,6 +668,14 @@ class TaskStore:
                                    (model, name)).fetchone()
         return row["value"] if row else None
 
+    def timing_samples(self, model: str, name: str) -> int:
+        """How many measurements the moving average ``(model, name)`` folds (0: none). Read on
+        the store's own connection: task status asks on every poll."""
+        with self._lock:
+            row = self._db.execute("SELECT samples FROM timings WHERE model = ? AND name = ?",
+                                   (model, name)).fetchone()
+        return int(row["samples"]) if row else 0
+
 
 @contextmanager
 def _storage_errors() -> Iterator[None]:

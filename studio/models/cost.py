@@ -116,6 +116,8 @@ class TimingStore(Protocol):
 
     def timing(self, model: str, name: str) -> float | None: ...
 
+    def timing_samples(self, model: str, name: str) -> int: ...
+
 
 # -- rates: measured here, or documented priors ---------------------------------------------------
 
@@ -151,18 +153,8 @@ def prior_rate(spec: ModelSpec, name: str) -> float:
 
 
 def timing_samples(store: "TimingStore | None", key: str, name: str) -> int:
-    """How many measurements the store's moving average ``(key, name)`` folds (0: none).
-
-    Read through a separate read-only connection, as the orchestrator reads the store (WAL)."""
-    path = getattr(store, "path", None)
-    if path is None:
-        return 0
-    try:
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)) as db:
-            row = db.execute("SELECT samples FROM timings WHERE model = ? AND name = ?", (key, name)).fetchone()
-    except sqlite3.Error:
-        return 0
-    return int(row[0]) if row else 0
+    """How many measurements the store's moving average ``(key, name)`` folds (0: none)."""
+    return store.timing_samples(key, name) if store is not None else 0
 
 
 class Rates:
