@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from studio.config import Settings  # noqa: E402
 from studio.core import Studio  # noqa: E402
 from studio.engine.request import parse_request  # noqa: E402
-from studio.genius.batch import BatchRequest, submit_batch  # noqa: E402
+from studio.genius.batch.submit import BatchRequest, submit_batch  # noqa: E402
 
 DISTINCT = ["a red fox running through snow", "sunset over ocean waves", "city skyline at night",
             "a cat sleeping on a sofa", "a dragon flying over mountains", "rain on a window",

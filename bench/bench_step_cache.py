@@ -6,7 +6,7 @@ times after one warm-up, and the table shows medians of:
   denoise     sum of the denoising step times (step clock as in the engine: from the first
               transformer pass, callback time excluded)
   reused      transformer passes served from the cache / all passes (tail block not run)
-  speedup     self-reported speedup_factor (studio.genius.decoder: uncached estimate / actual)
+  speedup     self-reported speedup_factor (studio.genius.decoder.stats: uncached estimate / actual)
   vs off      measured: median denoise of `off` / median denoise of this row
   PSNR        of the decoded video (VAE output in [0, 1], before H.264) against `off`'s
               (inf = identical)

@@ -1,6 +1,6 @@
 """The Batch tab: many prompts in, a gallery of results as they finish, per-task status, totals.
 
-A thin adapter over ``studio.genius.batch`` (api name ``/batch_submit``).
+A thin adapter over ``studio.genius.batch.submit`` (api name ``/batch_submit``).
 
 It polls the batch's aggregate (``batch_status``: counts, every task's row, the similarity
 cache's savings) rather than using ``components.follow``, which follows ONE task and cancels
@@ -23,7 +23,7 @@ from components.widgets import bounds, choices
 from studio.core import Studio
 from studio.engine.request import parse_model
 from studio.errors import StudioError
-from studio.genius.batch import PRIORITIES, BatchRequest, BatchSettings, batch_status, submit_batch
+from studio.genius.batch.submit import PRIORITIES, BatchRequest, BatchSettings, batch_status, submit_batch
 
 POLL_SECONDS = 0.5
 # Where the tab starts (the handler's defaults, which the Gradio API documents): a short, cheap

@@ -1,6 +1,6 @@
 """The Consistency tab: register entities from reference images, then track them in a video.
 
-A thin adapter over ``studio.genius.consistency_task`` (api names ``/register_entity``,
+A thin adapter over ``studio.genius.consistency.task`` (api names ``/register_entity``,
 ``/list_entities``, ``/track``). Each UI visitor's entities are its own (``components.session``),
 apart from every other visitor's and every API key's.
 """
@@ -19,8 +19,8 @@ from components.widgets import bounds, choices, default
 from studio.core import Studio
 from studio.engine.request import parse_model
 from studio.errors import StudioError
-from studio.genius.consistency import HISTOGRAM
-from studio.genius.consistency_task import (
+from studio.genius.consistency.algorithm import HISTOGRAM
+from studio.genius.consistency.task import (
     APPEARANCE_MODELS,
     RegisterEntityRequest,
     TrackRequest,

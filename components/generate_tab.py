@@ -25,7 +25,7 @@ from components.widgets import bounds, choices
 from studio.core import Studio
 from studio.engine.request import GenerationRequest, parse_request
 from studio.errors import StudioError
-from studio.genius.streaming import StreamStartRequest, start_stream
+from studio.genius.stream.start import StreamStartRequest, start_stream
 from studio.jobs import events as ev
 from studio.jobs import store as st
 from studio.models.catalog import CATALOG

@@ -1,7 +1,7 @@
 """The Inpaint tab: remove, blend, replace the background of, or extend a video; replace an
 object (and prompt-driven background / extend) with Wan VACE.
 
-A thin adapter over ``studio.genius.inpaint_task`` (api name ``/inpaint``).
+A thin adapter over ``studio.genius.inpaint.task`` (api name ``/inpaint``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from components.edit_common import ends_truthfully, or_skip, source_of, source_p
 from components.widgets import bounds, choices, default
 from studio.core import Studio
 from studio.engine.request import parse_model
-from studio.genius.inpaint_task import InpaintRequest, submit
+from studio.genius.inpaint.task import InpaintRequest, submit
 from studio.media.inputs import encode_png_base64
 from studio.models.catalog import VACE_CATALOG
 from studio.models.loader import default_model, unavailable_reason

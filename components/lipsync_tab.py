@@ -1,6 +1,6 @@
 """The Lip-Sync tab: make the face in a video speak an audio clip.
 
-A thin adapter over ``studio.genius.lipsync_task`` (api name ``/lipsync``). "Use the model" also
+A thin adapter over ``studio.genius.lipsync.task`` (api name ``/lipsync``). "Use the model" also
 repaints the face with Wan Animate, driven by the lip-synced face crops.
 """
 
@@ -20,7 +20,7 @@ from components.session import user_error
 from components.widgets import bounds, choices, default
 from studio.core import Studio
 from studio.engine.request import parse_model
-from studio.genius.lipsync_task import LipSyncRequest, submit
+from studio.genius.lipsync.task import LipSyncRequest, submit
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The Model Orchestrator tab: which model to run for a prompt, duration, resolution and GPU budget.
 
-A thin adapter over ``studio.genius.orchestrator.select_model`` (formulas and rules documented
+A thin adapter over ``studio.genius.orchestrator.selection.select_model`` (formulas and rules documented
 there), the twin of ``POST /v1/genius/orchestrator/select-model``; its Gradio API name is
 ``/select_model``. ``attach_auto_hint`` lets the Generate tab show the recommendation and its
 reasons while its model dropdown is on "Auto".
@@ -18,7 +18,7 @@ from components.session import user_error
 from components.widgets import bounds, choices, default
 from studio.engine.request import GenerationRequest, describe_validation_error, parse_model
 from studio.errors import StudioError
-from studio.genius.orchestrator import SelectModelRequest, SelectModelResponse, choose_model, select_model
+from studio.genius.orchestrator.selection import SelectModelRequest, SelectModelResponse, choose_model, select_model
 
 AUTO_MODEL = "auto"
 #: The Generate tab's dropdown entry for ``model="auto"``: (label, value).

@@ -1,6 +1,6 @@
 """The Scenes tab: a multi-shot edit from several prompts, stitched with transitions.
 
-A thin adapter over ``studio.genius.scene_task`` (api names ``/scene_edit``, ``/scene_transitions``).
+A thin adapter over ``studio.genius.scene.task`` (api names ``/scene_edit``, ``/scene_transitions``).
 The model paths (model morphs and their model, a character reference image) are the last three
 inputs, with defaults, so calls that leave them out keep the classical behaviour.
 """
@@ -21,8 +21,8 @@ from components.widgets import bounds, choices
 from studio.core import Studio
 from studio.engine.request import parse_model
 from studio.errors import StudioError
-from studio.genius.batch import BatchSettings
-from studio.genius.scene_task import SceneEditRequest, Transition, submit, transitions_catalog
+from studio.genius.batch.submit import BatchSettings
+from studio.genius.scene.task import SceneEditRequest, Transition, submit, transitions_catalog
 from studio.media.inputs import encode_png_base64
 
 POLL_SECONDS = 0.5

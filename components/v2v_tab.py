@@ -1,6 +1,6 @@
 """The V2V tab: interpolate, upscale, enhance, colourise, restyle or re-animate a video.
 
-A thin adapter over ``studio.genius.v2v_task`` (api name ``/v2v``). A prompt with style transfer
+A thin adapter over ``studio.genius.v2v.task`` (api name ``/v2v``). A prompt with style transfer
 or colorization runs a model path (WanVideoToVideo; Wan VACE when a reference image is given
 too); motion transfer with "use the model" (or a prompt) animates the reference image with Wan
 Animate.
@@ -19,8 +19,8 @@ from components.edit_common import ends_truthfully, or_skip, source_of, source_p
 from components.widgets import bounds, choices
 from studio.core import Studio
 from studio.engine.request import parse_model
-from studio.genius import v2v as v2v_modes
-from studio.genius.v2v_task import MODE_FIELDS, V2VRequest, submit
+from studio.genius.v2v import algorithm as v2v_modes
+from studio.genius.v2v.task import MODE_FIELDS, V2VRequest, submit
 from studio.media.inputs import encode_png_base64
 
 # Starting values the tab shows where the request has none (or none fit for a widget); they

@@ -17,13 +17,21 @@ from studio.engine.estimate import Estimator
 from studio.engine.genres import GENRES
 from studio.engine.plan import make_plan
 from studio.engine.request import GenerationRequest, seed_or_random
+from studio.engine.spec import TaskSpec
 from studio.engine.step_cache import DecoderStatsAggregate
 from studio.errors import InvalidRequest, ServiceUnavailable, TaskNotFound, TaskNotReady
-from studio.genius import consistency_task, inpaint_task, lipsync_task, scene_shot_task, scene_task, v2v_task
+from studio.genius.consistency import task as consistency_task
+from studio.genius.inpaint import task as inpaint_task
+from studio.genius.lipsync import task as lipsync_task
+from studio.genius.scene import shot as scene_shot_task
+from studio.genius.scene import task as scene_task
+from studio.genius.v2v import task as v2v_task
 from studio.genius.sla import SlaMonitor
 from studio.jobs import events as ev
 from studio.jobs import store as st
 from studio.jobs.events import Event, EventBus
+from studio.jobs.services import FeatureServices
+from studio.jobs.specs import SpecRegistry
 from studio.jobs.store import Task, TaskStore
 from studio.jobs.webhooks import WebhookDispatcher
 from studio.jobs.worker import Worker
@@ -51,6 +59,9 @@ UI_OWNER = "ui"  # the default owner of core calls (tests, scripts); UI visitors
 #: The video-side features this studio runs, by task kind: their ``run`` is handed to the worker.
 EDIT_RUNNERS = {feature.KIND: feature.run for feature in (
     consistency_task, inpaint_task, lipsync_task, scene_shot_task, scene_task, v2v_task)}
+#: The typed spec of every task kind this studio stores (``studio.engine.spec``), by kind.
+SPECS = SpecRegistry([
+])
 NORMAL_PRIORITY = 1  # single generations; batches choose low (0), normal (1) or high (2)
 
 
@@ -82,7 +93,8 @@ class Studio:
         self.decoder_stats = DecoderStatsAggregate()
         self.worker = Worker(self.store, self.bus, self.models, self.estimator, self.paths,
                              preview_width=settings.preview_width, decoder_stats=self.decoder_stats,
-                             data_dir=settings.data_dir, storage=self.storage, edit_runners=EDIT_RUNNERS)
+                             data_dir=settings.data_dir, storage=self.storage, edit_runners=EDIT_RUNNERS,
+                             specs=SPECS)
         self.sla = SlaMonitor(settings.db_path, default_level=settings.sla_level, queue_depth=self.store.queue_depth)
         self.worker.on_generation = self.sla.record_generation
         self.streams = StreamHub(settings.media_dir / "stream")
@@ -93,6 +105,11 @@ class Studio:
         self.default_model = default_model() if settings.model == AUTO_MODEL else settings.model
         if self.default_model not in CATALOG:
             raise ValueError(f"unknown default model {self.default_model!r}; choose one of {', '.join(CATALOG)}")
+        self.services = FeatureServices(
+            store=self.store, paths=self.paths, fetch_policy=self.fetch_policy, data_dir=settings.data_dir,
+            default_model=self.default_model, streams=self.streams, task=self.task, status=self.status,
+            result=self.result, refuse_new_work=self.refuse_new_work, submit_spec=self.submit_spec,
+            prepare=self.prepare, queue_wait=self.queue_wait, wake=self.worker.wake, final_event=self.final_event)
 
     def start(self) -> None:
         """Fail tasks a previous process left running, then start the worker (which loads the
@@ -122,7 +139,7 @@ class Studio:
         """Resolve a request for storage (model, seed) and estimate its own run time."""
         model = request.model or self.default_model
         if model == AUTO_MODEL:
-            from studio.genius.orchestrator import choose_model  # the orchestrator builds on the core
+            from studio.genius.orchestrator.selection import choose_model  # the orchestrator builds on the core
 
             model, _reasons = choose_model(self, request)
         if model not in CATALOG:
@@ -179,6 +196,20 @@ class Studio:
         task, _ = self.store.create_task(kind, request, priority=NORMAL_PRIORITY,
                                          estimated_seconds=round(estimate, 2), owner=owner, depends_on=depends_on)
         reply = SubmitResponse(task_id=task.id, status=task.status, message=f"{kind} task queued for processing",
+                               estimated_time_seconds=round(self.queue_wait(task.id) + estimate, 2),
+                               queue_position=self.store.queue_position(task.id))
+        self.worker.wake()
+        return reply
+
+    def submit_spec(self, spec: TaskSpec, owner: str, estimate: float,
+                    depends_on: list[str] | None = None) -> SubmitResponse:
+        """Store a feature's typed task spec (``studio.engine.spec``) as a task and queue it; with
+        ``depends_on`` (the owner's task ids) it starts only once those have completed (a
+        scene's stitch after its shots)."""
+        self.refuse_new_work()
+        task, _ = self.store.create_task(spec.KIND, spec.stored(), priority=NORMAL_PRIORITY,
+                                         estimated_seconds=round(estimate, 2), owner=owner, depends_on=depends_on)
+        reply = SubmitResponse(task_id=task.id, status=task.status, message=f"{spec.KIND} task queued for processing",
                                estimated_time_seconds=round(self.queue_wait(task.id) + estimate, 2),
                                queue_position=self.store.queue_position(task.id))
         self.worker.wake()

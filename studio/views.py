@@ -43,7 +43,7 @@ class TaskStatus(BaseModel):
 
 
 class DecoderRunStats(BaseModel):
-    """One task's step-cache ("speculative decoder") figures; definitions in studio.genius.decoder."""
+    """One task's step-cache ("speculative decoder") figures; definitions in studio.genius.decoder.stats."""
 
     level: str = Field(description="acceleration: off, balanced or fast")
     method: str | None = Field(description="first_block_cache, or null when off")

@@ -22,7 +22,7 @@ import pytest
 from skimage import data
 
 from studio.engine.animate import segment_count
-from studio.genius.lipsync_animate import face_masks
+from studio.genius.lipsync.animate import face_masks
 from studio.media.inputs import encode_png_base64
 from tests.conftest import API_KEY
 from tests.edit_helpers import decoded, moving_square_clip, source_task, wait_result

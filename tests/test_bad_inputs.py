@@ -168,8 +168,8 @@ def test_a_failed_audio_decode_names_audio_base64_and_no_server_path(http, live_
 
     studio = live_server.studio
     owner = studio.keys.lookup(API_KEY).id
-    inputs_id, folder = new_inputs(studio)
-    source = store_source(studio, owner, folder, face_source(live_server), None)
+    inputs_id, folder = new_inputs(studio.services)
+    source = store_source(studio.services, owner, folder, face_source(live_server), None)
     (folder / "audio.wav").write_bytes(wav_header(65535))
     stored = {"audio": "audio.wav", "audio_field": "audio_base64", "audio_seconds": 0.1, "expression": "neutral",
               "intensity": 1.0, "inputs_id": inputs_id, "source": source}

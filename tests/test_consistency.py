@@ -11,8 +11,8 @@ import pytest
 from skimage import data
 
 from studio.errors import InvalidRequest
-from studio.genius import consistency as cs
-from studio.genius.consistency import EntityModel
+from studio.genius.consistency import algorithm as cs
+from studio.genius.consistency.algorithm import EntityModel
 
 H, W = 128, 192
 N_FRAMES = 20

@@ -12,9 +12,9 @@ from skimage import data
 
 from studio.core import UI_OWNER
 from studio.errors import InvalidRequest, ModelUnavailable
-from studio.genius import consistency as cs
-from studio.genius import consistency_task
-from studio.genius.consistency import EntityModel
+from studio.genius.consistency import algorithm as cs
+from studio.genius.consistency import task as consistency_task
+from studio.genius.consistency.algorithm import EntityModel
 from studio.models import appearance
 from studio.models.appearance import CLIP_B32, TINY_CLIP
 from tests.edit_helpers import source_task, wait_result

@@ -15,7 +15,7 @@ from skimage import data
 
 from studio.core import UI_OWNER
 from studio.engine.gpu import GPU_LOCK
-from studio.genius import consistency_task
+from studio.genius.consistency import task as consistency_task
 from studio.media.video import Mp4Writer, probe_video
 from tests.conftest import API_KEY, OTHER_KEY
 from tests.edit_helpers import decoded, source_task, wait_result

@@ -19,7 +19,7 @@ from studio.engine.request import parse_request
 from studio.engine.step_cache import CACHE_LEVELS, DecoderStats, DecoderStatsAggregate
 from studio.engine.t2v import Cancelled, QuietHooks, run_text_to_video
 from studio.errors import InvalidRequest
-from studio.genius.decoder import stats_summary
+from studio.genius.decoder.stats import stats_summary
 from studio.models.catalog import CATALOG
 from studio.models.cost import latent_tokens
 from studio.models.loader import ModelCache

@@ -12,7 +12,7 @@ from studio.config import Settings
 from studio.core import Studio
 from studio.engine.request import parse_request
 from studio.errors import InvalidRequest
-from studio.genius import scene_task
+from studio.genius.scene import task as scene_task
 from studio.jobs import store as st
 from studio.jobs.store import TaskStore
 from tests.conftest import SMALL

@@ -112,8 +112,8 @@ def test_video_side_priors_differ_by_kind_until_measured(studio):
     from studio.engine.edit import CLASSICAL_PRIOR_SECONDS_PER_FRAME
     from studio.genius.edit_submit import estimate_seconds
 
-    priors = {kind: estimate_seconds(studio, kind, 100) for kind in ("inpaint", "v2v", "lipsync", "consistency")}
+    priors = {kind: estimate_seconds(studio.services, kind, 100) for kind in ("inpaint", "v2v", "lipsync", "consistency")}
     assert len(set(priors.values())) == 4  # one benchmarked rate per kind, not one constant for all
     assert priors["v2v"] == pytest.approx(100 * CLASSICAL_PRIOR_SECONDS_PER_FRAME["v2v"])
     studio.store.record_timing(timing_key("v2v", "classical"), FRAME_RATE, 0.2)
-    assert estimate_seconds(studio, "v2v", 100) == pytest.approx(20.0)
+    assert estimate_seconds(studio.services, "v2v", 100) == pytest.approx(20.0)

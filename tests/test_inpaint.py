@@ -12,7 +12,7 @@ import pytest
 import skimage.data
 
 from studio.errors import InvalidRequest
-from studio.genius import inpaint as ip
+from studio.genius.inpaint import algorithm as ip
 
 H, W, N = 128, 192, 20
 OBJ_W, OBJ_H = 28, 36

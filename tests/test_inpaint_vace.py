@@ -18,7 +18,7 @@ from studio.engine import vace
 from studio.engine.edit import EditJob
 from studio.engine.request import GenerationRequest
 from studio.engine.windows import balanced_windows
-from studio.genius import inpaint_task
+from studio.genius.inpaint import task as inpaint_task
 from studio.media.video import Mp4Writer, read_frames
 from studio.models.catalog import CATALOG, TINY_VACE, VACE_CATALOG, get_spec
 from studio.models.loader import ModelCache, default_model, unavailable_reason

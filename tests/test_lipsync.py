@@ -29,7 +29,8 @@ import soundfile as sf
 from skimage import data
 
 from studio.errors import EncodingFailed, InvalidRequest
-from studio.genius import lipsync as L
+from studio.genius.lipsync import algorithm as L
+from studio.vision import face_track
 from studio.media.audio import load_audio, mux_audio
 from studio.media.video import Mp4Writer
 
@@ -185,7 +186,7 @@ def test_other_sample_rates_and_frame_rates(speech):
 # --- face and mouth ----------------------------------------------------------------------
 
 def test_face_and_mouth_are_found_on_the_photo(face_frame):
-    box = L.detect_face(face_frame)
+    box = face_track.detect_face(face_frame)
     assert box is not None
     mouth = L.mouth_region(box)
     r0, _, c0, _ = CROP
@@ -201,7 +202,7 @@ def test_face_track_follows_a_moving_face_smoothly(face_frame):
     shifts = np.arange(12) * 2
     frames = [cv2.warpAffine(face_frame, np.float32([[1, 0, s], [0, 1, 0]]), CLIP_SIZE,
                              borderMode=cv2.BORDER_REPLICATE) for s in shifts]
-    boxes = L.track_face(frames)
+    boxes = face_track.track_face(frames)
     assert boxes.shape == (12, 4)
     assert np.abs(boxes[:, 0] - boxes[0, 0] - shifts).max() <= 3
     assert np.ptp(boxes[:, 2]) <= 4
@@ -210,12 +211,12 @@ def test_face_track_follows_a_moving_face_smoothly(face_frame):
 def test_face_region_overrides_detection_and_is_required_without_a_face():
     grey = [np.full((96, 128, 3), 128, np.uint8)] * 3
     with pytest.raises(InvalidRequest, match="face_region"):
-        L.track_face(grey)
-    boxes = L.track_face(grey, face_region=[30, 10, 60, 60])
+        face_track.track_face(grey)
+    boxes = face_track.track_face(grey, face_region=[30, 10, 60, 60])
     assert np.all(boxes == [30, 10, 60, 60])
     for bad in ([1, 2, 3], [0, 0, 2, 60], [500, 500, 60, 60], ["a", 0, 60, 60]):
         with pytest.raises(InvalidRequest, match="face_region"):
-            L.track_face(grey, face_region=bad)
+            face_track.track_face(grey, face_region=bad)
 
 
 # --- animation ---------------------------------------------------------------------------

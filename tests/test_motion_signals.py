@@ -17,9 +17,9 @@ import torch
 from skimage import data
 
 from studio.errors import InvalidRequest, ModelUnavailable
-from studio.genius import motion_signals
-from studio.genius.lipsync import detect_face, track_face
-from studio.genius.motion_signals import (
+from studio.engine import motion_signals
+from studio.vision.face_track import detect_face, track_face
+from studio.engine.motion_signals import (
     COLOURS,
     LIMBS,
     DrivingSignals,

@@ -23,7 +23,9 @@ def test_one_out_of_memory_path():
 
 def test_one_negative_prompt():
     from studio.engine.request import NEGATIVE_PROMPT
-    from studio.genius import inpaint_task, v2v_task, v2v_vace
+    from studio.genius.inpaint import task as inpaint_task
+    from studio.genius.v2v import task as v2v_task
+    from studio.genius.v2v import vace as v2v_vace
 
     assert _files_matching(r"^NEGATIVE_PROMPT\s*=") == ["studio/engine/request.py"]
     assert v2v_task.NEGATIVE_PROMPT is v2v_vace.NEGATIVE_PROMPT is inpaint_task.NEGATIVE_PROMPT is NEGATIVE_PROMPT

@@ -36,8 +36,8 @@ import pytest
 
 from studio.engine.plan import make_plan
 from studio.engine.request import GenerationRequest
-from studio.genius import orchestrator as orch
-from studio.genius.orchestrator import (
+from studio.genius.orchestrator import selection as orch
+from studio.genius.orchestrator.selection import (
     COMPLEX_FROM,
     SIMPLE_BELOW,
     DeviceInfo,

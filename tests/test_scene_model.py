@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from studio.genius.scene_task import REFERENCE_CONDITIONING_NOTE, flf_length, flf_picks
+from studio.genius.scene.task import REFERENCE_CONDITIONING_NOTE, flf_length, flf_picks
 from tests.edit_helpers import decoded, wait_result
 
 # These tests exercise the offline tiny models, which are what a server without CUDA picks by

@@ -29,7 +29,7 @@ def test_levels_of_another_model_apply_when_given():
 @pytest.fixture()
 def uncalibrated_tiny(monkeypatch):
     """The tiny model as if its levels had not been calibrated (the real models' case)."""
-    from studio.genius import batch
+    from studio.genius.batch import submit as batch
 
     monkeypatch.setattr(batch, "similarity_calibrated", lambda model_id: model_id != TINY)
 

@@ -9,8 +9,8 @@ import pytest
 from skimage import data
 
 from studio.errors import InvalidRequest
-from studio.genius import transitions as tr
-from studio.genius.transitions import TransitionSpec
+from studio.genius.scene import transitions as tr
+from studio.genius.scene.transitions import TransitionSpec
 
 H, W = 96, 144
 

@@ -10,7 +10,7 @@ import pytest
 from skimage import data
 
 from studio.errors import InvalidRequest
-from studio.genius import v2v
+from studio.genius.v2v import algorithm as v2v
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:

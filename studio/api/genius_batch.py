@@ -8,7 +8,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from studio.api.auth import api_key
 from studio.api.routes import COMMON, ERRORS, IdempotencyKey, get_studio
 from studio.core import Studio
-from studio.genius.batch import BatchRequest, BatchStatus, BatchSubmitResponse, batch_status, submit_batch
+from studio.genius.batch.submit import BatchRequest, BatchStatus, BatchSubmitResponse, batch_status, submit_batch
 from studio.keys import ApiKey
 
 

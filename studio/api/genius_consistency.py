@@ -3,7 +3,7 @@
 Register reference images of entities (characters, objects, ...), then track them through a
 finished video. Entities belong to the calling API key and persist across restarts. Boxes are
 ``[x1, y1, x2, y2]`` pixel corners (``x2``/``y2`` exclusive). Detection, tracking and the
-consistency score's formula are documented in ``studio.genius.consistency``.
+consistency score's formula are documented in ``studio.genius.consistency.algorithm``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from fastapi import APIRouter, Body, Depends, Response
 from studio.api.auth import api_key
 from studio.api.routes import COMMON, ERRORS, ErrorBody, get_studio
 from studio.core import Studio
-from studio.genius import consistency_task
-from studio.genius.consistency_task import EntityInfo, EntityList, RegisterEntityRequest, TrackRequest, TrackResult
+from studio.genius.consistency import task as consistency_task
+from studio.genius.consistency.task import EntityInfo, EntityList, RegisterEntityRequest, TrackRequest, TrackResult
 from studio.keys import ApiKey
 from studio.views import SubmitResponse
 

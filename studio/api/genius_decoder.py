@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends
 from studio.api.auth import api_key
 from studio.api.routes import COMMON, get_studio
 from studio.core import Studio
-from studio.genius.decoder import DecoderStatsSummary, stats_summary
+from studio.genius.decoder.stats import DecoderStatsSummary, stats_summary
 from studio.keys import ApiKey
 
 router = APIRouter(prefix="/v1/genius/decoder", tags=["genius: decoder"], responses=COMMON)

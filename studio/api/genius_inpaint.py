@@ -7,8 +7,8 @@ from fastapi import APIRouter, Depends
 from studio.api.auth import api_key
 from studio.api.routes import COMMON, ERRORS, get_studio
 from studio.core import Studio
-from studio.genius import inpaint_task
-from studio.genius.inpaint_task import InpaintRequest
+from studio.genius.inpaint import task as inpaint_task
+from studio.genius.inpaint.task import InpaintRequest
 from studio.keys import ApiKey
 from studio.views import SubmitResponse
 

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Depends
 from studio.api.auth import api_key
 from studio.api.routes import COMMON, ERRORS, get_studio
 from studio.core import Studio
-from studio.genius import lipsync_task
-from studio.genius.lipsync_task import LipSyncRequest, LipSyncResponse
+from studio.genius.lipsync import task as lipsync_task
+from studio.genius.lipsync.task import LipSyncRequest, LipSyncResponse
 from studio.keys import ApiKey
 from studio.views import SubmitResponse
 

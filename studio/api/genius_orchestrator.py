@@ -1,6 +1,6 @@
 """REST route of the Model Orchestrator: ``POST /v1/genius/orchestrator/select-model``.
 
-A thin adapter over ``studio.genius.orchestrator.select_model`` (formulas and selection rules are
+A thin adapter over ``studio.genius.orchestrator.selection.select_model`` (formulas and selection rules are
 documented there). Authenticated and rate limited like every ``/v1`` route
 (``Authorization: Bearer <key>``, the ``default`` limit); errors are ``{error, detail, type}``.
 """
@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 
 from studio.api.auth import api_key
 from studio.api.routes import COMMON, ERRORS
-from studio.genius.orchestrator import SelectModelRequest, SelectModelResponse, select_model
+from studio.genius.orchestrator.selection import SelectModelRequest, SelectModelResponse, select_model
 from studio.keys import ApiKey
 
 router = APIRouter(prefix="/v1/genius/orchestrator", tags=["genius: orchestrator"], responses=COMMON)

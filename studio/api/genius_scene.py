@@ -7,8 +7,8 @@ from fastapi import APIRouter, Depends
 from studio.api.auth import api_key
 from studio.api.routes import COMMON, ERRORS, get_studio
 from studio.core import Studio
-from studio.genius import scene_task
-from studio.genius.scene_task import SceneEditRequest, SceneEditResponse
+from studio.genius.scene import task as scene_task
+from studio.genius.scene.task import SceneEditRequest, SceneEditResponse
 from studio.keys import ApiKey
 
 router = APIRouter(prefix="/v1/genius/scene", tags=["genius: scene"], responses=COMMON)

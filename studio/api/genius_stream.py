@@ -14,7 +14,7 @@ from studio.api.auth import api_key, websocket_key
 from studio.api.routes import COMMON, ERRORS, get_studio
 from studio.core import Studio
 from studio.errors import StudioError, TaskNotFound
-from studio.genius.streaming import AdaptiveSender, StreamStartRequest, StreamStartResponse, start_stream
+from studio.genius.stream.start import AdaptiveSender, StreamStartRequest, StreamStartResponse, start_stream
 from studio.media.frame_boards import PREVIEW
 from studio.keys import ApiKey
 

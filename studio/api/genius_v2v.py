@@ -7,8 +7,8 @@ from fastapi import APIRouter, Depends
 from studio.api.auth import api_key
 from studio.api.routes import COMMON, ERRORS, get_studio
 from studio.core import Studio
-from studio.genius import v2v_task
-from studio.genius.v2v_task import V2VRequest, V2VSummary
+from studio.genius.v2v import task as v2v_task
+from studio.genius.v2v.task import V2VRequest, V2VSummary
 from studio.keys import ApiKey
 from studio.views import SubmitResponse
 

@@ -3,7 +3,7 @@
 Wan2.2-Animate makes a video of a character image that follows a **pose video** (the body
 skeleton, drawn OpenPose-style on black) and a **face video** (square crops of the face, which
 drive expression and mouth); both come from a source video through
-``studio.genius.motion_signals.driving_signals``. Two modes, as the authors define them:
+``studio.engine.motion_signals.driving_signals``. Two modes, as the authors define them:
 
 - ``animate``: the character image moves as the source's person does (V2V ``motion_transfer``);
 - ``replace``: the character is painted into the source video inside a mask, over the source's
@@ -40,8 +40,8 @@ from studio.models import pose
 from studio.models.catalog import ModelSpec
 from studio.models.loader import LoadedModel, runnable_spec
 
-if TYPE_CHECKING:  # the signals are made by studio.genius.motion_signals; the engine only runs them
-    from studio.genius.motion_signals import DrivingSignals
+if TYPE_CHECKING:  # the signals are made by studio.engine.motion_signals; the engine only runs them
+    from studio.engine.motion_signals import DrivingSignals
 
 #: Frames of the previous segment each later segment continues from (4k+1; authors: 1 or 5).
 SEGMENT_CONTEXT = 5

@@ -33,6 +33,7 @@ from studio.media.paths import media_url
 from studio.media.video import Mp4Writer, VideoInfo, fit_width, probe_video, read_frames, write_jpeg
 
 if TYPE_CHECKING:
+    from studio.engine.spec import EditSpec
     from studio.jobs.store import Task, TaskStore
     from studio.media.paths import MediaPaths
     from studio.models.loader import ModelCache
@@ -74,6 +75,7 @@ class EditJob:
     paths: "MediaPaths | None" = None  # other tasks' media (a scene's shots)
     store: "TaskStore | None" = None  # other tasks' rows (a scene's shots)
     models: "ModelCache | None" = None  # the worker's loaded pipelines, for a feature's model path
+    spec: "EditSpec | None" = None  # the task's typed spec (studio.engine.spec), for kinds that have one
     progress: float = field(default=0.0, init=False)  # the furthest fraction reported
 
     def source_info(self) -> VideoInfo:
@@ -204,14 +206,19 @@ EditRunner = Callable[[EditJob], EditOutcome]  # a feature's ``run``: registered
 
 
 def run_edit(task: "Task", run: EditRunner, data_dir: Path, paths: "MediaPaths", hooks: EditHooks,
-             store: "TaskStore | None" = None, models: "ModelCache | None" = None) -> tuple[dict, float]:
+             store: "TaskStore | None" = None, models: "ModelCache | None" = None,
+             spec: "EditSpec | None" = None) -> tuple[dict, float]:
     """Run an edit task with its feature's ``run`` to completion; returns its result row and its
-    frames-per-second cost."""
+    frames-per-second cost. ``spec``: the task's typed spec (the worker loads it by kind)."""
     request = task.request
-    folder = inputs_folder(data_dir, request["inputs_id"]) if "inputs_id" in request else data_dir
-    source = request.get("source")
+    if spec is not None:
+        folder = inputs_folder(data_dir, spec.inputs_id) if spec.inputs_id else data_dir
+        source = spec.source.model_dump(exclude_none=True) if spec.source else None
+    else:
+        folder = inputs_folder(data_dir, request["inputs_id"]) if "inputs_id" in request else data_dir
+        source = request.get("source")
     job = EditJob(task.id, task.kind, request, folder, paths.video(task.id), paths.thumbnail(task.id), hooks,
-                  source_path(paths, folder, source) if source else None, paths, store, models)
+                  source_path(paths, folder, source) if source else None, paths, store, models, spec)
     started = time.perf_counter()
     outcome = run(job)
     seconds = time.perf_counter() - started

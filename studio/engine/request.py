@@ -31,6 +31,21 @@ SEED_MAX = 2**32 - 1
 NEGATIVE_PROMPT = "blurry, low quality, distorted, watermark, text"
 
 
+#: Denoising steps: one name (``num_inference_steps``) and one range for every feature, the API
+#: reference's 10-150. Features whose model path has its own default take ``None`` for it.
+STEPS_MIN, STEPS_MAX = 10, 150
+
+
+def steps_field(default: int | None, description: str = f"Denoising steps ({STEPS_MIN}-{STEPS_MAX})") -> Any:
+    """The ``num_inference_steps`` field of any request: the one range, the caller's default."""
+    return Field(default, ge=STEPS_MIN, le=STEPS_MAX, description=description)
+
+
+def seed_field(description: str = "Reproducibility seed (random when absent)") -> Any:
+    """The ``seed`` field of any request: ``0..SEED_MAX``, random when absent."""
+    return Field(None, ge=0, le=SEED_MAX, description=description)
+
+
 def seed_or_random(seed: int | None) -> int:
     """``seed``, or a fresh random one in ``0..SEED_MAX`` (recorded with the task, so a run can
     be repeated)."""
@@ -83,9 +98,9 @@ class GenerationRequest(JsonModel):
     resolution: Resolution = Field("720p", description="480p/720p/1080p/1440p/4k/8k")
     aspect_ratio: AspectRatio = Field("16:9", description="16:9/9:16/1:1/4:3")
     genre: GenreName = Field("cinematic", description="Style genre; GET /v1/genres lists them")
-    seed: int | None = Field(None, ge=0, le=SEED_MAX, description="Reproducibility seed (random when absent)")
+    seed: int | None = seed_field()
     guidance_scale: float = Field(7.5, ge=1, le=20, description="Prompt adherence (1-20)")
-    num_inference_steps: int = Field(50, ge=10, le=150, description="Quality steps (10-150)")
+    num_inference_steps: int = steps_field(50, "Quality steps (10-150)")
     webhook_url: str | None = Field(None, max_length=2048, pattern=HTTP_URL_PATTERN,
                                     description="Callback URL (http/https, public address) for signed task.* events")
     model: ModelName | None = Field(None, description="Model id from GET /v1/models, or 'auto' for the Model "

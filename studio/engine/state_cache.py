@@ -16,7 +16,7 @@ score 0.84-0.93 and unrelated prompts 0.50-0.81); a real UMT5 encoder spreads pr
 differently (its pooled embeddings of unrelated prompts are similar too), so they are a
 property of the encoder, not universal constants. Each model's levels live in its catalog
 entry (``ModelSpec.similarity_skip_levels``); a model without calibrated levels runs batches
-without similarity caching, and the batch says so (``studio.genius.batch``). README,
+without similarity caching, and the batch says so (``studio.genius.batch.submit``). README,
 "Calibrating similarity caching", says how to calibrate a model.
 
 Only states of the same owner (API key), model, size, frame count, steps, guidance and

@@ -1,7 +1,7 @@
 """The step cache behind the Speculative Decoder: diffusers' FirstBlockCache with honest, measured stats.
 
 This is engine mechanics (applied around every denoising run); the feature's API (its routes and
-response shapes) is ``studio.genius.decoder``.
+response shapes) is ``studio.genius.decoder.stats``.
 
 What the seed calls a "speculative decoder" is, in this studio, a *step cache* on the video
 transformer. For every transformer forward pass (one per denoising step and CFG branch):

@@ -24,26 +24,26 @@ from studio.media.inputs import check_upload_type
 from studio.media.video import VideoInfo, probe_video
 
 if TYPE_CHECKING:
-    from studio.core import Studio
+    from studio.jobs.services import FeatureServices
 
 
-def new_inputs(studio: "Studio") -> tuple[str, Path]:
+def new_inputs(services: "FeatureServices") -> tuple[str, Path]:
     """A fresh folder for one task's inputs: (its id, its path)."""
     inputs_id = uuid.uuid4().hex
-    folder = studio.settings.data_dir / "inputs" / inputs_id
+    folder = services.data_dir / "inputs" / inputs_id
     folder.mkdir(parents=True)
     return inputs_id, folder
 
 
-def store_source(studio: "Studio", owner: str, folder: Path, task_id: str | None, upload: Path | None,
+def store_source(services: "FeatureServices", owner: str, folder: Path, task_id: str | None, upload: Path | None,
                  field_name: str = "task_id") -> dict:
     """Resolve the input video of an edit: a completed task of ``owner``'s, or an uploaded file
     (copied into ``folder`` so it outlives the upload). Returns the stored description."""
     if task_id:
-        task = studio.task(task_id, owner)
-        if not task.is_completed or not studio.paths.video(task.id).is_file():
+        task = services.task(task_id, owner)
+        if not task.is_completed or not services.paths.video(task.id).is_file():
             raise TaskNotReady(f"{field_name}: task {task.id} is {task.status}; its video is not ready")
-        info = probe_video(studio.paths.video(task.id))
+        info = probe_video(services.paths.video(task.id))
         return {"task_id": task.id, **_info(info)}
     if upload is not None:
         check_upload_type(Path(upload), "video")
@@ -57,10 +57,10 @@ def _info(info: VideoInfo) -> dict:
     return {"frames": info.frames, "fps": info.fps, "width": info.width, "height": info.height}
 
 
-def estimate_seconds(studio: "Studio", kind: str, frames: int, path: str = "classical") -> float:
+def estimate_seconds(services: "FeatureServices", kind: str, frames: int, path: str = "classical") -> float:
     """Frames x the measured seconds per frame of this kind's ``path`` (classical and model runs
     differ by orders of magnitude, so each has its own rate; a prior until one has run)."""
     prior = CLASSICAL_PRIOR_SECONDS_PER_FRAME.get(kind, PRIOR_SECONDS_PER_FRAME) if path == "classical" \
         else PRIOR_SECONDS_PER_FRAME
-    rate = studio.store.timing(timing_key(kind, path), FRAME_RATE) or prior
+    rate = services.store.timing(timing_key(kind, path), FRAME_RATE) or prior
     return frames * rate

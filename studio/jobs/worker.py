@@ -40,6 +40,7 @@ from studio.errors import InternalError, StorageFull, StoreUnavailable, StudioEr
 from studio.jobs import events as ev
 from studio.jobs import store as st
 from studio.jobs.events import Event, EventBus
+from studio.jobs.specs import SpecRegistry
 from studio.jobs.store import Task, TaskStore
 from studio.media.frame_boards import StreamHub
 from studio.media.paths import MediaPaths, media_url
@@ -148,7 +149,7 @@ class Worker:
     def __init__(self, store: TaskStore, bus: EventBus, models: ModelCache, estimator: Estimator,
                  paths: MediaPaths, preview_width: int = 256, decoder_stats: DecoderStatsAggregate | None = None,
                  data_dir: Path | None = None, storage: StorageGuard | None = None,
-                 edit_runners: dict[str, EditRunner] | None = None):
+                 edit_runners: dict[str, EditRunner] | None = None, specs: SpecRegistry | None = None):
         self.store, self.bus, self.models, self.estimator, self.paths = store, bus, models, estimator, paths
         self.data_dir = data_dir if data_dir is not None else paths.root.parent  # edit tasks' inputs live here
         self.preview_width = preview_width
@@ -166,6 +167,7 @@ class Worker:
         self.streams: StreamHub | None = None  # Progressive Streaming's frame boards, when wired
         self.storage = storage  # no run starts while its disk is (almost) full
         self.edit_runners = dict(edit_runners or {})  # task kind -> the feature's run (video-side tasks)
+        self.specs = specs if specs is not None else SpecRegistry()  # task kind -> its typed spec class
         self.waiting_for_space = False
         # Task ends the store could not record (disk full, database failing), retried every loop.
         self._unrecorded: dict[str, tuple] = {}
@@ -357,8 +359,9 @@ class Worker:
         try:
             self.store.set_status(task.id, st.GENERATING, "Starting")
             with GPU_LOCK:
+                spec = self.specs.of(task) if task.kind in self.specs.kinds else None
                 result, seconds_per_frame = run_edit(task, self._edit_runner(task.kind), self.data_dir, self.paths,
-                                                     hooks, self.store, self.models)
+                                                     hooks, self.store, self.models, spec)
             self.store.record_timing(timing_key(task.kind, result["metadata"]["path"]), FRAME_RATE, seconds_per_frame)
             if self.store.finish(task.id, st.COMPLETED, result=result):
                 self._generation_done(task, True)

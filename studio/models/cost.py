@@ -2,7 +2,7 @@
 
 The engine's estimates (``studio.engine.estimate``), the loader's choice of memory profile and
 batch fit (``studio.models.loader``) and the Model Orchestrator's recommendations
-(``studio.genius.orchestrator``) all read these formulas; nothing else computes memory or time.
+(``studio.genius.orchestrator.selection``) all read these formulas; nothing else computes memory or time.
 
 **Rates.** Measured rates are moving averages the worker records after every run in the task
 store's ``timings`` table (``step_s_per_ktoken``: seconds per CFG step per 1000 latent tokens,

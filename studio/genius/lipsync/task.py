@@ -5,7 +5,7 @@ Gradio API) and the speech: ``audio_url`` (fetched at submission through the gua
 or ``audio_base64``. The audio is checked at submission (readable audio, at most
 ``MAX_AUDIO_SECONDS`` and ``MAX_AUDIO_BYTES``) and stored with the task's inputs.
 
-The run is ``studio.genius.lipsync.lipsync`` (visemes from the audio itself, the mouth re-shaped
+The run is ``studio.genius.lipsync.algorithm.lipsync`` (visemes from the audio itself, the mouth re-shaped
 in the detected face, or in ``face_region``; algorithm and thresholds documented there). The
 output lasts as long as the audio: ``round(audio seconds x fps)`` frames at the source's frame
 rate, the source trimmed or extended by ping-pong (``lipsync.fit_length``), with the audio
@@ -13,7 +13,7 @@ muxed in as AAC. ``face_region`` in the API is ``[x1, y1, x2, y2]`` pixel corner
 exclusive), like every box of the API.
 
 With ``use_model`` the model path runs after the classical one: Wan Animate repaints the face
-region driven by the lip-synced face crops (``studio.genius.lipsync_animate``); ``model`` (an
+region driven by the lip-synced face crops (``studio.genius.lipsync.animate``); ``model`` (an
 Animate model; the server's default when absent), ``num_inference_steps`` and ``seed`` go
 with it, at most ``studio.engine.animate.MAX_FRAMES`` output frames. A model that cannot be
 loaded here is refused at submission with ``ModelUnavailable`` (503).
@@ -37,7 +37,9 @@ from studio.engine.animate import animate_spec
 from studio.engine.edit import EditJob, EditOutcome, write_video
 from studio.engine.request import HTTP_URL_PATTERN, SEED_MAX, JsonModel, seed_or_random
 from studio.errors import InvalidRequest
-from studio.genius import lipsync, lipsync_animate
+from studio.genius.lipsync import algorithm as lipsync
+from studio.vision import face_track
+from studio.genius.lipsync import animate as lipsync_animate
 from studio.genius.edit_submit import estimate_seconds, new_inputs, store_source
 from studio.media.audio import load_audio, probe_audio
 from studio.media.inputs import (
@@ -130,8 +132,8 @@ def submit(studio: "Studio", request: LipSyncRequest, owner: str, upload: Path |
     if seconds <= 0:
         raise InvalidMedia(f"{field_name}: the audio is empty")
     probe_audio(audio, field_name)  # what the run could not decode is refused now, not after the queue
-    inputs_id, folder = new_inputs(studio)
-    source = store_source(studio, owner, folder, request.task_id, upload)
+    inputs_id, folder = new_inputs(studio.services)
+    source = store_source(studio.services, owner, folder, request.task_id, upload)
     frames_out = max(1, round(seconds * source["fps"]))
     if spec is not None:
         lipsync_animate.check_length(frames_out, field_name)
@@ -148,10 +150,10 @@ def submit(studio: "Studio", request: LipSyncRequest, owner: str, upload: Path |
         stored.update(path="model", model=spec.id, num_inference_steps=request.num_inference_steps or
                       spec.default_steps, seed=seed_or_random(request.seed))
     if request.face_region is not None:
-        stored["face_region_xywh"] = list(lipsync.face_region_from_corners(request.face_region, source["width"],
+        stored["face_region_xywh"] = list(face_track.face_region_from_corners(request.face_region, source["width"],
                                                                           source["height"]))
     return studio.submit_edit(KIND, stored, owner,
-                              estimate_seconds(studio, KIND, frames_out, stored.get("path", "classical")))
+                              estimate_seconds(studio.services, KIND, frames_out, stored.get("path", "classical")))
 
 
 def _model_spec(request: LipSyncRequest) -> ModelSpec | None:

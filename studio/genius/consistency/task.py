@@ -12,7 +12,7 @@ format than PNG/JPEG/WebP, or over :data:`MAX_REFERENCE_PIXELS`) and then by
 API) is a task like any edit: the named entities (default: all of the owner's, at most
 :data:`MAX_TRACKED`) are copied into the task's inputs at submission, so deleting an entity
 later does not change a queued task. The run streams the video twice: once through
-``studio.genius.consistency.track`` (detection, tracking and scoring are documented there),
+``studio.genius.consistency.algorithm.track`` (detection, tracking and scoring are documented there),
 once through ``annotate`` into the output video (each entity's box and confidence drawn).
 
 **Two paths** for the score's appearance term (``appearance_model``): ``histogram`` (the
@@ -49,8 +49,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from studio.engine.edit import EditJob, EditOutcome, write_video
 from studio.engine.request import NOT_BLANK, JsonModel
 from studio.errors import InvalidRequest, ModelUnavailable, PayloadTooLarge, StudioError
-from studio.genius import consistency
-from studio.genius.consistency import ENTITY_TYPES, EntityModel
+from studio.genius.consistency import algorithm as consistency
+from studio.genius.consistency.algorithm import ENTITY_TYPES, EntityModel
 from studio.genius.edit_submit import estimate_seconds, new_inputs, store_source
 from studio.media.inputs import InvalidMedia, decode_base64_image
 from studio.models import appearance
@@ -137,7 +137,7 @@ class TimelineEntry(BaseModel):
 
 
 class EntityScore(BaseModel):
-    """One entity's figures; the formulas are in ``studio.genius.consistency``."""
+    """One entity's figures; the formulas are in ``studio.genius.consistency.algorithm``."""
 
     consistency_score: float | None = Field(description="appearance_similarity x temporal_stability; null if absent")
     appearance_similarity: float | None = Field(
@@ -294,8 +294,8 @@ def submit(studio: "Studio", request: TrackRequest, owner: str, task_id: str | N
         reason = appearance.unavailable_reason(request.appearance_model)
         if reason is not None:  # before anything is stored
             raise ModelUnavailable(f"appearance_model: {reason}")
-    inputs_id, folder = new_inputs(studio)
-    source = store_source(studio, owner, folder, task_id, upload)
+    inputs_id, folder = new_inputs(studio.services)
+    source = store_source(studio.services, owner, folder, task_id, upload)
     stored_entities = []
     for index, (info, png) in enumerate(entities):
         name = f"entity-{index}.png"
@@ -305,7 +305,7 @@ def submit(studio: "Studio", request: TrackRequest, owner: str, task_id: str | N
     stored = {"inputs_id": inputs_id, "source": source, "detect_every": request.detect_every,
               "entities": stored_entities, "appearance_model": request.appearance_model}
     path = "model" if model_path else "classical"
-    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, source["frames"], path))
+    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio.services, KIND, source["frames"], path))
 
 
 def _entities(studio: "Studio", names: list[str] | None, owner: str) -> list[tuple[EntityInfo, bytes]]:

@@ -2,7 +2,7 @@
 
 The source video is the *driving* video: its person's body pose (ViTPose keypoints drawn as an
 OpenPose skeleton) and face crops (Haar-cascade face, tracked) are extracted by
-``studio.genius.motion_signals``, and the reference image (``style_reference_url`` /
+``studio.engine.motion_signals``, and the reference image (``style_reference_url`` /
 ``style_reference_base64``: the character) is animated by them with the Wan Animate model
 (``studio.engine.animate``). The output has the source's length, frame rate, size and audio.
 
@@ -26,8 +26,8 @@ from studio.engine.edit import EditJob, EditOutcome, source_path, store_image, w
 from studio.engine.plan import generation_size
 from studio.engine.request import seed_or_random
 from studio.errors import InvalidRequest
-from studio.genius import lipsync
-from studio.genius.motion_signals import driving_signals
+from studio.vision import face_track
+from studio.engine.motion_signals import driving_signals
 from studio.genius.edit_submit import estimate_seconds, new_inputs, store_source
 from studio.media.inputs import image_input
 from studio.media.video import sample_frames
@@ -35,7 +35,7 @@ from studio.models.pose import load_pose_estimator
 
 if TYPE_CHECKING:
     from studio.core import Studio
-    from studio.genius.v2v_task import V2VRequest
+    from studio.genius.v2v.task import V2VRequest
     from studio.views import SubmitResponse
 
 KIND = "v2v"
@@ -59,15 +59,15 @@ def submit(studio: "Studio", request: "V2VRequest", owner: str, upload=None) -> 
     if reference is None:
         raise InvalidRequest("style_reference_url: motion_transfer's model path animates a reference image "
                              "(the character); give style_reference_url or style_reference_base64")
-    inputs_id, folder = new_inputs(studio)
+    inputs_id, folder = new_inputs(studio.services)
     try:
-        source = store_source(studio, owner, folder, request.source_task_id, upload, field_name="source_task_id")
+        source = store_source(studio.services, owner, folder, request.source_task_id, upload, field_name="source_task_id")
         if source["frames"] > MAX_FRAMES:
             raise InvalidRequest(f"source_task_id: the model path takes at most {MAX_FRAMES} frames, the source "
                                  f"has {source['frames']}; trim it or use the classical path (no use_model/prompt)")
         face = None if request.face_region is None else \
-            list(lipsync.face_region_from_corners(request.face_region, source["width"], source["height"]))
-        lipsync.track_face(sample_frames(source_path(studio.paths, folder, source), FACE_SAMPLES), face)
+            list(face_track.face_region_from_corners(request.face_region, source["width"], source["height"]))
+        face_track.track_face(sample_frames(source_path(studio.paths, folder, source), FACE_SAMPLES), face)
         store_image(folder, REFERENCE_IMAGE, reference)
     except InvalidRequest as error:
         shutil.rmtree(folder, ignore_errors=True)
@@ -83,7 +83,7 @@ def submit(studio: "Studio", request: "V2VRequest", owner: str, upload=None) -> 
               "seed": seed_or_random(request.seed),
               "source": source, "inputs_id": inputs_id, "reference_image": REFERENCE_IMAGE, "face_region_xywh": face,
               "unused": request.changed(*UNUSED)}
-    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, source["frames"], "model"))
+    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio.services, KIND, source["frames"], "model"))
 
 
 def run(job: EditJob) -> EditOutcome:

@@ -3,7 +3,7 @@
 The request names the input video (``task_id`` of a completed task, or an upload through the
 UI / Gradio API), a ``mode`` and its inputs. Boxes in the API are ``[x1, y1, x2, y2]`` pixel
 corners of the first frame (``x2``/``y2`` exclusive), tracked across frames when the object
-moves. Which path runs is decided by ``studio.genius.inpaint.plan_inpaint``; the classical
+moves. Which path runs is decided by ``studio.genius.inpaint.algorithm.plan_inpaint``; the classical
 algorithms and their thresholds are documented there.
 
 Model path (Wan VACE through diffusers' ``WanVACEPipeline``): ``replace``, ``background`` with a
@@ -51,7 +51,7 @@ from studio.engine.plan import ASPECT
 from studio.engine.request import HTTP_URL_PATTERN, NEGATIVE_PROMPT, NOT_BLANK, SEED_MAX, JsonModel, seed_or_random
 from studio.engine.text_cache import encode_prompt_embeds
 from studio.errors import InvalidRequest, ModelUnavailable
-from studio.genius import inpaint
+from studio.genius.inpaint import algorithm as inpaint
 from studio.genius.edit_submit import estimate_seconds, new_inputs, store_source
 from studio.media.inputs import image_input
 from studio.models.catalog import VACE_CATALOG, ModelSpec, get_spec
@@ -110,8 +110,8 @@ def submit(studio: "Studio", request: InpaintRequest, owner: str, upload: Path |
     path = inpaint.plan_inpaint(request.mode, has_prompt=request.prompt is not None, has_image=image is not None,
                                 model_available=request.use_model)
     spec = _vace_spec(request) if path == "model" else None
-    inputs_id, folder = new_inputs(studio)
-    source = store_source(studio, owner, folder, request.task_id, upload)
+    inputs_id, folder = new_inputs(studio.services)
+    source = store_source(studio.services, owner, folder, request.task_id, upload)
     if source["frames"] > MAX_FRAMES:
         raise InvalidRequest(f"task_id: the video has {source['frames']} frames; inpainting takes at most {MAX_FRAMES}")
     shape = (source["height"], source["width"], 3)
@@ -133,7 +133,7 @@ def submit(studio: "Studio", request: InpaintRequest, owner: str, upload: Path |
     if image is not None:
         store_image(folder, f"{image_field}.png", image)
         stored["image"] = f"{image_field}.png"
-    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, source["frames"], path))
+    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio.services, KIND, source["frames"], path))
 
 
 def _vace_spec(request: InpaintRequest) -> ModelSpec:

@@ -1,13 +1,13 @@
 """Scene Orchestrator as queued tasks: ``POST /v1/genius/scene/edit``.
 
 Every scene becomes a shot task of the one queue (the caller can follow and fetch each shot):
-a text-to-video task, or a ``scene_shot`` task (``studio.genius.scene_shot_task``) when the
+a text-to-video task, or a ``scene_shot`` task (``studio.genius.scene.shot``) when the
 character is conditioned on a reference image. They are followed by one ``scene`` task that
 depends on them (``depends_on``, see ``studio.jobs.store``): no worker claims it before every
 shot has completed, whatever the queue order or the number of workers; a shot that fails or is
 cancelled fails it with ``DependencyFailed``, and cancelling it cancels its unfinished shots
 (``Studio.cancel``). The scene task stitches the shots into one mp4 with the transitions of
-``studio.genius.transitions`` (overlap semantics, auto choice, exact timing documented there).
+``studio.genius.scene.transitions`` (overlap semantics, auto choice, exact timing documented there).
 Its progress while the shots run is the shots' mean progress (see ``Studio.status``).
 
 Timing: the reply's ``total_duration_seconds`` is the sum of the shots' exact frame counts minus
@@ -58,10 +58,10 @@ from studio.engine.request import NOT_BLANK, SEED_MAX, JsonModel, parse_request
 from studio.engine.text_cache import encode_prompt_embeds
 from studio.engine.vace import GREY
 from studio.errors import InvalidRequest, StudioError
-from studio.genius import scene_shot_task
-from studio.genius.batch import BatchSettings
-from studio.genius.scene_shot_task import REFERENCE_NAME, generator, vace_spec
-from studio.genius.transitions import AUTO, TRANSITIONS, TransitionSpec, render_transition, resolve_auto, timeline
+from studio.genius.scene import shot as scene_shot_task
+from studio.genius.batch.submit import BatchSettings
+from studio.genius.scene.shot import REFERENCE_NAME, generator, vace_spec
+from studio.genius.scene.transitions import AUTO, TRANSITIONS, TransitionSpec, render_transition, resolve_auto, timeline
 from studio.genius.edit_submit import estimate_seconds, new_inputs
 from studio.jobs import store as st
 from studio.media.inputs import image_input
@@ -234,7 +234,7 @@ def submit(studio: "Studio", request: SceneEditRequest, owner: str) -> SceneEdit
     planned = timeline(counts, [s if s.type != AUTO else TransitionSpec(PLANNED_AUTO, s.duration_seconds)
                                 for s in specs], fps)
     if reference is not None:
-        inputs_id, folder = new_inputs(studio)
+        inputs_id, folder = new_inputs(studio.services)
         store_image(folder, REFERENCE_NAME, reference)
         shot_ids = [studio.store.create_task(
             scene_shot_task.KIND, {"inputs_id": inputs_id, "image": REFERENCE_NAME, "model": reference_model.id,
@@ -244,7 +244,7 @@ def submit(studio: "Studio", request: SceneEditRequest, owner: str) -> SceneEdit
     else:
         shot_ids = [studio.store.create_task("t2v", s.stored.model_dump(), priority=1, estimated_seconds=s.estimate,
                                              owner=owner)[0].id for s in shots]
-    stitch_estimate = estimate_seconds(studio, KIND, planned["total_frames"],
+    stitch_estimate = estimate_seconds(studio.services, KIND, planned["total_frames"],
                                        "model" if request.morph_with_model else "classical")
     first = shots[0].stored
     stored = {"shots": shot_ids, "fps": fps,

@@ -4,9 +4,9 @@ The request names the source video (``source_task_id`` of a completed task, or a
 through the UI / Gradio API), a ``mode`` and its inputs. Two paths:
 
 - **model**, ``motion_transfer`` with ``use_model`` or a ``prompt``: Wan Animate animates the
-  reference image with the source's pose and face (``studio.genius.v2v_animate`` documents it).
+  reference image with the source's pose and face (``studio.genius.v2v.animate`` documents it).
 - **model**, ``style_transfer`` or ``colorization`` with a ``prompt`` and a reference image:
-  Wan VACE from the grayscale source and the reference image (``studio.genius.v2v_vace``).
+  Wan VACE from the grayscale source and the reference image (``studio.genius.v2v.vace``).
 - **model** (diffusers' ``WanVideoToVideoPipeline``, built from the loaded text-to-video
   model's components, so no second copy of the weights): ``style_transfer`` or
   ``colorization`` with a ``prompt`` and no reference image. The source is re-noised by
@@ -20,7 +20,7 @@ through the UI / Gradio API), a ``mode`` and its inputs. Two paths:
   catalog text-to-video model the pipeline supports; the server default when absent) must be
   loadable here: a hub model without network or GPU fails the task with ``ModelUnavailable``
   (the loader's message). ``seed`` (drawn and recorded when absent) makes a run repeatable.
-- **classical** (``studio.genius.v2v.transform``, whose docstrings give methods and
+- **classical** (``studio.genius.v2v.algorithm.transform``, whose docstrings give methods and
   measurements) for everything else. ``style_transfer`` and ``colorization`` take a reference
   image (``style_reference_url``, fetched through the guarded fetcher, or
   ``style_reference_base64``); ``motion_transfer`` takes either a reference image (animated by
@@ -65,7 +65,9 @@ from studio.engine.request import (
 )
 from studio.engine.windows import crossfade, four_k_plus_1, sliding_windows, window_count
 from studio.errors import InvalidRequest, ModelUnavailable, TaskNotReady
-from studio.genius import v2v, v2v_animate, v2v_vace
+from studio.genius.v2v import algorithm as v2v
+from studio.genius.v2v import animate as v2v_animate
+from studio.genius.v2v import vace as v2v_vace
 from studio.genius.edit_submit import estimate_seconds, new_inputs, store_source
 from studio.jobs import store as st
 from studio.media.inputs import check_upload_type, image_input
@@ -228,14 +230,14 @@ def submit(studio: "Studio", request: V2VRequest, owner: str, upload: Path | Non
         sent = "style_reference_url" if request.style_reference_url else "style_reference_base64"
         raise InvalidRequest(f"{sent}: mode {request.mode!r} takes no reference image")
     reference = _reference_image(studio, request)
-    inputs_id, folder = new_inputs(studio)
+    inputs_id, folder = new_inputs(studio.services)
     try:
         stored, expected = _store_inputs(studio, request, owner, folder, upload, reference_upload, reference)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     stored["inputs_id"] = inputs_id
-    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, expected))
+    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio.services, KIND, expected))
 
 
 def _submit_model(studio: "Studio", request: V2VRequest, owner: str, upload: Path | None) -> "SubmitResponse":
@@ -250,9 +252,9 @@ def _submit_model(studio: "Studio", request: V2VRequest, owner: str, upload: Pat
         raise InvalidRequest(f"strength: {request.strength:g} of {steps} steps re-runs no denoising step; the model "
                              f"path needs strength of at least {1 / steps:.3g}")
     seed = seed_or_random(request.seed)
-    inputs_id, folder = new_inputs(studio)
+    inputs_id, folder = new_inputs(studio.services)
     try:
-        source = store_source(studio, owner, folder, request.source_task_id, upload, field_name="source_task_id")
+        source = store_source(studio.services, owner, folder, request.source_task_id, upload, field_name="source_task_id")
         _first_frame(source_path(studio.paths, folder, source), "source_task_id")
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -260,7 +262,7 @@ def _submit_model(studio: "Studio", request: V2VRequest, owner: str, upload: Pat
     stored = {"mode": request.mode, "path": "model", "prompt": request.prompt, "negative_prompt": NEGATIVE_PROMPT,
               "model": model_id, "strength": request.strength, "num_inference_steps": steps, "seed": seed,
               "guidance_scale": spec.default_guidance, "source": source, "inputs_id": inputs_id}
-    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, source["frames"], "model"))
+    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio.services, KIND, source["frames"], "model"))
 
 
 def steps_run(num_inference_steps: int, strength: float) -> int:
@@ -273,7 +275,7 @@ def _store_inputs(studio: "Studio", request: V2VRequest, owner: str, folder: Pat
                   reference_upload: Path | None, reference: np.ndarray | None) -> tuple[dict, int]:
     """Resolve and store the source and reference, validate the whole request on the first
     source frame; (the stored request, the frames the run will write)."""
-    source = store_source(studio, owner, folder, request.source_task_id, upload, field_name="source_task_id")
+    source = store_source(studio.services, owner, folder, request.source_task_id, upload, field_name="source_task_id")
     stored = {"mode": request.mode, "strength": request.strength, "preserve_motion": request.preserve_motion,
               "temporal_consistency": request.temporal_consistency, "scale": request.scale, "width": request.width,
               "height": request.height, "factor": request.factor, "target_fps": request.target_fps,

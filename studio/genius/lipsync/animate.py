@@ -4,7 +4,7 @@ Wan2.2-Animate's *replace* mode paints a character into a video inside a mask, d
 video and a face video; its face encoder takes the expression, mouth included, from the face
 crops. Lip-sync uses that as follows:
 
-1. the classical path runs first (``studio.genius.lipsync.lipsync``): visemes from the audio,
+1. the classical path runs first (``studio.genius.lipsync.algorithm.lipsync``): visemes from the audio,
    the mouth of each frame re-shaped to them, the video fitted to the audio's length;
 2. the driving signals come from those lip-synced frames (``motion_signals.driving_signals``):
    the body pose, and face crops whose mouths follow the speech;
@@ -28,8 +28,8 @@ from studio.engine.animate import ADVICE, DEFAULT_PROMPT, MAX_FRAMES, AnimateRun
 from studio.engine.edit import EditJob
 from studio.engine.plan import generation_size
 from studio.errors import InvalidRequest
-from studio.genius import inpaint
-from studio.genius.motion_signals import driving_signals
+from studio.genius.inpaint import algorithm as inpaint
+from studio.engine.motion_signals import driving_signals
 from studio.models.pose import load_pose_estimator
 
 FACE_MARGIN = 0.25  # of the face box's size, added on each side: chin, jaw and cheeks move with the mouth

@@ -39,11 +39,11 @@ nor is any limb that touches it.
 
 Face video (``follow_face``, ``face_crops``)
 ---------------------------------------------
-The user's ``face_region`` pins the box on every frame (``studio.genius.lipsync.track_face``
+The user's ``face_region`` pins the box on every frame (``studio.vision.face_track.track_face``
 validates it). Otherwise ``follow_face`` tracks a face that may travel across the frame - the
 driving clip is a whole moving person, not a talking head:
 
-1. ``studio.genius.lipsync.detect_face`` (Haar cascade) runs on every frame.
+1. ``studio.vision.face_track.detect_face`` (Haar cascade) runs on every frame.
 2. A detection is dropped as a false positive when its centre lies more than
    ``FACE_MAX_SHIFT`` (0.5) face sizes from the median centre of the detections within
    ``FACE_WINDOW`` (3) frames either side of it (itself included), or its width or height
@@ -91,7 +91,7 @@ import cv2
 import numpy as np
 
 from studio.errors import InvalidRequest
-from studio.genius.lipsync import detect_face, track_face
+from studio.vision.face_track import detect_face, track_face
 
 if TYPE_CHECKING:
     from studio.models.pose import PoseEstimator

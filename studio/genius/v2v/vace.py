@@ -29,14 +29,14 @@ from studio.engine.edit import EditJob, EditOutcome, store_image, write_video
 from studio.engine.request import NEGATIVE_PROMPT, seed_or_random
 from studio.engine.text_cache import encode_prompt_embeds
 from studio.errors import InvalidRequest
-from studio.genius import v2v
+from studio.genius.v2v import algorithm as v2v
 from studio.genius.edit_submit import estimate_seconds, new_inputs, store_source
 from studio.media.inputs import image_input
 from studio.models.loader import runnable_spec
 
 if TYPE_CHECKING:
     from studio.core import Studio
-    from studio.genius.v2v_task import V2VRequest
+    from studio.genius.v2v.task import V2VRequest
     from studio.views import SubmitResponse
 
 KIND = "v2v"
@@ -49,9 +49,9 @@ def submit(studio: "Studio", request: "V2VRequest", owner: str, upload=None) -> 
     spec = runnable_spec("vace", request.model, f"{request.mode} with a prompt and a reference image")
     reference = image_input(request.style_reference_base64, request.style_reference_url, studio.fetch_policy,
                             "style_reference_base64", "style_reference_url")
-    inputs_id, folder = new_inputs(studio)
+    inputs_id, folder = new_inputs(studio.services)
     try:
-        source = store_source(studio, owner, folder, request.source_task_id, upload, field_name="source_task_id")
+        source = store_source(studio.services, owner, folder, request.source_task_id, upload, field_name="source_task_id")
         if source["frames"] > MAX_FRAMES:
             raise InvalidRequest(f"source_task_id: this model path takes at most {MAX_FRAMES} frames, the source has "
                                  f"{source['frames']}")
@@ -65,7 +65,7 @@ def submit(studio: "Studio", request: "V2VRequest", owner: str, upload=None) -> 
               "seed": seed_or_random(request.seed),
               "source": source, "inputs_id": inputs_id, "reference_image": REFERENCE_IMAGE,
               "unused": request.changed("strength", "preserve_motion", "temporal_consistency")}
-    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio, KIND, source["frames"], "model"))
+    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio.services, KIND, source["frames"], "model"))
 
 
 def run(job: EditJob) -> EditOutcome:

@@ -1,0 +1,1 @@
+"""The batch feature (``/v1/genius/batch``)."""

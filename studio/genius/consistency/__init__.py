@@ -1,0 +1,1 @@
+"""The consistency feature (``/v1/genius/consistency``)."""

@@ -1,0 +1,1 @@
+"""The decoder feature (``/v1/genius/decoder``)."""

@@ -1,0 +1,1 @@
+"""The inpaint feature (``/v1/genius/inpaint``)."""

@@ -1,0 +1,1 @@
+"""The lipsync feature (``/v1/genius/lipsync``)."""

@@ -1,0 +1,1 @@
+"""The orchestrator feature (``/v1/genius/orchestrator``)."""

@@ -1,0 +1,1 @@
+"""The scene feature (``/v1/genius/scene``)."""

@@ -1,0 +1,1 @@
+"""The stream feature (``/v1/genius/stream``)."""

@@ -1,0 +1,1 @@
+"""The v2v feature (``/v1/genius/v2v``)."""
