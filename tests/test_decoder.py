@@ -21,7 +21,7 @@ from studio.engine.t2v import Cancelled, QuietHooks, run_text_to_video
 from studio.errors import InvalidRequest
 from studio.genius.decoder.stats import stats_summary
 from studio.models.catalog import CATALOG
-from studio.models.cost import latent_tokens
+from studio.models.cost.timing import latent_tokens
 from studio.models.loader import ModelCache
 from studio.models.tiny import build_tiny_pipeline
 from tests.conftest import AUTH, SMALL, wait_for_terminal

@@ -12,8 +12,8 @@ from studio.engine.edit import FRAME_RATE, timing_key
 from studio.engine.estimate import Estimator
 from studio.engine.plan import make_plan
 from studio.engine.request import GenerationRequest
-from studio.models.cost import (
-    ARCHITECTURES,
+from studio.models.cost.architectures import ARCHITECTURES
+from studio.models.cost.timing import (
     H200_PRIOR_FLOP_S,
     STEP_RATE,
     estimate_time,

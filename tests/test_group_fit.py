@@ -1,4 +1,4 @@
-"""Batch grouping's GPU fit check (``studio.models.cost.group_fits``) with simulated device memory.
+"""Batch grouping's GPU fit check (``studio.models.cost.vram.group_fits``) with simulated device memory.
 
 The device figures are what ``torch.cuda.mem_get_info()`` would report on an "80 GB" card
 (80 GiB, see the orchestrator's docstring) after the model's weights were loaded: total minus
@@ -11,14 +11,8 @@ import pytest
 
 from studio.engine.plan import make_plan
 from studio.engine.request import GenerationRequest
-from studio.models.cost import (
-    ARCHITECTURES,
-    FIT_HEADROOM,
-    GIB,
-    group_fits,
-    group_vram_gb,
-    resident_weight_bytes,
-)
+from studio.models.cost.architectures import ARCHITECTURES
+from studio.models.cost.vram import FIT_HEADROOM, GIB, group_fits, group_vram_gb, resident_weight_bytes
 from studio.models.catalog import CATALOG, TINY
 
 M14, M13 = "wan2.1-t2v-14b", "wan2.1-t2v-1.3b"

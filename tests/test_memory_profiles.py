@@ -17,7 +17,7 @@ from studio.engine.plan import make_plan
 from studio.engine.request import parse_request
 from studio.engine.t2v import QuietHooks, run_text_to_video
 from studio.genius.orchestrator.selection import DeviceInfo, SelectModelRequest, select_model
-from studio.models import cost
+from studio.models.cost import vram
 from studio.models.catalog import CATALOG, TINY, get_spec
 from studio.models.loader import ModelCache, apply_memory_profile, choose_memory_profile, profile_need_bytes
 from tests.conftest import SMALL
@@ -27,14 +27,14 @@ M13, A14 = "wan2.1-t2v-1.3b", "wan2.2-t2v-a14b"
 
 
 def test_loader_and_orchestrator_share_the_profiles():
-    assert cost.LOADER_PROFILES == cost.PROFILES
-    assert "group_offload" in cost.LOADER_PROFILES
+    assert vram.LOADER_PROFILES == vram.PROFILES
+    assert "group_offload" in vram.LOADER_PROFILES
 
 
 @pytest.mark.parametrize("model", [M13, "wan2.1-t2v-14b", "wan2.2-ti2v-5b", A14, "wan2.1-vace-14b"])
 def test_the_fastest_profile_that_fits_the_free_memory(model):
     spec = get_spec(model)
-    gpu, offload, group = (profile_need_bytes(spec, p) for p in cost.PROFILES)
+    gpu, offload, group = (profile_need_bytes(spec, p) for p in vram.PROFILES)
     assert gpu > offload > group > 0
     assert choose_memory_profile(spec, gpu * 1.2) == "gpu"
     assert choose_memory_profile(spec, gpu * 1.1) == "model_cpu_offload"

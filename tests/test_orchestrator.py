@@ -48,20 +48,18 @@ from studio.genius.orchestrator.selection import (
 )
 from studio.jobs import store as st
 from studio.jobs.store import TaskStore
-from studio.models import cost
 from studio.models.catalog import CATALOG, TINY
-from studio.models.cost import (
-    ARCHITECTURES,
-    GIB,
+from studio.models.cost import architectures, vram
+from studio.models.cost.architectures import ARCHITECTURES
+from studio.models.cost.timing import (
     H200_PRIOR_FLOP_S,
     STEP_RATE,
-    PipelineSetup,
     estimate_time,
     flops_per_forward,
     flops_per_step,
     latent_tokens,
-    memory_estimate,
 )
+from studio.models.cost.vram import GIB, PipelineSetup, memory_estimate
 
 M13, M14, M5, A14 = "wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.2-ti2v-5b", "wan2.2-t2v-a14b"
 CPU = DeviceInfo(False, None, "CPU")
@@ -110,9 +108,9 @@ def test_parameter_counts_match_the_real_classes():
         umt5 = UMT5EncoderModel(UMT5Config(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24,
                                            num_heads=64, relative_attention_num_buckets=32,
                                            feed_forward_proj="gated-gelu"))
-        assert count(umt5) == cost.UMT5_XXL.params
-        assert count(umt5.shared) == cost.UMT5_XXL.embedding_params
-    assert cost.UMT5_XXL.params * 2 / 1e9 == pytest.approx(11.36, abs=0.01)  # ~11 GB in bf16
+        assert count(umt5) == architectures.UMT5_XXL.params
+        assert count(umt5.shared) == architectures.UMT5_XXL.embedding_params
+    assert architectures.UMT5_XXL.params * 2 / 1e9 == pytest.approx(11.36, abs=0.01)  # ~11 GB in bf16
     assert ARCHITECTURES[A14].experts == 2
     assert ARCHITECTURES[A14].transformer_params == ARCHITECTURES[M14].transformer_params
     assert ARCHITECTURES[M5].vae_stride == 16 and ARCHITECTURES[M5].z_dim == 48
@@ -171,7 +169,7 @@ def test_activation_formula_matches_a_live_tensor_trace():
                       encoder_hidden_states=torch.empty(1, 512, 4096, dtype=torch.bfloat16), return_dict=False)
     finally:
         F.scaled_dot_product_attention = original
-    assert rel_err(cost.denoise_activation_bytes(a, tokens), mode.peak) < 0.10
+    assert rel_err(vram.denoise_activation_bytes(a, tokens), mode.peak) < 0.10
 
 
 # -- VRAM against the anchors -------------------------------------------------------------------
@@ -184,8 +182,8 @@ WAN22_OFFLOAD_CONVERT_T5CPU = PipelineSetup(dit_bytes=2, vae_always_resident=Tru
 
 VRAM_ANCHORS = [
     # (what, model, w, h, frames, profile, setup, published GiB)
-    ("H200 measured: whole 1.3B pipeline on GPU", M13, 832, 480, 81, "gpu", cost.STUDIO_SETUP, 22.5),
-    ("diffusers docs: 1.3B with model CPU offload", M13, 832, 480, 81, "model_cpu_offload", cost.STUDIO_SETUP, 11.0),
+    ("H200 measured: whole 1.3B pipeline on GPU", M13, 832, 480, 81, "gpu", vram.STUDIO_SETUP, 22.5),
+    ("diffusers docs: 1.3B with model CPU offload", M13, 832, 480, 81, "model_cpu_offload", vram.STUDIO_SETUP, 11.0),
     ("Wan2.1 README: 1.3B 480P, offload + t5_cpu", M13, 832, 480, 81, "model_cpu_offload", WAN21_OFFLOAD_T5CPU, 8.19),
     ("Wan2.1 README: 14B 720P, offload", M14, 1280, 720, 81, "model_cpu_offload", WAN21_OFFLOAD, 69.1),
     ("Wan2.2 README: A14B 480P, offload + convert", A14, 832, 480, 81, "model_cpu_offload",
@@ -208,7 +206,7 @@ def test_vram_formula_matches_published_and_measured_peaks(what, model, w, h, fr
 def test_transformer_weights_plus_activations_match_h200(model, w, h, measured):
     a = ARCHITECTURES[model]
     tokens = 21 * (h // 16) * (w // 16)
-    gib = (a.transformer_params * 2 + cost.denoise_activation_bytes(a, tokens)) / GIB
+    gib = (a.transformer_params * 2 + vram.denoise_activation_bytes(a, tokens)) / GIB
     assert rel_err(gib, measured) < 0.10
 
 
@@ -216,13 +214,13 @@ def test_published_single_gpu_claims():
     a14 = memory_estimate(ARCHITECTURES[A14], 1280, 720, 81, "gpu")
     assert a14.peak_gib > 80 * (1 - TOL) and rel_err(a14.peak_gib, 80) < TOL  # "at least 80GB" without offload
     five_b = memory_estimate(ARCHITECTURES[M5], 1280, 704, 121, "model_cpu_offload", WAN22_OFFLOAD_CONVERT_T5CPU)
-    assert five_b.peak_gib * cost.FIT_HEADROOM <= 24  # "runs on a 24 GB GPU"
+    assert five_b.peak_gib * vram.FIT_HEADROOM <= 24  # "runs on a 24 GB GPU"
 
 
 def test_profiles_order_and_tiny():
     for model in (M13, M5, M14, A14):
         a, (w, h, f) = ARCHITECTURES[model], ((1280, 704, 121) if model == M5 else (832, 480, 81))
-        gpu, offload, group = (memory_estimate(a, w, h, f, p).peak_bytes for p in cost.PROFILES)
+        gpu, offload, group = (memory_estimate(a, w, h, f, p).peak_bytes for p in vram.PROFILES)
         assert gpu > offload > group > 0
     assert memory_estimate(ARCHITECTURES[TINY], 160, 96, 33, "gpu").peak_bytes == 0  # runs on the CPU
     with pytest.raises(ValueError):
@@ -388,8 +386,8 @@ def test_fastest_adequate_and_prefer_quality(deps):
 def test_budget_is_respected_and_profiles_reported(deps):
     answer = select_model(deps, SelectModelRequest(prompt=MODERATE, target_resolution="720p", max_vram_gb=24),
                           device=H100)
-    assert answer.vram_required_gb * cost.FIT_HEADROOM <= 24
-    assert all(a.vram_gb * cost.FIT_HEADROOM <= 24 for a in answer.alternatives)
+    assert answer.vram_required_gb * vram.FIT_HEADROOM <= 24
+    assert all(a.vram_gb * vram.FIT_HEADROOM <= 24 for a in answer.alternatives)
     assert any("model_cpu_offload" in r or "group_offload" in r for r in answer.reasons)
 
 
@@ -410,8 +408,8 @@ def test_speed_factor_is_the_ratio_of_estimated_times(deps):
         spec = CATALOG[model_id]
         plan = orch._plan_for(spec, request.duration_seconds, request.target_resolution, request.prompt)
         mem = {p: memory_estimate(ARCHITECTURES[model_id], plan.gen_width, plan.gen_height, plan.gen_frames, p)
-               for p in cost.PROFILES}
-        profile = next(p for p in cost.PROFILES if mem[p].peak_gib * cost.FIT_HEADROOM <= budget)
+               for p in vram.PROFILES}
+        profile = next(p for p in vram.PROFILES if mem[p].peak_gib * vram.FIT_HEADROOM <= budget)
         return estimate_time(deps, spec, plan, profile).seconds
 
     recommended = seconds(answer.recommended_model)
@@ -432,13 +430,13 @@ def test_choose_model_for_auto(deps):
 def test_auto_uses_only_the_profiles_the_loader_applies(deps):
     # The loader applies group offload (studio.models.loader.apply_memory_profile), so auto and
     # the recommendation agree: on 16 GiB the 720p-capable 5B runs with it.
-    assert cost.LOADER_PROFILES == cost.PROFILES
+    assert vram.LOADER_PROFILES == vram.PROFILES
     card = DeviceInfo(True, 16.0, "16 GiB GPU")
     request = GenerationRequest(prompt=MODERATE, resolution="720p")
     model, reasons = choose_model(deps, request, device=card)
     assert model == M5 and any("with group_offload" in r for r in reasons)
     advice = select_model(deps, SelectModelRequest(prompt=MODERATE, target_resolution="720p"), device=card)
-    assert advice.recommended_model == M5 and advice.vram_required_gb * cost.FIT_HEADROOM <= 16
+    assert advice.recommended_model == M5 and advice.vram_required_gb * vram.FIT_HEADROOM <= 16
     assert not any("does not apply" in r for r in advice.reasons)
 
 

@@ -22,8 +22,8 @@ from types import SimpleNamespace
 
 from studio.engine.plan import GenerationPlan
 from studio.models.catalog import CATALOG, ModelSpec
-from studio.models.cost import (
-    ARCHITECTURES,
+from studio.models.cost.architectures import ARCHITECTURES
+from studio.models.cost.timing import (
     ENCODE_RATE,
     LOAD_SECONDS,
     STEP_RATE,

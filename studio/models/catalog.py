@@ -52,7 +52,7 @@ class ModelSpec:
             ``animate`` (character animation / replacement driven by pose and face videos) or
             ``i2v`` (video between a given first and last frame).
         pipeline: the diffusers pipeline class that loads and runs it.
-        architecture: the ``studio.models.cost.ARCHITECTURES`` entry its memory estimate
+        architecture: the ``studio.models.cost.architectures.ARCHITECTURES`` entry its memory estimate
             starts from (default: its own id); parameters beyond it are added as weights.
         similarity_skip_levels: batch similarity caching's (minimum pooled-text cosine, share of
             steps skipped) levels, calibrated on THIS model's text encoder

@@ -29,7 +29,8 @@ from transformers.utils import logging as transformers_logging
 
 from studio.errors import InvalidRequest, ModelUnavailable
 from studio.models.catalog import MODELS, TASK_LABELS, TINY, TINY_ANIMATE, TINY_I2V, TINY_VACE, ModelSpec, get_spec
-from studio.models.cost import ARCHITECTURES, LOADER_PROFILES, group_fits, memory_estimate
+from studio.models.cost.architectures import ARCHITECTURES
+from studio.models.cost.vram import LOADER_PROFILES, group_fits, memory_estimate
 from studio.models.hub import hub_offline, in_cache
 from studio.models.tiny import (
     ensure_tiny_animate_model,
@@ -209,7 +210,7 @@ class ModelCache:
 
 def profile_need_bytes(spec: ModelSpec, profile: str) -> float:
     """Peak GPU bytes of ``spec`` in ``profile`` at its native size and length: the
-    cost model's formula (``studio.models.cost.memory_estimate``). A model estimated
+    cost model's formula (``studio.models.cost.vram.memory_estimate``). A model estimated
     from another's architecture (VACE on its T2V base) adds its extra parameters as bf16 weights
     where the transformer is resident whole (``gpu``, ``model_cpu_offload``); with group offload
     they stream in like the rest."""
@@ -227,7 +228,7 @@ def choose_memory_profile(spec: ModelSpec, free_bytes: float) -> str:
     time) or ``group_offload`` (weights streamed layer by layer, VAE resident and tiled). When
     none fits, ``group_offload``, the leanest: the run may still fit (the formula is a bound), and
     if not it fails with ``VramExceeded``. The same profiles, in the same order, as the
-    orchestrator recommends (``studio.models.cost.LOADER_PROFILES``)."""
+    orchestrator recommends (``studio.models.cost.vram.LOADER_PROFILES``)."""
 
     for profile in LOADER_PROFILES:
         if free_bytes >= profile_need_bytes(spec, profile) * _VRAM_HEADROOM:
@@ -259,7 +260,7 @@ def apply_memory_profile(pipe, profile: str, device: torch.device) -> None:
 def group_fits_here(plans: list, models: "ModelCache", budget_gb: float | None,
                     mem_get_info: Callable[[], tuple[int, int]] | None = None) -> bool:
     """Whether a batch group (same model and shape) may share one pipeline call on this device:
-    ``studio.models.cost.group_fits`` with the free memory the device reports now. When the group's
+    ``studio.models.cost.vram.group_fits`` with the free memory the device reports now. When the group's
     model is resident, that free memory was read after its weights were loaded, so only the
     activations are asked for (in the profile it was loaded with); otherwise the whole peak, in
     the profile the loader would choose. Without CUDA only the CPU-bound offline models run, and

@@ -65,20 +65,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from studio.engine.plan import GenerationPlan, make_plan
 from studio.engine.request import GenerationRequest, JsonModel, Resolution, strip_prompt
 from studio.models.catalog import CATALOG, TINY, ModelSpec
-from studio.models.cost import (
-    ARCHITECTURES,
-    FIT_HEADROOM,
-    GIB,
-    LOADER_PROFILES,
-    PROFILES,
-    STEP_RATE,
-    Architecture,
-    MemoryEstimate,
-    TimeEstimate,
-    estimate_time,
-    latent_tokens,
-    memory_estimate,
-)
+from studio.models.cost.architectures import ARCHITECTURES, Architecture
+from studio.models.cost.timing import STEP_RATE, TimeEstimate, estimate_time, latent_tokens
+from studio.models.cost.vram import FIT_HEADROOM, GIB, LOADER_PROFILES, PROFILES, MemoryEstimate, memory_estimate
 
 TIME_BUDGET_S = 1800.0                 # "reasonable time" for prefer_quality: a policy
 Complexity = Literal["simple", "moderate", "complex"]

@@ -1,0 +1,267 @@
+"""The time model: how long a planned run takes on this device, from measured rates or priors.
+
+**Rates.** Measured rates are moving averages the worker records after every run in the task
+store's ``timings`` table (``step_s_per_ktoken``: seconds per CFG step per 1000 latent tokens,
+an uncached figure; ``encode_s_per_mpx``: decode + encode seconds per output megapixel;
+``load_s``). Until one was measured the rate is a prior: the H200 anchor of
+``shared/research/gpu_anchor_h200.md`` (Wan2.1-1.3B, 1.244 s per CFG step at 32,760 tokens;
+its VAE decode + postprocess, 3.10 s for 480x832x81), and for ``tiny`` what
+``bench/bench_stack.py`` measured on the 2-core CPU (bench/RESULTS.md). The load time of a real
+model has no anchor: its prior (60 s) is an assumption until the first load.
+
+**Time.** ``total = load (when the model is not resident) + steps x step time + offload transfers
++ decode/encode``.
+
+- FLOPs per transformer forward (``shared/research/flops.py``): linear ``2 L (6 d^2 + 2 d ffn)``
+  per layer plus cross-attention K/V on 512 text tokens ``2 x 512 x 2 d^2``, self-attention
+  ``4 L^2 d``, cross-attention ``4 L x 512 x d``, times layers. A step is 2 forwards with
+  classifier-free guidance (guidance > 1), else 1 (A14B: one expert per step, same cost).
+- step time = FLOPs per step / the device's throughput (FLOP/s), chosen in this order:
+  1. measured for this model here: the engine's recorded rate (``timings`` table,
+     ``step_s_per_ktoken``, an uncached moving average) turned back into FLOP/s at the token
+     count and guidance of the model's most recent completed task (its native plan when none
+     is on record); every completed task moves it;
+  2. measured here for another real model (the mean of their FLOP/s): at these token counts
+     the achieved FLOP/s hardly depends on the model (H200: 447-522 TFLOP/s from 1.3B to 14B);
+  3. prior: the H200's plain-diffusers pipeline step (Wan2.1-1.3B, 480x832x81, 1.244 s per CFG
+     step, ``gpu_anchor_h200.md``) = 455 TFLOP/s, labelled "prior (H200)" in the reasons.
+  With group offload the weights cross PCIe every forward pass, overlapped with compute:
+  ``max(compute, weight bytes / 31.5 GB/s)`` (PCIe 4.0 x16 nominal; a lower bound on transfer
+  time); with model offload each component crosses once per video.
+- ``tiny`` runs on the CPU and is overhead-bound, not FLOP-bound: its step time is its measured
+  seconds per step per 1000 tokens x tokens (or that rate's prior).
+- load and decode/encode time: the measured rates (``load_s``, ``encode_s_per_mpx``), or their
+  documented priors.
+
+The weight bytes and the offload profiles are those of ``studio.models.cost.vram``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from studio.models.catalog import CATALOG, TINY, ModelSpec
+from studio.models.cost.architectures import ARCHITECTURES, TEXT_TOKENS, Architecture
+from studio.models.cost.vram import STUDIO_SETUP
+
+
+class PlannedRun(Protocol):
+    """What the cost model reads of a run's plan (``studio.engine.plan.GenerationPlan``)."""
+
+    model: str
+    gen_width: int
+    gen_height: int
+    gen_frames: int
+    latent_frames: int
+    out_width: int
+    out_height: int
+    out_frames: int
+    num_inference_steps: int
+    guidance_scale: float
+
+
+class TimingStore(Protocol):
+    """Where measured rates live (the task store's ``timings`` table)."""
+
+    path: Path
+
+    def timing(self, model: str, name: str) -> float | None: ...
+
+    def timing_samples(self, model: str, name: str) -> int: ...
+
+
+# -- rates: measured here, or documented priors ---------------------------------------------------
+
+STEP_RATE = "step_s_per_ktoken"     # seconds per CFG step per 1000 latent tokens
+ENCODE_RATE = "encode_s_per_mpx"    # seconds to decode+encode one megapixel of output frames
+LOAD_SECONDS = "load_s"
+
+_H200_13B_STEP_S_PER_KTOKEN = 1.244 / 32.76
+_PRIORS = {
+    TINY: {STEP_RATE: 0.05, ENCODE_RATE: 0.02, LOAD_SECONDS: 2.0},
+}
+# H200, plain diffusers, Wan2.1 VAE decode + postprocess of 480x832x81: 3.10 s (gpu_anchor_h200.md).
+_REAL_PRIOR_ENCODE = 3.10 / (832 * 480 * 81 / 1e6)
+_REAL_PRIOR_LOAD = 60.0  # an assumption, not a measurement: replaced by the first measured load
+
+
+def latent_tokens(spec: ModelSpec, plan: "PlannedRun") -> int:
+    """Transformer sequence length: latent frames x (H / stride) x (W / stride), where the
+    stride (VAE downsampling x patch size) equals the model's size multiple."""
+    stride = spec.size_multiple
+    return plan.latent_frames * (plan.gen_height // stride) * (plan.gen_width // stride)
+
+
+def prior_rate(spec: ModelSpec, name: str) -> float:
+    """The documented prior of a rate, used until this machine measured it (see the docstring)."""
+    if spec.id in _PRIORS:
+        return _PRIORS[spec.id][name]
+    return {
+        STEP_RATE: _H200_13B_STEP_S_PER_KTOKEN * spec.params_b / 1.3,
+        ENCODE_RATE: _REAL_PRIOR_ENCODE,
+        LOAD_SECONDS: _REAL_PRIOR_LOAD,
+    }[name]
+
+
+def timing_samples(store: "TimingStore | None", key: str, name: str) -> int:
+    """How many measurements the store's moving average ``(key, name)`` folds (0: none)."""
+    return store.timing_samples(key, name) if store is not None else 0
+
+
+class Rates:
+    """A model's rates from the store's measurements, falling back to the documented priors."""
+
+    def __init__(self, store: TimingStore | None):
+        self.store = store
+
+    def rate(self, spec: ModelSpec, name: str) -> tuple[float, bool]:
+        """(value, measured): the moving average measured here, else the prior."""
+        measured = self.store.timing(spec.id, name) if self.store is not None else None
+        return (measured, True) if measured is not None else (prior_rate(spec, name), False)
+
+
+# -- FLOPs and time -----------------------------------------------------------------------------
+
+PCIE_BYTES_PER_S = 31.5e9              # PCIe 4.0 x16, nominal
+
+
+def flops_per_forward(arch: Architecture, tokens: int) -> float:
+    """One transformer forward pass over ``tokens`` latent tokens (``shared/research/flops.py``)."""
+    d, ffn, n = arch.dim, arch.ffn_dim, arch.num_layers
+    linear = 2 * (6 * d * d + 2 * d * ffn) * tokens * n + 2 * (2 * d * d) * TEXT_TOKENS * n
+    self_attention = 4 * tokens * tokens * d * n
+    cross_attention = 4 * tokens * TEXT_TOKENS * d * n
+    return float(linear + self_attention + cross_attention)
+
+
+def cfg_passes(guidance_scale: float) -> int:
+    """Transformer passes per step: diffusers runs the unconditional pass only when guidance > 1."""
+    return 2 if guidance_scale > 1.0 else 1
+
+
+def flops_per_step(arch: Architecture, tokens: int, guidance_scale: float) -> float:
+    """FLOPs of one denoising step: a forward pass per CFG branch."""
+    return cfg_passes(guidance_scale) * flops_per_forward(arch, tokens)
+
+
+#: The H200 anchor: plain diffusers WanPipeline, Wan2.1-1.3B bf16, 480x832x81, 1.244 s per CFG step.
+H200_ANCHOR = {"model": "wan2.1-t2v-1.3b", "tokens": 32_760, "step_seconds": 1.244, "guidance_scale": 5.0}
+H200_PRIOR_FLOP_S = flops_per_step(ARCHITECTURES[H200_ANCHOR["model"]], H200_ANCHOR["tokens"],
+                                   H200_ANCHOR["guidance_scale"]) / H200_ANCHOR["step_seconds"]
+
+
+@dataclass(frozen=True)
+class Throughput:
+    flop_per_s: float
+    basis: str        # "measured" or "prior"
+    source: str       # words for the reasons
+    samples: int = 0  # measured runs behind it (summed over the models it comes from; 0: prior)
+
+
+def _reference_plan(store, spec: ModelSpec) -> tuple[int, float, str]:
+    """(tokens, guidance, what) of the model's most recent completed task, or of its native plan.
+
+    Read through a separate read-only connection (the store's file is in WAL mode)."""
+    path = getattr(store, "path", None)
+    if path is not None:
+        try:
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)) as db:
+                rows = db.execute(
+                    "SELECT result FROM tasks WHERE status = 'completed' AND result IS NOT NULL "
+                    "ORDER BY finished_at DESC LIMIT 50").fetchall()
+            for (raw,) in rows:
+                meta = (json.loads(raw) or {}).get("metadata") or {}
+                if meta.get("model") != spec.id:
+                    continue
+                w, h, f = meta["generated_width"], meta["generated_height"], meta["generated_frames"]
+                stride = spec.size_multiple
+                tokens = ((int(f) - 1) // 4 + 1) * (int(h) // stride) * (int(w) // stride)
+                return tokens, float(meta.get("guidance_scale", 5.0)), f"its last run ({w}x{h}x{f})"
+        except (sqlite3.Error, KeyError, TypeError, ValueError):
+            pass
+    stride = spec.size_multiple
+    native = ((spec.max_frames - 1) // 4 + 1) * (spec.native_height // stride) * (spec.native_width // stride)
+    size = f"{spec.native_width}x{spec.native_height}x{spec.max_frames}"
+    return native, spec.default_guidance, f"its native size ({size})"
+
+
+def _measured_flop_s(store, spec: ModelSpec) -> tuple[float, str] | None:
+    rate = store.timing(spec.id, STEP_RATE) if store is not None else None
+    if rate is None or rate <= 0 or spec.id not in ARCHITECTURES:
+        return None
+    tokens, guidance, what = _reference_plan(store, spec)
+    step_seconds = rate * tokens / 1000
+    return flops_per_step(ARCHITECTURES[spec.id], tokens, guidance) / step_seconds, what
+
+
+def device_throughput(store, model_id: str) -> Throughput:
+    """This device's FLOP/s for ``model_id``: measured for it, measured for another real model,
+    or the H200 prior (see the module docstring)."""
+    own = _measured_flop_s(store, CATALOG[model_id])
+    if own is not None:
+        return Throughput(own[0], "measured",
+                          f"measured here for {model_id} (engine step times, converted at {own[1]})",
+                          timing_samples(store, model_id, STEP_RATE))
+    others = []
+    for other in ARCHITECTURES:
+        if other in (TINY, model_id) or other not in CATALOG:
+            continue
+        measured = _measured_flop_s(store, CATALOG[other])
+        if measured is not None:
+            others.append((other, measured[0]))
+    if others:
+        mean = sum(flop_s for _, flop_s in others) / len(others)
+        names = ", ".join(m for m, _ in others)
+        return Throughput(mean, "measured", f"measured here on {names} (same GPU, FLOP/s carried over)",
+                          sum(timing_samples(store, m, STEP_RATE) for m, _ in others))
+    return Throughput(H200_PRIOR_FLOP_S, "prior",
+                      "prior (H200): Wan2.1-1.3B plain diffusers, 1.244 s per CFG step at 480x832x81")
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    seconds: float
+    step_seconds: float
+    steps: int
+    load_seconds: float
+    encode_seconds: float
+    transfer_seconds: float
+    flops_per_step: float
+    throughput: Throughput | None
+
+
+def estimate_time(deps, spec: ModelSpec, plan: "PlannedRun", profile: str = "gpu",
+                  throughput: Throughput | None = None) -> TimeEstimate:
+    """Seconds to generate ``plan`` with ``spec`` on this device (see the module docstring)."""
+    store = getattr(deps, "store", None)
+    estimator = getattr(deps, "estimator", None) or Rates(store)
+    models = getattr(deps, "models", None)
+    loaded = models is not None and getattr(models, "loaded_model", None) == spec.id
+    load = 0.0 if loaded else estimator.rate(spec, LOAD_SECONDS)[0]
+    encode = estimator.rate(spec, ENCODE_RATE)[0] * plan.out_frames * plan.out_width * plan.out_height / 1e6
+    arch = ARCHITECTURES[spec.id]
+    tokens = latent_tokens(spec, plan)
+    step_flops = flops_per_step(arch, tokens, plan.guidance_scale)
+    if arch.on_cpu:  # overhead-bound: the engine's own per-token rate
+        rate, _ = estimator.rate(spec, STEP_RATE)
+        step = rate * tokens / 1000
+        return TimeEstimate(load + step * plan.num_inference_steps + encode, step, plan.num_inference_steps,
+                            load, encode, 0.0, step_flops, None)
+    tp = throughput or device_throughput(store, spec.id)
+    step = step_flops / tp.flop_per_s
+    transfer = 0.0
+    weights = arch.transformer_params * STUDIO_SETUP.dit_bytes * arch.experts
+    if profile == "group_offload":  # weights stream in every pass, overlapped with compute
+        passes = cfg_passes(plan.guidance_scale)
+        per_pass = max(step / passes, arch.transformer_params * STUDIO_SETUP.dit_bytes / PCIE_BYTES_PER_S)
+        step = per_pass * passes
+    elif profile == "model_cpu_offload":  # each component crosses once per video
+        transfer = (weights + arch.text_encoder.params * STUDIO_SETUP.text_bytes
+                    + arch.vae_params * STUDIO_SETUP.vae_bytes) / PCIE_BYTES_PER_S
+    total = load + step * plan.num_inference_steps + transfer + encode
+    return TimeEstimate(total, step, plan.num_inference_steps, load, encode, transfer, step_flops, tp)
