@@ -36,10 +36,10 @@ from studio.jobs.store import Task, TaskStore
 from studio.jobs.webhooks import WebhookDispatcher
 from studio.jobs.worker import Worker
 from studio.keys import KeyStore
-from studio.media.fetch import FetchPolicy, validate_url
 from studio.media.frame_boards import StreamHub
 from studio.media.paths import MediaPaths, media_url
 from studio.media.storage import StorageGuard
+from studio.media.url_policy import FetchPolicy, validate_url
 from studio.models.catalog import CATALOG, MODELS, TINY
 from studio.models.loader import ModelCache, cuda_available, default_model, unavailable_reason
 from studio.ui_access import AnonymousLimits, OwnerCookies

@@ -17,17 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import studio.media.fetch as fetch_module
+import studio.media.url_policy as url_policy_module
 from studio.errors import StudioError
-from studio.media.fetch import (
-    USER_AGENT,
-    FetchFailed,
-    FetchPolicy,
-    FetchResponse,
-    PinnedURL,
-    URLRefused,
-    fetch,
-    validate_url,
-)
+from studio.media.fetch import USER_AGENT, FetchResponse, fetch
+from studio.media.url_policy import FetchFailed, FetchPolicy, PinnedURL, URLRefused, validate_url
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -103,7 +96,7 @@ def lookups(monkeypatch):
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return list(calls.answers[host])
 
-    monkeypatch.setattr(fetch_module, "_resolve", resolve)
+    monkeypatch.setattr(url_policy_module, "_resolve", resolve)
     calls.answers = {}
     return calls
 
@@ -280,7 +273,7 @@ def test_unresolvable_host_is_refused_with_a_sensible_reason(lookups, connection
 
 
 def test_slow_dns_counts_against_the_connect_timeout(monkeypatch):
-    monkeypatch.setattr(fetch_module, "_resolve", lambda host, port: time.sleep(3) or [PUBLIC_IP])
+    monkeypatch.setattr(url_policy_module, "_resolve", lambda host, port: time.sleep(3) or [PUBLIC_IP])
     started = time.monotonic()
     with pytest.raises(FetchFailed) as failed:
         validate_url("http://slow-dns.example/", FetchPolicy(connect_timeout=0.2))
@@ -319,7 +312,7 @@ def test_errors_fit_the_studio_error_shape():
 
 def test_dns_rebinding_connects_only_to_the_vetted_address(monkeypatch, served, lookups):
     answers = iter([[PUBLIC_IP]])
-    monkeypatch.setattr(fetch_module, "_resolve",
+    monkeypatch.setattr(url_policy_module, "_resolve",
                         lambda host, port: lookups.append(host) or next(answers, ["127.0.0.1"]))
     attempts = []
 

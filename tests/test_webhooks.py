@@ -15,7 +15,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from studio.jobs.store import TaskStore
 from studio.jobs.webhooks import WebhookDispatcher
 from studio.keys import KeyStore, env_webhook_secret
-from studio.media.fetch import FetchPolicy
+from studio.media.url_policy import FetchPolicy
 from tests.conftest import API_KEY, OTHER_KEY, SMALL, wait_for_terminal
 
 SECRET = env_webhook_secret(API_KEY)

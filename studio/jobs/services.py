@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from studio.jobs.events import Event
     from studio.jobs.store import Task, TaskStore
-    from studio.media.fetch import FetchPolicy
     from studio.media.frame_boards import StreamHub
     from studio.media.paths import MediaPaths
+    from studio.media.url_policy import FetchPolicy
     from studio.views import SubmitResponse, TaskResult, TaskStatus
 
 
@@ -29,7 +29,7 @@ class FeatureServices:
 
     store: "TaskStore"  # task rows (a scene's shots, a batch's members) and measured timings
     paths: "MediaPaths"  # finished tasks' videos and thumbnails
-    fetch_policy: "FetchPolicy"  # for every URL a feature fetches (studio.media.fetch)
+    fetch_policy: "FetchPolicy"  # for every URL a feature fetches (studio.media.url_policy)
     data_dir: Path  # where tasks' stored inputs live (data_dir / "inputs" / <inputs_id>)
     default_model: str  # the server's text-to-video model
     streams: "StreamHub"  # live frame boards of streamed generations

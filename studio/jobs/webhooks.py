@@ -37,7 +37,8 @@ from standardwebhooks.webhooks import Webhook
 
 from studio.jobs.store import TaskStore
 from studio.keys import KeyStore
-from studio.media.fetch import FetchFailed, FetchPolicy, URLRefused, fetch
+from studio.media.fetch import fetch
+from studio.media.url_policy import FetchFailed, FetchPolicy, URLRefused
 
 log = logging.getLogger(__name__)
 

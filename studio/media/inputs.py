@@ -19,7 +19,7 @@ import numpy as np
 from studio.errors import PayloadTooLarge, StudioError
 
 if TYPE_CHECKING:
-    from studio.media.fetch import FetchPolicy
+    from studio.media.url_policy import FetchPolicy
 
 MAX_IMAGE_BYTES = 20 * 2**20
 MAX_IMAGE_PIXELS = 36_000_000  # a little above 8K UHD (33.2 MP)
@@ -150,7 +150,8 @@ def audio_duration(data: bytes, max_seconds: float = MAX_AUDIO_SECONDS, max_byte
 def fetch_media(url: str, policy: "FetchPolicy", what: str) -> bytes:
     """The body of ``url`` through the guarded fetcher (public hosts only, size and time caps);
     400 naming ``what`` (the request field) when the server does not answer 200."""
-    from studio.media.fetch import FetchFailed, fetch
+    from studio.media.fetch import fetch
+    from studio.media.url_policy import FetchFailed
 
     response = fetch(url, policy)
     if response.status_code != 200:

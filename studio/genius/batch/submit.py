@@ -27,7 +27,7 @@ from studio.engine.request import HTTP_URL_PATTERN, NOT_BLANK, GenerationRequest
 from studio.engine.state_cache import similarity_calibrated
 from studio.errors import InvalidRequest, TaskNotFound
 from studio.jobs import store as st
-from studio.media.fetch import validate_url
+from studio.media.url_policy import validate_url
 
 if TYPE_CHECKING:
     from studio.core import Studio
