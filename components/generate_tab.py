@@ -25,7 +25,8 @@ from components.widgets import bounds, choices
 from studio.core import Studio
 from studio.engine.request import GenerationRequest, parse_request
 from studio.errors import StudioError
-from studio.genius.stream.start import StreamStartRequest, start_stream
+from studio.genius.stream.schema import StreamStartRequest
+from studio.genius.stream.start import start_stream
 from studio.jobs import events as ev
 from studio.jobs import store as st
 from studio.models.catalog import CATALOG
@@ -91,6 +92,8 @@ def create_ui(studio: Studio) -> GenerateTab:
                 guidance = gr.Slider(**bounds(GenerationRequest, "guidance_scale"), step=0.5, label="Guidance scale")
                 steps = gr.Slider(**bounds(GenerationRequest, "num_inference_steps"), step=1,
                                   label="Inference steps", elem_id="gen-steps")
+                preview_every = gr.Slider(**bounds(GenerationRequest, "preview_every_n_steps"), step=1,
+                                          label="Preview every N steps", elem_id="gen-preview-every")
             with gr.Row():
                 generate_button = gr.Button("Generate", variant="primary", elem_id="gen-run")
                 stop_button = gr.Button("Stop", variant="stop", elem_id="gen-stop")
@@ -106,7 +109,7 @@ def create_ui(studio: Studio) -> GenerateTab:
                                      height=120)
                 task_id = gr.Textbox(label="Task id", interactive=False, elem_id="gen-task-id")
             metadata = gr.JSON(label="Metadata", elem_id="gen-metadata")
-    inputs = [prompt, negative, duration, fps, resolution, aspect, genre, seed, guidance, steps, model]
+    inputs = [prompt, negative, duration, fps, resolution, aspect, genre, seed, guidance, steps, model, preview_every]
     return GenerateTab(inputs, generate_button, stop_button, task_id, preview, status, video, thumbnail, metadata,
                        auto_hint)
 
@@ -119,7 +122,7 @@ class _FrameStrip:
     FRAMES = 24
 
     def __init__(self, studio: Studio, task_id: str, owner: str):
-        session = start_stream(studio, StreamStartRequest(task_id=task_id), owner=owner)
+        session = start_stream(studio.services, StreamStartRequest(task_id=task_id), owner=owner)
         _, self.board = studio.streams.session(session.session_id, owner)
         self.shown_version = 0
         self.shown_at = 0.0
@@ -150,6 +153,7 @@ def make_handlers(studio: Studio):
         guidance_scale: float = _default("guidance_scale"),
         num_inference_steps: int = _default("num_inference_steps"),
         model: str = "",
+        preview_every_n_steps: int = _default("preview_every_n_steps"),
         progress: gr.Progress = gr.Progress(),
         request: gr.Request = None,
     ) -> Iterator[tuple]:
@@ -167,6 +171,7 @@ def make_handlers(studio: Studio):
             guidance_scale: prompt adherence, 1-20.
             num_inference_steps: denoising steps, 10-150.
             model: model id, 'auto' for the Model Orchestrator's pick, or empty for the server default.
+            preview_every_n_steps: a live preview every N denoising steps, 1-50 (first and last always).
 
         Returns:
             Per update: task id, frame strip (gallery of the newest frames: denoising previews,
@@ -178,7 +183,7 @@ def make_handlers(studio: Studio):
                 "fps": int(fps), "resolution": resolution, "aspect_ratio": aspect_ratio, "genre": genre,
                 "seed": None if seed is None or int(seed) < 0 else int(seed),
                 "guidance_scale": guidance_scale, "num_inference_steps": int(num_inference_steps),
-                "model": model or None,
+                "model": model or None, "preview_every_n_steps": int(preview_every_n_steps),
             })
             with admitted(studio, request) as owner:
                 submitted = studio.submit(generation, owner=owner)
@@ -294,7 +299,7 @@ def _summary(result) -> str:
 def create_event_handlers(tab: GenerateTab, studio: Studio) -> None:
     """Wire the tab: Generate streams, Stop cancels; both exposed through the Gradio API."""
     generate, get_status, cancel_task, stop = make_handlers(studio)
-    prompt, _negative, duration, _fps, resolution, _aspect, _genre, _seed, guidance, steps, model = tab.inputs
+    prompt, _negative, duration, _fps, resolution, _aspect, _genre, _seed, guidance, steps, model, _every = tab.inputs
     attach_auto_hint(studio, model=model, prompt=prompt, duration=duration, resolution=resolution,
                      guidance=guidance, steps=steps, output=tab.auto_hint)
     outputs = [tab.task_id, tab.preview, tab.status, tab.video, tab.thumbnail, tab.metadata]

@@ -9,23 +9,28 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from studio.config import AUTO_MODEL, Settings
+from studio.db import Database
 from studio.engine.estimate import Estimator
 from studio.engine.genres import GENRES
-from studio.engine.plan import make_plan
-from studio.engine.request import GenerationRequest, seed_or_random
+from studio.engine.request import GenerationRequest, GenerationSpec
 from studio.engine.spec import TaskSpec
 from studio.engine.step_cache import DecoderStatsAggregate
-from studio.errors import InvalidRequest, ServiceUnavailable, TaskNotFound, TaskNotReady
-from studio.genius.consistency import task as consistency_task
-from studio.genius.inpaint import task as inpaint_task
-from studio.genius.lipsync import task as lipsync_task
+from studio.errors import ServiceUnavailable, TaskNotFound, TaskNotReady
+from studio.genius.consistency import run as consistency_task
+from studio.genius.consistency.schema import ConsistencySpec
+from studio.genius.generate import submit as generate
+from studio.genius.inpaint import run as inpaint_run
+from studio.genius.inpaint.schema import InpaintSpec
+from studio.genius.lipsync import run as lipsync_run
+from studio.genius.lipsync.schema import LipSyncSpec
 from studio.genius.scene import shot as scene_shot_task
-from studio.genius.scene import task as scene_task
-from studio.genius.v2v import task as v2v_task
+from studio.genius.scene import run as scene_task
+from studio.genius.scene.schema import SceneShotSpec, SceneSpec
+from studio.genius.v2v import run as v2v_run
+from studio.genius.v2v.schema import V2VSpec
 from studio.genius.sla import SlaMonitor
 from studio.jobs import events as ev
 from studio.jobs import store as st
@@ -39,7 +44,7 @@ from studio.keys import KeyStore
 from studio.media.frame_boards import StreamHub
 from studio.media.paths import MediaPaths, media_url
 from studio.media.storage import StorageGuard
-from studio.media.url_policy import FetchPolicy, validate_url
+from studio.media.url_policy import FetchPolicy
 from studio.models.catalog import CATALOG, MODELS, TINY
 from studio.models.loader import ModelCache, cuda_available, default_model, unavailable_reason
 from studio.ui_access import AnonymousLimits, OwnerCookies
@@ -58,19 +63,15 @@ INTERRUPTED_REASON = "the server stopped while this task was running; submit it 
 UI_OWNER = "ui"  # the default owner of core calls (tests, scripts); UI visitors own theirs: studio.ui_access
 #: The video-side features this studio runs, by task kind: their ``run`` is handed to the worker.
 EDIT_RUNNERS = {feature.KIND: feature.run for feature in (
-    consistency_task, inpaint_task, lipsync_task, scene_shot_task, scene_task, v2v_task)}
+    consistency_task, inpaint_run, lipsync_run, scene_shot_task, scene_task, v2v_run)}
 #: The typed spec of every task kind this studio stores (``studio.engine.spec``), by kind.
 SPECS = SpecRegistry([
+    InpaintSpec, LipSyncSpec,
+    V2VSpec,
+    GenerationSpec,
+    SceneSpec, SceneShotSpec,
+    ConsistencySpec,
 ])
-NORMAL_PRIORITY = 1  # single generations; batches choose low (0), normal (1) or high (2)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A request ready to store: model and seed resolved, its own run time estimated."""
-
-    stored: GenerationRequest
-    estimate: float
 
 
 class Studio:
@@ -79,14 +80,17 @@ class Studio:
     def __init__(self, settings: Settings):
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = TaskStore(settings.db_path)
+        # The one database (one connection pool) every store shares, migrated before any use.
+        self.database = Database(settings.db_url)
+        self.database.migrate()
+        self.store = TaskStore(self.database)
         self.bus = EventBus()
         self.store.on_dependant_failed = self._announce_dependant_failed
         self.paths = MediaPaths(settings.media_dir)
         self.storage = StorageGuard(settings.data_dir, settings.min_free_mb * 2**20)
         self.models = ModelCache(settings.models_dir)
         self.estimator = Estimator(self.store)
-        self.keys = KeyStore(settings.db_path, settings.api_keys)
+        self.keys = KeyStore(self.database, settings.api_keys)
         self.fetch_policy = FetchPolicy(allow_loopback=settings.allow_loopback_urls)
         self.webhooks = WebhookDispatcher(self.store, self.keys, self.fetch_policy,
                                           settings.webhook_retry_base_seconds)
@@ -95,7 +99,7 @@ class Studio:
                              preview_width=settings.preview_width, decoder_stats=self.decoder_stats,
                              data_dir=settings.data_dir, storage=self.storage, edit_runners=EDIT_RUNNERS,
                              specs=SPECS)
-        self.sla = SlaMonitor(settings.db_path, default_level=settings.sla_level, queue_depth=self.store.queue_depth)
+        self.sla = SlaMonitor(self.database, default_level=settings.sla_level, queue_depth=self.store.queue_depth)
         self.worker.on_generation = self.sla.record_generation
         self.streams = StreamHub(settings.media_dir / "stream")
         # UI visitors' own owners (signed cookie) and their anonymous work limits: studio.ui_access.
@@ -107,7 +111,8 @@ class Studio:
             raise ValueError(f"unknown default model {self.default_model!r}; choose one of {', '.join(CATALOG)}")
         self.services = FeatureServices(
             store=self.store, paths=self.paths, fetch_policy=self.fetch_policy, data_dir=settings.data_dir,
-            default_model=self.default_model, streams=self.streams, task=self.task, status=self.status,
+            default_model=self.default_model, streams=self.streams, models=self.models, estimator=self.estimator,
+            task=self.task, status=self.status,
             result=self.result, refuse_new_work=self.refuse_new_work, submit_spec=self.submit_spec,
             prepare=self.prepare, queue_wait=self.queue_wait, wake=self.worker.wake, final_event=self.final_event)
 
@@ -127,6 +132,7 @@ class Studio:
         self.sla.stop()  # the last heartbeat
         self.store.close()
         self.keys.close()
+        self.database.dispose()
 
     # -- generation -------------------------------------------------------------------------
 
@@ -135,48 +141,16 @@ class Studio:
         """True while the maintenance flag file exists: new work is refused, running work finishes."""
         return self.settings.maintenance_flag.exists()
 
-    def prepare(self, request: GenerationRequest) -> Prepared:
+    def prepare(self, request: GenerationRequest) -> generate.Prepared:
         """Resolve a request for storage (model, seed) and estimate its own run time."""
-        model = request.model or self.default_model
-        if model == AUTO_MODEL:
-            from studio.genius.orchestrator.selection import choose_model  # the orchestrator builds on the core
+        return generate.prepare(self.services, request)
 
-            model, _reasons = choose_model(self, request)
-        if model not in CATALOG:
-            raise InvalidRequest(f"model must be one of {', '.join(CATALOG)}")
-        seed = seed_or_random(request.seed)
-        stored = request.model_copy(update={"model": model, "seed": seed})
-        spec = CATALOG[model]
-        estimate = self.estimator.estimate(spec, make_plan(stored, spec, seed),
-                                           model_loaded=self.models.loaded_model == model)
-        return Prepared(stored, estimate.seconds)
-
-    def submit(self, request: GenerationRequest, owner: str = UI_OWNER, priority: int = NORMAL_PRIORITY,
+    def submit(self, request: GenerationRequest, owner: str = UI_OWNER, priority: int = generate.NORMAL_PRIORITY,
                idempotency_key: str | None = None) -> SubmitResponse:
-        """Store a text-to-video task and queue it; the row is committed before this returns.
-
-        ``owner`` is the API key id (or ``ui``); only the owner sees the task afterwards.
-        """
-        self.refuse_new_work()
-        if request.webhook_url:
-            validate_url(request.webhook_url, self.fetch_policy)
-        prepared = self.prepare(request)
-        task, created = self.store.create_task(
-            "t2v", prepared.stored.model_dump(), priority=priority, estimated_seconds=round(prepared.estimate, 2),
-            owner=owner, webhook_url=request.webhook_url, idempotency_key=idempotency_key,
-            idempotency_body=request.model_dump())  # what the client sent, before a random seed is drawn
-        # Measured before waking the worker, so the reply describes the queue it joined.
-        reply = SubmitResponse(
-            task_id=task.id,
-            status=task.status,
-            message="Task queued for processing" if created else "Existing task for this Idempotency-Key",
-            estimated_time_seconds=round(self.queue_wait(task.id) + prepared.estimate, 2) if created else
-            round(task.eta_seconds if task.eta_seconds is not None else prepared.estimate, 2),
-            queue_position=self.store.queue_position(task.id),
-        )
-        if created:
-            self.worker.wake()
-        return reply
+        """Store a text-to-video task and queue it (``studio.genius.generate.submit``); the row is
+        committed before this returns. ``owner`` is the API key id (or ``ui``); only the owner
+        sees the task afterwards."""
+        return generate.submit(self.services, request, owner, priority, idempotency_key)
 
     def refuse_new_work(self) -> None:
         """Refuse new work while it cannot be taken: 503 in maintenance (the flag file; running
@@ -193,7 +167,7 @@ class Studio:
         validated and stored, and queue it; with ``depends_on`` (the owner's task ids) it starts
         only once those have completed (a scene's stitch after its shots)."""
         self.refuse_new_work()
-        task, _ = self.store.create_task(kind, request, priority=NORMAL_PRIORITY,
+        task, _ = self.store.create_task(kind, request, priority=generate.NORMAL_PRIORITY,
                                          estimated_seconds=round(estimate, 2), owner=owner, depends_on=depends_on)
         reply = SubmitResponse(task_id=task.id, status=task.status, message=f"{kind} task queued for processing",
                                estimated_time_seconds=round(self.queue_wait(task.id) + estimate, 2),
@@ -207,7 +181,7 @@ class Studio:
         ``depends_on`` (the owner's task ids) it starts only once those have completed (a
         scene's stitch after its shots)."""
         self.refuse_new_work()
-        task, _ = self.store.create_task(spec.KIND, spec.stored(), priority=NORMAL_PRIORITY,
+        task, _ = self.store.create_task(spec.KIND, spec.stored(), priority=generate.NORMAL_PRIORITY,
                                          estimated_seconds=round(estimate, 2), owner=owner, depends_on=depends_on)
         reply = SubmitResponse(task_id=task.id, status=task.status, message=f"{spec.KIND} task queued for processing",
                                estimated_time_seconds=round(self.queue_wait(task.id) + estimate, 2),
@@ -273,17 +247,17 @@ class Studio:
             current_step=step,
             elapsed_seconds=round(elapsed, 3),
             eta_seconds=None if task.eta_seconds is None else round(task.eta_seconds, 2),
-            preview_url=task.preview_path,
+            preview_url=media_url("previews", task.id) if task.preview_path else None,
             queue_position=self.store.queue_position(task.id),
             error=task.error,
             error_type=task.error_type,
-            **self.estimator.status_basis(task),
+            **self.estimator.status_basis(task, SPECS.of(task) if task.kind in SPECS.kinds else None),
         )
 
     def _scene_progress(self, task: Task) -> tuple[float, str]:
         """A scene edit's progress covers its shots: 90% for generating them (their mean
         progress), 10% for stitching."""
-        shots = [self.store.get(shot_id) for shot_id in task.request["shots"]]
+        shots = [self.store.get(shot_id) for shot_id in SPECS.of(task).shots]
         done = [1.0 if s is None or s.is_terminal else s.progress for s in shots]
         running = next((i for i, s in enumerate(shots) if s is not None and not s.is_terminal), None)
         step = task.current_step if running is None else \
@@ -303,7 +277,10 @@ class Studio:
         data = dict(task.result)
         meta = data.pop("metadata")
         metadata = EditMetadata(**meta) if "feature" in meta else ResultMetadata(**meta)
-        return TaskResult(task_id=task.id, status=task.status, metadata=metadata, **data)
+        data.pop("video_url", None), data.pop("thumbnail_url", None)  # rows made before URLs left the store
+        urls = ev.completion(task.id, None)
+        return TaskResult(task_id=task.id, status=task.status, metadata=metadata, video_url=urls["video_url"],
+                          thumbnail_url=urls["thumbnail_url"], **data)
 
     def media_file(self, kind: str, task_id: str, owner: str = UI_OWNER) -> Path:
         """The on-disk file behind a media URL, or ``TaskNotFound``."""
@@ -386,9 +363,7 @@ class Studio:
         """The closing event of an ended task, rebuilt from its row."""
         if task.status == st.COMPLETED:
             frames = ((task.result or {}).get("metadata") or {}).get("frames")
-            return Event(task.id, ev.COMPLETE, {"video_url": media_url("videos", task.id),
-                                                "thumbnail_url": media_url("thumbnails", task.id),
-                                                "total_frames": frames})
+            return Event(task.id, ev.COMPLETE, ev.completion(task.id, frames))
         if task.status == st.CANCELLED:
             return Event(task.id, ev.CANCELLED, {"error": "Task cancelled", "error_type": "TaskCancelled"})
         return Event(task.id, ev.ERROR, {"error": task.error, "error_type": task.error_type})

@@ -53,9 +53,9 @@ def test_restart_fails_tasks_left_running_and_runs_pending_ones(settings):
 
 
 def test_out_of_memory_fails_the_task_and_the_worker_keeps_serving(settings, monkeypatch):
-    import studio.jobs.worker as worker_module
+    import studio.jobs.generation as generation_module
 
-    real_run = worker_module.run_group
+    real_run = generation_module.run_group
     calls = []
 
     def run_once_out_of_memory(*args, **kwargs):
@@ -64,7 +64,7 @@ def test_out_of_memory_fails_the_task_and_the_worker_keeps_serving(settings, mon
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return real_run(*args, **kwargs)
 
-    monkeypatch.setattr(worker_module, "run_group", run_once_out_of_memory)
+    monkeypatch.setattr(generation_module, "run_group", run_once_out_of_memory)
     studio = Studio(settings)
     studio.start()
     try:
@@ -79,12 +79,12 @@ def test_out_of_memory_fails_the_task_and_the_worker_keeps_serving(settings, mon
 
 
 def test_unexpected_errors_do_not_leak_internals(settings, monkeypatch):
-    import studio.jobs.worker as worker_module
+    import studio.jobs.generation as generation_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("/secret/path/to/weights.safetensors is corrupt")
 
-    monkeypatch.setattr(worker_module, "run_group", broken)
+    monkeypatch.setattr(generation_module, "run_group", broken)
     studio = Studio(settings)
     studio.start()
     try:

@@ -124,11 +124,11 @@ def test_a_store_that_cannot_record_a_failure_does_not_kill_the_worker(tmp_path,
     def broken_run(*args, **kwargs):
         raise OSError(5, "Input/output error")
 
-    import studio.jobs.worker as worker_module
+    import studio.jobs.generation as generation_module
 
     monkeypatch.setattr(studio.store, "finish", finish_when_the_disk_allows)
-    real_run = worker_module.run_group
-    monkeypatch.setattr(worker_module, "run_group", broken_run)
+    real_run = generation_module.run_group
+    monkeypatch.setattr(generation_module, "run_group", broken_run)
     studio.start()
     try:
         failing = studio.submit(parse_request({**SMALL, "seed": 1}))
@@ -136,7 +136,7 @@ def test_a_store_that_cannot_record_a_failure_does_not_kill_the_worker(tmp_path,
         assert ended.status == st.FAILED and ended.error_type == "InternalError"
         assert refusals["left"] == 0  # recorded only after the store took it, by a later loop
         assert studio.worker.alive
-        monkeypatch.setattr(worker_module, "run_group", real_run)
+        monkeypatch.setattr(generation_module, "run_group", real_run)
         healthy = studio.submit(parse_request({**SMALL, "seed": 2}))
         assert wait_terminal(studio, healthy.task_id).status == st.COMPLETED
     finally:

@@ -32,6 +32,7 @@ from PIL import Image
 
 from studio.engine.edit import EditJob
 from studio.engine.plan import generation_size
+from studio.engine.run import seeded_generator, untrained_note
 from studio.engine.text_cache import encode_prompt_embeds
 from studio.engine.windows import window_count
 from studio.errors import ModelUnavailable
@@ -74,7 +75,7 @@ class AnimateRun:
         """What a user should know about the run (untrained model, resizing, segments)."""
         notes = []
         if not spec.trained:
-            notes.append(f"{spec.id} is an untrained offline model: its output is noise-like by design")
+            notes.append(untrained_note(spec.id))
         if self.generated != size:
             notes.append(f"frames were generated at {self.generated[0]}x{self.generated[1]} ({spec.id}'s "
                          f"generation size) and resized to {size[0]}x{size[1]}")
@@ -139,7 +140,7 @@ def animate(job: EditJob, model: LoadedModel, image: np.ndarray, signals: Drivin
         "mode": "replace" if replace else "animate", "height": gen_h, "width": gen_w,
         "segment_frame_length": spec.max_frames, "prev_segment_conditioning_frames": SEGMENT_CONTEXT,
         "num_inference_steps": steps, "guidance_scale": spec.default_guidance,
-        "generator": torch.Generator(device="cpu").manual_seed(seed), "output_type": "np",
+        "generator": seeded_generator(seed), "output_type": "np",
         "callback_on_step_end": on_step, "callback_on_step_end_tensor_inputs": ["latents"],
     }
     with torch.inference_mode():  # out of memory: the caller's model_run (studio.engine.run) evicts

@@ -29,7 +29,6 @@ import numpy as np
 
 from studio.engine.run import DEFAULT_ADVICE, ModelRun, model_run
 from studio.errors import InvalidRequest
-from studio.media.paths import media_url
 from studio.media.video import Mp4Writer, VideoInfo, fit_width, probe_video, read_frames, write_jpeg
 
 if TYPE_CHECKING:
@@ -224,8 +223,6 @@ def run_edit(task: "Task", run: EditRunner, data_dir: Path, paths: "MediaPaths",
     seconds = time.perf_counter() - started
     video = outcome.video
     result = {
-        "video_url": media_url("videos", task.id),
-        "thumbnail_url": media_url("thumbnails", task.id),
         "duration_seconds": round(video.frames / video.fps, 3),
         "resolution": f"{min(video.width, video.height)}p",
         "file_size_mb": round(job.video_path.stat().st_size / 2**20, 3),

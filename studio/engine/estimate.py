@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 from studio.engine.plan import GenerationPlan
+from studio.engine.request import GenerationSpec
+from studio.engine.spec import EditSpec, TaskSpec
 from studio.models.catalog import CATALOG, ModelSpec
 from studio.models.cost.architectures import ARCHITECTURES
 from studio.models.cost.timing import (
@@ -67,29 +69,29 @@ class Estimator(Rates):
             basis, samples, source = time.throughput.basis, time.throughput.samples, time.throughput.source
         return Estimate(time.seconds, time.step_seconds, time.encode_seconds, time.load_seconds, basis, samples, source)
 
-    def status_basis(self, task) -> dict:
+    def status_basis(self, task, spec: TaskSpec | None) -> dict:
         """``estimate_basis`` / ``estimate_samples`` of a task's status: what its estimate rests
         on, ``prior`` or ``measured`` with the runs averaged (empty once the task ended).
 
-        Generation tasks: the step rate of the one cost model (measured here for the model, for
-        another real model, or the prior); video-side tasks: the seconds-per-frame rate of their
-        kind and path (``studio.engine.edit.estimate_seconds``)."""
+        Generation tasks (``spec`` a ``GenerationSpec``): the step rate of the one cost model
+        (measured here for the model, for another real model, or the prior); video-side tasks
+        (an ``EditSpec``): the seconds-per-frame rate of their kind and path
+        (``studio.genius.edit_submit.estimate_seconds``)."""
         if task.is_terminal:
             return {}
-        request = task.request or {}
-        if task.kind == "t2v":
-            spec = CATALOG.get(request.get("model"))
-            if spec is None or spec.id not in ARCHITECTURES:
+        if isinstance(spec, GenerationSpec):
+            model = CATALOG.get(spec.model)
+            if model is None or model.id not in ARCHITECTURES:
                 return {}
-            if ARCHITECTURES[spec.id].on_cpu:  # tiny: the engine's own per-token rate
-                measured = self.store.timing(spec.id, STEP_RATE) is not None
-                samples = timing_samples(self.store, spec.id, STEP_RATE) if measured else 0
+            if ARCHITECTURES[model.id].on_cpu:  # tiny: the engine's own per-token rate
+                measured = self.store.timing(model.id, STEP_RATE) is not None
+                samples = timing_samples(self.store, model.id, STEP_RATE) if measured else 0
                 return {"estimate_basis": "measured" if measured else "prior", "estimate_samples": samples}
-            throughput = device_throughput(self.store, spec.id)
+            throughput = device_throughput(self.store, model.id)
             return {"estimate_basis": throughput.basis, "estimate_samples": throughput.samples}
         from studio.engine.edit import FRAME_RATE, timing_key
 
-        key = timing_key(task.kind, request.get("path", "classical"))
+        key = timing_key(task.kind, spec.path if isinstance(spec, EditSpec) else "classical")
         samples = timing_samples(self.store, key, FRAME_RATE)
         return {"estimate_basis": "measured" if samples else "prior", "estimate_samples": samples}
 

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 
 from studio.engine.genres import apply_genre
 from studio.engine.request import GenerationRequest
+from studio.engine.run import untrained_note
+from studio.engine.windows import four_k_plus_1
 from studio.models.catalog import ModelSpec
 
 SHORT_SIDE = {"480p": 480, "720p": 720, "1080p": 1080, "1440p": 1440, "4k": 2160, "8k": 4320}
@@ -50,8 +52,7 @@ def generation_frames(spec: ModelSpec, duration_seconds: float) -> int:
     """Frames the model generates: enough for the duration at its native fps, on the 4k+1
     grid of Wan's causal VAE (one latent frame per 4 video frames, plus the first), capped."""
     wanted = duration_seconds * spec.native_fps
-    frames = 4 * math.ceil(max(wanted - 1, 1) / 4) + 1
-    return min(frames, spec.max_frames)
+    return min(four_k_plus_1(max(wanted, 2)), spec.max_frames)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class GenerationPlan:
     duration_seconds: float
     notes: list[str] = field(default_factory=list)
     acceleration: str = "off"  # step-cache level (studio.engine.step_cache.CACHE_LEVELS)
+    preview_every: int = 1  # a live preview every this many steps (and always at the first and last)
 
     @property
     def latent_frames(self) -> int:
@@ -102,7 +104,7 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
 
     notes = []
     if not spec.trained:
-        notes.append(f"{spec.id} is an untrained offline model: its output is noise-like by design")
+        notes.append(untrained_note(spec.id))
     if (gen_w, gen_h) != (out_w, out_h):
         notes.append(f"generated at {gen_w}x{gen_h} ({spec.id}'s native area), resized to {out_w}x{out_h}")
     if request.duration_seconds > spec.max_seconds:
@@ -132,4 +134,5 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
         duration_seconds=request.duration_seconds,
         notes=notes,
         acceleration=request.acceleration,
+        preview_every=request.preview_every_n_steps,
     )

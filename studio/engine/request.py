@@ -7,11 +7,12 @@ service has a single model). Every violation becomes ``InvalidRequest`` naming t
 from __future__ import annotations
 
 import secrets
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from studio.engine.genres import GENRES
+from studio.engine.spec import TaskSpec
 from studio.errors import InvalidRequest
 from studio.models.catalog import CATALOG
 
@@ -105,6 +106,10 @@ class GenerationRequest(JsonModel):
                                     description="Callback URL (http/https, public address) for signed task.* events")
     model: ModelName | None = Field(None, description="Model id from GET /v1/models, or 'auto' for the Model "
                                                       "Orchestrator's pick; the server default when absent")
+    preview_every_n_steps: int = Field(1, ge=1, le=50,
+                                       description="Live previews: one every N denoising steps (1-50; the first "
+                                                   "and the last step always have one). Fewer previews leave "
+                                                   "more time to denoising")
     acceleration: Literal["off", "balanced", "fast"] = Field(
         "off", description="Step cache (the 'speculative decoder'): off computes every transformer pass; "
                            "balanced / fast skip the remaining blocks of a pass when the first block's output "
@@ -113,6 +118,27 @@ class GenerationRequest(JsonModel):
 
     _strip_prompt = field_validator("prompt")(strip_prompt)
 
+
+
+#: Every generate field except the per-prompt ones (``prompt``, ``webhook_url``), with the same
+#: defaults and bounds: the settings that many generations share (a batch's prompts, a scene's
+#: shots). Unknown fields are refused as in ``GenerationRequest``.
+GenerationSettings = create_model(
+    "GenerationSettings", __base__=JsonModel,
+    **{name: (field.annotation, field) for name, field in GenerationRequest.model_fields.items()
+       if name not in ("prompt", "webhook_url")})
+GenerationSettings.model_config["extra"] = "forbid"
+GenerationSettings.model_rebuild(force=True)
+
+
+class GenerationSpec(GenerationRequest, TaskSpec):
+    """A stored text-to-video task: the request with its model and seed resolved at submit."""
+
+    KIND: ClassVar[str] = "t2v"
+
+    kind: Literal["t2v"] = "t2v"
+    model: str = Field(description="The model the task runs (resolved at submit)")
+    seed: int = Field(ge=0, le=SEED_MAX, description="The seed the task runs with (drawn at submit when absent)")
 
 
 def field_bounds(model: type[BaseModel], name: str) -> tuple[Any, Any]:

@@ -31,6 +31,17 @@ if TYPE_CHECKING:
 DEFAULT_ADVICE = "try a lower resolution, a shorter clip or a smaller model"
 
 
+def seeded_generator(seed: int) -> torch.Generator:
+    """The random generator every pipeline call takes: on the CPU, so that one seed draws the
+    same initial noise whatever device runs the model (diffusers moves the noise over)."""
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
+def untrained_note(model_id: str) -> str:
+    """The note every result made by an untrained offline model carries."""
+    return f"{model_id} is an untrained offline model: its output is noise-like by design"
+
+
 @dataclass
 class ModelRun:
     """One model run in progress: the loaded model, and the size it generates at once the
@@ -40,6 +51,10 @@ class ModelRun:
     advice: str
     model: "LoadedModel | None" = None
     size: tuple[int, int] | None = None  # (width, height) the model generates at
+
+    def notes(self) -> list[str]:
+        """What every result of this run must say about its model (today: that it is untrained)."""
+        return [] if self.model is None or self.model.spec.trained else [untrained_note(self.model_id)]
 
     def out_of_memory(self) -> VramExceeded:
         """The error the owner of an out-of-memory run gets."""

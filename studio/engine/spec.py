@@ -15,7 +15,7 @@ carries the spec; the registry that maps a stored row to its class is ``studio.j
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -66,3 +66,6 @@ class EditSpec(TaskSpec):
 
     inputs_id: str | None = Field(None, description="Folder under data/inputs holding this task's stored inputs")
     source: SourceVideo | None = None
+    #: Which way the run goes: the feature's classical algorithm or its model path. Each has its
+    #: own measured seconds per frame (``studio.engine.edit.timing_key``).
+    path: Literal["classical", "model"] = "classical"

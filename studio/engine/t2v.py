@@ -21,6 +21,7 @@ from studio.engine import step_cache
 from studio.engine.decode import iter_decoded_frames
 from studio.engine.plan import GenerationPlan
 from studio.engine.preview import estimate_denoised, previewer_of
+from studio.engine.run import seeded_generator
 from studio.engine.state_cache import start_at_step
 from studio.engine.text_cache import TextEmbeddingCache
 from studio.media.frame_boards import FINAL, PREVIEW
@@ -136,8 +137,13 @@ class _StepWatcher:
         step = self.first_step + i + 1  # steps done, counting skipped ones
         if step in self.capture_steps:
             self.states[step] = latents.detach().to("cpu", copy=True)
+        # Which rows show this step: the first and last always; between them every
+        # ``preview_every`` steps of that task, and never faster than ``min_preview_interval``.
+        due = i == 0 or step == total
+        wanted = [due or (step % plan.preview_every == 0
+                          and now - self.last_preview_at >= self.min_preview_interval) for plan in self.plans]
         denoised = None
-        if i == 0 or step == total or now - self.last_preview_at >= self.min_preview_interval:
+        if any(wanted):
             sigmas = pipe.scheduler.sigmas
             denoised = estimate_denoised(self.previous, latents, float(sigmas[i]), float(sigmas[i + 1]))
             self.last_preview_at = now
@@ -145,10 +151,9 @@ class _StepWatcher:
         for row, hooks in enumerate(self.hooks):
             if row in self.cancelled:
                 continue
-            preview = None if denoised is None else self.previewer.to_rgb(
-                denoised[row:row + 1], width=self.preview_width)
+            preview = self.previewer.to_rgb(denoised[row:row + 1], width=self.preview_width) if wanted[row] else None
             hooks.on_step(step, total, self.step_seconds[-1], preview)
-            if denoised is not None and hooks.streaming():
+            if preview is not None and hooks.streaming():
                 self._stream_previews(pipe, self.plans[row], hooks, denoised[row:row + 1],
                                       DENOISE_SHARE * step / total)
             if hooks.should_cancel():
@@ -198,7 +203,7 @@ def select_texts(texts: TextEncoding | None, rows: list[int]) -> TextEncoding | 
 
 def _initial_latents(pipe, plan: GenerationPlan, device) -> torch.Tensor:
     """The plan's starting noise from its own seed (what a single run of it would use)."""
-    generator = torch.Generator(device="cpu").manual_seed(plan.seed)
+    generator = seeded_generator(plan.seed)
     return pipe.prepare_latents(1, pipe.transformer.config.in_channels, plan.gen_height, plan.gen_width,
                                 plan.gen_frames, torch.float32, torch.device("cpu"), generator).to(device)
 

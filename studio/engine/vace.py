@@ -24,6 +24,7 @@ import numpy as np
 
 from studio.engine.edit import EditJob
 from studio.engine.plan import generation_size
+from studio.engine.run import seeded_generator
 from studio.engine.windows import balanced_windows
 from studio.models.loader import LoadedModel
 
@@ -70,7 +71,6 @@ def generate(job: EditJob, model: LoadedModel, run: VaceRun, video: Sequence[np.
     an RGB image VACE conditions every window on. Progress runs from ``progress[0]`` to
     ``progress[1]`` over the frames' denoising steps; cancellation is checked at every step.
     """
-    import torch
     from PIL import Image
 
     gw, gh = run.size
@@ -93,7 +93,7 @@ def generate(job: EditJob, model: LoadedModel, run: VaceRun, video: Sequence[np.
         out = model.pipe(prompt_embeds=texts[0], negative_prompt_embeds=texts[1], video=frames, mask=mask,
                          reference_images=ref, conditioning_scale=conditioning_scale, height=gh, width=gw,
                          num_frames=generated, num_inference_steps=steps, guidance_scale=guidance,
-                         generator=torch.Generator(device="cpu").manual_seed(seed), output_type="np",
+                         generator=seeded_generator(seed), output_type="np",
                          callback_on_step_end=on_step).frames[0]
         previous = [np.clip(np.rint(f * 255), 0, 255).astype(np.uint8) for f in out[context: context + end - start]]
         yield from previous

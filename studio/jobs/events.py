@@ -16,6 +16,7 @@ import collections
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+from studio.media.paths import media_url
 
 # Event types, as the seed's websocket sends them.
 PROGRESS = "progress"
@@ -24,6 +25,13 @@ COMPLETE = "complete"
 ERROR = "error"
 CANCELLED = "cancelled"
 FINAL_TYPES = frozenset({COMPLETE, ERROR, CANCELLED})
+
+
+def completion(task_id: str, total_frames: int | None) -> dict:
+    """The data of a ``complete`` event: where the video and thumbnail are served (URLs are
+    made here, for the message, and never stored with the result), and how many frames."""
+    return {"video_url": media_url("videos", task_id), "thumbnail_url": media_url("thumbnails", task_id),
+            "total_frames": total_frames}
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from studio.engine.estimate import Estimator
     from studio.jobs.events import Event
     from studio.jobs.store import Task, TaskStore
     from studio.media.frame_boards import StreamHub
     from studio.media.paths import MediaPaths
+    from studio.models.loader import ModelCache
     from studio.media.url_policy import FetchPolicy
     from studio.views import SubmitResponse, TaskResult, TaskStatus
 
@@ -33,6 +35,8 @@ class FeatureServices:
     data_dir: Path  # where tasks' stored inputs live (data_dir / "inputs" / <inputs_id>)
     default_model: str  # the server's text-to-video model
     streams: "StreamHub"  # live frame boards of streamed generations
+    models: "ModelCache"  # the worker's loaded pipelines (which model is resident)
+    estimator: "Estimator"  # the one cost model's run-time estimates, with this server's measurements
     #: the caller's task (404 ``TaskNotFound`` for anyone else's): (task_id, owner) -> Task
     task: Callable[[str, str], "Task"]
     #: a task's status as ``GET /v1/status`` reports it: (task_id, owner) -> TaskStatus

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from studio.engine.request import describe_validation_error
 from studio.engine.spec import TaskSpec
 from studio.errors import InvalidRequest
 
@@ -59,4 +60,15 @@ def load_as(spec: type[SpecT], data: dict) -> SpecT:
         return spec.model_validate(spec.upgrade(dict(data)))
     except ValidationError as exc:
         raise InvalidRequest(f"stored {spec.KIND} task does not match its spec (version {spec.VERSION}): "
-                             f"{exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+                             f"{describe_validation_error(spec, exc.errors())}") from None
+
+
+class BatchOptions(BaseModel):
+    """What the queue reads of a stored batch request (``studio.genius.batch``): how the batch's
+    text-to-video tasks may share pipeline calls. The rest of the request is the feature's."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    max_concurrent: int = 1  # most tasks of the batch in one pipeline call
+    vram_budget_gb: float | None = None  # summed VRAM estimate a group may use
+    enable_similarity_caching: bool = True  # equal / near-identical prompts share work

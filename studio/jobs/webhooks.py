@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import random
 import threading
@@ -35,6 +36,7 @@ from urllib.parse import urlsplit
 
 from standardwebhooks.webhooks import Webhook
 
+from studio.jobs.events import completion
 from studio.jobs.store import TaskStore
 from studio.keys import KeyStore
 from studio.media.fetch import fetch
@@ -62,6 +64,17 @@ def destination(url: str) -> str:
         return url
     port = port or {"http": 80, "https": 443}.get(scheme)
     return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+def outgoing_body(delivery: dict) -> bytes:
+    """The body sent for an outbox row: its stored payload, and for ``task.completed`` the media
+    URLs, made here at the edge (as every reply makes them) rather than stored with the task."""
+    if delivery["event"] != "task.completed":
+        return delivery["payload"].encode()
+    payload = json.loads(delivery["payload"])
+    urls = completion(delivery["task_id"], None)
+    payload["data"] = {**payload["data"], "video_url": urls["video_url"], "thumbnail_url": urls["thumbnail_url"]}
+    return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def seed_signature(secret: str, body: bytes) -> str:
@@ -189,7 +202,7 @@ class WebhookDispatcher:
         if key is None:
             self.store.settle_webhook(delivery["id"], "failed", "the API key that created the task no longer exists")
             return "failed"
-        body = delivery["payload"].encode()
+        body = outgoing_body(delivery)
         headers = signed_headers(key.webhook_secret, delivery["id"], body, time.time())
         try:
             response = fetch(delivery["url"], self.policy, method="POST", content=body, headers=headers,

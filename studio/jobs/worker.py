@@ -10,114 +10,32 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import torch
 
 from studio.engine.edit import FRAME_RATE, EditRunner, run_edit, timing_key
 from studio.engine.edit import Cancelled as EditCancelled
 from studio.engine.estimate import Estimator
 from studio.engine.gpu import GPU_LOCK
-from studio.engine.plan import GenerationPlan, make_plan
-from studio.engine.request import GenerationRequest
+from studio.engine.request import GenerationSpec
 from studio.engine.run import model_run
-from studio.engine.state_cache import DenoisingStateCache, StateMatch, capture_steps, pooled_text, reusable
-from studio.engine.t2v import (
-    DENOISE_SHARE,
-    Cancelled,
-    Resume,
-    RunOutput,
-    TextEncoding,
-    encode_texts,
-    run_group,
-    select_texts,
-)
 from studio.engine.step_cache import DecoderStatsAggregate
-from studio.engine.text_cache import TextEmbeddingCache
 from studio.errors import InternalError, StorageFull, StoreUnavailable, StudioError, storage_fault
 from studio.jobs import events as ev
 from studio.jobs import store as st
 from studio.jobs.events import Event, EventBus
+from studio.jobs.generation import _INTERNAL, INTERNAL_ERROR_DETAIL, GenerationRunner
 from studio.jobs.specs import SpecRegistry
 from studio.jobs.store import Task, TaskStore
 from studio.media.frame_boards import StreamHub
-from studio.media.paths import MediaPaths, media_url
+from studio.media.paths import MediaPaths
 from studio.media.storage import StorageGuard
-from studio.media.video import write_jpeg
-from studio.models.catalog import get_spec
-from studio.models.loader import ModelCache, group_fits_here
+from studio.models.loader import ModelCache
 
 log = logging.getLogger(__name__)
 
-INTERNAL_ERROR_DETAIL = "the generation failed inside the server; the error was logged"
 REQUEUED_STEP = "Queued again: the server stopped during the run; it starts over after restart"
 STORE_RETRY_SECONDS = 1.0  # how soon the loop retries after the task store failed
-PROGRESS_WEBHOOK_INTERVAL = 2.0  # seconds; the seed's task.progress is a hint, not a stream
-
-
-@dataclass
-class _TaskHooks:
-    """Engine hooks for one task: persist progress, publish events, check cancellation."""
-
-    worker: "Worker"
-    task: Task
-    plan: GenerationPlan
-    encode_estimate: float
-    started: float = field(default_factory=time.perf_counter)
-    step_seconds: list[float] = field(default_factory=list)
-    last_progress_webhook: float = 0.0
-
-    def should_cancel(self) -> bool:
-        return self.worker.should_stop(self.task.id)
-
-    def on_phase(self, status: str, message: str) -> None:
-        self.worker.store.set_status(self.task.id, status, message)
-        self.worker.publish(self.task.id, ev.PROGRESS, status=status, step=message,
-                            progress=DENOISE_SHARE if status == st.ENCODING else 0.0)
-
-    def on_step(self, step: int, total: int, step_seconds: float, preview: np.ndarray | None) -> None:
-        self.step_seconds.append(step_seconds)
-        progress = DENOISE_SHARE * step / total
-        eta = float(np.mean(self.step_seconds)) * (total - step) + self.encode_estimate
-        message = f"Denoising step {step}/{total}"
-        preview_url = None
-        if preview is not None:
-            write_jpeg(self.worker.paths.preview(self.task.id), preview)
-            preview_url = media_url("previews", self.task.id)
-        self.worker.store.update_progress(self.task.id, progress, message, eta,
-                                          preview_path=preview_url)
-        self.worker.publish(self.task.id, ev.PROGRESS, status=st.GENERATING, progress=progress,
-                            step=message, eta_seconds=eta, current_step=step, total_steps=total)
-        self._progress_webhook(progress, message)
-        if preview_url:
-            self.worker.publish(self.task.id, ev.FRAME_AVAILABLE, quality="preview",
-                                frame_index=self.plan.gen_frames // 2, step=step,
-                                progress=progress, preview_url=f"{preview_url}?step={step}")
-
-    def _progress_webhook(self, progress: float, message: str) -> None:
-        """At most one ``task.progress`` webhook per ``PROGRESS_WEBHOOK_INTERVAL`` seconds."""
-        now = time.monotonic()
-        if self.task.webhook_url and now - self.last_progress_webhook >= PROGRESS_WEBHOOK_INTERVAL:
-            self.last_progress_webhook = now
-            self.worker.store.queue_progress_webhook(self.task.id, {"progress": round(progress, 4), "step": message})
-
-    def streaming(self) -> bool:
-        return self.worker.streams is not None and self.worker.streams.board(self.task.id) is not None
-
-    def on_stream_frame(self, frame_index: int, quality: str, rgb: np.ndarray, progress: float) -> None:
-        board = self.worker.streams.board(self.task.id) if self.worker.streams else None
-        if board is not None:
-            board.put(frame_index, quality, rgb, progress)
-
-    def on_encoded(self, frames_done: int, total: int) -> None:
-        progress = DENOISE_SHARE + (1 - DENOISE_SHARE) * frames_done / max(total, 1)
-        message = f"Encoding frame {frames_done}/{total}"
-        eta = self.encode_estimate * (1 - frames_done / max(total, 1))
-        self.worker.store.update_progress(self.task.id, progress, message, eta)
-        self.worker.publish(self.task.id, ev.PROGRESS, status=st.ENCODING, progress=progress, step=message,
-                            eta_seconds=eta)
 
 
 @dataclass
@@ -161,8 +79,6 @@ class Worker:
         self._cancels_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.current_task_ids: list[str] = []
-        self.text_cache = TextEmbeddingCache()
-        self.state_cache = DenoisingStateCache()
         self.on_generation = None  # (seconds, ok) -> None: the SLA monitor's record_generation
         self.streams: StreamHub | None = None  # Progressive Streaming's frame boards, when wired
         self.storage = storage  # no run starts while its disk is (almost) full
@@ -171,6 +87,7 @@ class Worker:
         self.waiting_for_space = False
         # Task ends the store could not record (disk full, database failing), retried every loop.
         self._unrecorded: dict[str, tuple] = {}
+        self.generation = GenerationRunner(self)  # text-to-video runs (studio.jobs.generation)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -263,95 +180,27 @@ class Worker:
         return self.store.claim_next()
 
     def _run_claimed(self, task: Task) -> None:
-        if task.kind != "t2v":
+        if task.kind == GenerationSpec.KIND:
+            self.generation.run_claimed(task)
+        else:
             self._run_single_edit(task)
-            return
-        options = self._batch_options(task)
-        group = [task] + self._companions(task, options)
-        self.current_task_ids = [t.id for t in group]
-        try:
-            self._run(group, reuse_text=bool(options and options.get("enable_similarity_caching", True)))
-        finally:
-            self.current_task_ids = []
-            with self._cancels_lock:
-                self._cancels.difference_update(t.id for t in group)
+
+    def forget(self, tasks: list[Task]) -> None:
+        """The run of ``tasks`` is over: they are no longer current, their cancel flags go."""
+        self.current_task_ids = []
+        with self._cancels_lock:
+            self._cancels.difference_update(t.id for t in tasks)
 
     @property
     def current_task_id(self) -> str | None:
         return self.current_task_ids[0] if self.current_task_ids else None
-
-    def _batch_options(self, task: Task) -> dict | None:
-        """The batch request a task belongs to (max_concurrent, budget, caching), if any."""
-        found = self.store.batch(task.batch_id) if task.batch_id else None
-        return found[0]["request"] if found else None
-
-    def _companions(self, head: Task, options: dict | None) -> list[Task]:
-        """More tasks of ``head``'s batch that can share its pipeline call: same model and
-        shape, within the batch's ``max_concurrent`` (and ``vram_budget_gb``, see ``_fits``)."""
-        if options is None:
-            return []
-        key = _shape_key(head)
-        members = [head]
-
-        def compatible(task: Task) -> bool:
-            if _shape_key(task) != key or not self._fits(members + [task], options.get("vram_budget_gb")):
-                return False
-            members.append(task)
-            return True
-
-        return self.store.claim_companions(head, options["max_concurrent"] - 1, compatible)
-
-    def _fits(self, tasks: list[Task], budget_gb: float | None) -> bool:
-        """Whether a group may share one pipeline call: ``studio.models.loader.group_fits_here``
-        (the orchestrator's group peak against this device's free memory, counting only the
-        activations when the group's model is already resident, and against ``vram_budget_gb``)."""
-        return group_fits_here([_plan_of(t) for t in tasks], self.models, budget_gb)
-
-    def _run(self, tasks: list[Task], reuse_text: bool = False) -> None:
-        """Run a group (usually of one) in one pipeline call; every failure ends all of them.
-        ``reuse_text``: batch similarity caching (equal prompts share a text encoding)."""
-        try:
-            requests = [GenerationRequest.model_validate(t.request) for t in tasks]
-            spec = get_spec(requests[0].model)
-            plans = [make_plan(r, spec, seed=r.seed) for r in requests]
-            with GPU_LOCK:
-                for task in tasks:
-                    self.publish(task.id, ev.PROGRESS, status=st.LOADING_MODEL, progress=0.0, step=f"Loading {spec.id}")
-                was_loaded = self.models.loaded_model == spec.id
-                with model_run(self.models, spec.id, advice=T2V_ADVICE,
-                               on_progress=lambda f, msg: [self._loading(t.id, f, msg) for t in tasks]) as run:
-                    model = run.model
-                    run.size = (plans[0].gen_width, plans[0].gen_height)
-                    estimate = self.estimator.estimate(spec, plans[0], model_loaded=True)
-                    hooks = [_TaskHooks(self, t, p, estimate.encode_seconds) for t, p in zip(tasks, plans)]
-                    outputs, matches = self._generate(model, tasks, plans, hooks, reuse_text)
-                if not was_loaded:
-                    self.estimator.record(spec, plans[0], None, None, model.load_seconds)
-            load_seconds = 0.0 if was_loaded else model.load_seconds
-            for task, request, plan, output, match in zip(tasks, requests, plans, outputs, matches):
-                if output is None:
-                    self._end_stopped(task)
-                else:
-                    self._complete(task, request, plan, model, output, load_seconds, match)
-        except Cancelled:
-            for task in tasks:
-                self._end_stopped(task)
-        except Exception as exc:
-            error = self._as_studio_error(exc)
-            if error is None:
-                log.exception("tasks %s failed", [t.id for t in tasks])
-                error = _INTERNAL
-            for task in tasks:
-                self._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
 
     def _run_single_edit(self, task: Task) -> None:
         self.current_task_ids = [task.id]
         try:
             self._run_edit(task)
         finally:
-            self.current_task_ids = []
-            with self._cancels_lock:
-                self._cancels.discard(task.id)
+            self.forget([task])
 
     def _run_edit(self, task: Task) -> None:
         """Run a video-side genius task (``studio.engine.edit``); failures end it like a generation's."""
@@ -365,10 +214,7 @@ class Worker:
             self.store.record_timing(timing_key(task.kind, result["metadata"]["path"]), FRAME_RATE, seconds_per_frame)
             if self.store.finish(task.id, st.COMPLETED, result=result):
                 self._generation_done(task, True)
-                total = result["metadata"]["frames"]
-                self.publish(task.id, ev.COMPLETE, video_url=result["video_url"],
-                             thumbnail_url=result["thumbnail_url"], total_frames=total)
-                self._stream_outcome(task.id, ev.COMPLETE, video_url=result["video_url"], total_frames=total)
+                self._announce_complete(task.id, result["metadata"]["frames"])
         except EditCancelled:
             self._end_stopped(task)
         except Exception as exc:
@@ -378,69 +224,6 @@ class Worker:
                 error = _INTERNAL
             self._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
 
-    def _generate(self, model, tasks: list[Task], plans: list[GenerationPlan], hooks: list[_TaskHooks],
-                  similarity: bool) -> tuple[list[RunOutput | None], list[StateMatch | None]]:
-        """The group's pipeline calls. Without similarity caching: one call. With it (batch
-        ``enable_similarity_caching``): equal prompts share text encodings, and prompts
-        near-identical to an earlier one (cached, or earlier in this group) start from that
-        run's cached early state: the others run first, keeping their early states, then the
-        near-identical ones resume, grouped by how many steps they skip."""
-        outputs: list[RunOutput | None] = [None] * len(tasks)
-        matches: list[StateMatch | None] = [None] * len(tasks)
-        if not similarity:
-            self._call(model, tasks, plans, hooks, list(range(len(tasks))), outputs)
-            return outputs, matches
-        with torch.inference_mode():
-            texts = encode_texts(model.pipe, plans, self.text_cache)
-            pooled = pooled_text(texts.prompt_embeds)
-        key = _state_key(tasks[0], plans[0])
-        leaders: list[int] = []
-        followers: list[int] = []
-        for i, plan in enumerate(plans):
-            near_leader = any(reusable(float(pooled[i] @ pooled[j]), plan.prompt, plan.seed,
-                                       plans[j].prompt, plans[j].seed) for j in leaders)
-            cached = self.state_cache.match(key, pooled[i], plan.prompt, plan.seed, plan.num_inference_steps)
-            (followers if near_leader or cached else leaders).append(i)
-        self._call(model, tasks, plans, hooks, leaders, outputs, texts,
-                   capture=tuple(capture_steps(plans[0].num_inference_steps)))
-        for i in leaders:
-            if outputs[i] is not None:
-                self.state_cache.add(key, tasks[i].id, plans[i].prompt, plans[i].seed, pooled[i], outputs[i].states)
-        by_step: dict[int, list[int]] = {}
-        for i in followers:
-            matches[i] = self.state_cache.match(key, pooled[i], plans[i].prompt, plans[i].seed,
-                                                plans[i].num_inference_steps)
-            by_step.setdefault(matches[i].skipped_steps if matches[i] else 0, []).append(i)
-        for step, rows in sorted(by_step.items()):
-            resume = Resume(step, torch.cat([matches[i].latents for i in rows])) if step else None
-            self._call(model, tasks, plans, hooks, rows, outputs, texts, resume=resume)
-        return outputs, matches
-
-    def _call(self, model, tasks: list[Task], plans: list[GenerationPlan], hooks: list[_TaskHooks],
-              rows: list[int], outputs: list, texts: TextEncoding | None = None, resume: Resume | None = None,
-              capture: tuple[int, ...] = ()) -> None:
-        """One batched pipeline call over ``rows`` of the group; fills ``outputs[row]`` (None
-        for a cancelled task) and learns the call's step and encode times."""
-        if not rows:
-            return
-        try:
-            results = run_group(model, [plans[i] for i in rows], [hooks[i] for i in rows],
-                                [self.paths.video(tasks[i].id) for i in rows],
-                                [self.paths.thumbnail(tasks[i].id) for i in rows], self.preview_width,
-                                texts=select_texts(texts, rows), resume=resume, capture_steps=capture)
-        except Cancelled:
-            return
-        for i, result in zip(rows, results):
-            outputs[i] = result
-        first = next(o for o in results if o is not None)
-        # The rate learnt is the uncached one (measured where an A/B baseline exists), so step-cache
-        # runs do not make later estimates optimistic.
-        step_rate = (first.decoder.uncached_seconds / first.decoder.steps
-                     if first.decoder and first.decoder.steps else first.mean_step_seconds)
-        self.estimator.record(model.spec, plans[rows[0]], step_rate / len(rows), first.decode_encode_seconds, None)
-        if first.decoder:
-            self.decoder_stats.add(first.decoder)  # once per pipeline call, not per task
-
     def _generation_done(self, task: Task, ok: bool) -> None:
         """Tell the SLA monitor how long the task ran, from its claim to its end."""
         if self.on_generation is not None and task.started_at is not None:
@@ -448,58 +231,6 @@ class Worker:
                 self.on_generation(time.time() - task.started_at, ok)
             except Exception:
                 log.exception("recording the generation time of %s failed", task.id)
-
-    def _loading(self, task_id: str, fraction: float, message: str) -> None:
-        self.store.update_progress(task_id, 0.0, message, None)
-        self.publish(task_id, ev.PROGRESS, status=st.LOADING_MODEL, progress=0.0, step=message,
-                     download_progress=fraction)
-
-    def _complete(self, task: Task, request: GenerationRequest, plan: GenerationPlan, model, output: RunOutput,
-                  load_seconds: float, match: StateMatch | None = None) -> None:
-        generation_time = output.denoise_seconds + output.decode_encode_seconds + load_seconds
-        result = {
-            "video_url": media_url("videos", task.id),
-            "thumbnail_url": media_url("thumbnails", task.id),
-            "duration_seconds": round(output.frames / output.fps, 3),
-            "resolution": request.resolution,
-            "file_size_mb": round(output.video_path.stat().st_size / 2**20, 3),
-            "generation_time_seconds": round(generation_time, 3),
-            "metadata": {
-                "prompt": request.prompt,
-                "model": plan.model,
-                "seed": plan.seed,
-                "negative_prompt": request.negative_prompt,
-                "genre": request.genre,
-                "model_trained": model.spec.trained,
-                "fps": output.fps,
-                "frames": output.frames,
-                "width": output.width,
-                "height": output.height,
-                "generated_width": plan.gen_width,
-                "generated_height": plan.gen_height,
-                "generated_frames": plan.gen_frames,
-                "num_inference_steps": plan.num_inference_steps,
-                "guidance_scale": plan.guidance_scale,
-                "memory_profile": model.memory_profile,
-                "timings": {
-                    "load_seconds": round(load_seconds, 3),
-                    "denoise_seconds": round(output.denoise_seconds, 3),
-                    "mean_step_seconds": round(output.mean_step_seconds, 4),
-                    "decode_encode_seconds": round(output.decode_encode_seconds, 3),
-                },
-                "notes": plan.notes + ([_resume_note(match)] if match else []),
-                "decoder": output.decoder.to_dict() if output.decoder else None,
-                "batch": {"batch_id": task.batch_id, "group_size": output.group_size,
-                          "text_encoding": "reused" if output.text_encoding_reused else "computed",
-                          "denoising_state": match.to_dict() if match else None}
-                if task.batch_id else None,
-            },
-        }
-        if self.store.finish(task.id, st.COMPLETED, result=result):
-            self._generation_done(task, True)
-            self.publish(task.id, ev.COMPLETE, video_url=result["video_url"],
-                         thumbnail_url=result["thumbnail_url"], total_frames=output.frames)
-            self._stream_outcome(task.id, ev.COMPLETE, video_url=result["video_url"], total_frames=output.frames)
 
     def _edit_runner(self, kind: str) -> EditRunner:
         """The run of a video-side task kind; a kind this worker was not given fails its task."""
@@ -562,34 +293,15 @@ class Worker:
             self.store.finish(task_id, status, error=detail, error_type=error_type)  # raises while still failing
             del self._unrecorded[task_id]
 
+    def _announce_complete(self, task_id: str, total_frames: int) -> None:
+        """Tell followers and the task's stream that it completed, with its media URLs."""
+        done = ev.completion(task_id, total_frames)
+        self.publish(task_id, ev.COMPLETE, **done)
+        self._stream_outcome(task_id, ev.COMPLETE, video_url=done["video_url"], total_frames=total_frames)
+
     def _stream_outcome(self, task_id: str, type_: str, **data) -> None:
         if self.streams is not None:
             self.streams.finish(task_id, {"type": type_, "task_id": task_id, **data})
 
 
-_INTERNAL = InternalError(INTERNAL_ERROR_DETAIL)
-T2V_ADVICE = "try a lower resolution, a shorter duration or a smaller model"  # on running out of GPU memory
 
-
-def _resume_note(match: StateMatch) -> str:
-    return (f"similarity caching: started after step {match.skipped_steps} from the denoising state of task "
-            f"{match.source_task_id} (near-identical prompt, cosine {match.cosine:.3f}); this seed's own noise "
-            "was not used")
-
-
-def _state_key(task: Task, plan: GenerationPlan) -> tuple:
-    """Which cached denoising states a task may start from: its owner's, of the same shape."""
-    return (task.owner, plan.model, plan.gen_width, plan.gen_height, plan.gen_frames, plan.num_inference_steps,
-            plan.guidance_scale, plan.acceleration)
-
-
-def _plan_of(task: Task) -> GenerationPlan:
-    request = GenerationRequest.model_validate(task.request)
-    return make_plan(request, get_spec(request.model), seed=request.seed)
-
-
-def _shape_key(task: Task) -> tuple:
-    """What tasks must share to be denoised in one batched call."""
-    plan = _plan_of(task)
-    return (plan.model, plan.gen_width, plan.gen_height, plan.gen_frames, plan.num_inference_steps,
-            plan.guidance_scale, plan.acceleration)

@@ -1,0 +1,337 @@
+"""Text-to-video runs for the worker: a claimed task, with the tasks of its batch that can share
+its pipeline call, denoised and encoded by the engine (``studio.engine.t2v``).
+
+Grouping is the queue's decision (``BatchOptions`` of the stored batch: ``max_concurrent``,
+``vram_budget_gb``, similarity caching), so this runner lives with the worker rather than in the
+``studio.genius.generate`` feature package, which submits these tasks. Batch similarity caching:
+equal prompts share one text encoding; near-identical prompts resume from a cached early
+denoising state (``studio.engine.state_cache``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from studio.engine.gpu import GPU_LOCK
+from studio.engine.plan import GenerationPlan, make_plan
+from studio.engine.request import GenerationSpec
+from studio.engine.run import model_run
+from studio.engine.state_cache import DenoisingStateCache, StateMatch, capture_steps, pooled_text, reusable
+from studio.engine.t2v import (
+    DENOISE_SHARE,
+    Cancelled,
+    Resume,
+    RunOutput,
+    TextEncoding,
+    encode_texts,
+    run_group,
+    select_texts,
+)
+from studio.engine.text_cache import TextEmbeddingCache
+from studio.errors import InternalError
+from studio.jobs import events as ev
+from studio.jobs import store as st
+from studio.jobs.specs import BatchOptions, load_as
+from studio.jobs.store import Task
+from studio.media.paths import media_url
+from studio.media.video import write_jpeg
+from studio.models.catalog import get_spec
+from studio.models.loader import group_fits_here
+
+if TYPE_CHECKING:
+    from studio.jobs.worker import Worker
+
+log = logging.getLogger(__name__)
+
+INTERNAL_ERROR_DETAIL = "the generation failed inside the server; the error was logged"
+_INTERNAL = InternalError(INTERNAL_ERROR_DETAIL)
+T2V_ADVICE = "try a lower resolution, a shorter duration or a smaller model"  # on running out of GPU memory
+PROGRESS_WEBHOOK_INTERVAL = 2.0  # seconds; the seed's task.progress is a hint, not a stream
+
+
+@dataclass
+class _TaskHooks:
+    """Engine hooks for one task: persist progress, publish events, check cancellation."""
+
+    worker: "Worker"
+    task: Task
+    plan: GenerationPlan
+    encode_estimate: float
+    started: float = field(default_factory=time.perf_counter)
+    step_seconds: list[float] = field(default_factory=list)
+    last_progress_webhook: float = 0.0
+
+    def should_cancel(self) -> bool:
+        return self.worker.should_stop(self.task.id)
+
+    def on_phase(self, status: str, message: str) -> None:
+        self.worker.store.set_status(self.task.id, status, message)
+        self.worker.publish(self.task.id, ev.PROGRESS, status=status, step=message,
+                            progress=DENOISE_SHARE if status == st.ENCODING else 0.0)
+
+    def on_step(self, step: int, total: int, step_seconds: float, preview: np.ndarray | None) -> None:
+        self.step_seconds.append(step_seconds)
+        progress = DENOISE_SHARE * step / total
+        eta = float(np.mean(self.step_seconds)) * (total - step) + self.encode_estimate
+        message = f"Denoising step {step}/{total}"
+        preview_url = preview_file = None
+        if preview is not None:
+            path = self.worker.paths.preview(self.task.id)
+            write_jpeg(path, preview)
+            preview_file = str(path.relative_to(self.worker.paths.root))  # the row keeps a file, not a URL
+            preview_url = media_url("previews", self.task.id)
+        self.worker.store.update_progress(self.task.id, progress, message, eta, preview_path=preview_file)
+        self.worker.publish(self.task.id, ev.PROGRESS, status=st.GENERATING, progress=progress,
+                            step=message, eta_seconds=eta, current_step=step, total_steps=total)
+        self._progress_webhook(progress, message)
+        if preview_url:
+            self.worker.publish(self.task.id, ev.FRAME_AVAILABLE, quality="preview",
+                                frame_index=self.plan.gen_frames // 2, step=step,
+                                progress=progress, preview_url=f"{preview_url}?step={step}")
+
+    def _progress_webhook(self, progress: float, message: str) -> None:
+        """At most one ``task.progress`` webhook per ``PROGRESS_WEBHOOK_INTERVAL`` seconds."""
+        now = time.monotonic()
+        if self.task.webhook_url and now - self.last_progress_webhook >= PROGRESS_WEBHOOK_INTERVAL:
+            self.last_progress_webhook = now
+            self.worker.store.queue_progress_webhook(self.task.id, {"progress": round(progress, 4), "step": message})
+
+    def streaming(self) -> bool:
+        return self.worker.streams is not None and self.worker.streams.board(self.task.id) is not None
+
+    def on_stream_frame(self, frame_index: int, quality: str, rgb: np.ndarray, progress: float) -> None:
+        board = self.worker.streams.board(self.task.id) if self.worker.streams else None
+        if board is not None:
+            board.put(frame_index, quality, rgb, progress)
+
+    def on_encoded(self, frames_done: int, total: int) -> None:
+        progress = DENOISE_SHARE + (1 - DENOISE_SHARE) * frames_done / max(total, 1)
+        message = f"Encoding frame {frames_done}/{total}"
+        eta = self.encode_estimate * (1 - frames_done / max(total, 1))
+        self.worker.store.update_progress(self.task.id, progress, message, eta)
+        self.worker.publish(self.task.id, ev.PROGRESS, status=st.ENCODING, progress=progress, step=message,
+                            eta_seconds=eta)
+
+
+class GenerationRunner:
+    """The worker's text-to-video runs, with the caches they share across tasks."""
+
+    def __init__(self, worker: "Worker"):
+        self.worker = worker
+        self.text_cache = TextEmbeddingCache()  # batch similarity caching: equal prompts' encodings
+        self.state_cache = DenoisingStateCache()  # and near-identical prompts' early denoising states
+
+    def run_claimed(self, task: Task) -> None:
+        """Run ``task`` and the companions of its batch that can share its call."""
+        options = self._batch_options(task)
+        group = [task] + self._companions(task, options)
+        self.worker.current_task_ids = [t.id for t in group]
+        try:
+            self._run(group, reuse_text=options is not None and options.enable_similarity_caching)
+        finally:
+            self.worker.forget(group)
+
+    def _batch_options(self, task: Task) -> BatchOptions | None:
+        """How the batch a task belongs to lets its tasks share calls (None: not in a batch)."""
+        found = self.worker.store.batch(task.batch_id) if task.batch_id else None
+        return BatchOptions.model_validate(found[0]["request"]) if found else None
+
+    def _companions(self, head: Task, options: BatchOptions | None) -> list[Task]:
+        """More tasks of ``head``'s batch that can share its pipeline call: same model and
+        shape, within the batch's ``max_concurrent`` (and ``vram_budget_gb``, see ``_fits``)."""
+        if options is None:
+            return []
+        key = _shape_key(head)
+        members = [head]
+
+        def compatible(task: Task) -> bool:
+            if _shape_key(task) != key or not self._fits(members + [task], options.vram_budget_gb):
+                return False
+            members.append(task)
+            return True
+
+        return self.worker.store.claim_companions(head, options.max_concurrent - 1, compatible)
+
+    def _fits(self, tasks: list[Task], budget_gb: float | None) -> bool:
+        """Whether a group may share one pipeline call: ``studio.models.loader.group_fits_here``
+        (the orchestrator's group peak against this device's free memory, counting only the
+        activations when the group's model is already resident, and against ``vram_budget_gb``)."""
+        return group_fits_here([_plan_of(t) for t in tasks], self.worker.models, budget_gb)
+
+    def _run(self, tasks: list[Task], reuse_text: bool = False) -> None:
+        """Run a group (usually of one) in one pipeline call; every failure ends all of them.
+        ``reuse_text``: batch similarity caching (equal prompts share a text encoding)."""
+        try:
+            requests = [load_as(GenerationSpec, t.request) for t in tasks]
+            spec = get_spec(requests[0].model)
+            plans = [make_plan(r, spec, seed=r.seed) for r in requests]
+            with GPU_LOCK:
+                for task in tasks:
+                    self.worker.publish(task.id, ev.PROGRESS, status=st.LOADING_MODEL, progress=0.0, step=f"Loading {spec.id}")
+                was_loaded = self.worker.models.loaded_model == spec.id
+                with model_run(self.worker.models, spec.id, advice=T2V_ADVICE,
+                               on_progress=lambda f, msg: [self._loading(t.id, f, msg) for t in tasks]) as run:
+                    model = run.model
+                    run.size = (plans[0].gen_width, plans[0].gen_height)
+                    estimate = self.worker.estimator.estimate(spec, plans[0], model_loaded=True)
+                    hooks = [_TaskHooks(self.worker, t, p, estimate.encode_seconds) for t, p in zip(tasks, plans)]
+                    outputs, matches = self._generate(model, tasks, plans, hooks, reuse_text)
+                if not was_loaded:
+                    self.worker.estimator.record(spec, plans[0], None, None, model.load_seconds)
+            load_seconds = 0.0 if was_loaded else model.load_seconds
+            for task, request, plan, output, match in zip(tasks, requests, plans, outputs, matches):
+                if output is None:
+                    self.worker._end_stopped(task)
+                else:
+                    self._complete(task, request, plan, model, output, load_seconds, match)
+        except Cancelled:
+            for task in tasks:
+                self.worker._end_stopped(task)
+        except Exception as exc:
+            error = self.worker._as_studio_error(exc)
+            if error is None:
+                log.exception("tasks %s failed", [t.id for t in tasks])
+                error = _INTERNAL
+            for task in tasks:
+                self.worker._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
+
+    def _generate(self, model, tasks: list[Task], plans: list[GenerationPlan], hooks: list[_TaskHooks],
+                  similarity: bool) -> tuple[list[RunOutput | None], list[StateMatch | None]]:
+        """The group's pipeline calls. Without similarity caching: one call. With it (batch
+        ``enable_similarity_caching``): equal prompts share text encodings, and prompts
+        near-identical to an earlier one (cached, or earlier in this group) start from that
+        run's cached early state: the others run first, keeping their early states, then the
+        near-identical ones resume, grouped by how many steps they skip."""
+        outputs: list[RunOutput | None] = [None] * len(tasks)
+        matches: list[StateMatch | None] = [None] * len(tasks)
+        if not similarity:
+            self._call(model, tasks, plans, hooks, list(range(len(tasks))), outputs)
+            return outputs, matches
+        with torch.inference_mode():
+            texts = encode_texts(model.pipe, plans, self.text_cache)
+            pooled = pooled_text(texts.prompt_embeds)
+        key = _state_key(tasks[0], plans[0])
+        leaders: list[int] = []
+        followers: list[int] = []
+        for i, plan in enumerate(plans):
+            near_leader = any(reusable(float(pooled[i] @ pooled[j]), plan.prompt, plan.seed,
+                                       plans[j].prompt, plans[j].seed) for j in leaders)
+            cached = self.state_cache.match(key, pooled[i], plan.prompt, plan.seed, plan.num_inference_steps)
+            (followers if near_leader or cached else leaders).append(i)
+        self._call(model, tasks, plans, hooks, leaders, outputs, texts,
+                   capture=tuple(capture_steps(plans[0].num_inference_steps)))
+        for i in leaders:
+            if outputs[i] is not None:
+                self.state_cache.add(key, tasks[i].id, plans[i].prompt, plans[i].seed, pooled[i], outputs[i].states)
+        by_step: dict[int, list[int]] = {}
+        for i in followers:
+            matches[i] = self.state_cache.match(key, pooled[i], plans[i].prompt, plans[i].seed,
+                                                plans[i].num_inference_steps)
+            by_step.setdefault(matches[i].skipped_steps if matches[i] else 0, []).append(i)
+        for step, rows in sorted(by_step.items()):
+            resume = Resume(step, torch.cat([matches[i].latents for i in rows])) if step else None
+            self._call(model, tasks, plans, hooks, rows, outputs, texts, resume=resume)
+        return outputs, matches
+
+    def _call(self, model, tasks: list[Task], plans: list[GenerationPlan], hooks: list[_TaskHooks],
+              rows: list[int], outputs: list, texts: TextEncoding | None = None, resume: Resume | None = None,
+              capture: tuple[int, ...] = ()) -> None:
+        """One batched pipeline call over ``rows`` of the group; fills ``outputs[row]`` (None
+        for a cancelled task) and learns the call's step and encode times."""
+        if not rows:
+            return
+        try:
+            results = run_group(model, [plans[i] for i in rows], [hooks[i] for i in rows],
+                                [self.worker.paths.video(tasks[i].id) for i in rows],
+                                [self.worker.paths.thumbnail(tasks[i].id) for i in rows], self.worker.preview_width,
+                                texts=select_texts(texts, rows), resume=resume, capture_steps=capture)
+        except Cancelled:
+            return
+        for i, result in zip(rows, results):
+            outputs[i] = result
+        first = next(o for o in results if o is not None)
+        # The rate learnt is the uncached one (measured where an A/B baseline exists), so step-cache
+        # runs do not make later estimates optimistic.
+        step_rate = (first.decoder.uncached_seconds / first.decoder.steps
+                     if first.decoder and first.decoder.steps else first.mean_step_seconds)
+        self.worker.estimator.record(model.spec, plans[rows[0]], step_rate / len(rows), first.decode_encode_seconds, None)
+        if first.decoder:
+            self.worker.decoder_stats.add(first.decoder)  # once per pipeline call, not per task
+
+    def _loading(self, task_id: str, fraction: float, message: str) -> None:
+        self.worker.store.update_progress(task_id, 0.0, message, None)
+        self.worker.publish(task_id, ev.PROGRESS, status=st.LOADING_MODEL, progress=0.0, step=message,
+                     download_progress=fraction)
+
+    def _complete(self, task: Task, request: GenerationSpec, plan: GenerationPlan, model, output: RunOutput,
+                  load_seconds: float, match: StateMatch | None = None) -> None:
+        generation_time = output.denoise_seconds + output.decode_encode_seconds + load_seconds
+        result = {
+            "duration_seconds": round(output.frames / output.fps, 3),
+            "resolution": request.resolution,
+            "file_size_mb": round(output.video_path.stat().st_size / 2**20, 3),
+            "generation_time_seconds": round(generation_time, 3),
+            "metadata": {
+                "prompt": request.prompt,
+                "model": plan.model,
+                "seed": plan.seed,
+                "negative_prompt": request.negative_prompt,
+                "genre": request.genre,
+                "model_trained": model.spec.trained,
+                "fps": output.fps,
+                "frames": output.frames,
+                "width": output.width,
+                "height": output.height,
+                "generated_width": plan.gen_width,
+                "generated_height": plan.gen_height,
+                "generated_frames": plan.gen_frames,
+                "num_inference_steps": plan.num_inference_steps,
+                "guidance_scale": plan.guidance_scale,
+                "memory_profile": model.memory_profile,
+                "timings": {
+                    "load_seconds": round(load_seconds, 3),
+                    "denoise_seconds": round(output.denoise_seconds, 3),
+                    "mean_step_seconds": round(output.mean_step_seconds, 4),
+                    "decode_encode_seconds": round(output.decode_encode_seconds, 3),
+                },
+                "notes": plan.notes + ([_resume_note(match)] if match else []),
+                "decoder": output.decoder.to_dict() if output.decoder else None,
+                "batch": {"batch_id": task.batch_id, "group_size": output.group_size,
+                          "text_encoding": "reused" if output.text_encoding_reused else "computed",
+                          "denoising_state": match.to_dict() if match else None}
+                if task.batch_id else None,
+            },
+        }
+        if self.worker.store.finish(task.id, st.COMPLETED, result=result):
+            self.worker._generation_done(task, True)
+            self.worker._announce_complete(task.id, output.frames)
+
+
+def _resume_note(match: StateMatch) -> str:
+    return (f"similarity caching: started after step {match.skipped_steps} from the denoising state of task "
+            f"{match.source_task_id} (near-identical prompt, cosine {match.cosine:.3f}); this seed's own noise "
+            "was not used")
+
+
+def _state_key(task: Task, plan: GenerationPlan) -> tuple:
+    """Which cached denoising states a task may start from: its owner's, of the same shape."""
+    return (task.owner, plan.model, plan.gen_width, plan.gen_height, plan.gen_frames, plan.num_inference_steps,
+            plan.guidance_scale, plan.acceleration)
+
+
+def _plan_of(task: Task) -> GenerationPlan:
+    request = load_as(GenerationSpec, task.request)
+    return make_plan(request, get_spec(request.model), seed=request.seed)
+
+
+def _shape_key(task: Task) -> tuple:
+    """What tasks must share to be denoised in one batched call."""
+    plan = _plan_of(task)
+    return (plan.model, plan.gen_width, plan.gen_height, plan.gen_frames, plan.num_inference_steps,
+            plan.guidance_scale, plan.acceleration)
