@@ -7,7 +7,7 @@ the video-side features; the table shows output frames per second (median of --r
 warm-up), the algorithm alone (no decode/encode).
 
 Part 2 (``--part memory``): a 1280x720 clip of --seconds seconds at 24 fps is generated frame
-by frame, interpolated x2 (``studio.genius.v2v.algorithm.interpolate``, streaming) and encoded to H.264
+by frame, interpolated x2 (``studio.genius.v2v.interpolation.interpolate``, streaming) and encoded to H.264
 (``Mp4Writer``); peak resident memory (``ru_maxrss``) of that child process is reported, with
 the memory the frames would take if held at once for comparison.
 
@@ -72,7 +72,7 @@ def paths(n: int):
     from studio.genius.inpaint import algorithm as inpaint
     from studio.genius.lipsync import algorithm as lipsync
     from studio.genius.scene import transitions
-    from studio.genius.v2v import algorithm as v2v
+    from studio.genius.v2v import modes as v2v
 
     frames = clip(n)
     reference = cv2.resize(clip(1, seed=3)[0], (320, 180))
@@ -121,7 +121,7 @@ def speed(runs: int, n: int) -> None:
 
 def interpolate_child(seconds: float, out: str) -> None:
     """Run in a child process: the streamed 720p interpolation, then report ru_maxrss."""
-    from studio.genius.v2v import algorithm as v2v
+    from studio.genius.v2v import interpolation as v2v
     from studio.media.video import Mp4Writer
 
     width, height, fps = 1280, 720, 24

@@ -1,6 +1,6 @@
 """The V2V tab: interpolate, upscale, enhance, colourise, restyle or re-animate a video.
 
-A thin adapter over ``studio.genius.v2v.task`` (api name ``/v2v``). A prompt with style transfer
+A thin adapter over ``studio.genius.v2v.submit`` (api name ``/v2v``). A prompt with style transfer
 or colorization runs a model path (WanVideoToVideo; Wan VACE when a reference image is given
 too); motion transfer with "use the model" (or a prompt) animates the reference image with Wan
 Animate.
@@ -19,8 +19,9 @@ from components.edit_common import ends_truthfully, or_skip, source_of, source_p
 from components.widgets import bounds, choices
 from studio.core import Studio
 from studio.engine.request import parse_model
-from studio.genius.v2v import algorithm as v2v_modes
-from studio.genius.v2v.task import MODE_FIELDS, V2VRequest, submit
+from studio.genius.v2v.modes import MODES
+from studio.genius.v2v.schema import MODE_FIELDS, V2VRequest
+from studio.genius.v2v.submit import submit
 from studio.media.inputs import encode_png_base64
 
 # Starting values the tab shows where the request has none (or none fit for a widget); they
@@ -112,14 +113,14 @@ def make_handler(studio: Studio):
         body = {"source_task_id": source_task, "mode": mode, "strength": float(strength),
                 "preserve_motion": bool(preserve_motion), "temporal_consistency": float(temporal_consistency)}
         # The form shows every mode's fields at once; the request carries those the chosen mode
-        # reads, as the core's own tables say (MODE_FIELDS, MODES[mode].reference, model_path).
+        # reads, as the feature's own tables say (MODE_FIELDS, MODES[mode].reference, model_path).
         # The core refuses a field sent to a mode that does not read it, and validates the rest.
         mode_reads = MODE_FIELDS.get(mode, ())
         form = {"scale": float(scale), "target_fps": float(target_fps or 0) or None,
                 "factor": None if target_fps else int(factor)}  # target fps 0: use the factor
         body.update({name: value for name, value in form.items() if name in mode_reads and value is not None})
         motion_upload = Path(motion_video) if motion_video and "motion_reference_task_id" in mode_reads else None
-        takes_image = getattr(v2v_modes.MODES.get(mode), "reference", None) is not None  # unknown mode: the core says
+        takes_image = getattr(MODES.get(mode), "reference", None) is not None  # unknown mode: the core says
         if reference is not None and takes_image and motion_upload is None:
             body["style_reference_base64"] = encode_png_base64(reference[:, :, :3])
         # Whether a model path runs is the core's decision; its fields go only with one.
@@ -135,7 +136,7 @@ def make_handler(studio: Studio):
             if path == "animate" and wanted.use_model:
                 body["use_model"] = True
         for update in submit_and_follow(studio, request, lambda owner: submit(
-                studio, parse_model(V2VRequest, body), owner, upload=upload, reference_upload=motion_upload)):
+                studio.services, parse_model(V2VRequest, body), owner, upload=upload, reference_upload=motion_upload)):
             yield or_skip(*update)
 
     return v2v

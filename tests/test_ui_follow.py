@@ -127,7 +127,7 @@ def test_the_v2v_steps_slider_is_the_request_models_range(live_server):
 
     from components import v2v_tab
     from components.widgets import bounds
-    from studio.genius.v2v.task import V2VRequest
+    from studio.genius.v2v.schema import V2VRequest
 
     with gr.Blocks():
         tab = v2v_tab.create_ui(live_server.studio)

@@ -10,7 +10,13 @@ import pytest
 from skimage import data
 
 from studio.errors import InvalidRequest
-from studio.genius.v2v import algorithm as v2v
+from studio.genius.v2v.colour import colorize, style_transfer
+from studio.genius.v2v.enhancement import enhance
+from studio.genius.v2v.interpolation import interpolate
+from studio.genius.v2v.modes import MODES, transform
+from studio.genius.v2v.motion import motion_transfer
+from studio.genius.v2v.temporal import temporal_smooth
+from studio.genius.v2v.upscale import upscale
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
@@ -60,7 +66,7 @@ def flicker(frames) -> float:
 def test_interpolation_x2_recovers_dropped_frames_of_linear_motion():
     truth = square_scene(17)
     kept = truth[::2]
-    out = list(v2v.interpolate(kept, source_fps=12, factor=2))
+    out = list(interpolate(kept, source_fps=12, factor=2))
     assert len(out) == len(truth)  # N frames -> 2N - 1
     assert all(np.array_equal(out[k], truth[k]) for k in range(0, 17, 2))
     interpolated = [psnr(out[k], truth[k]) for k in range(1, 17, 2)]
@@ -73,13 +79,13 @@ def test_interpolation_x2_recovers_dropped_frames_of_linear_motion():
 def test_interpolation_x4_and_arbitrary_target_fps_place_frames_in_time():
     truth = square_scene(9, velocity=(2, 1))
     kept = truth[::4]  # 3 frames at a quarter of the rate
-    out = list(v2v.interpolate(kept, source_fps=6, factor=4))
+    out = list(interpolate(kept, source_fps=6, factor=4))
     assert len(out) == 9
     assert min(psnr(o, t) for o, t in zip(out, truth)) >= 28.0
 
     # 24 -> 60 fps: output k shows source time k * 24 / 60; k = 5 and 10 land on frames 2 and 4.
     source = truth[:5]
-    out = list(v2v.interpolate(source, source_fps=24, target_fps=60))
+    out = list(interpolate(source, source_fps=24, target_fps=60))
     assert len(out) == 11  # times 0 .. 4/24 s in steps of 1/60 s
     assert np.array_equal(out[5], source[2]) and np.array_equal(out[10], source[4])
     # k = 1 is at source time 0.4: nearer frame 0's content than frame 1's.
@@ -98,13 +104,13 @@ def test_interpolation_streams_with_two_source_frames():
             frame[30 + k % 40 : 66 + k % 40, 20 + 2 * (k % 40) : 56 + 2 * (k % 40)] = patch
             yield frame
 
-    out = v2v.interpolate(source(30), source_fps=24, factor=2)
+    out = interpolate(source(30), source_fps=24, factor=2)
     first_three = [next(out) for _ in range(3)]  # frame 0, the 0.5 frame, frame 1
     assert len(first_three) == 3 and len(pulled) == 2
 
     def peak_bytes(count: int) -> int:
         tracemalloc.start()
-        for _ in v2v.interpolate(source(count), source_fps=24, factor=2):
+        for _ in interpolate(source(count), source_fps=24, factor=2):
             pass
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
@@ -120,7 +126,7 @@ def test_interpolation_streams_with_two_source_frames():
 )
 def test_interpolation_rejects_bad_rates(kwargs, field):
     with pytest.raises(InvalidRequest, match=f"^{field}"):
-        next(v2v.interpolate(square_scene(2), source_fps=24, **kwargs))
+        next(interpolate(square_scene(2), source_fps=24, **kwargs))
 
 
 # --------------------------------------------------------------------------- upscale
@@ -128,19 +134,19 @@ def test_interpolation_rejects_bad_rates(kwargs, field):
 
 def test_upscale_sizes_are_exact_and_even():
     frame = texture(61, 97, 3)
-    assert next(v2v.upscale([frame], 1.5)).shape == (92, 146, 3)  # 91.5 x 145.5 rounded to even
-    assert next(v2v.upscale([frame], width=320)).shape == (202, 320, 3)  # aspect kept, even
-    assert next(v2v.upscale([frame], width=200, height=122)).shape == (122, 200, 3)
+    assert next(upscale([frame], 1.5)).shape == (92, 146, 3)  # 91.5 x 145.5 rounded to even
+    assert next(upscale([frame], width=320)).shape == (202, 320, 3)  # aspect kept, even
+    assert next(upscale([frame], width=200, height=122)).shape == (122, 200, 3)
     with pytest.raises(InvalidRequest, match="^width"):
-        next(v2v.upscale([frame], width=201))
+        next(upscale([frame], width=201))
     with pytest.raises(InvalidRequest, match="^scale"):
-        next(v2v.upscale([frame], 5.0))
+        next(upscale([frame], 5.0))
 
 
 def test_upscale_is_sharper_and_closer_to_truth_than_bilinear():
     truth = photo("astronaut", 256)
     small = cv2.resize(truth, (128, 128), interpolation=cv2.INTER_AREA)
-    ours = next(v2v.upscale([small], 2.0))
+    ours = next(upscale([small], 2.0))
     bilinear = cv2.resize(small, (256, 256), interpolation=cv2.INTER_LINEAR)
 
     def laplacian_variance(image):
@@ -177,8 +183,8 @@ def edge_energy(frame: np.ndarray) -> float:
 
 def test_enhance_reduces_noise_and_keeps_edges():
     clean, noisy = noisy_clip()
-    enhanced_noisy = np.float32(list(v2v.enhance(noisy, 0.5)))[5:]
-    enhanced_clean = np.float32(list(v2v.enhance(clean, 0.5)))[5:]
+    enhanced_noisy = np.float32(list(enhance(noisy, 0.5)))[5:]
+    enhanced_clean = np.float32(list(enhance(clean, 0.5)))[5:]
     noise_in = np.std(np.float32(noisy[5:]) - np.float32(clean[5:]))
     noise_out = np.std(enhanced_noisy - enhanced_clean)
     # Documented: noise measured 12.0 -> 6.7 grey levels (1.8x) at the default strength 0.5.
@@ -189,7 +195,7 @@ def test_enhance_reduces_noise_and_keeps_edges():
 
 def test_enhance_strength_zero_is_identity():
     _, noisy = noisy_clip(count=3)
-    assert all(np.array_equal(a, b) for a, b in zip(v2v.enhance(noisy, 0.0), noisy))
+    assert all(np.array_equal(a, b) for a, b in zip(enhance(noisy, 0.0), noisy))
 
 
 # --------------------------------------------------------------------------- colorization
@@ -198,7 +204,7 @@ def test_enhance_strength_zero_is_identity():
 def test_colorize_restores_reference_chroma_and_keeps_lightness():
     original = photo("astronaut", 256)
     grey = cv2.cvtColor(cv2.cvtColor(original, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
-    out = next(v2v.colorize([grey], original))
+    out = next(colorize([grey], original))
     out_lab, ref_lab, grey_lab = lab(out), lab(original), lab(grey)
 
     def chroma(image_lab):
@@ -228,12 +234,12 @@ def stats_distance(frame: np.ndarray, target: np.ndarray) -> float:
 def test_style_transfer_moves_statistics_in_proportion_to_strength():
     source = [photo("chelsea", 192)]
     reference = photo("coffee", 160)
-    distances = {s: stats_distance(next(v2v.style_transfer(source, reference, s)), reference) for s in (0.5, 1.0)}
+    distances = {s: stats_distance(next(style_transfer(source, reference, s)), reference) for s in (0.5, 1.0)}
     start = stats_distance(source[0], reference)
     # Documented: measured 0.54 and 0.18 (not 0: 13% of the channel values leave the sRGB gamut).
     assert 0.4 <= distances[0.5] / start <= 0.6
     assert distances[1.0] / start <= 0.25
-    assert np.array_equal(next(v2v.style_transfer(source, reference, 0.0)), source[0])
+    assert np.array_equal(next(style_transfer(source, reference, 0.0)), source[0])
 
 
 def static_pixel_flicker(frames, source) -> float:
@@ -248,12 +254,12 @@ def test_style_transfer_statistics_are_smoothed_so_the_background_does_not_shimm
     # per-frame mapping recolours the unchanged background a little every frame.
     clip = square_scene(12, size=(160, 112), side=50, start=(0, 30), velocity=(9, 2), seed=4)
     reference = photo("coffee", 160)
-    smoothed = static_pixel_flicker(v2v.style_transfer(clip, reference, 1.0), clip)
-    per_frame = static_pixel_flicker(v2v.style_transfer(clip, reference, 1.0, smoothing=1.0), clip)
+    smoothed = static_pixel_flicker(style_transfer(clip, reference, 1.0), clip)
+    per_frame = static_pixel_flicker(style_transfer(clip, reference, 1.0, smoothing=1.0), clip)
     # Documented: measured 0.46 vs 0.87 grey levels per frame.
     assert smoothed <= 0.6 * per_frame and smoothed < 1.0
     # The dispatcher's flow-guided smoothing on top (temporal_consistency 0.8) keeps it so.
-    output, _, _ = v2v.transform("style_transfer", clip, 24.0, reference=reference, strength=1.0)
+    output, _, _ = transform("style_transfer", clip, 24.0, reference=reference, strength=1.0)
     assert static_pixel_flicker(output, clip) <= 0.7 * per_frame
 
 
@@ -270,7 +276,7 @@ def test_motion_transfer_moves_reference_feature_with_source_motion():
         ys, xs = np.nonzero(image[..., 0] > 160)
         return np.array([xs.mean(), ys.mean()])
 
-    out = list(v2v.motion_transfer(source, reference))
+    out = list(motion_transfer(source, reference))
     assert len(out) == 10 and out[-1].shape == reference.shape
     start = centroid(out[0])
     errors = [np.linalg.norm(centroid(o) - start - 2 * k * np.array(velocity)) for k, o in enumerate(out)]
@@ -289,8 +295,8 @@ def jittered_clip(count=16):
 
 def test_temporal_smooth_reduces_flicker_as_strength_rises():
     _, jittered = jittered_clip()
-    assert all(np.array_equal(a, b) for a, b in zip(v2v.temporal_smooth(jittered, 0.0), jittered))
-    flickers = [flicker(v2v.temporal_smooth(jittered, s)) for s in (0.0, 0.4, 0.8)]
+    assert all(np.array_equal(a, b) for a, b in zip(temporal_smooth(jittered, 0.0), jittered))
+    flickers = [flicker(temporal_smooth(jittered, s)) for s in (0.0, 0.4, 0.8)]
     assert flickers[0] > flickers[1] > flickers[2]
     assert flickers[2] <= 0.5 * flickers[0]
 
@@ -302,8 +308,8 @@ def test_temporal_smooth_follows_motion_instead_of_ghosting():
     def error_on_moving_part(frames):
         return np.mean([psnr(f[box], c[box]) for f, c in list(zip(frames, clean))[4:]])
 
-    along_flow = error_on_moving_part(v2v.temporal_smooth(jittered, 0.8))
-    still = error_on_moving_part(v2v.temporal_smooth(jittered, 0.8, follow_motion=False))
+    along_flow = error_on_moving_part(temporal_smooth(jittered, 0.8))
+    still = error_on_moving_part(temporal_smooth(jittered, 0.8, follow_motion=False))
     assert along_flow >= still + 3.0
 
 
@@ -311,14 +317,14 @@ def test_temporal_smooth_leaves_no_trail_behind_moving_objects():
     # Pixels that never change must stay still, also where the object just uncovered them.
     clip = square_scene(12, size=(160, 112), side=50, start=(0, 30), velocity=(9, 2), seed=4)
     # Documented: measured 0.21 grey levels/frame at strength 0.8 (0.89 with a fb flow check).
-    assert static_pixel_flicker(v2v.temporal_smooth(clip, 0.8), clip) <= 0.4
+    assert static_pixel_flicker(temporal_smooth(clip, 0.8), clip) <= 0.4
 
 
 # --------------------------------------------------------------------------- dispatcher
 
 
 def test_modes_cover_the_seed_table():
-    assert set(v2v.MODES) == {
+    assert set(MODES) == {
         "style_transfer",
         "motion_transfer",
         "enhancement",
@@ -326,7 +332,7 @@ def test_modes_cover_the_seed_table():
         "interpolation",
         "colorization",
     }
-    needs_reference = {name for name, mode in v2v.MODES.items() if mode.reference}
+    needs_reference = {name for name, mode in MODES.items() if mode.reference}
     assert needs_reference == {"style_transfer", "motion_transfer", "colorization"}
 
 
@@ -348,16 +354,16 @@ def test_modes_cover_the_seed_table():
 )
 def test_transform_rejects_bad_requests_naming_the_field(mode, kwargs, field):
     with pytest.raises(InvalidRequest, match=f"^{field}"):
-        v2v.transform(mode, square_scene(3), 24.0, **kwargs)
+        transform(mode, square_scene(3), 24.0, **kwargs)
 
 
 def test_transform_rejects_empty_or_malformed_source():
     with pytest.raises(InvalidRequest, match="^source"):
-        v2v.transform("enhancement", [], 24.0)
+        transform("enhancement", [], 24.0)
     with pytest.raises(InvalidRequest, match="^source"):
-        v2v.transform("enhancement", [np.zeros((64, 64), np.uint8)], 24.0)
+        transform("enhancement", [np.zeros((64, 64), np.uint8)], 24.0)
     clip = square_scene(2) + [np.zeros((64, 64, 3), np.uint8)]
-    output, _, _ = v2v.transform("upscale", clip, 24.0)
+    output, _, _ = transform("upscale", clip, 24.0)
     with pytest.raises(InvalidRequest, match="^source"):
         list(output)
 
@@ -377,11 +383,11 @@ def test_transform_rejects_empty_or_malformed_source():
 def test_transform_runs_each_mode_and_reports_what_it_made(mode, kwargs, frames, size, fps):
     if kwargs.get("reference") == "coffee":
         kwargs = {**kwargs, "reference": photo("coffee", 128)}
-    output, output_fps, info = v2v.transform(mode, square_scene(6), 24.0, **kwargs)
+    output, output_fps, info = transform(mode, square_scene(6), 24.0, **kwargs)
     produced = list(output)
     assert len(produced) == frames and output_fps == fps
     assert all(f.shape == (size[1], size[0], 3) and f.dtype == np.uint8 for f in produced)
-    assert info["mode"] == mode and info["path"] == "classical" and info["method"] == v2v.MODES[mode].method
+    assert info["mode"] == mode and info["path"] == "classical" and info["method"] == MODES[mode].method
     assert (info["output"]["width"], info["output"]["height"], info["output"]["fps"]) == (*size, fps)
     assert info["input"] == {"width": 160, "height": 112, "fps": 24.0}
 
@@ -389,7 +395,7 @@ def test_transform_runs_each_mode_and_reports_what_it_made(mode, kwargs, frames,
 def test_transform_motion_transfer_with_a_reference_video_moves_the_source():
     motion = square_scene(6, size=(160, 112), side=40, velocity=(3, 0), seed=11)
     source = [photo("coffee", 160)[:112]] * 2
-    output, output_fps, info = v2v.transform("motion_transfer", source, 24.0, reference=motion)
+    output, output_fps, info = transform("motion_transfer", source, 24.0, reference=motion)
     produced = list(output)
     assert len(produced) == len(motion) and output_fps == 24.0 and info["parameters"]["motion"] == "reference"
     # Where the reference's square was at the start, the appearance moved 15 px right by the end.
@@ -400,11 +406,11 @@ def test_transform_motion_transfer_with_a_reference_video_moves_the_source():
 def test_transform_preserve_motion_false_uses_plain_average():
     clip = square_scene(8, velocity=(4, 0))
     reference = photo("coffee", 128)
-    along, _, info = v2v.transform("colorization", clip, 24.0, reference=reference, temporal_consistency=0.8)
-    still, _, _ = v2v.transform(
+    along, _, info = transform("colorization", clip, 24.0, reference=reference, temporal_consistency=0.8)
+    still, _, _ = transform(
         "colorization", clip, 24.0, reference=reference, temporal_consistency=0.8, preserve_motion=False
     )
-    reference_run = list(v2v.colorize(clip, reference))
+    reference_run = list(colorize(clip, reference))
     along, still = list(along), list(still)
     assert info["parameters"] == {"temporal_consistency": 0.8, "preserve_motion": True}
     # The flow-guided result stays closer to the unsmoothed colouring than the ghosting average.
@@ -415,6 +421,6 @@ def test_transform_preserve_motion_false_uses_plain_average():
 
 def test_transform_motion_transfer_output_sizes_are_even_for_h264():
     reference = photo("coffee", 130)[:87, :129]
-    output, _, info = v2v.transform("motion_transfer", square_scene(3), 24.0, reference=reference)
+    output, _, info = transform("motion_transfer", square_scene(3), 24.0, reference=reference)
     assert {f.shape for f in output} == {(86, 128, 3)}
     assert (info["output"]["width"], info["output"]["height"]) == (128, 86)

@@ -7,8 +7,9 @@ from fastapi import APIRouter, Depends
 from studio.api.auth import api_key
 from studio.api.routes import COMMON, ERRORS, get_studio
 from studio.core import Studio
-from studio.genius.v2v import task as v2v_task
-from studio.genius.v2v.task import V2VRequest, V2VSummary
+from studio.genius.v2v import submit as v2v_submit
+from studio.genius.v2v import summary as v2v_summary
+from studio.genius.v2v.schema import V2VRequest, V2VSummary
 from studio.keys import ApiKey
 from studio.views import SubmitResponse
 
@@ -37,11 +38,11 @@ def transform(body: V2VRequest, key: ApiKey = Depends(api_key("generate")),
 
     Rate limit: charged to the key's ``/generate`` budget (5 per 10 s by default; ``generate=`` in
     ``ECHOEL_RATE_LIMITS``), the same budget as ``POST /v1/generate``, since it queues GPU work."""
-    return v2v_task.submit(studio, body, owner=key.id)
+    return v2v_submit.submit(studio.services, body, owner=key.id)
 
 
 @router.get("/{task_id:task_uuid}", response_model=V2VSummary, responses={code: ERRORS[code] for code in (404, 409)})
 def summary(task_id: str, key: ApiKey = Depends(api_key()), studio: Studio = Depends(get_studio)) -> V2VSummary:
     """A finished V2V task: mode, path and method, the mode's parameters, input and output size,
     fps and frames (409 until it has completed; 404 for a task of another kind or key)."""
-    return v2v_task.summary(studio, task_id, owner=key.id)
+    return v2v_summary.summary(studio.services, task_id, owner=key.id)

@@ -20,6 +20,7 @@ its frames are noise-like.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,97 +30,94 @@ from studio.engine.edit import EditJob, EditOutcome, store_image, write_video
 from studio.engine.request import NEGATIVE_PROMPT, seed_or_random
 from studio.engine.text_cache import encode_prompt_embeds
 from studio.errors import InvalidRequest
-from studio.genius.v2v import algorithm as v2v
 from studio.genius.edit_submit import estimate_seconds, new_inputs, store_source
-from studio.media.inputs import image_input
+from studio.genius.v2v.inputs import REFERENCE_IMAGE, reference_image
+from studio.genius.v2v.primitives import grayscale_rgb, with_luminance
+from studio.genius.v2v.schema import KIND, V2VRequest, V2VSpec
 from studio.models.loader import runnable_spec
 
 if TYPE_CHECKING:
-    from studio.core import Studio
-    from studio.genius.v2v.task import V2VRequest
+    from studio.jobs.services import FeatureServices
     from studio.views import SubmitResponse
 
-KIND = "v2v"
-REFERENCE_IMAGE = "reference.png"
 MAX_FRAMES = 600  # source frames held for the windows (the control video is read whole)
 
 
-def submit(studio: "Studio", request: "V2VRequest", owner: str, upload=None) -> "SubmitResponse":
+def submit(services: "FeatureServices", request: V2VRequest, owner: str,
+           upload: Path | None = None) -> "SubmitResponse":
     """Check and store a reference-image model-path request and queue it."""
-    spec = runnable_spec("vace", request.model, f"{request.mode} with a prompt and a reference image")
-    reference = image_input(request.style_reference_base64, request.style_reference_url, studio.fetch_policy,
-                            "style_reference_base64", "style_reference_url")
-    inputs_id, folder = new_inputs(studio.services)
+    model = runnable_spec("vace", request.model, f"{request.mode} with a prompt and a reference image")
+    reference = reference_image(services, request)
+    inputs_id, folder = new_inputs(services)
     try:
-        source = store_source(studio.services, owner, folder, request.source_task_id, upload, field_name="source_task_id")
+        source = store_source(services, owner, folder, request.source_task_id, upload, field_name="source_task_id")
         if source["frames"] > MAX_FRAMES:
             raise InvalidRequest(f"source_task_id: this model path takes at most {MAX_FRAMES} frames, the source has "
                                  f"{source['frames']}")
         store_image(folder, REFERENCE_IMAGE, reference)
+        spec = V2VSpec(mode=request.mode, path="model", pipeline="vace", model=model.id, prompt=request.prompt,
+                       negative_prompt=NEGATIVE_PROMPT,
+                       num_inference_steps=request.num_inference_steps or model.default_steps,
+                       guidance_scale=model.default_guidance, seed=seed_or_random(request.seed), source=source,
+                       inputs_id=inputs_id, reference_image=REFERENCE_IMAGE,
+                       unused=request.changed("strength", "preserve_motion", "temporal_consistency"))
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    stored = {"mode": request.mode, "path": "model", "pipeline": "vace", "model": spec.id, "prompt": request.prompt,
-              "negative_prompt": NEGATIVE_PROMPT, "num_inference_steps": request.num_inference_steps or
-              spec.default_steps, "guidance_scale": spec.default_guidance,
-              "seed": seed_or_random(request.seed),
-              "source": source, "inputs_id": inputs_id, "reference_image": REFERENCE_IMAGE,
-              "unused": request.changed("strength", "preserve_motion", "temporal_consistency")}
-    return studio.submit_edit(KIND, stored, owner, estimate_seconds(studio.services, KIND, source["frames"], "model"))
+    return services.submit_spec(spec, owner, estimate_seconds(services, KIND, spec.source.frames, "model"))
 
 
-def run(job: EditJob) -> EditOutcome:
+def run(job: EditJob, spec: V2VSpec) -> EditOutcome:
     """The grayscale source and the reference through VACE, window by window, into the encoder."""
     import torch
 
-    request = job.request
     info = job.source_info()
     frames = job.read_source(until=0.05)
-    reference = job.image(request["reference_image"])
-    with job.model_run(request["model"], at=0.05, advice=vace.ADVICE) as running:
+    reference = job.image(spec.reference_image)
+    with job.model_run(spec.model, at=0.05, advice=vace.ADVICE) as running:
         model = running.model
-        spec = model.spec
-        run = vace.plan(model, len(frames), info.width, info.height)
-        running.size = run.size
-        steps, guidance, seed = request["num_inference_steps"], request["guidance_scale"], request["seed"]
-        colorize = request["mode"] == "colorization"
-        control = [v2v.grayscale_rgb(frame) for frame in frames]
+        catalog = model.spec
+        windows = vace.plan(model, len(frames), info.width, info.height)
+        running.size = windows.size
+        steps, guidance, seed = spec.num_inference_steps, spec.guidance_scale, spec.seed
+        colorize = spec.mode == "colorization"
+        control = [grayscale_rgb(frame) for frame in frames]
         everywhere = [np.ones(frames[0].shape[:2], np.uint8)] * len(frames)
 
         def output(texts: tuple):
-            made = vace.generate(job, model, run, control, everywhere, texts, steps=steps, guidance=guidance,
+            made = vace.generate(job, model, windows, control, everywhere, texts, steps=steps, guidance=guidance,
                                  seed=seed, reference=reference, progress=(0.1, 1.0))
             for source, frame in zip(frames, made):
                 frame = vace.resize(frame, info.width, info.height)
-                yield v2v.with_luminance(source, frame) if colorize else frame
+                yield with_luminance(source, frame) if colorize else frame
 
         with torch.inference_mode():
-            texts = (encode_prompt_embeds(model.pipe, request["prompt"]),
-                     encode_prompt_embeds(model.pipe, request["negative_prompt"]) if guidance > 1 else None)
+            texts = (encode_prompt_embeds(model.pipe, spec.prompt),
+                     encode_prompt_embeds(model.pipe, spec.negative_prompt) if guidance > 1 else None)
             video = write_video(job, output(texts), info.fps, len(frames), progress=(0.1, 1.0),
-                                message=f"{request['mode']} (Wan VACE): frame",
+                                message=f"{spec.mode} (Wan VACE): frame",
                                 audio=job.source if info.has_audio else None)
-    parameters = {"prompt": request["prompt"], "negative_prompt": request["negative_prompt"],
-                  "num_inference_steps": steps, "guidance_scale": guidance, "seed": seed, "model": spec.id}
-    details = {"mode": request["mode"], "parameters": parameters,
+    parameters = {"prompt": spec.prompt, "negative_prompt": spec.negative_prompt,
+                  "num_inference_steps": steps, "guidance_scale": guidance, "seed": seed, "model": catalog.id}
+    details = {"mode": spec.mode, "parameters": parameters,
                "input": {"width": info.width, "height": info.height, "fps": info.fps, "frames": info.frames},
                "output": {"width": video.width, "height": video.height, "fps": video.fps, "frames": video.frames},
-               "model": spec.id, "model_trained": spec.trained, "conditioning": ["gray control video",
-                                                                                 "reference image"],
-               "steps": steps, "seed": seed, **run.details()}
+               "model": catalog.id, "model_trained": catalog.trained,
+               "conditioning": ["gray control video", "reference image"],
+               "steps": steps, "seed": seed, **windows.details()}
     if colorize:
         details["luminance"] = "source"
     notes = []
-    if not spec.trained:
-        notes.append(f"{spec.id} is an untrained offline model: its output is noise-like by design")
-    if tuple(run.size) != (info.width, info.height):
-        notes.append(f"frames were generated at {run.size[0]}x{run.size[1]} ({spec.id}'s generation size) and "
-                     f"resized to {info.width}x{info.height}")
-    if len(run.spans) > 1:
-        notes.append(f"the source ran in {len(run.spans)} windows, each continuing from the previous one's last "
+    if not catalog.trained:
+        notes.append(f"{catalog.id} is an untrained offline model: its output is noise-like by design")
+    if tuple(windows.size) != (info.width, info.height):
+        notes.append(f"frames were generated at {windows.size[0]}x{windows.size[1]} ({catalog.id}'s generation "
+                     f"size) and resized to {info.width}x{info.height}")
+    if len(windows.spans) > 1:
+        notes.append(f"the source ran in {len(windows.spans)} windows, each continuing from the previous one's last "
                      f"{vace.CONTEXT_FRAMES} frames")
-    if request["unused"]:
-        notes.append(f"{', '.join(request['unused'])} not used: Wan VACE regenerates whole frames from the grayscale "
+    if spec.unused:
+        notes.append(f"{', '.join(spec.unused)} not used: Wan VACE regenerates whole frames from the grayscale "
                      "source and the reference image")
-    return EditOutcome(video, "model", f"Wan VACE ({spec.id}): grayscale source as control, reference image",
+    return EditOutcome(video, "model", f"Wan VACE ({catalog.id}): grayscale source as control, reference image",
                        details, notes)
