@@ -1,7 +1,8 @@
 """The Inpaint tab: remove, blend, replace the background of, or extend a video; replace an
 object (and prompt-driven background / extend) with Wan VACE.
 
-A thin adapter over ``studio.genius.inpaint.task`` (api name ``/inpaint``).
+A thin adapter over ``studio.genius.inpaint.submit`` (api name ``/inpaint``): which image field a
+mode reads, and what a mode needs, are the request's rules (``studio.genius.inpaint.schema``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from components.edit_common import ends_truthfully, or_skip, source_of, source_p
 from components.widgets import bounds, choices, default
 from studio.core import Studio
 from studio.engine.request import parse_model
-from studio.genius.inpaint.task import InpaintRequest, submit
+from studio.genius.inpaint.schema import InpaintRequest
+from studio.genius.inpaint.submit import submit
 from studio.media.inputs import encode_png_base64
 from studio.models.catalog import VACE_CATALOG
 from studio.models.loader import default_model, unavailable_reason
@@ -94,18 +96,19 @@ def make_handler(studio: Studio):
             Per update: status text, result video, result metadata.
         """
         source_task, upload = source_of(task_id, video)
-        image_b64 = encode_png_base64(image[:, :, :3]) if image is not None else None
-        body = {"task_id": source_task, "mode": mode, "feather_radius": int(feather_radius),
+        # Every widget's value goes in; the mode's rules (extend reads the aspect, the others
+        # the box) are the core's. The one image goes where the mode reads it.
+        corners = (x1, y1, x2, y2)
+        body = {"task_id": source_task, "mode": mode,
+                "bbox": None if None in corners else [int(v) for v in corners],
+                "target_aspect_ratio": target_aspect_ratio or None, "feather_radius": int(feather_radius),
                 "blend_method": blend_method, "prompt": (prompt or "").strip() or None,
                 "model": model or None, "use_model": bool(use_model)}
-        if mode == "extend":
-            body["target_aspect_ratio"] = target_aspect_ratio
-        else:
-            body["bbox"] = [int(x1), int(y1), int(x2), int(y2)]
-        if image_b64 and mode in ("blend", "background", "replace"):
-            body[f"{'background' if mode == 'background' else 'overlay'}_image_base64"] = image_b64
+        image_field = InpaintRequest.image_field_for(mode)
+        if image is not None and image_field:
+            body[f"{image_field}_image_base64"] = encode_png_base64(image[:, :, :3])
         for update in submit_and_follow(studio, request, lambda owner: submit(
-                studio, parse_model(InpaintRequest, body), owner, upload=upload)):
+                studio.services, parse_model(InpaintRequest, body), owner, upload=upload)):
             yield or_skip(*update)
 
     return inpaint

@@ -1,6 +1,6 @@
 """The Lip-Sync tab: make the face in a video speak an audio clip.
 
-A thin adapter over ``studio.genius.lipsync.task`` (api name ``/lipsync``). "Use the model" also
+A thin adapter over ``studio.genius.lipsync.submit`` (api name ``/lipsync``). "Use the model" also
 repaints the face with Wan Animate, driven by the lip-synced face crops.
 """
 
@@ -20,7 +20,8 @@ from components.session import user_error
 from components.widgets import bounds, choices, default
 from studio.core import Studio
 from studio.engine.request import parse_model
-from studio.genius.lipsync.task import LipSyncRequest, submit
+from studio.genius.lipsync.schema import LipSyncRequest
+from studio.genius.lipsync.submit import submit
 
 
 @dataclass
@@ -101,7 +102,7 @@ def make_handler(studio: Studio):
         if use_model:
             body.update(use_model=True, model=model or None)
         updates = submit_and_follow(studio, request, lambda owner: submit(
-            studio, parse_model(LipSyncRequest, body), owner, upload=upload))
+            studio.services, parse_model(LipSyncRequest, body), owner, upload=upload))
         for status, path, result in updates:
             timeline = viseme_timeline(result["metadata"]["details"]["viseme_track"]) if result else None
             yield or_skip(status, path, timeline, result)

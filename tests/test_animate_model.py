@@ -170,12 +170,12 @@ def test_lipsync_with_the_model_repaints_the_face_only(http, live_server, tmp_pa
     source = source_task(live_server.studio, _key_id(live_server), person_clip(frames=12))
     body = {"task_id": source, "audio_base64": audio}
     classical = _run(http, LIPSYNC, body)
-    model = _run(http, LIPSYNC, {**body, "use_model": True, "model": "tiny-animate", "num_inference_steps": 8,
+    model = _run(http, LIPSYNC, {**body, "use_model": True, "model": "tiny-animate", "num_inference_steps": 10,
                                  "seed": 5})
     meta, details = model["metadata"], model["metadata"]["details"]
     assert meta["path"] == "model" and "Wan Animate (tiny-animate, replace mode)" in meta["method"]
     assert details["viseme_track"] == classical["metadata"]["details"]["viseme_track"]
-    assert details["animate_mode"] == "replace" and details["steps_total"] == 8 * details["segments"]
+    assert details["animate_mode"] == "replace" and details["steps_total"] == 10 * details["segments"]
     assert meta["frames"] == classical["metadata"]["frames"] and meta["has_audio"] is True
     seed_result = http.get(f"/v1/genius/lipsync/{model['task_id']}").json()
     assert seed_result["visemes_detected"] == classical["metadata"]["details"]["visemes_detected"]

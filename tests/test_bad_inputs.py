@@ -164,6 +164,7 @@ def test_a_failed_audio_decode_names_audio_base64_and_no_server_path(http, live_
     """A task whose stored audio cannot be decoded when it runs (queued before the submit check
     existed, or spoiled on disk) fails naming the field that was sent, with no path."""
     from studio.genius.edit_submit import new_inputs, store_source
+    from studio.genius.lipsync.schema import LipSyncSpec
     from tests.conftest import API_KEY
 
     studio = live_server.studio
@@ -171,9 +172,9 @@ def test_a_failed_audio_decode_names_audio_base64_and_no_server_path(http, live_
     inputs_id, folder = new_inputs(studio.services)
     source = store_source(studio.services, owner, folder, face_source(live_server), None)
     (folder / "audio.wav").write_bytes(wav_header(65535))
-    stored = {"audio": "audio.wav", "audio_field": "audio_base64", "audio_seconds": 0.1, "expression": "neutral",
-              "intensity": 1.0, "inputs_id": inputs_id, "source": source}
-    task_id = studio.submit_edit("lipsync", stored, owner, 1.0).task_id
+    spec = LipSyncSpec(audio="audio.wav", audio_field="audio_base64", audio_seconds=0.1, expression="neutral",
+                       intensity=1.0, inputs_id=inputs_id, source=source)
+    task_id = studio.submit_spec(spec, owner, 1.0).task_id
     status = wait_for_terminal(http, task_id)
     assert status["status"] == "failed", status
     texts = [http.get(f"/v1/status/{task_id}").text, http.get(f"/v1/result/{task_id}").text]

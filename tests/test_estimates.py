@@ -102,7 +102,8 @@ def test_status_says_what_the_estimate_rests_on(studio):
 
 
 def test_status_of_a_video_side_task_says_it_too(studio):
-    task, _ = studio.store.create_task("inpaint", {"path": "classical"}, owner="ui")
+    row = {"mode": "remove", "path": "classical", "feather_radius": 4, "bbox_xywh": [8, 8, 16, 16]}  # a typed spec
+    task, _ = studio.store.create_task("inpaint", row, owner="ui")
     assert (studio.status(task.id).estimate_basis, studio.status(task.id).estimate_samples) == ("prior", 0)
     studio.store.record_timing(timing_key("inpaint", "classical"), FRAME_RATE, 0.03)
     assert (studio.status(task.id).estimate_basis, studio.status(task.id).estimate_samples) == ("measured", 1)

@@ -18,7 +18,9 @@ from studio.engine import vace
 from studio.engine.edit import EditJob
 from studio.engine.request import GenerationRequest
 from studio.engine.windows import balanced_windows
-from studio.genius.inpaint import task as inpaint_task
+from studio.genius.inpaint import run as inpaint_run
+from studio.genius.inpaint import vace as inpaint_vace
+from studio.genius.inpaint.schema import InpaintSpec
 from studio.media.video import Mp4Writer, read_frames
 from studio.models.catalog import CATALOG, TINY_VACE, VACE_CATALOG, get_spec
 from studio.models.loader import ModelCache, default_model, unavailable_reason
@@ -30,7 +32,7 @@ from tests.edit_helpers import decoded, moving_square_clip, source_task, wait_re
 # default; on a GPU host they would pick the hub models instead (cpu_host: conftest).
 pytestmark = pytest.mark.usefixtures("cpu_host")
 
-FAST = {"num_inference_steps": 3, "seed": 7}  # tiny-vace at 144x96 x 9 frames: well under a second
+FAST = {"num_inference_steps": 10, "seed": 7}  # the fewest steps a request takes; tiny-vace at 144x96 x 9 frames: about a second
 
 
 def _key_id(live_server) -> str:
@@ -123,20 +125,20 @@ def vace_job(tmp_path_factory):
             return _Written(len(written), fps, *written[0].shape[1::-1])
 
         job = EditJob("t", "inpaint", request, root, root / "out.mp4", root / "out.jpg", hooks, root / source_name,
-                      models=cache)
+                      models=cache, spec=InpaintSpec(**request))
         regions = []
 
         def region(*args):  # the region the run used (GrabCut is randomised: a recomputation may differ)
             regions.append(make_region(*args))
             return regions[-1]
 
-        originals = inpaint_task.write_video, inpaint_task._region
+        originals = inpaint_vace.write_video, inpaint_vace.region
         make_region = originals[1]
-        inpaint_task.write_video, inpaint_task._region = capture, region
+        inpaint_vace.write_video, inpaint_vace.region = capture, region
         try:
-            outcome = inpaint_task.run(job)
+            outcome = inpaint_run.run(job)
         finally:
-            inpaint_task.write_video, inpaint_task._region = originals
+            inpaint_vace.write_video, inpaint_vace.region = originals
         return outcome, written, regions[0], hooks
 
     return source, run
@@ -196,7 +198,7 @@ def test_rest_replace_with_a_prompt(http, live_server):
     assert (meta["path"], meta["method"], meta["frames"], meta["width"], meta["height"]) == (
         "model", "WanVACE (tiny-vace)", 9, 192, 128)
     details = meta["details"]
-    assert (details["model"], details["steps"], details["seed"], details["windows"]) == ("tiny-vace", 3, 7, 1)
+    assert (details["model"], details["steps"], details["seed"], details["windows"]) == ("tiny-vace", 10, 7, 1)
     assert any("resized" in n for n in meta["notes"]) and any("untrained" in n for n in meta["notes"])
     out, before = decoded(http, result["task_id"]), decoded(http, source)
     assert len(out) == 9

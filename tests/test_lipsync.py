@@ -29,7 +29,8 @@ import soundfile as sf
 from skimage import data
 
 from studio.errors import EncodingFailed, InvalidRequest
-from studio.genius.lipsync import algorithm as L
+from studio.genius.lipsync import classical, visemes
+from studio.genius.lipsync.mouth import mouth_region
 from studio.vision import face_track
 from studio.media.audio import load_audio, mux_audio
 from studio.media.video import Mp4Writer
@@ -76,8 +77,8 @@ def speech(tmp_path_factory) -> tuple[np.ndarray, dict[str, tuple[float, float]]
 
 
 @pytest.fixture(scope="module")
-def track(speech) -> L.VisemeTrack:
-    return L.analyse_visemes(speech[0], SR, FPS)
+def track(speech) -> visemes.VisemeTrack:
+    return visemes.analyse_visemes(speech[0], SR, FPS)
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +164,7 @@ def test_ssml_break_is_rest(tmp_path):
     runs = [(a, b) for a, b in zip(edges[::2], edges[1::2]) if a > 0 and b < len(audio)]
     start, end = max(runs, key=lambda run: run[1] - run[0])  # the break: the longest inner silence
     assert (end - start) / SR > 0.4
-    names = np.array(L.analyse_visemes(audio, SR, FPS).names)
+    names = np.array(visemes.analyse_visemes(audio, SR, FPS).names)
     first, last = int(np.ceil(start / SR * FPS)) + 2, int(end / SR * FPS) - 2
     assert np.all(names[first:last] == "rest"), names
     assert names[first - 3] != "rest" and names[last + 2] != "rest", names
@@ -172,14 +173,14 @@ def test_ssml_break_is_rest(tmp_path):
 def test_other_sample_rates_and_frame_rates(speech):
     audio, spans = speech
     for fps in (24.0, 30.0):
-        track = L.analyse_visemes(audio, SR, fps)
+        track = visemes.analyse_visemes(audio, SR, fps)
         names = np.array(track.names)
         assert len(track) == round(len(audio) / SR * fps)
         assert "PP" in names[int(spans["papa"][0] * fps):int(np.ceil(spans["papa"][1] * fps))]
     import librosa
     resampled = librosa.resample(audio, orig_sr=SR, target_sr=22050)
-    original = L.analyse_visemes(audio, SR, FPS).labels
-    other = L.analyse_visemes(resampled, 22050, FPS).labels
+    original = visemes.analyse_visemes(audio, SR, FPS).labels
+    other = visemes.analyse_visemes(resampled, 22050, FPS).labels
     assert np.mean(original == other) > 0.9
 
 
@@ -188,7 +189,7 @@ def test_other_sample_rates_and_frame_rates(speech):
 def test_face_and_mouth_are_found_on_the_photo(face_frame):
     box = face_track.detect_face(face_frame)
     assert box is not None
-    mouth = L.mouth_region(box)
+    mouth = mouth_region(box)
     r0, _, c0, _ = CROP
     scale = CLIP_SIZE[0] / (CROP[3] - CROP[2])
     true_x, true_y = (PHOTO_MOUTH[0] - c0) * scale, (PHOTO_MOUTH[1] - r0) * scale
@@ -230,15 +231,15 @@ def short_speech(speech) -> np.ndarray:
 @pytest.fixture(scope="module")
 def synced(face_frame, short_speech):
     frames = [face_frame] * 10
-    out, info = L.lipsync(frames, FPS, short_speech, SR)
+    out, info = classical.lipsync(frames, FPS, short_speech, SR)
     return list(out), info
 
 
 def test_lipsync_changes_the_mouth_only_and_only_while_speaking(face_frame, short_speech, synced):
     out, info = synced
-    track = L.analyse_visemes(short_speech, SR, FPS)
+    track = visemes.analyse_visemes(short_speech, SR, FPS)
     assert len(out) == len(track) == round(len(short_speech) / SR * FPS)
-    x, y, w, h = L.mouth_region(info["face_region"]).box(face_frame.shape)
+    x, y, w, h = mouth_region(info["face_region"]).box(face_frame.shape)
     outside = np.ones(face_frame.shape[:2], bool)
     outside[y:y + h, x:x + w] = False
     changed = []
@@ -260,8 +261,8 @@ def test_open_vowels_show_the_mouth_cavity_and_closures_hide_the_teeth(face_fram
     """The photo smiles with the teeth showing: AA adds dark cavity pixels, PP presses the lips
     over the teeth (white: bright and unsaturated) without opening anything."""
     out, info = synced
-    names = L.analyse_visemes(short_speech, SR, FPS).names
-    mouth = L.mouth_region(info["face_region"])
+    names = visemes.analyse_visemes(short_speech, SR, FPS).names
+    mouth = mouth_region(info["face_region"])
     x, y, w, h = mouth.box(face_frame.shape)
     centre = np.s_[int(mouth.cy - 1.5 * mouth.lip_half_height):int(mouth.cy + 1.5 * mouth.lip_half_height),
                    int(mouth.cx - 0.5 * mouth.half_width):int(mouth.cx + 0.5 * mouth.half_width)]
@@ -283,7 +284,7 @@ def test_open_vowels_show_the_mouth_cavity_and_closures_hide_the_teeth(face_fram
 
 def test_lipsync_info_matches_the_seed_fields(short_speech, synced):
     _, info = synced
-    track = L.analyse_visemes(short_speech, SR, FPS)
+    track = visemes.analyse_visemes(short_speech, SR, FPS)
     assert info["duration_seconds"] == pytest.approx(len(short_speech) / SR, abs=1e-3)
     assert info["visemes_detected"] == sum(1 for s in info["viseme_track"] if s["viseme"] != "rest")
     assert info["viseme_track"] == track.segments()
@@ -293,39 +294,39 @@ def test_lipsync_info_matches_the_seed_fields(short_speech, synced):
 def test_expression_and_intensity(face_frame, short_speech, synced):
     neutral, _ = synced
     frames = [face_frame] * 10
-    happy, info = L.lipsync(frames, FPS, short_speech, SR, expression="happy")
+    happy, info = classical.lipsync(frames, FPS, short_speech, SR, expression="happy")
     happy = list(happy)
     assert info["keyframes_generated"] == len(happy)  # a smile holds through the pauses too
-    sad = list(L.lipsync(frames, FPS, short_speech, SR, expression="sad")[0])
-    rest = L.analyse_visemes(short_speech, SR, FPS).names.index("rest")
-    mouth = L.mouth_region(info["face_region"])
+    sad = list(classical.lipsync(frames, FPS, short_speech, SR, expression="sad")[0])
+    rest = visemes.analyse_visemes(short_speech, SR, FPS).names.index("rest")
+    mouth = mouth_region(info["face_region"])
     corner = np.s_[int(mouth.cy) - 6:int(mouth.cy) + 6,
                    int(mouth.cx + 0.6 * mouth.half_width):int(mouth.cx + mouth.half_width) + 2]
     assert np.abs(happy[rest][corner].astype(int) - sad[rest][corner]).mean() > 2
     assert np.array_equal(neutral[rest], face_frame)
-    still, info = L.lipsync(frames, FPS, short_speech, SR, intensity=0.0)
+    still, info = classical.lipsync(frames, FPS, short_speech, SR, intensity=0.0)
     assert info["keyframes_generated"] == 0 and all(f is face_frame for f in still)
     for bad in ({"expression": "smug"}, {"intensity": 5.0}, {"intensity": float("nan")}):
         with pytest.raises(InvalidRequest):
-            L.lipsync(frames, FPS, short_speech, SR, **bad)
+            classical.lipsync(frames, FPS, short_speech, SR, **bad)
 
 
 def test_lipsync_without_a_face_asks_for_face_region(short_speech):
     grey = [np.full((96, 128, 3), 90, np.uint8)] * 4
     with pytest.raises(InvalidRequest, match="face_region"):
-        L.lipsync(grey, FPS, short_speech, SR)
-    out, info = L.lipsync(grey, FPS, short_speech, SR, face_region=[32, 8, 64, 64])
+        classical.lipsync(grey, FPS, short_speech, SR)
+    out, info = classical.lipsync(grey, FPS, short_speech, SR, face_region=[32, 8, 64, 64])
     out = list(out)
     assert info["face_region"] == [32, 8, 64, 64] and any(not np.array_equal(f, grey[0]) for f in out)
 
 
 def test_fit_length_ping_pongs_or_trims():
     frames = [np.full((4, 4, 3), i, np.uint8) for i in range(5)]
-    longer = L.fit_length(frames, 12)
+    longer = classical.fit_length(frames, 12)
     assert [int(f[0, 0, 0]) for f in longer] == [0, 1, 2, 3, 4, 3, 2, 1, 0, 1, 2, 3]
     assert all(any(f is g for g in frames) for f in longer)
-    assert [int(f[0, 0, 0]) for f in L.fit_length(frames, 3)] == [0, 1, 2]
-    assert len(L.fit_length(frames[:1], 7)) == 7
+    assert [int(f[0, 0, 0]) for f in classical.fit_length(frames, 3)] == [0, 1, 2]
+    assert len(classical.fit_length(frames[:1], 7)) == 7
 
 
 # --- audio files -------------------------------------------------------------------------

@@ -23,12 +23,12 @@ def test_one_out_of_memory_path():
 
 def test_one_negative_prompt():
     from studio.engine.request import NEGATIVE_PROMPT
-    from studio.genius.inpaint import task as inpaint_task
+    from studio.genius.inpaint import vace as inpaint_vace
     from studio.genius.v2v import vace as v2v_vace
     from studio.genius.v2v import video_to_video as v2v_video_to_video
 
     assert _files_matching(r"^NEGATIVE_PROMPT\s*=") == ["studio/engine/request.py"]
-    assert v2v_video_to_video.NEGATIVE_PROMPT is v2v_vace.NEGATIVE_PROMPT is inpaint_task.NEGATIVE_PROMPT is NEGATIVE_PROMPT
+    assert v2v_video_to_video.NEGATIVE_PROMPT is v2v_vace.NEGATIVE_PROMPT is inpaint_vace.NEGATIVE_PROMPT is NEGATIVE_PROMPT
 
 
 def test_one_face_detector():

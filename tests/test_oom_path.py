@@ -161,7 +161,7 @@ def test_v2v_animate(http, live_server, out_of_memory):
 def test_inpaint_vace(http, live_server, out_of_memory):
     source = source_task(live_server.studio, _key_id(live_server), moving_square_clip(frames=9))
     body = {"task_id": source, "mode": "replace", "bbox": [18, 38, 54, 74], "feather_radius": 4,
-            "prompt": "a blue bird flying", "num_inference_steps": 3, "seed": 7}
+            "prompt": "a blue bird flying", "num_inference_steps": 10, "seed": 7}
     route = "/v1/genius/inpaint/process"
     calls = out_of_memory(WanVACEPipeline)
     _assert_out_of_memory(http, live_server, _submit(http, route, body)["task_id"], "tiny-vace")

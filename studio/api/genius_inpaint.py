@@ -7,8 +7,8 @@ from fastapi import APIRouter, Depends
 from studio.api.auth import api_key
 from studio.api.routes import COMMON, ERRORS, get_studio
 from studio.core import Studio
-from studio.genius.inpaint import task as inpaint_task
-from studio.genius.inpaint.task import InpaintRequest
+from studio.genius.inpaint.schema import InpaintRequest
+from studio.genius.inpaint.submit import submit
 from studio.keys import ApiKey
 from studio.views import SubmitResponse
 
@@ -30,4 +30,4 @@ def process(body: InpaintRequest, key: ApiKey = Depends(api_key("generate")),
 
     Rate limit: charged to the key's ``/generate`` budget (5 per 10 s by default; ``generate=`` in
     ``ECHOEL_RATE_LIMITS``), the same budget as ``POST /v1/generate``, since it queues GPU work."""
-    return inpaint_task.submit(studio, body, owner=key.id)
+    return submit(studio.services, body, owner=key.id)

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Depends
 from studio.api.auth import api_key
 from studio.api.routes import COMMON, ERRORS, get_studio
 from studio.core import Studio
-from studio.genius.lipsync import task as lipsync_task
-from studio.genius.lipsync.task import LipSyncRequest, LipSyncResponse
+from studio.genius.lipsync.schema import LipSyncRequest, LipSyncResponse
+from studio.genius.lipsync.submit import lipsync_result, submit
 from studio.keys import ApiKey
 from studio.views import SubmitResponse
 
@@ -30,7 +30,7 @@ def generate(body: LipSyncRequest, key: ApiKey = Depends(api_key("generate")),
 
     Rate limit: charged to the key's ``/generate`` budget (5 per 10 s by default; ``generate=`` in
     ``ECHOEL_RATE_LIMITS``), the same budget as ``POST /v1/generate``, since it queues GPU work."""
-    return lipsync_task.submit(studio, body, owner=key.id)
+    return submit(studio.services, body, owner=key.id)
 
 
 @router.get("/{task_id:task_uuid}", response_model=LipSyncResponse,
@@ -40,4 +40,4 @@ def result(task_id: str, key: ApiKey = Depends(api_key()), studio: Studio = Depe
     mouth was re-shaped), ``duration_seconds`` (the audio's), ``visemes_detected`` (segments
     other than rest), ``processing_time_ms`` (wall time of the run) and the ``viseme_track``.
     404 for another key's task or a task of another kind; 409 while it is not completed."""
-    return lipsync_task.lipsync_result(studio, task_id, owner=key.id)
+    return lipsync_result(studio.services, task_id, owner=key.id)

@@ -4,7 +4,7 @@ Wan2.2-Animate's *replace* mode paints a character into a video inside a mask, d
 video and a face video; its face encoder takes the expression, mouth included, from the face
 crops. Lip-sync uses that as follows:
 
-1. the classical path runs first (``studio.genius.lipsync.algorithm.lipsync``): visemes from the audio,
+1. the classical path runs first (``studio.genius.lipsync.classical.lipsync``): visemes from the audio,
    the mouth of each frame re-shaped to them, the video fitted to the audio's length;
 2. the driving signals come from those lip-synced frames (``motion_signals.driving_signals``):
    the body pose, and face crops whose mouths follow the speech;
@@ -22,15 +22,17 @@ the face region.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from studio.engine.animate import ADVICE, DEFAULT_PROMPT, MAX_FRAMES, AnimateRun, animate
 from studio.engine.edit import EditJob
 from studio.engine.plan import generation_size
 from studio.errors import InvalidRequest
-from studio.genius.inpaint import algorithm as inpaint
 from studio.engine.motion_signals import driving_signals
 from studio.models.pose import load_pose_estimator
+from studio.vision.masks import feathered_box_masks, paste
 
 FACE_MARGIN = 0.25  # of the face box's size, added on each side: chin, jaw and cheeks move with the mouth
 FEATHER_PX = 6  # the pasted face's soft edge
@@ -56,15 +58,16 @@ def face_masks(shape: tuple[int, ...], face_boxes: np.ndarray) -> list[np.ndarra
         x0, y0 = max(0, round(x - dx)), max(0, round(y - dy))
         x1, y1 = min(width, round(x + w + dx)), min(height, round(y + h + dy))
         boxes.append((x0, y0, max(1, x1 - x0), max(1, y1 - y0)))
-    return inpaint.make_masks(shape, boxes, FEATHER_PX, dilate=0)
+    return feathered_box_masks(shape, boxes, FEATHER_PX, dilate=0)
 
 
-def repaint_face(job: EditJob, synced: list[np.ndarray], fitted: list[np.ndarray], face_region,
-                 steps: int, seed: int, progress: tuple[float, float]) -> tuple[list[np.ndarray], dict, list[str]]:
-    """Repaint the face of ``fitted`` (the source at the audio's length) with Wan Animate driven
-    by ``synced`` (its lip-synced frames); ``(frames, details, notes)``."""
+def repaint_face(job: EditJob, synced: list[np.ndarray], fitted: list[np.ndarray],
+                 face_region: Sequence[int] | None, model_id: str, steps: int, seed: int,
+                 progress: tuple[float, float]) -> tuple[list[np.ndarray], dict, list[str]]:
+    """Repaint the face of ``fitted`` (the source at the audio's length) with the Wan Animate
+    model ``model_id`` driven by ``synced`` (its lip-synced frames); ``(frames, details, notes)``."""
     first, last = progress
-    with job.model_run(job.request["model"], at=first, advice=ADVICE) as running:
+    with job.model_run(model_id, at=first, advice=ADVICE) as running:
         model = running.model
         estimator = load_pose_estimator(job.models.models_dir, trained=model.spec.trained)
         span = last - first
@@ -82,7 +85,7 @@ def repaint_face(job: EditJob, synced: list[np.ndarray], fitted: list[np.ndarray
         ran: AnimateRun = animate(job, model, fitted[0], signals, prompt=PROMPT, steps=steps, seed=seed,
                                   size=(width, height), progress=(first + 0.2 * span, last),
                                   background=background, mask=hard)
-    frames = [inpaint.paste(source, painted, w) for source, painted, w in zip(fitted, ran.frames, weights)]
+    frames = [paste(source, painted, w) for source, painted, w in zip(fitted, ran.frames, weights)]
     details = {**ran.details(model.spec, "replace", PROMPT, steps, seed), "pose_model": estimator.name,
                "driving_signals": signals.summary(), "face_margin": FACE_MARGIN, "feather_px": FEATHER_PX}
     notes = ran.notes(model.spec, (width, height)) + [
