@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 from studio.config import Settings  # noqa: E402
 from studio.core import Studio  # noqa: E402
 from studio.engine.request import parse_request  # noqa: E402
-from studio.genius.batch.submit import BatchRequest, submit_batch  # noqa: E402
+from studio.genius.batch.schema import BatchRequest  # noqa: E402
+from studio.genius.batch.submit import submit_batch  # noqa: E402
 
 DISTINCT = ["a red fox running through snow", "sunset over ocean waves", "city skyline at night",
             "a cat sleeping on a sofa", "a dragon flying over mountains", "rain on a window",
@@ -60,7 +61,7 @@ def run_batch(studio: Studio, settings: dict, prompts: list[str], max_concurrent
     started = time.perf_counter()
     request = BatchRequest.model_validate({"prompts": prompts, "max_concurrent": max_concurrent,
                                            "enable_similarity_caching": caching, "settings": settings})
-    reply = submit_batch(studio, request, owner="bench")
+    reply = submit_batch(studio.services, request, owner="bench")
     wait_all(studio, reply.task_ids)
     return time.perf_counter() - started
 

@@ -68,7 +68,8 @@ def speech(seconds: float, sr: int = 16000) -> np.ndarray:
 
 
 def paths(n: int):
-    from studio.genius.consistency import algorithm as consistency
+    from studio.genius.consistency import tracker as consistency
+    from studio.genius.consistency.reference import EntityModel
     from studio.genius.inpaint import algorithm as inpaint
     from studio.genius.lipsync import algorithm as lipsync
     from studio.genius.scene import transitions
@@ -77,7 +78,7 @@ def paths(n: int):
     frames = clip(n)
     reference = cv2.resize(clip(1, seed=3)[0], (320, 180))
     box = (100, 180, 96, 96)
-    entity = consistency.EntityModel.from_reference(frames[0][180:276, 100:196].copy(), "object", "patch")
+    entity = EntityModel.from_reference(frames[0][180:276, 100:196].copy(), "object", "patch")
     faces = face_clip(n)
     audio = speech(n / 24)
     half = n // 2

@@ -21,13 +21,14 @@ from components.follow import SERVER_RESTARTING
 from components.session import admitted, ui_file, user_error
 from components.widgets import bounds, choices
 from studio.core import Studio
-from studio.engine.request import parse_model
+from studio.engine.request import GenerationSettings, parse_model
 from studio.errors import StudioError
-from studio.genius.batch.submit import PRIORITIES, BatchRequest, BatchSettings, batch_status, submit_batch
+from studio.genius.batch.schema import PRIORITIES, BatchRequest
+from studio.genius.batch.submit import batch_status, submit_batch
 
 POLL_SECONDS = 0.5
 # Where the tab starts (the handler's defaults, which the Gradio API documents): a short, cheap
-# batch rather than BatchSettings' single-video defaults. Ranges and choices come from the models.
+# batch rather than GenerationSettings' single-video defaults. Ranges and choices come from the models.
 START = {"duration_seconds": 2, "fps": 12, "resolution": "480p", "num_inference_steps": 20}
 
 
@@ -50,13 +51,13 @@ def create_ui(studio: Studio) -> BatchTab:
             max_concurrent = gr.Slider(**bounds(BatchRequest, "max_concurrent"), step=1,
                                        label="Max concurrent (tasks per pipeline call)")
             with gr.Row():
-                duration = gr.Slider(**bounds(BatchSettings, "duration_seconds", START["duration_seconds"]), step=0.5,
+                duration = gr.Slider(**bounds(GenerationSettings, "duration_seconds", START["duration_seconds"]), step=0.5,
                                      label="Duration (s)")
-                fps = gr.Slider(**bounds(BatchSettings, "fps", START["fps"]), step=1, label="FPS")
+                fps = gr.Slider(**bounds(GenerationSettings, "fps", START["fps"]), step=1, label="FPS")
             with gr.Row():
-                resolution = gr.Dropdown(choices(BatchSettings, "resolution"), value=START["resolution"],
+                resolution = gr.Dropdown(choices(GenerationSettings, "resolution"), value=START["resolution"],
                                          label="Resolution")
-                steps = gr.Slider(**bounds(BatchSettings, "num_inference_steps", START["num_inference_steps"]),
+                steps = gr.Slider(**bounds(GenerationSettings, "num_inference_steps", START["num_inference_steps"]),
                                   step=1, label="Steps")
             submit_button = gr.Button("Submit batch", variant="primary", elem_id="batch-run")
         with gr.Column(scale=1):
@@ -97,12 +98,12 @@ def make_handler(studio: Studio):
                 "settings": {"duration_seconds": duration_seconds, "fps": int(fps), "resolution": resolution,
                              "num_inference_steps": int(num_inference_steps)}})
             with admitted(studio, request, new_tasks=len(lines) or 1) as owner:  # every prompt is a task
-                submitted = submit_batch(studio, batch, owner=owner)
+                submitted = submit_batch(studio.services, batch, owner=owner)
         except StudioError as error:  # the core's InvalidRequest names the field and its bound
             raise user_error(error.detail, title=error.title) from None
         thumbnails: dict[str, str] = {}  # task id -> its thumbnail as handed to Gradio (once per task)
         while True:
-            status = batch_status(studio, submitted.batch_id, owner)
+            status = batch_status(studio.services, submitted.batch_id, owner)
             done = sum(status.counts.get(s, 0) for s in ("completed", "failed", "cancelled"))
             for t in status.tasks:
                 if t.status == "completed" and t.task_id not in thumbnails:

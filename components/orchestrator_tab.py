@@ -18,7 +18,8 @@ from components.session import user_error
 from components.widgets import bounds, choices, default
 from studio.engine.request import GenerationRequest, describe_validation_error, parse_model
 from studio.errors import StudioError
-from studio.genius.orchestrator.selection import SelectModelRequest, SelectModelResponse, choose_model, select_model
+from studio.genius.orchestrator.schema import SelectModelRequest, SelectModelResponse
+from studio.genius.orchestrator.selection import choose_model, select_model
 
 AUTO_MODEL = "auto"
 #: The Generate tab's dropdown entry for ``model="auto"``: (label, value).

@@ -1,6 +1,6 @@
 """The Scenes tab: a multi-shot edit from several prompts, stitched with transitions.
 
-A thin adapter over ``studio.genius.scene.task`` (api names ``/scene_edit``, ``/scene_transitions``).
+A thin adapter over ``studio.genius.scene.submit`` (api names ``/scene_edit``, ``/scene_transitions``).
 The model paths (model morphs and their model, a character reference image) are the last three
 inputs, with defaults, so calls that leave them out keep the classical behaviour.
 """
@@ -19,10 +19,10 @@ from components.edit_common import ends_truthfully, gr_error, or_skip
 from components.session import admitted
 from components.widgets import bounds, choices
 from studio.core import Studio
-from studio.engine.request import parse_model
+from studio.engine.request import GenerationSettings, parse_model
 from studio.errors import StudioError
-from studio.genius.batch.submit import BatchSettings
-from studio.genius.scene.task import SceneEditRequest, Transition, submit, transitions_catalog
+from studio.genius.scene.schema import SceneEditRequest, Transition
+from studio.genius.scene.submit import submit, transitions_catalog
 from studio.media.inputs import encode_png_base64
 
 POLL_SECONDS = 0.5
@@ -55,10 +55,10 @@ def create_ui(studio: Studio) -> SceneTab:
             consistency = gr.Checkbox(value=False, label="Character consistency (same seed and description)")
             character = gr.Textbox(label="Character description", placeholder="a knight in silver armor")
             with gr.Row():
-                fps = gr.Slider(**bounds(BatchSettings, "fps", START["fps"]), step=1, label="FPS")
-                resolution = gr.Dropdown(choices(BatchSettings, "resolution"), value=START["resolution"],
+                fps = gr.Slider(**bounds(GenerationSettings, "fps", START["fps"]), step=1, label="FPS")
+                resolution = gr.Dropdown(choices(GenerationSettings, "resolution"), value=START["resolution"],
                                          label="Resolution")
-                steps = gr.Slider(**bounds(BatchSettings, "num_inference_steps", START["num_inference_steps"]),
+                steps = gr.Slider(**bounds(GenerationSettings, "num_inference_steps", START["num_inference_steps"]),
                                   step=1, label="Steps")
             with gr.Accordion("Model paths (Wan VACE, FLF2V)", open=False):
                 morph_with_model = gr.Checkbox(value=False, label="Generate morph transitions with a model",
@@ -127,7 +127,7 @@ def make_handler(studio: Studio):
             body["transitions"] = [{"type": transition}] * max(len(rows) - 1, 0)
         try:  # one task per shot and one stitch task, all within the visitor's limits
             with admitted(studio, request, new_tasks=len(rows) + 1) as owner:
-                reply = submit(studio, parse_model(SceneEditRequest, body), owner)
+                reply = submit(studio.services, parse_model(SceneEditRequest, body), owner)
         except StudioError as error:
             raise gr_error(error) from None
         planned = ", ".join(t.type for t in reply.transitions) or "none"

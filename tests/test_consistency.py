@@ -11,8 +11,10 @@ import pytest
 from skimage import data
 
 from studio.errors import InvalidRequest
-from studio.genius.consistency import algorithm as cs
-from studio.genius.consistency.algorithm import EntityModel
+from studio.genius.consistency import detection
+from studio.genius.consistency import reference
+from studio.genius.consistency import tracker
+from studio.genius.consistency.reference import EntityModel
 
 H, W = 128, 192
 N_FRAMES = 20
@@ -73,21 +75,21 @@ def test_reference_size_limits_are_enforced(cat):
     with pytest.raises(InvalidRequest, match="reference_image"):
         EntityModel.from_reference(np.zeros((10, 40, 3), np.uint8))
     with pytest.raises(InvalidRequest, match="reference_image"):
-        EntityModel.from_reference(np.zeros((20, cs.MAX_REFERENCE_SIDE + 1, 3), np.uint8))
+        EntityModel.from_reference(np.zeros((20, reference.MAX_REFERENCE_SIDE + 1, 3), np.uint8))
     with pytest.raises(InvalidRequest, match="reference_image"):
         EntityModel.from_reference(cat.astype(np.float32))
     with pytest.raises(InvalidRequest, match="entity_type"):
         EntityModel.from_reference(cat, "spaceship")
     with pytest.raises(InvalidRequest, match="flat"):
         EntityModel.from_reference(np.full((40, 40, 3), 120, np.uint8))
-    stripes = np.zeros((16, cs.MAX_REFERENCE_SIDE, 3), np.uint8)
+    stripes = np.zeros((16, reference.MAX_REFERENCE_SIDE, 3), np.uint8)
     stripes[:, ::8] = 255
-    assert EntityModel.from_reference(stripes).size == (cs.MAX_REFERENCE_SIDE, 16)
+    assert EntityModel.from_reference(stripes).size == (reference.MAX_REFERENCE_SIDE, 16)
 
 
 def test_tracks_a_moving_object_accurately(cat):
     frames, boxes = moving_video(cat)
-    result = cs.track(iter(frames), {"cat": EntityModel.from_reference(cat)}, detect_every=5)
+    result = tracker.track(iter(frames), {"cat": EntityModel.from_reference(cat)}, detect_every=5)
     timeline = result["entity_timelines"]["cat"]
     assert result["frames_analyzed"] == N_FRAMES and result["entities_tracked"] == 1
     assert [e["frame"] for e in timeline] == list(range(N_FRAMES))
@@ -95,7 +97,7 @@ def test_tracks_a_moving_object_accurately(cat):
     errors = [centre_error(e["bbox"], boxes[e["frame"]]) for e in timeline]
     assert np.mean(ious) >= MIN_MEAN_IOU and min(ious) >= 0.5
     assert np.mean(errors) < MAX_CENTRE_ERROR
-    assert all(cs.TRACK_THRESHOLD <= e["confidence"] <= 1 for e in timeline)
+    assert all(detection.TRACK_THRESHOLD <= e["confidence"] <= 1 for e in timeline)
     scores = result["entity_scores"]["cat"]
     # Keyframes 0, 5, 10, 15 are detected; the 16 frames between them are tracked.
     assert scores["detections"]["template"] == 4 and scores["frames_tracked"] == 16
@@ -104,9 +106,9 @@ def test_tracks_a_moving_object_accurately(cat):
 
 def test_a_colour_change_halfway_lowers_the_score(cat):
     model = EntityModel.from_reference(cat)
-    stable = cs.track(moving_video(cat)[0], {"cat": model})
+    stable = tracker.track(moving_video(cat)[0], {"cat": model})
     frames, boxes = moving_video(cat, change_colour=True)
-    changed = cs.track(frames, {"cat": model})
+    changed = tracker.track(frames, {"cat": model})
     # The changed object is still found (detection matches structure, not colour) ...
     timeline = changed["entity_timelines"]["cat"]
     assert len(timeline) == N_FRAMES
@@ -121,7 +123,7 @@ def test_a_colour_change_halfway_lowers_the_score(cat):
 def test_an_absent_entity_has_an_empty_timeline(cat):
     frames, _ = moving_video(cat, present=False)
     cup = cv2.resize(data.coffee()[100:300, 200:400], (64, 64), interpolation=cv2.INTER_AREA)
-    result = cs.track(frames, {"cat": EntityModel.from_reference(cat), "cup": EntityModel.from_reference(cup)})
+    result = tracker.track(frames, {"cat": EntityModel.from_reference(cat), "cup": EntityModel.from_reference(cup)})
     assert result["entities_tracked"] == 0
     assert result["entity_timelines"] == {"cat": [], "cup": []}
     assert result["consistency_score"] is None
@@ -134,7 +136,7 @@ def test_overall_score_is_the_frame_weighted_mean(cat):
     rocket = cv2.resize(data.rocket()[60:380, 150:470], (40, 40), interpolation=cv2.INTER_AREA)
     for frame in frames[:8]:
         frame[84:124, 148:188] = rocket
-    result = cs.track(frames, {"cat": EntityModel.from_reference(cat), "rocket": EntityModel.from_reference(rocket)})
+    result = tracker.track(frames, {"cat": EntityModel.from_reference(cat), "rocket": EntityModel.from_reference(rocket)})
     scores = result["entity_scores"]
     assert 8 <= scores["rocket"]["frames_present"] <= 10  # lost by the keyframe at 10 at the latest
     weighted = sum(s["consistency_score"] * s["frames_present"] for s in scores.values())
@@ -145,7 +147,7 @@ def test_overall_score_is_the_frame_weighted_mean(cat):
 def test_feature_path_finds_a_large_textured_reference():
     reference = cv2.resize(data.chelsea(), (150, 100), interpolation=cv2.INTER_AREA)
     model = EntityModel.from_reference(reference, "animal")
-    assert len(model.keypoints) >= cs.MIN_FEATURES
+    assert len(model.keypoints) >= detection.MIN_FEATURES
     background = smooth_noise(160, 256, seed=4)
     frames, boxes = [], []
     for i in range(10):
@@ -154,7 +156,7 @@ def test_feature_path_finds_a_large_textured_reference():
         frame[y:y + 100, x:x + 150] = reference
         frames.append(frame)
         boxes.append((x, y, 150, 100))
-    result = cs.track(frames, {"cat": model}, detect_every=3)
+    result = tracker.track(frames, {"cat": model}, detect_every=3)
     timeline = result["entity_timelines"]["cat"]
     assert result["entity_scores"]["cat"]["detections"]["features"] == 4  # frames 0, 3, 6, 9
     assert np.mean([iou(e["bbox"], boxes[e["frame"]]) for e in timeline]) >= 0.8
@@ -167,40 +169,40 @@ def test_face_path_places_a_character_from_its_face():
     assert model.face is not None
     frame = np.full((160, 256, 3), 90, np.uint8)
     frame[20:120, 100:200] = cv2.resize(reference, (100, 100), interpolation=cv2.INTER_AREA)
-    found = cs.detect(model, cs.FrameView(frame), methods=("face",))
+    found = detection.detect(model, detection.FrameView(frame), methods=("face",))
     assert found is not None and found.method == "face"
     assert iou(found.bbox, (100, 20, 100, 100)) >= 0.7
-    assert found.confidence >= cs.DETECTION_THRESHOLD
+    assert found.confidence >= detection.DETECTION_THRESHOLD
     # An object has no face model, so the face path alone finds nothing.
-    assert cs.detect(EntityModel.from_reference(reference, "object"), cs.FrameView(frame), methods=("face",)) is None
+    assert detection.detect(EntityModel.from_reference(reference, "object"), detection.FrameView(frame), methods=("face",)) is None
 
 
 def test_detect_every_sets_the_keyframes(cat):
     frames, _ = moving_video(cat)
     model = EntityModel.from_reference(cat)
-    every_frame = cs.track(frames, {"cat": model}, detect_every=1)["entity_scores"]["cat"]
+    every_frame = tracker.track(frames, {"cat": model}, detect_every=1)["entity_scores"]["cat"]
     assert every_frame["detections"]["template"] == N_FRAMES and every_frame["frames_tracked"] == 0
     with pytest.raises(InvalidRequest, match="detect_every"):
-        cs.track(frames, {"cat": model}, detect_every=0)
+        tracker.track(frames, {"cat": model}, detect_every=0)
 
 
 def test_annotate_draws_boxes_only_where_the_entity_is(cat):
     frames, boxes = moving_video(cat)
     timelines = {"cat": [{"frame": 3, "bbox": list(boxes[3]), "confidence": 0.9}]}
-    out = list(cs.annotate(frames, timelines))
+    out = list(tracker.annotate(frames, timelines))
     assert len(out) == N_FRAMES
     assert np.array_equal(out[0], frames[0]) and out[0] is frames[0]
     x, y, w, h = boxes[3]
-    colour = np.array(cs.PALETTE[0], np.uint8)
+    colour = np.array(tracker.PALETTE[0], np.uint8)
     assert (out[3][y + h // 2, x] == colour).all() and (out[3][y + h - 1, x + w // 2] == colour).all()
     assert not np.array_equal(frames[3][y + h // 2, x], colour)
 
 
 def test_decode_reference_image_round_trip(cat):
     _, png = cv2.imencode(".png", cv2.cvtColor(cat, cv2.COLOR_RGB2BGR))
-    decoded = cs.decode_reference_image(base64.b64encode(png.tobytes()).decode())
+    decoded = reference.decode_reference_image(base64.b64encode(png.tobytes()).decode())
     assert np.array_equal(decoded, cat)
     with pytest.raises(InvalidRequest, match="reference_image_base64"):
-        cs.decode_reference_image("not base64!")
+        reference.decode_reference_image("not base64!")
     with pytest.raises(InvalidRequest, match="reference_image_base64"):
-        cs.decode_reference_image(base64.b64encode(b"plain text").decode())
+        reference.decode_reference_image(base64.b64encode(b"plain text").decode())

@@ -12,9 +12,11 @@ from skimage import data
 
 from studio.core import UI_OWNER
 from studio.errors import InvalidRequest, ModelUnavailable
-from studio.genius.consistency import algorithm as cs
+from studio.genius.consistency import scoring, tracker
 from studio.genius.consistency import task as consistency_task
-from studio.genius.consistency.algorithm import EntityModel
+from studio.genius.consistency.entities import register_entity
+from studio.genius.consistency.schema import RegisterEntityRequest
+from studio.genius.consistency.reference import EntityModel
 from studio.models import appearance
 from studio.models.appearance import CLIP_B32, TINY_CLIP
 from tests.edit_helpers import source_task, wait_result
@@ -80,8 +82,8 @@ def test_hub_embedder_offline_and_uncached_is_unavailable(monkeypatch, tmp_path)
 def test_model_path_tracks_like_the_classical_one(embedder, cat):
     frames, boxes = moving_video(cat)
     model = EntityModel.from_reference(cat)
-    classical = cs.track(frames, {"cat": model}, detect_every=5)
-    learned = cs.track(iter(frames), {"cat": model}, detect_every=5, appearance=embedder)
+    classical = tracker.track(frames, {"cat": model}, detect_every=5)
+    learned = tracker.track(iter(frames), {"cat": model}, detect_every=5, appearance=embedder)
     assert (classical["appearance"], learned["appearance"]) == ("histogram", TINY_CLIP)
     # Detection and tracking are unchanged: the same boxes, as accurate as the classical test asks.
     timeline = learned["entity_timelines"]["cat"]
@@ -122,10 +124,10 @@ class FakeEmbedder:
 
 
 def test_embedding_similarity_is_the_clipped_cosine_in_frame_order(cat, monkeypatch):
-    monkeypatch.setattr(cs, "EMBED_BATCH", 3)  # several batches, the last one partial
+    monkeypatch.setattr(scoring, "EMBED_BATCH", 3)  # several batches, the last one partial
     frames, _ = moving_video(cat)
     fake = FakeEmbedder()
-    result = cs.track(frames, {"cat": EntityModel.from_reference(cat)}, appearance=fake)
+    result = tracker.track(frames, {"cat": EntityModel.from_reference(cat)}, appearance=fake)
     n = result["entity_scores"]["cat"]["frames_present"]
     assert n == N_FRAMES and fake.crops == n
     assert fake.calls == [1] + [3] * (n // 3) + ([n % 3] if n % 3 else [])
@@ -197,7 +199,7 @@ def test_ui_track_handler_takes_the_appearance_model(live_server, no_entities, c
     from studio.engine.request import parse_model
 
     studio = live_server.studio
-    consistency_task.register_entity(studio, parse_model(consistency_task.RegisterEntityRequest, {
+    register_entity(consistency_task.entity_store(studio), parse_model(RegisterEntityRequest, {
         "name": "cat", "reference_image_base64": png_base64(cat)}), UI_OWNER)
     source = source_task(studio, UI_OWNER, moving_clip(cat)[0][:6])
     updates = list(make_track_handler(studio)(None, source, "", 3, TINY_CLIP))

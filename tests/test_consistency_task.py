@@ -16,6 +16,7 @@ from skimage import data
 from studio.core import UI_OWNER
 from studio.engine.gpu import GPU_LOCK
 from studio.genius.consistency import task as consistency_task
+from studio.genius.consistency.schema import EntityExists
 from studio.media.video import Mp4Writer, probe_video
 from tests.conftest import API_KEY, OTHER_KEY
 from tests.edit_helpers import decoded, source_task, wait_result
@@ -238,7 +239,7 @@ def test_entity_store_is_safe_across_threads(live_server, cat):
         try:
             store.add(UI_OWNER, "same", "object", (48, 48), b"png")
             outcomes.append("ok")
-        except consistency_task.EntityExists:
+        except EntityExists:
             outcomes.append("exists")
 
     threads = [threading.Thread(target=add) for _ in range(6)]

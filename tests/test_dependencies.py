@@ -12,7 +12,8 @@ from studio.config import Settings
 from studio.core import Studio
 from studio.engine.request import parse_request
 from studio.errors import InvalidRequest
-from studio.genius.scene import task as scene_task
+from studio.genius.scene import submit as scene_submit
+from studio.genius.scene.schema import SceneEditRequest, SceneEditResponse
 from studio.jobs import store as st
 from studio.jobs.store import TaskStore
 from tests.conftest import SMALL
@@ -37,12 +38,12 @@ def store(tmp_path):
     store.close()
 
 
-def scene_edit(studio: Studio, scenes: int = 2) -> scene_task.SceneEditResponse:
-    request = scene_task.SceneEditRequest.model_validate(
+def scene_edit(studio: Studio, scenes: int = 2) -> SceneEditResponse:
+    request = SceneEditRequest.model_validate(
         {"scenes": [{"prompt": f"shot number {i}", "duration": 1} for i in range(scenes)],
          "transitions": [{"type": "crossfade"}] * (scenes - 1), "transition_duration_seconds": 0.25,
          "settings": SETTINGS})
-    return scene_task.submit(studio, request, "ui")
+    return scene_submit.submit(studio.services, request, "ui")
 
 
 # -- the queue ----------------------------------------------------------------------------------

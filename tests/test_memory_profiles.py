@@ -16,7 +16,8 @@ from studio.engine.decode import iter_decoded_frames
 from studio.engine.plan import make_plan
 from studio.engine.request import parse_request
 from studio.engine.t2v import QuietHooks, run_text_to_video
-from studio.genius.orchestrator.selection import DeviceInfo, SelectModelRequest, select_model
+from studio.genius.orchestrator.schema import SelectModelRequest
+from studio.genius.orchestrator.selection import DeviceInfo, select_model
 from studio.models.cost import vram
 from studio.models.catalog import CATALOG, TINY, get_spec
 from studio.models.loader import ModelCache, apply_memory_profile, choose_memory_profile, profile_need_bytes

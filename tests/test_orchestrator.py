@@ -36,16 +36,11 @@ import pytest
 
 from studio.engine.plan import make_plan
 from studio.engine.request import GenerationRequest
+from studio.genius.orchestrator import complexity
 from studio.genius.orchestrator import selection as orch
-from studio.genius.orchestrator.selection import (
-    COMPLEX_FROM,
-    SIMPLE_BELOW,
-    DeviceInfo,
-    SelectModelRequest,
-    choose_model,
-    classify_prompt,
-    select_model,
-)
+from studio.genius.orchestrator.complexity import COMPLEX_FROM, SIMPLE_BELOW, classify_prompt
+from studio.genius.orchestrator.schema import SelectModelRequest
+from studio.genius.orchestrator.selection import DeviceInfo, choose_model, select_model
 from studio.jobs import store as st
 from studio.jobs.store import TaskStore
 from studio.models.catalog import CATALOG, TINY
@@ -338,7 +333,7 @@ def test_confidence_grows_with_the_margin_to_the_boundaries():
     def conf(score):
         margin = (SIMPLE_BELOW - score if score < SIMPLE_BELOW else score - COMPLEX_FROM if score >= COMPLEX_FROM
                   else min(score - SIMPLE_BELOW, COMPLEX_FROM - score))
-        return 1 / (1 + math.exp(-margin / orch.CONFIDENCE_SCALE))
+        return 1 / (1 + math.exp(-margin / complexity.CONFIDENCE_SCALE))
 
     assert conf(SIMPLE_BELOW) == pytest.approx(0.5)
     assert conf(0.0) > conf(1.0) > conf(1.49)
@@ -546,6 +541,6 @@ def test_auto_hint_wires_into_the_generate_tab(live_server):
     with gr.Blocks():
         tab = generate_tab.create_ui(studio)
         hint = gr.Markdown(visible=False)
-        prompt, _neg, duration, _fps, resolution, _aspect, _genre, _seed, guidance, steps, model = tab.inputs
+        prompt, _neg, duration, _fps, resolution, _aspect, _genre, _seed, guidance, steps, model, *_ = tab.inputs
         orchestrator_tab.attach_auto_hint(studio, model=model, prompt=prompt, duration=duration, resolution=resolution,
                                           guidance=guidance, steps=steps, output=hint)

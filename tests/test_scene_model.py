@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from studio.genius.scene.task import REFERENCE_CONDITIONING_NOTE, flf_length, flf_picks
+from studio.genius.scene.model_morph import flf_length, flf_picks
+from studio.genius.scene.run import REFERENCE_CONDITIONING_NOTE
 from tests.edit_helpers import decoded, wait_result
 
 # These tests exercise the offline tiny models, which are what a server without CUDA picks by

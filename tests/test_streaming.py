@@ -13,7 +13,7 @@ from websockets.sync.client import connect
 from studio.engine.plan import make_plan
 from studio.engine.request import parse_request
 from studio.engine.t2v import QuietHooks, run_text_to_video
-from studio.genius.stream.start import AdaptiveSender
+from studio.genius.stream.sender import AdaptiveSender
 from studio.media.frame_boards import FINAL, PREVIEW, FrameBoard, StreamSession
 from studio.models.catalog import get_spec
 from studio.models.loader import ModelCache

@@ -9,6 +9,7 @@ import pytest
 from skimage import data
 
 from studio.errors import InvalidRequest
+from studio.genius.scene import auto_transition as auto
 from studio.genius.scene import transitions as tr
 from studio.genius.scene.transitions import TransitionSpec
 
@@ -186,9 +187,9 @@ def test_auto_picks_crossfade_for_shots_of_very_different_colour():
     red[..., 1:] //= 4
     blue = photo(data.coffee()).copy()
     blue[..., :2] //= 4
-    kind, reasons, measures = tr.choose_transition([red, red], [blue, blue])
+    kind, reasons, measures = auto.choose_transition([red, red], [blue, blue])
     assert kind == "crossfade"
-    assert measures["colour_distance"] > tr.DIFFERENT_COLOUR
+    assert measures["colour_distance"] > auto.DIFFERENT_COLOUR
     assert any(f"{measures['colour_distance']:.2f}" in r for r in reasons)
 
 
@@ -196,7 +197,7 @@ def test_auto_picks_a_cut_for_nearly_identical_shots():
     frame = photo(data.astronaut())
     rng = np.random.default_rng(3)
     noisy = np.clip(frame + rng.normal(0, 2, frame.shape), 0, 255).astype(np.uint8)
-    kind, reasons, measures = tr.choose_transition([frame], [noisy])
+    kind, reasons, measures = auto.choose_transition([frame], [noisy])
     assert kind == "cut"
     assert measures["colour_distance"] < 0.2 and measures["ssim"] > 0.9
     assert reasons and all(isinstance(r, str) for r in reasons)
@@ -204,9 +205,9 @@ def test_auto_picks_a_cut_for_nearly_identical_shots():
 
 def test_auto_picks_a_morph_for_a_small_reliable_displacement(translated_square):
     a, b, _, _ = translated_square
-    kind, reasons, measures = tr.choose_transition([a], [b])
+    kind, reasons, measures = auto.choose_transition([a], [b])
     assert kind == "morph"
-    assert measures["cross_flow"] > tr.STILL_CROSS_FLOW
+    assert measures["cross_flow"] > auto.STILL_CROSS_FLOW
     assert "morph" in reasons[-1]
 
 
@@ -214,7 +215,7 @@ def test_auto_picks_a_wipe_along_a_steady_pan():
     wide = cv2.resize(data.astronaut(), (3 * W, H), interpolation=cv2.INTER_AREA)
     pan = [np.ascontiguousarray(wide[:, 100 - 4 * i: 100 - 4 * i + W]) for i in range(2)]  # content moves right
     other = photo(data.coffee())
-    kind, reasons, measures = tr.choose_transition(pan, [other, other])
+    kind, reasons, measures = auto.choose_transition(pan, [other, other])
     assert kind == "wipe" and measures["wipe_direction"] == "right"
     assert measures["motion_dx"] > 0
     assert reasons[-1].endswith("wipe right")
@@ -224,12 +225,12 @@ def test_auto_picks_a_zoom_for_a_zooming_shot_and_measures_its_rate():
     a = photo(data.astronaut())
     zoomed = tr.scale_about(a, 1.03, (W - 1) / 2, (H - 1) / 2)  # 3 % per frame
     other = photo(data.coffee())
-    kind, reasons, measures = tr.choose_transition([a, zoomed], [other, other])
+    kind, reasons, measures = auto.choose_transition([a, zoomed], [other, other])
     assert kind == "zoom" and f"{measures['zoom_rate']:+.2f}%" in reasons[-1]
     assert measures["zoom_rate"] == pytest.approx(3.0, abs=0.5)
     # A plain shift is not mistaken for a zoom.
-    _, _, shifted = tr.choose_transition([a, np.roll(a, 4, axis=0)], [other, other])
-    assert abs(shifted["zoom_rate"]) < tr.ZOOM_RATE
+    _, _, shifted = auto.choose_transition([a, np.roll(a, 4, axis=0)], [other, other])
+    assert abs(shifted["zoom_rate"]) < auto.ZOOM_RATE
 
 
 def test_stitch_resolves_auto_and_the_timeline_reports_why(translated_square):

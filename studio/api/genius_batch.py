@@ -8,7 +8,8 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from studio.api.auth import api_key
 from studio.api.routes import COMMON, ERRORS, IdempotencyKey, get_studio
 from studio.core import Studio
-from studio.genius.batch.submit import BatchRequest, BatchStatus, BatchSubmitResponse, batch_status, submit_batch
+from studio.genius.batch.schema import BatchRequest, BatchStatus, BatchSubmitResponse
+from studio.genius.batch.submit import batch_status, submit_batch
 from studio.keys import ApiKey
 
 
@@ -29,10 +30,10 @@ def submit(body: BatchRequest, idempotency_key: str | None = IdempotencyKey,
            key: ApiKey = Depends(api_key("batch")), studio: Studio = Depends(get_studio)) -> BatchSubmitResponse:
     """Queue every prompt as a task with the batch's priority; tasks of the same shape run
     together in one pipeline call within ``max_concurrent`` and ``vram_budget_gb``."""
-    return submit_batch(studio, body, owner=key.id, idempotency_key=idempotency_key)
+    return submit_batch(studio.services, body, owner=key.id, idempotency_key=idempotency_key)
 
 
 @router.get("/{batch_id:batch_id}", response_model=BatchStatus, responses={404: ERRORS[404]})
 def status(batch_id: str, key: ApiKey = Depends(api_key()), studio: Studio = Depends(get_studio)) -> BatchStatus:
     """Each task of the batch with its status and progress, and the totals."""
-    return batch_status(studio, batch_id, owner=key.id)
+    return batch_status(studio.services, batch_id, owner=key.id)

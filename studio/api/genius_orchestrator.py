@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, Request
 
 from studio.api.auth import api_key
 from studio.api.routes import COMMON, ERRORS
-from studio.genius.orchestrator.selection import SelectModelRequest, SelectModelResponse, select_model
+from studio.genius.orchestrator.schema import SelectModelRequest, SelectModelResponse
+from studio.genius.orchestrator.selection import select_model
 from studio.keys import ApiKey
 
 router = APIRouter(prefix="/v1/genius/orchestrator", tags=["genius: orchestrator"], responses=COMMON)

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Depends
 from studio.api.auth import api_key
 from studio.api.routes import COMMON, ERRORS, get_studio
 from studio.core import Studio
-from studio.genius.scene import task as scene_task
-from studio.genius.scene.task import SceneEditRequest, SceneEditResponse
+from studio.genius.scene import submit as scene_submit
+from studio.genius.scene.schema import SceneEditRequest, SceneEditResponse
 from studio.keys import ApiKey
 
 router = APIRouter(prefix="/v1/genius/scene", tags=["genius: scene"], responses=COMMON)
@@ -31,10 +31,10 @@ def edit(body: SceneEditRequest, key: ApiKey = Depends(api_key("generate")),
 
     Rate limit: charged to the key's ``/generate`` budget (5 per 10 s by default; ``generate=`` in
     ``ECHOEL_RATE_LIMITS``), the same budget as ``POST /v1/generate``, since it queues GPU work."""
-    return scene_task.submit(studio, body, owner=key.id)
+    return scene_submit.submit(studio.services, body, owner=key.id)
 
 
 @router.get("/transitions")
 def transitions(_: ApiKey = Depends(api_key())) -> list[dict]:
     """The transition types, what each does and its parameters."""
-    return scene_task.transitions_catalog()
+    return scene_submit.transitions_catalog()

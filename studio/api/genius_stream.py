@@ -14,7 +14,9 @@ from studio.api.auth import api_key, websocket_key
 from studio.api.routes import COMMON, ERRORS, get_studio
 from studio.core import Studio
 from studio.errors import StudioError, TaskNotFound
-from studio.genius.stream.start import AdaptiveSender, StreamStartRequest, StreamStartResponse, start_stream
+from studio.genius.stream.schema import StreamStartRequest, StreamStartResponse
+from studio.genius.stream.sender import AdaptiveSender
+from studio.genius.stream.start import start_stream
 from studio.media.frame_boards import PREVIEW
 from studio.keys import ApiKey
 
@@ -31,7 +33,7 @@ def start(body: StreamStartRequest, key: ApiKey = Depends(api_key()),
     ``frame_available`` (``frame_index``, ``quality`` preview|final, ``progress``, ``url`` of the
     JPEG) for each frame as it appears or improves, then ``complete`` (``total_frames``) or
     ``error``/``cancelled``, and closes."""
-    return start_stream(studio, body, owner=key.id)
+    return start_stream(studio.services, body, owner=key.id)
 
 
 @router.get("/frames/{session_id}/{name}", response_class=FileResponse,

@@ -2,7 +2,7 @@
 
 The engine writes each latent frame's preview and each decoded final frame to its task's
 ``FrameBoard`` (JPEG files, newest per index, a change counter) and moves on; the streaming
-feature (``studio.genius.stream.start``) reads boards at each client's pace. Boards exist only for
+feature (``studio.genius.stream.sender``) reads boards at each client's pace. Boards exist only for
 tasks someone streams (``StreamHub.start``), so generations nobody watches pay nothing.
 """
 

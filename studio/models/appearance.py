@@ -4,7 +4,7 @@ An :class:`ImageEmbedder` maps RGB images to L2-normalised vectors with transfor
 ``CLIPVisionModelWithProjection`` (the kind of image encoder Wan's I2V and Animate pipelines
 condition on) and its ``CLIPImageProcessor`` preprocessing: resize the shorter side to the
 model's input size (bicubic), centre-crop a square, normalise with CLIP's mean and std. The
-cosine of two embeddings is their appearance similarity (``studio.genius.consistency.algorithm``).
+cosine of two embeddings is their appearance similarity (``studio.genius.consistency.scoring``).
 
 Embedders (:data:`EMBEDDERS`, by id):
 

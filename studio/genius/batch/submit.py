@@ -19,80 +19,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model
-
-from studio.engine.request import HTTP_URL_PATTERN, NOT_BLANK, GenerationRequest, JsonModel, parse_request
+from studio.engine.request import GenerationRequest, parse_request
 from studio.engine.state_cache import similarity_calibrated
 from studio.errors import InvalidRequest, TaskNotFound
+from studio.genius.batch.schema import (
+    PRIORITIES,
+    BatchRecord,
+    BatchRequest,
+    BatchStatus,
+    BatchSubmitResponse,
+    SimilarityStats,
+)
 from studio.jobs import store as st
 from studio.media.url_policy import validate_url
 
 if TYPE_CHECKING:
-    from studio.core import Studio
-    from studio.views import TaskStatus
-
-PRIORITIES = {"low": 0, "normal": 1, "high": 2}
-MAX_PROMPTS = 64
-
-
-# Every generate field except the per-prompt ones, with the same defaults and bounds.
-BatchSettings = create_model(
-    "BatchSettings", __base__=JsonModel,
-    **{name: (field.annotation, field) for name, field in GenerationRequest.model_fields.items()
-       if name not in ("prompt", "webhook_url")})
-BatchSettings.model_config["extra"] = "forbid"
-BatchSettings.model_rebuild(force=True)
-
-
-class BatchRequest(JsonModel):
-    """The seed's batch fields, plus ``settings`` shared by every prompt (any generate field)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prompts: list[Annotated[str, Field(min_length=1, max_length=2000, pattern=NOT_BLANK)]] = Field(
-        ..., min_length=1, max_length=MAX_PROMPTS, description=f"1-{MAX_PROMPTS} prompts")
-    priority: Literal["high", "normal", "low"] = "normal"
-    enable_similarity_caching: StrictBool = True
-    max_concurrent: int = Field(4, ge=1, le=16, description="Most tasks of this batch run in one pipeline call")
-    vram_budget_gb: float | None = Field(None, gt=0, le=2048, description="Summed VRAM estimate a group may use")
-    settings: BatchSettings = Field(default_factory=lambda: BatchSettings(),
-                                    description="Generate fields applied to every prompt (fps, resolution, ...)")
-    webhook_url: str | None = Field(None, max_length=2048, pattern=HTTP_URL_PATTERN,
-                                    description="Receives every task's task.* events")
-
-
-
-class BatchSubmitResponse(BaseModel):
-    batch_id: str
-    task_ids: list[str]
-    total: int
-    estimated_time_seconds: float = Field(description="Until the last task of the batch is done (queue included)")
-    queue_position: int = Field(description="Queue position of the batch's first task")
-    notes: list[str] = Field(default_factory=list, description="How the batch runs differently from the request "
-                                                               "(e.g. similarity caching requested but not applied)")
-
-
-class SimilarityStats(BaseModel):
-    """What similarity caching saved in a batch, counted from its finished tasks' metadata."""
-
-    applied: bool = Field(True, description="Whether similarity caching runs for this batch: requested, and "
-                                            "calibrated for its model(s)")
-    text_encodings_reused: int = Field(description="Tasks whose prompt encoding was reused")
-    denoising_states_reused: int = Field(description="Tasks that started from a near-identical prompt's state")
-    steps_skipped: int = Field(description="Denoising steps those tasks did not run")
-
-
-class BatchStatus(BaseModel):
-    batch_id: str
-    total: int
-    counts: dict[str, int] = Field(description="Tasks per status")
-    progress: float = Field(description="Mean progress of the batch's tasks")
-    priority: str
-    similarity_cache: SimilarityStats
-    notes: list[str] = Field(default_factory=list, description="As in the submit reply")
-    tasks: list["TaskStatus"]
+    from studio.jobs.services import FeatureServices
 
 
 def _task_requests(request: BatchRequest) -> list[GenerationRequest]:
@@ -107,74 +51,66 @@ def _task_requests(request: BatchRequest) -> list[GenerationRequest]:
     return requests
 
 
-def submit_batch(studio: "Studio", request: BatchRequest, owner: str,
+def submit_batch(services: "FeatureServices", request: BatchRequest, owner: str,
                  idempotency_key: str | None = None) -> BatchSubmitResponse:
     """Queue every prompt of ``request`` as a task of one batch (one transaction)."""
-    studio.refuse_new_work()
+    services.refuse_new_work()
     if request.webhook_url:
-        validate_url(request.webhook_url, studio.fetch_policy)
-    prepared = [studio.prepare(r) for r in _task_requests(request)]
-    stored = request.model_dump()
+        validate_url(request.webhook_url, services.fetch_policy)
+    prepared = [services.prepare(r) for r in _task_requests(request)]
     uncalibrated = sorted({p.stored.model for p in prepared if not similarity_calibrated(p.stored.model)})
+    record = BatchRecord(priority=request.priority, enable_similarity_caching=request.enable_similarity_caching)
     if request.enable_similarity_caching and uncalibrated:
         # The worker reads this flag: with it off nothing is reused. What was asked is kept for the notes.
-        stored.update(enable_similarity_caching=False, similarity_caching_requested=True,
-                      similarity_uncalibrated_models=uncalibrated)
-    batch_id, task_ids, created = studio.store.create_batch(
-        owner, stored, [p.stored.model_dump() for p in prepared], PRIORITIES[request.priority],
-        [round(p.estimate, 2) for p in prepared], webhook_url=request.webhook_url,
+        record = BatchRecord(priority=request.priority, enable_similarity_caching=False,
+                             similarity_caching_requested=True, similarity_uncalibrated_models=uncalibrated)
+    batch_id, task_ids, created = services.store.create_batch(
+        owner, {**request.model_dump(), **record.model_dump()}, [p.stored.stored() for p in prepared],
+        PRIORITIES[request.priority], [round(p.estimate, 2) for p in prepared], webhook_url=request.webhook_url,
         idempotency_key=idempotency_key)
     last = task_ids[-1]
-    wait = studio.queue_wait(last) + (prepared[-1].estimate if created else 0.0)
+    wait = services.queue_wait(last) + (prepared[-1].estimate if created else 0.0)
     reply = BatchSubmitResponse(batch_id=batch_id, task_ids=task_ids, total=len(task_ids),
                                 estimated_time_seconds=round(wait, 2),
-                                queue_position=studio.store.queue_position(task_ids[0]),
-                                notes=batch_notes(stored))
+                                queue_position=services.store.queue_position(task_ids[0]),
+                                notes=batch_notes(record))
     if created:  # after measuring, so the reply describes the queue the batch joined
-        studio.worker.wake()
+        services.wake()
     return reply
 
 
-def batch_notes(stored: dict) -> list[str]:
-    """What a stored batch request runs differently from what was asked."""
-    if not stored.get("similarity_caching_requested"):
+def batch_notes(record: BatchRecord) -> list[str]:
+    """What a stored batch runs differently from what was asked."""
+    if not record.similarity_caching_requested:
         return []
-    models = ", ".join(stored.get("similarity_uncalibrated_models") or ())
+    models = ", ".join(record.similarity_uncalibrated_models)
     return [f"similarity caching was requested but not applied: its thresholds are not calibrated for {models}'s "
             "text encoder (pooled-embedding cosines of one encoder do not carry over to another), so nothing is "
             "reused; README 'Calibrating similarity caching' says how to calibrate a model"]
 
 
-def batch_status(studio: "Studio", batch_id: str, owner: str) -> BatchStatus:
+def batch_status(services: "FeatureServices", batch_id: str, owner: str) -> BatchStatus:
     """Every task of the batch with its status, and the totals."""
-    found = studio.store.batch(batch_id) if len(batch_id) <= 64 else None
+    found = services.store.batch(batch_id) if len(batch_id) <= 64 else None
     if found is None or found[0]["owner"] != owner:
         raise TaskNotFound(f"no batch with id {batch_id[:64]!r}")
     info, tasks = found
+    record = BatchRecord.model_validate(info["request"])
     counts = {status: 0 for status in st.ALL_STATUSES}
     for task in tasks:
         counts[task.status] += 1
-    statuses = [studio.status(task.id, owner) for task in tasks]
+    statuses = [services.status(task.id, owner) for task in tasks]
     return BatchStatus(batch_id=batch_id, total=len(tasks), counts={k: v for k, v in counts.items() if v},
                        progress=round(sum(t.progress for t in tasks) / max(len(tasks), 1), 4),
-                       priority=info["request"]["priority"],
-                       similarity_cache=_similarity_stats(tasks, bool(info["request"].get("enable_similarity_caching",
-                                                                                         True))),
-                       notes=batch_notes(info["request"]), tasks=statuses)
+                       priority=record.priority,
+                       similarity_cache=_similarity_stats(tasks, record.enable_similarity_caching),
+                       notes=batch_notes(record), tasks=statuses)
 
 
 def _similarity_stats(tasks: list, applied: bool) -> SimilarityStats:
+    # Read from the finished tasks' results (results are rows, not specs).
     runs = [((t.result or {}).get("metadata") or {}).get("batch") or {} for t in tasks]
     states = [r["denoising_state"] for r in runs if r.get("denoising_state")]
     return SimilarityStats(applied=applied, text_encodings_reused=sum(r.get("text_encoding") == "reused" for r in runs),
                            denoising_states_reused=len(states),
                            steps_skipped=sum(s["skipped_steps"] for s in states))
-
-
-def _rebuild() -> None:
-    from studio.views import TaskStatus  # noqa: F401  (resolves the forward reference)
-
-    BatchStatus.model_rebuild()
-
-
-_rebuild()

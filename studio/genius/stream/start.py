@@ -1,116 +1,26 @@
-"""Progressive Streaming: every frame of a running generation, as it gets better.
+"""Opening a Progressive Streaming session on a task: ``POST /v1/genius/stream/start``.
 
-A client starts a *session* for a task and follows it over a websocket. While the model
-denoises, each latent frame's denoised estimate is projected to RGB (the same least-squares
-latent->RGB projection as the live preview, ``studio.engine.preview``) and published as a
-``preview`` frame; while the VAE decodes the video chunk by chunk, every output frame is
-published as a ``final`` frame, before the mp4 is finished. Each announced frame is a JPEG
-fetchable at ``/v1/genius/stream/frames/{session_id}/{frame_index}.jpg``.
-
-The engine never waits for a client. It writes the newest frame of each index to a
-``FrameBoard`` (overwriting older previews of that index) and moves on; each websocket reads
-the board at its own pace and announces only what changed since it last looked. So a slow
-client gets the newest frames and skips superseded previews, and a client that connects late
-first gets the board's current state. With ``enable_adaptive`` the sender also shrinks the
-preview size it announces while the client lags (see ``AdaptiveSender``).
+What the stream sends, and how a slow client is served: ``studio.genius.stream.sender``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
-
-from studio.engine.request import JsonModel
-from studio.media.frame_boards import FINAL, PREVIEW, FrameBoard, FrameSlot, StreamSession
+from studio.genius.stream.schema import StreamStartRequest, StreamStartResponse
 
 if TYPE_CHECKING:
-    from studio.core import Studio
+    from studio.jobs.services import FeatureServices
 
 
-class AdaptiveSender:
-    """Turns board changes into the seed's ``frame_available`` messages for one client.
-
-    ``initial_quality``: ``preview`` announces previews and finals, ``final`` only finals.
-    Adaptive sizing (``enable_adaptive``): after each burst of messages the sender looks at how
-    long the client took to take it. A burst slower than ``SLOW_SECONDS`` halves the preview
-    width it announces (down to ``MIN_WIDTH``); one faster than ``FAST_SECONDS`` doubles it back
-    (up to the full preview). Finals are always announced at full size. Skipping superseded
-    previews needs no rule: the board only holds the newest frame of each index.
-    """
-
-    SLOW_SECONDS = 0.25
-    FAST_SECONDS = 0.05
-    MIN_WIDTH = 64
-
-    def __init__(self, session: StreamSession):
-        self.session = session
-        self.seen_version = 0
-        self.preview_width: int | None = None  # None: full size
-        self.downsized = 0  # how many times the width was halved (for tests and logs)
-
-    def messages(self, board: FrameBoard) -> tuple[list[dict], dict | None]:
-        """``frame_available`` messages for what changed since the last call, and the outcome
-        message once the task has ended."""
-        self.seen_version, changed, outcome = board.changes_since(self.seen_version)
-        messages = [self._announce(index, slot) for index, slot in changed
-                    if slot.quality == FINAL or self.session.initial_quality == PREVIEW]
-        return messages, outcome
-
-    def _announce(self, index: int, slot: FrameSlot) -> dict:
-        width = self.preview_width if slot.quality == PREVIEW and self.preview_width else None
-        if width is not None and width >= slot.width:
-            width = None
-        return {"type": "frame_available", "task_id": self.session.task_id, "frame_index": index,
-                "quality": slot.quality, "progress": round(slot.progress, 4),
-                "url": self.session.frame_url(index, slot.quality, width),
-                "width": width or slot.width,
-                "height": round(slot.height * width / slot.width) if width else slot.height}
-
-    def record_burst(self, seconds: float, full_width: int | None) -> None:
-        """Adapt the preview size to how long the last burst of messages took to send."""
-        if not self.session.enable_adaptive or full_width is None:
-            return
-        current = self.preview_width or full_width
-        if seconds > self.SLOW_SECONDS and current > self.MIN_WIDTH:
-            self.preview_width = max(self.MIN_WIDTH, current // 2)
-            self.downsized += 1
-        elif seconds < self.FAST_SECONDS and self.preview_width is not None:
-            doubled = self.preview_width * 2
-            self.preview_width = None if doubled >= full_width else doubled
-
-
-class StreamStartRequest(JsonModel):
-    """The seed's ``POST /genius/stream/start`` body."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    task_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$",
-                         description="a task of yours: pending, running or ended")
-    initial_quality: Literal["preview", "final"] = Field(
-        PREVIEW, description="preview: announce denoising previews and final frames; final: final frames only")
-    enable_adaptive: StrictBool = Field(
-        True, description="shrink announced previews while the client lags behind")
-
-
-class StreamStartResponse(BaseModel):
-    session_id: str
-    task_id: str
-    websocket_url: str = Field(description="path of the websocket that announces frames")
-    frame_url_template: str = Field(description="where announced frames are fetched (JPEG)")
-    initial_quality: str
-    enable_adaptive: bool
-    task_status: str
-
-
-def start_stream(studio: "Studio", request: StreamStartRequest, owner: str) -> StreamStartResponse:
+def start_stream(services: "FeatureServices", request: StreamStartRequest, owner: str) -> StreamStartResponse:
     """Open a stream session on one of ``owner``'s tasks. A task that has already ended gets a
     session too: its websocket says how it ended (``complete`` with ``total_frames``) at once."""
-    task = studio.task(request.task_id, owner)
-    session, board = studio.streams.start(task.id, owner, request.initial_quality, request.enable_adaptive)
-    task = studio.task(request.task_id, owner)  # read after the board exists: an end in between is seen
+    task = services.task(request.task_id, owner)
+    session, board = services.streams.start(task.id, owner, request.initial_quality, request.enable_adaptive)
+    task = services.task(request.task_id, owner)  # read after the board exists: an end in between is seen
     if task.is_terminal:
-        board.finish(studio.final_event(task).to_message())
+        board.finish(services.final_event(task).to_message())
     return StreamStartResponse(
         session_id=session.id, task_id=task.id, websocket_url=session.websocket_path,
         frame_url_template=f"/v1/genius/stream/frames/{session.id}/{{frame_index}}.jpg?quality={{quality}}",
