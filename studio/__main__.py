@@ -17,11 +17,14 @@ from datetime import datetime
 from pathlib import Path
 
 from studio.config import Settings
+from studio.db import Database
 from studio.keys import KeyStore
 
 
 def _keys(args: argparse.Namespace, settings: Settings) -> int:
-    store = KeyStore(settings.db_path)
+    database = Database(settings.db_url)  # ECHOEL_DATABASE_URL, as the server uses
+    database.migrate()
+    store = KeyStore(database)
     try:
         if args.action == "create":
             created = store.create(args.name)
@@ -42,6 +45,7 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
             print(f"revoked {args.key_id}")
     finally:
         store.close()
+        database.dispose()
     return 0
 
 

@@ -65,6 +65,8 @@ class Settings:
         sla_level: the SLA level /v1/genius/sla/status compares against by default.
         min_free_mb: below this much free space on the data folder's disk new work is refused
             (507 ``StorageFull``) and the worker starts no run; both resume once space is freed.
+        database_url: the SQLAlchemy URL of the studio's database (``ECHOEL_DATABASE_URL``);
+            None: the SQLite file ``db_path``. Read it as ``db_url``.
     """
 
     host: str = "127.0.0.1"
@@ -80,6 +82,7 @@ class Settings:
     webhook_retry_base_seconds: float = 5.0
     sla_level: str = "standard"
     min_free_mb: int = 256
+    database_url: str | None = None
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -101,6 +104,7 @@ class Settings:
             webhook_retry_base_seconds=_env_float("ECHOEL_WEBHOOK_RETRY_BASE", base.webhook_retry_base_seconds),
             sla_level=os.environ.get("ECHOEL_SLA_LEVEL", base.sla_level),
             min_free_mb=_env_int("ECHOEL_MIN_FREE_MB", base.min_free_mb),
+            database_url=os.environ.get("ECHOEL_DATABASE_URL") or None,
         )
 
     # Folders under data_dir, one job each.
@@ -115,6 +119,11 @@ class Settings:
     @property
     def db_path(self) -> Path:
         return self.data_dir / "studio.sqlite3"
+
+    @property
+    def db_url(self) -> str:
+        """The database the studio connects to: ``database_url``, else the SQLite file ``db_path``."""
+        return self.database_url or f"sqlite:///{self.db_path}"
 
     @property
     def maintenance_flag(self) -> Path:

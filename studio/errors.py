@@ -141,13 +141,28 @@ class EncodingFailed(StudioError):
     title = "Encoding failed"
 
 
+# The database driver's exception classes (any error, operational errors), registered by
+# ``studio.db`` (the one layer that knows the driver), so this bottom layer can classify storage
+# faults without importing a driver. Empty until ``studio.db`` is imported.
+_database_errors: tuple[type[BaseException], ...] = ()
+_operational_errors: tuple[type[BaseException], ...] = ()
+
+
+def register_database_errors(any_error: type[BaseException], operational: type[BaseException]) -> None:
+    """Teach ``storage_fault`` a database driver's ``Error`` and ``OperationalError`` classes."""
+    global _database_errors, _operational_errors
+    if any_error not in _database_errors:
+        _database_errors = (*_database_errors, any_error)
+    if operational not in _operational_errors:
+        _operational_errors = (*_operational_errors, operational)
+
+
 def storage_fault(error: BaseException) -> StudioError | None:
     """The deliberate error behind a storage failure anywhere in ``error``'s chain: a full disk
     (``ENOSPC``/``EDQUOT`` from any write, SQLite's "database or disk is full") is
-    ``StorageFull``; any other SQLite operational error (busy timeout, disk I/O) is
+    ``StorageFull``; any other database operational error (busy timeout, disk I/O) is
     ``StoreUnavailable``. None for everything else."""
     import errno
-    import sqlite3
 
     seen: set[int] = set()
     cause: BaseException | None = error
@@ -158,10 +173,10 @@ def storage_fault(error: BaseException) -> StudioError | None:
             return cause
         if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
             return StorageFull("the server's disk is full; the task could not be stored or written")
-        if isinstance(cause, sqlite3.Error):
+        if isinstance(cause, _database_errors):
             if "full" in str(cause).lower():
                 return StorageFull("the server's disk is full; the task database cannot grow")
-            if store_error is None and isinstance(cause, sqlite3.OperationalError):
+            if store_error is None and isinstance(cause, _operational_errors):
                 store_error = StoreUnavailable("the task database is busy or failing; retry shortly")
         cause = cause.__cause__ or cause.__context__
     return store_error

@@ -11,26 +11,17 @@ import base64
 import hashlib
 import hmac
 import secrets
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import Row, insert, select, update
+
+from studio.db import Database
+from studio.db.schema import api_keys
+
 KEY_PREFIX = "ek_"
 MAX_KEY_LENGTH = 256  # longer bearer tokens are refused before any hashing
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    id             TEXT PRIMARY KEY,
-    name           TEXT NOT NULL,
-    key_hash       TEXT NOT NULL UNIQUE,
-    prefix         TEXT NOT NULL,
-    webhook_secret TEXT NOT NULL,
-    created_at     REAL NOT NULL,
-    revoked_at     REAL
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -74,31 +65,30 @@ def env_webhook_secret(key: str) -> str:
 
 
 class KeyStore:
-    """The ``api_keys`` table of the studio's SQLite file, plus the keys from the environment."""
+    """The ``api_keys`` table of the studio's database, plus the keys from the environment.
 
-    def __init__(self, path: Path, env_keys: tuple[str, ...] = ()):
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(Path(path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+    ``database``: the studio's ``Database`` (closed by its owner), or a SQLite file to open (and
+    close with the store: the ``keys`` command line, tests)."""
+
+    def __init__(self, database: Database | Path, env_keys: tuple[str, ...] = ()):
+        self._owns_database = not isinstance(database, Database)
+        self.database = Database.for_file(database) if self._owns_database else database
         self._env = {hash_key(k): ApiKey(id=f"env-{hash_key(k)[:12]}", name="environment", prefix=k[:6],
                                          webhook_secret=env_webhook_secret(k), created_at=0.0)
                      for k in env_keys if k}
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        if self._owns_database:
+            self.database.dispose()
 
     def create(self, name: str) -> CreatedKey:
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         record = ApiKey(id=f"key-{secrets.token_hex(6)}", name=name, prefix=key[:10],
                         webhook_secret=new_webhook_secret(), created_at=time.time())
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO api_keys (id, name, key_hash, prefix, webhook_secret, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (record.id, record.name, hash_key(key), record.prefix, record.webhook_secret, record.created_at))
+        with self.database.connect() as db:
+            db.execute(insert(api_keys).values(
+                id=record.id, name=record.name, key_hash=hash_key(key), prefix=record.prefix,
+                webhook_secret=record.webhook_secret, created_at=record.created_at))
         return CreatedKey(key, record)
 
     def lookup(self, key: str) -> ApiKey | None:
@@ -109,11 +99,11 @@ class KeyStore:
         for known_hash, record in self._env.items():
             if hmac.compare_digest(known_hash, digest):
                 return record
-        with self._lock:
-            row = self._db.execute("SELECT * FROM api_keys WHERE key_hash = ?", (digest,)).fetchone()
+        with self.database.connect() as db:
+            row = db.execute(select(api_keys).where(api_keys.c.key_hash == digest)).first()
         # The index lookup already matched; compare again in constant time so that no code path
         # branches on a partial match of attacker-controlled input.
-        if row is None or not hmac.compare_digest(row["key_hash"], digest):
+        if row is None or not hmac.compare_digest(row.key_hash, digest):
             return None
         return _record(row)
 
@@ -121,22 +111,21 @@ class KeyStore:
         for record in self._env.values():
             if record.id == key_id:
                 return record
-        with self._lock:
-            row = self._db.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        with self.database.connect() as db:
+            row = db.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
         return _record(row) if row else None
 
     def list(self) -> list[ApiKey]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM api_keys ORDER BY created_at").fetchall()
+        with self.database.connect() as db:
+            rows = db.execute(select(api_keys).order_by(api_keys.c.created_at)).all()
         return [_record(r) for r in rows]
 
     def revoke(self, key_id: str) -> bool:
-        with self._lock:
-            return bool(self._db.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                (time.time(), key_id)).rowcount)
+        with self.database.connect() as db:
+            return bool(db.execute(update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                                   .values(revoked_at=time.time())).rowcount)
 
 
-def _record(row: sqlite3.Row) -> ApiKey:
-    return ApiKey(id=row["id"], name=row["name"], prefix=row["prefix"], webhook_secret=row["webhook_secret"],
-                  created_at=row["created_at"], revoked_at=row["revoked_at"])
+def _record(row: Row) -> ApiKey:
+    return ApiKey(id=row.id, name=row.name, prefix=row.prefix, webhook_secret=row.webhook_secret,
+                  created_at=row.created_at, revoked_at=row.revoked_at)

@@ -42,7 +42,7 @@ def source_task(studio, owner: str, clip: list[np.ndarray], fps: int = 12) -> st
     store = studio.store
     with store._transaction() as db:  # inserted already completed, so the worker never claims it
         task_id = store._insert_task(db, "t2v", {"prompt": "test clip"}, 0, None, owner, None, None, time.time())
-        db.execute("UPDATE tasks SET status = 'completed', progress = 1 WHERE id = ?", (task_id,))
+        db.exec_driver_sql("UPDATE tasks SET status = 'completed', progress = 1 WHERE id = ?", (task_id,))
     with Mp4Writer(studio.paths.video(task_id), clip[0].shape[1], clip[0].shape[0], fps) as writer:
         for frame in clip:
             writer.write(frame)

@@ -48,8 +48,9 @@ def test_created_keys_work_until_revoked(live_server):
     headers = {"Authorization": f"Bearer {created.key}"}
     assert httpx.get(f"{live_server.url}/v1/genres", headers=headers).status_code == 200
     # only a hash is stored
-    raw = live_server.studio.keys._db.execute("SELECT * FROM api_keys WHERE id = ?", (created.record.id,)).fetchone()
-    assert created.key not in json.dumps(dict(raw))
+    with live_server.studio.database.connect() as db:
+        raw = db.exec_driver_sql("SELECT * FROM api_keys WHERE id = ?", (created.record.id,)).first()
+    assert created.key not in json.dumps(dict(raw._mapping))
     live_server.studio.keys.revoke(created.record.id)
     revoked = httpx.get(f"{live_server.url}/v1/genres", headers=headers)
     assert revoked.status_code == 403 and revoked.json()["type"] == "PermissionDenied"

@@ -67,7 +67,8 @@ def test_priority_orders_the_queue_and_age_prevents_starvation(tmp_path):
     high, _ = store.create_task("t2v", {"n": "high"}, priority=2)
     assert [store.queue_position(t.id) for t in (high, normal, low)] == [1, 2, 3]
     # a low task that has waited two boost periods overtakes a fresh high one
-    store._db.execute("UPDATE tasks SET created_at = created_at - ? WHERE id = ?", (2.5 * AGE_BOOST_SECONDS, low.id))
+    with store.database.connect() as db:
+        db.exec_driver_sql("UPDATE tasks SET created_at = created_at - ? WHERE id = ?", (2.5 * AGE_BOOST_SECONDS, low.id))
     assert store.queue_position(low.id) == 1
     assert store.claim_next().id == low.id
 

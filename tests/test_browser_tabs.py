@@ -144,11 +144,11 @@ def _source_clip(path: Path, width: int = 192, height: int = 128, frames: int = 
 
 def _last_task_id(studio, kind: str) -> str:
     store = studio.store
-    with store._lock:
-        row = store._db.execute("SELECT id FROM tasks WHERE kind = ? ORDER BY created_at DESC, seq DESC LIMIT 1",
-                                (kind,)).fetchone()
+    with store.database.connect() as db:
+        row = db.exec_driver_sql("SELECT id FROM tasks WHERE kind = ? ORDER BY created_at DESC, seq DESC LIMIT 1",
+                                 (kind,)).first()
     assert row is not None, f"no {kind} task was created"
-    return row["id"]
+    return row.id
 
 
 def test_inpaint_extend_through_the_ui(live_server, browser, tmp_path):

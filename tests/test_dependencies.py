@@ -129,7 +129,8 @@ def test_the_stitch_waits_for_its_shots_even_when_queued_first(settings):
     try:
         reply = scene_edit(studio)
         # Put the stitch at the head of the queue: only its dependencies may hold it back.
-        studio.store._db.execute("UPDATE tasks SET priority = 9 WHERE id = ?", (reply.task_id,))
+        with studio.database.connect() as db:
+            db.exec_driver_sql("UPDATE tasks SET priority = 9 WHERE id = ?", (reply.task_id,))
         assert studio.store.dependencies(reply.task_id) == reply.shot_task_ids
         assert reply.queue_position == 3 and studio.status(reply.task_id).queue_position == 3
         studio.start()

@@ -207,7 +207,7 @@ def _lipsync_task(studio, owner: str, status: str) -> str:
     store = studio.store
     with store._transaction() as db:
         task_id = store._insert_task(db, "lipsync", {}, 0, None, owner, None, None, time.time())
-        db.execute("UPDATE tasks SET status = ?, error = 'test' WHERE id = ?", (status, task_id))
+        db.exec_driver_sql("UPDATE tasks SET status = ?, error = 'test' WHERE id = ?", (status, task_id))
     return task_id
 
 

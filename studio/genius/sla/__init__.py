@@ -62,7 +62,7 @@ The package, one module per job (callers import from here):
 - ``levels``: the seed's SLA levels, their thresholds and how a value breaks them.
 - ``schema``: the answers (``SlaStatus``, ``SlaViolation``, ``HistoryPoint``) and the time format.
 - ``latency``: the rolling window of requests and generations (in memory; no SQLite).
-- ``store``: the monitor's SQLite connection, shared by the two durable parts below.
+- ``store``: the monitor's access to the studio's database (``studio.db``), shared by the two durable parts below.
 - ``uptime``: the durable uptime ledger (runs, heartbeats, clean stops, planned downtime).
 - ``violations``: edge-triggered threshold crossings, persisted.
 - ``exporter``: the Prometheus registry and its text exposition.

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from studio.db import Database
 from studio.genius.sla.exporter import SlaExporter
 from studio.genius.sla.latency import LatencyWindow
 from studio.genius.sla.levels import DEFAULT_LEVEL, ERROR_RATE, LATENCY_P99, UPTIME, breaks, level_named
@@ -62,7 +63,8 @@ class SlaMonitor:
     when someone asks.
 
     Args:
-        db_path: the studio's SQLite file; the monitor keeps its own connection and tables.
+        database: the studio's ``Database`` (or a SQLite file, which the monitor opens itself);
+            the history lives in its ``sla_uptime`` and ``sla_violations`` tables.
         window_seconds: sliding window of the latency percentiles and the error rate.
         throughput_seconds: window of ``current_throughput_rps``.
         default_level: the level evaluated in the background (``ECHOEL_SLA_LEVEL``).
@@ -74,7 +76,7 @@ class SlaMonitor:
         history_points: samples kept for the plots (720 x 5 s = 1 hour).
     """
 
-    def __init__(self, db_path: Path | str, window_seconds: float = 300, *, throughput_seconds: int = 60,
+    def __init__(self, database: Database | Path | str, window_seconds: float = 300, *, throughput_seconds: int = 60,
                  default_level: str = DEFAULT_LEVEL, queue_depth: Callable[[], int] | None = None,
                  gpu_memory: Callable[[], int] | None = None, clock: Callable[[], float] = time.time,
                  heartbeat_seconds: float = 15.0, sample_seconds: float = 5.0,
@@ -91,7 +93,7 @@ class SlaMonitor:
         self.window = LatencyWindow(window_seconds, throughput_seconds=throughput_seconds,
                                     max_samples_per_second=max_samples_per_second,
                                     generation_samples=generation_samples, clock=clock)
-        self._store = SlaStore(db_path)
+        self._store = SlaStore(database)
         self.ledger = UptimeLedger(self._store, window_seconds=uptime_window_seconds, clock=clock)
         self.violation_log = ViolationLog(self._store, max_violations=max_violations,
                                           lookback_seconds=violations_lookback_seconds, clock=clock)

@@ -1,47 +1,51 @@
-"""The SLA monitor's own SQLite connection, shared by the uptime ledger and the violation log.
+"""The SLA monitor's access to the studio's database, shared by the uptime ledger and the violation log.
 
-One connection per monitor (WAL, autocommit) behind one lock; each user creates its own tables.
-Once closed, ``connection()`` yields None and readers answer "no history" instead of failing,
-because the status must still answer while the process shuts down.
+The tables (``sla_uptime``, ``sla_violations``) are part of ``studio.db.schema`` and created by
+its migrations. Statements run one by one behind one lock (each commits on its own). Once
+closed, ``connection()`` yields None and readers answer "no history" instead of failing, because
+the status must still answer while the process shuts down.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sqlalchemy import Connection
+
+from studio.db import Database
+
 __all__ = ["SlaStore"]
 
 
 class SlaStore:
-    """A thread-safe SQLite connection to the studio's file (or ``":memory:"``)."""
+    """Thread-safe access to the SLA tables.
 
-    def __init__(self, db_path: Path | str):
+    ``database``: the studio's ``Database`` (its owner disposes of it), or a SQLite file
+    (``":memory:"`` for a private one) that this store opens and closes itself.
+    """
+
+    def __init__(self, database: Database | Path | str):
         self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = sqlite3.connect(
-            str(db_path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # a lost heartbeat costs at most 15 s of recorded uptime
+        self._owns_database = not isinstance(database, Database)
+        self._database = Database.for_file(database) if self._owns_database else database
+        self._closed = False
 
     @contextmanager
-    def connection(self) -> Iterator[sqlite3.Connection | None]:
-        """Hold the lock and yield the connection (None once closed)."""
+    def connection(self) -> Iterator[Connection | None]:
+        """Hold the lock and yield a connection (None once closed)."""
         with self._lock:
-            yield self._db
-
-    def create(self, schema: str) -> None:
-        """Run a ``CREATE ... IF NOT EXISTS`` script (each user owns its tables)."""
-        with self.connection() as db:
-            if db is not None:
-                db.executescript(schema)
+            if self._closed:
+                yield None
+                return
+            with self._database.connect() as db:
+                yield db
 
     def close(self) -> None:
-        """Close the connection; later reads see no history, later writes are dropped."""
+        """Stop using the database; later reads see no history, later writes are dropped."""
         with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            if not self._closed and self._owns_database:
+                self._database.dispose()
+            self._closed = True

@@ -11,20 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from sqlalchemy import delete, insert, select, update
+
+from studio.db.schema import sla_uptime
 from studio.genius.sla.schema import iso_utc
 from studio.genius.sla.store import SlaStore
 
 __all__ = ["UptimeLedger"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sla_uptime (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    started_at REAL NOT NULL,
-    last_seen  REAL NOT NULL,
-    clean_stop INTEGER NOT NULL DEFAULT 0
-);
-"""
-
 
 class UptimeLedger:
     """The runs of the studio on one SQLite file, and the uptime they add up to.
@@ -41,7 +34,6 @@ class UptimeLedger:
         self.window_seconds = window_seconds
         self._clock = clock
         self._run_id: int | None = None  # this process's row; guarded by the store's lock
-        store.create(_SCHEMA)
 
     def start(self) -> None:
         """Record this process's start (once); ``RuntimeError`` when the store was closed."""
@@ -50,24 +42,24 @@ class UptimeLedger:
             if db is None:
                 raise RuntimeError("the SLA monitor was stopped")
             if self._run_id is None:
-                cursor = db.execute("INSERT INTO sla_uptime (started_at, last_seen) VALUES (?, ?)", (now, now))
-                self._run_id = cursor.lastrowid
+                inserted = db.execute(insert(sla_uptime).values(started_at=now, last_seen=now))
+                self._run_id = inserted.inserted_primary_key[0]
                 # Rows that ended before the period are of no use, except the first one (it
                 # anchors the period's start, so a long outage before this start still counts)
                 # and the last one to end (whether it stopped cleanly: planned downtime or not).
-                db.execute("DELETE FROM sla_uptime WHERE last_seen < ? AND id > "
-                           "(SELECT id FROM sla_uptime ORDER BY started_at LIMIT 1) AND id NOT IN "
-                           "(SELECT id FROM sla_uptime WHERE id != ? ORDER BY last_seen DESC, clean_stop"
-                           " LIMIT 1)",
-                           (now - self.window_seconds, self._run_id))
+                first = select(sla_uptime.c.id).order_by(sla_uptime.c.started_at).limit(1).scalar_subquery()
+                last_to_end = (select(sla_uptime.c.id).where(sla_uptime.c.id != self._run_id)
+                               .order_by(sla_uptime.c.last_seen.desc(), sla_uptime.c.clean_stop).limit(1))
+                db.execute(delete(sla_uptime).where(sla_uptime.c.last_seen < now - self.window_seconds,
+                                                    sla_uptime.c.id > first, sla_uptime.c.id.not_in(last_to_end)))
 
     def heartbeat(self, clean_stop: bool = False) -> None:
         """Mark this process as up until now (and, with ``clean_stop``, as stopped on purpose)."""
         with self.store.connection() as db:
             if db is None or self._run_id is None:
                 return
-            db.execute("UPDATE sla_uptime SET last_seen = ?, clean_stop = ? WHERE id = ?",
-                       (self._clock(), int(clean_stop), self._run_id))
+            db.execute(update(sla_uptime).where(sla_uptime.c.id == self._run_id)
+                       .values(last_seen=self._clock(), clean_stop=int(clean_stop)))
 
     def stop(self) -> None:
         """A clean stop: the last heartbeat, marked planned; this process's run ends here."""
@@ -81,7 +73,8 @@ class UptimeLedger:
         with self.store.connection() as db:
             if db is None:
                 return []
-            rows = db.execute("SELECT id, started_at, last_seen, clean_stop FROM sla_uptime").fetchall()
+            rows = db.execute(select(sla_uptime.c.id, sla_uptime.c.started_at, sla_uptime.c.last_seen,
+                                     sla_uptime.c.clean_stop)).all()
             run_id = self._run_id
         return [(start, now, False) if row_id == run_id else (start, min(last, now), bool(clean))
                 for row_id, start, last, clean in rows if start <= now]

@@ -12,6 +12,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from sqlalchemy import delete, func, insert, select
+
+from studio.db.schema import sla_violations
 from studio.genius.sla.levels import SlaLevel, breaks, threshold
 from studio.genius.sla.schema import SlaViolation, iso_utc
 from studio.genius.sla.store import SlaStore
@@ -19,19 +22,6 @@ from studio.genius.sla.store import SlaStore
 log = logging.getLogger("studio.genius.sla")  # the name the warnings had before the split
 
 __all__ = ["ViolationLog"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sla_violations (
-    id        INTEGER PRIMARY KEY AUTOINCREMENT,
-    at        REAL NOT NULL,
-    level     TEXT NOT NULL,
-    metric    TEXT NOT NULL,
-    value     REAL NOT NULL,
-    threshold REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sla_violations_level ON sla_violations (level, at);
-"""
-
 
 class ViolationLog:
     """Edge detection per (level, metric) in memory; the crossings themselves on disk.
@@ -51,7 +41,6 @@ class ViolationLog:
         self._clock = clock
         self._violating: dict[tuple[str, str], bool] = {}
         self._lock = threading.Lock()  # two evaluations at once must not both see the same edge
-        store.create(_SCHEMA)
 
     def evaluate(self, level: SlaLevel, values: dict[str, float], now: float) -> None:
         """Compare each metric's value with the level's limit; record the new crossings."""
@@ -66,10 +55,10 @@ class ViolationLog:
             with self.store.connection() as db:
                 if db is None:
                     return
-                db.executemany(
-                    "INSERT INTO sla_violations (at, level, metric, value, threshold) VALUES (?, ?, ?, ?, ?)", new)
-                db.execute("DELETE FROM sla_violations WHERE id <= (SELECT MAX(id) FROM sla_violations) - ?",
-                           (self.max_violations,))
+                db.execute(insert(sla_violations), [dict(zip(("at", "level", "metric", "value", "threshold"), row))
+                                                    for row in new])
+                newest = select(func.max(sla_violations.c.id)).scalar_subquery()
+                db.execute(delete(sla_violations).where(sla_violations.c.id <= newest - self.max_violations))
             for _, level_name, metric, value, limit in new:
                 log.warning("SLA violation (%s): %s = %.4g, threshold %.4g", level_name, metric, value, limit)
 
@@ -78,16 +67,14 @@ class ViolationLog:
         newest first."""
         now = self._clock() if now is None else now
         since = now - self.lookback_seconds
-        query = "SELECT at, level, metric, value, threshold FROM sla_violations WHERE at >= ?"
-        args: list = [since]
+        v = sla_violations.c
+        query = select(v.at, v.level, v.metric, v.value, v.threshold).where(v.at >= since)
         if level is not None:
-            query += " AND level = ?"
-            args.append(level)
-        query += " ORDER BY id DESC LIMIT ?"
-        args.append(int(limit))
+            query = query.where(v.level == level)
+        query = query.order_by(v.id.desc()).limit(int(limit))
         with self.store.connection() as db:
             if db is None:
                 return []
-            rows = db.execute(query, args).fetchall()
+            rows = db.execute(query).all()
         return [SlaViolation(timestamp=iso_utc(at), metric=metric, value=round(value, 4), threshold=thr,
                              level=lvl) for at, lvl, metric, value, thr in rows]

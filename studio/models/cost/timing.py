@@ -38,13 +38,11 @@ The weight bytes and the offload profiles are those of ``studio.models.cost.vram
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from studio.errors import StorageFull, StoreUnavailable
 from studio.models.catalog import CATALOG, TINY, ModelSpec
 from studio.models.cost.architectures import ARCHITECTURES, TEXT_TOKENS, Architecture
 from studio.models.cost.vram import STUDIO_SETUP
@@ -166,23 +164,20 @@ class Throughput:
 def _reference_plan(store, spec: ModelSpec) -> tuple[int, float, str]:
     """(tokens, guidance, what) of the model's most recent completed task, or of its native plan.
 
-    Read through a separate read-only connection (the store's file is in WAL mode)."""
-    path = getattr(store, "path", None)
-    if path is not None:
+    Read through the store (``TaskStore.recent_results``: its own connection pool, no lock held
+    between reads); a store that cannot answer means the native plan."""
+    recent_results = getattr(store, "recent_results", None)
+    if recent_results is not None:
         try:
-            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)) as db:
-                rows = db.execute(
-                    "SELECT result FROM tasks WHERE status = 'completed' AND result IS NOT NULL "
-                    "ORDER BY finished_at DESC LIMIT 50").fetchall()
-            for (raw,) in rows:
-                meta = (json.loads(raw) or {}).get("metadata") or {}
+            for result in recent_results(50):
+                meta = (result or {}).get("metadata") or {}
                 if meta.get("model") != spec.id:
                     continue
                 w, h, f = meta["generated_width"], meta["generated_height"], meta["generated_frames"]
                 stride = spec.size_multiple
                 tokens = ((int(f) - 1) // 4 + 1) * (int(h) // stride) * (int(w) // stride)
                 return tokens, float(meta.get("guidance_scale", 5.0)), f"its last run ({w}x{h}x{f})"
-        except (sqlite3.Error, KeyError, TypeError, ValueError):
+        except (StorageFull, StoreUnavailable, KeyError, TypeError, ValueError):
             pass
     stride = spec.size_multiple
     native = ((spec.max_frames - 1) // 4 + 1) * (spec.native_height // stride) * (spec.native_width // stride)
