@@ -74,3 +74,21 @@ def test_bad_requests_are_clear_4xx(http, live_server):
                                                              "bbox": [10, 10, 50, 50]},
                         headers={"Authorization": "Bearer test-key-2"})
     assert private.status_code == 404
+
+
+def test_the_tab_puts_its_one_image_where_the_mode_reads_it(client, live_server, tmp_path):
+    """The Inpaint tab has one image input: blend reads it as the overlay, background as the new
+    background (the request's rule, ``InpaintRequest.image_field_for``), and neither mode runs
+    without it."""
+    from gradio_client import handle_file
+
+    from tests.conftest import client_owner
+
+    source = source_task(live_server.studio, client_owner(live_server.studio, client), moving_square_clip(frames=6))
+    image = tmp_path / "image.png"
+    cv2.imwrite(str(image), np.full((32, 32, 3), (40, 200, 30), np.uint8))
+    for mode, method in (("blend", "feather"), ("background", "grabcut")):
+        status, _video, details = client.predict(None, source, mode, 14, 34, 58, 78, 4, handle_file(str(image)),
+                                                 "feather", "1:1", "", api_name="/inpaint")
+        assert status.startswith("Done"), status
+        assert (details["metadata"]["path"], details["metadata"]["method"]) == ("classical", method)
