@@ -70,8 +70,8 @@ def speech(seconds: float, sr: int = 16000) -> np.ndarray:
 def paths(n: int):
     from studio.genius.consistency import tracker as consistency
     from studio.genius.consistency.reference import EntityModel
-    from studio.genius.inpaint import algorithm as inpaint
-    from studio.genius.lipsync import algorithm as lipsync
+    from studio.genius.inpaint import classical as inpaint
+    from studio.genius.lipsync import classical as lipsync
     from studio.genius.scene import transitions
     from studio.genius.v2v import modes as v2v
 
