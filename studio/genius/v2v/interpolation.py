@@ -14,6 +14,7 @@ from studio.vision.flow import Flow
 INTERPOLATION_FACTORS = (2, 4)
 MAX_TARGET_FPS = 240.0
 
+
 def _flow_at_time(flow_ab: np.ndarray, tau: float, iterations: int = 3) -> np.ndarray:
     """Backward flow from time ``tau`` (in A->B units) to A, assuming linear motion.
 

@@ -53,6 +53,7 @@ from studio.genius.v2v.primitives import Frames, as_rgb_image
 from studio.genius.v2v.temporal import temporal_smooth
 from studio.genius.v2v.upscale import upscale, upscale_size
 
+
 @dataclass(frozen=True)
 class Mode:
     """A seed transformation mode: its classical method and what a request must bring."""

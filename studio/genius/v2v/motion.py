@@ -11,6 +11,7 @@ import numpy as np
 from studio.genius.v2v.primitives import Frames, as_rgb_image, gray, warp
 from studio.vision.flow import Flow
 
+
 def even_crop(image: np.ndarray) -> np.ndarray:
     height, width = image.shape[:2]
     return image[: height - height % 2, : width - width % 2]

@@ -108,6 +108,7 @@ def noise_sigma(image: np.ndarray) -> float:
 
 # -- colour ----------------------------------------------------------------------------------
 
+
 def to_lab(frame: np.ndarray) -> np.ndarray:
     """Float Lab: L in 0-100, a/b about -128..127."""
     return cv2.cvtColor(frame.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_RGB2Lab)

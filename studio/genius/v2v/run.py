@@ -9,7 +9,10 @@ on the first source frame to refuse a bad request before it is queued.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
+
+import numpy as np
 
 from studio.engine.edit import EditJob, EditOutcome, write_video
 from studio.errors import InvalidRequest
@@ -63,7 +66,8 @@ def _run_classical(job: EditJob, spec: V2VSpec) -> EditOutcome:
     return EditOutcome(video, path, method, details)
 
 
-def transform_spec(spec: V2VSpec, frames, fps: float, reference):
+def transform_spec(spec: V2VSpec, frames: Iterable[np.ndarray], fps: float,
+                   reference: np.ndarray | list[np.ndarray] | None) -> tuple[Iterator[np.ndarray], float, dict]:
     """``modes.transform`` with the spec's settings; its errors name this API's fields."""
     try:
         return transform(

@@ -10,6 +10,7 @@ import numpy as np
 from studio.genius.v2v.primitives import Frames, blend, gray, noise_sigma, to_uint8, warp
 from studio.vision.flow import Flow
 
+
 def temporal_smooth(
     frames: Frames,
     strength: float,

@@ -13,6 +13,7 @@ from studio.genius.v2v.primitives import Frames, per_channel, to_uint8
 MAX_UPSCALE = 4.0
 MAX_SIDE = 4096
 
+
 def edge_sharpen(image: np.ndarray, amount: float, sigma: float) -> np.ndarray:
     """Unsharp mask weighted by edge strength, so flat areas (and their noise) stay untouched.
 
