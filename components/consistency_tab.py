@@ -1,7 +1,7 @@
 """The Consistency tab: register entities from reference images, then track them in a video.
 
-A thin adapter over ``studio.genius.consistency`` (``entities``, ``submit``) (api names ``/register_entity``,
-``/list_entities``, ``/track``). Each UI visitor's entities are its own (``components.session``),
+A thin adapter over ``studio.genius.consistency.entities`` and ``.submit`` (api names
+``/register_entity``, ``/list_entities``, ``/track``). Each UI visitor's entities are its own (``components.session``),
 apart from every other visitor's and every API key's.
 """
 

@@ -38,11 +38,11 @@ from studio.genius.edit_submit import estimate_seconds, new_inputs
 from studio.genius.scene.schema import (
     SCENE_KIND,
     MorphSettings,
+    PlannedTransition,
     SceneEditRequest,
     SceneEditResponse,
     SceneShotSpec,
     SceneSpec,
-    PlannedTransition,
     StoredTransition,
 )
 from studio.genius.scene.shot import REFERENCE_NAME, vace_spec
