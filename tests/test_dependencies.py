@@ -163,16 +163,16 @@ def test_cancelling_the_scene_cancels_its_shots_and_ends_the_stitch(settings):
 
 
 def test_a_failed_shot_fails_the_scene_edit(settings, monkeypatch):
-    import studio.jobs.worker as worker_module
+    import studio.jobs.generation as generation_module
 
-    real_run = worker_module.run_group
+    real_run = generation_module.run_group
 
     def failing(model, plans, *args, **kwargs):
         if plans[0].prompt.startswith("shot number 0"):
             raise RuntimeError("boom")
         return real_run(model, plans, *args, **kwargs)
 
-    monkeypatch.setattr(worker_module, "run_group", failing)
+    monkeypatch.setattr(generation_module, "run_group", failing)
     studio = Studio(settings)
     try:
         reply = scene_edit(studio)
