@@ -14,30 +14,35 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from sqlalchemy import Connection, and_, exists, insert, literal_column, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, insert, literal_column, or_, select, update
 
 from studio.db.schema import tasks, webhook_outbox
 
 WEBHOOK_MAX_ATTEMPTS = 8
+
+# Run for every lifecycle event: built once (building a statement costs more than running it).
+_RECEIVER = select(tasks.c.owner, tasks.c.webhook_url).where(tasks.c.id == bindparam("task_id"))
+_GONE = select(1).where(webhook_outbox.c.task_id == bindparam("task_id"), webhook_outbox.c.url == bindparam("url"),
+                        webhook_outbox.c.status == "gone")
+_INSERT = insert(webhook_outbox)
 
 
 def queue_webhook(db: Connection, task_id: str, event: str, data: dict[str, Any], max_attempts: int,
                   now: float) -> None:
     """Queue ``event`` for the task's ``webhook_url`` (nothing when it has none, or when the
     receiver answered 410 Gone for this task)."""
-    row = db.execute(select(tasks.c.owner, tasks.c.webhook_url).where(tasks.c.id == task_id)).first()
+    row = db.execute(_RECEIVER, {"task_id": task_id}).first()
     if row is None or not row.webhook_url:
         return
-    if db.execute(select(1).where(webhook_outbox.c.task_id == task_id, webhook_outbox.c.url == row.webhook_url,
-                                  webhook_outbox.c.status == "gone")).first():
+    if db.execute(_GONE, {"task_id": task_id, "url": row.webhook_url}).first():
         return  # the receiver answered 410 Gone for this task: it wants nothing more
     payload = {"event": event, "task_id": task_id,
                "timestamp": datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                "data": {k: v for k, v in data.items() if v is not None}}
-    db.execute(insert(webhook_outbox).values(
-        id="msg_" + uuid.uuid4().hex, task_id=task_id, owner=row.owner, url=row.webhook_url, event=event,
-        payload=json.dumps(payload, separators=(",", ":")), status="pending", max_attempts=max_attempts,
-        next_attempt_at=now, created_at=now))
+    db.execute(_INSERT, {
+        "id": "msg_" + uuid.uuid4().hex, "task_id": task_id, "owner": row.owner, "url": row.webhook_url,
+        "event": event, "payload": json.dumps(payload, separators=(",", ":")), "status": "pending",
+        "max_attempts": max_attempts, "next_attempt_at": now, "created_at": now})
 
 
 def claim_due(db: Connection, limit: int, accept: Callable[[dict[str, Any]], bool] | None,

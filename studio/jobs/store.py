@@ -11,13 +11,13 @@ dependants end ``failed`` with ``DependencyFailed`` in the same transaction, rec
 with its ``task.failed`` event and webhook; the detail names the dependency and how it ended.
 
 The tables are ``studio.db.schema``'s; the claim order is ``studio.jobs.queue_order``, the
-webhook outbox ``studio.jobs.outbox``, the decoded row ``studio.jobs.task_row`` (its names are
-re-exported here). Every write is one ``BEGIN IMMEDIATE`` transaction (``Database.transaction``).
+webhook outbox ``studio.jobs.outbox``, idempotency keys ``studio.jobs.idempotency_keys``, the
+decoded row ``studio.jobs.task_row`` (its names are re-exported here). Every write is one
+``BEGIN IMMEDIATE`` transaction (``Database.transaction``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -26,14 +26,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from sqlalchemy import Connection, Row, delete, func, insert, literal_column, select, update
+from sqlalchemy import Connection, Row, bindparam, func, insert, literal_column, select, update
 
 from studio.db import Database
-from studio.db.schema import batches, events, idempotency, task_dependencies, tasks, timings
-from studio.errors import IdempotencyConflict, InvalidRequest
-from studio.jobs import outbox, queue_order
+from studio.db.schema import batches, events, task_dependencies, tasks, timings
+from studio.errors import InvalidRequest
+from studio.jobs import idempotency_keys, outbox, queue_order
+from studio.jobs.idempotency_keys import IDEMPOTENCY_TTL_SECONDS
 from studio.jobs.outbox import WEBHOOK_MAX_ATTEMPTS
-from studio.jobs.queue_order import AGE_BOOST_SECONDS, effective_priority, ready, ui_class
+from studio.jobs.queue_order import AGE_BOOST_SECONDS, NEXT_TO_CLAIM, PENDING_READY
 from studio.jobs.task_row import (ALL_STATUSES, CANCELLED, COMPLETED, DEPENDENCY_FAILED, ENCODING, FAILED,
                                   GENERATING, LOADING_MODEL, PENDING, RUNNING_STATUSES, TERMINAL_STATUSES, Task,
                                   row_to_task)
@@ -42,8 +43,18 @@ __all__ = ["PENDING", "LOADING_MODEL", "GENERATING", "ENCODING", "COMPLETED", "F
            "RUNNING_STATUSES", "TERMINAL_STATUSES", "ALL_STATUSES", "DEPENDENCY_FAILED", "AGE_BOOST_SECONDS",
            "IDEMPOTENCY_TTL_SECONDS", "WEBHOOK_MAX_ATTEMPTS", "Task", "TaskStore"]
 
-IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 _UNFINISHED = (PENDING, *RUNNING_STATUSES)
+
+# The statements of the hot paths (every step, every status poll, every event), built once:
+# building a Core statement costs more than SQLite takes to run it.
+_GET = select(tasks).where(tasks.c.id == bindparam("task_id"))
+_UPDATE_TASK = update(tasks).where(tasks.c.id == bindparam("task_id"))  # SET: the columns given
+_INSERT_EVENT = insert(events)
+_EVENTS = (select(events.c.type, events.c.data, events.c.created_at).where(events.c.task_id == bindparam("task_id"))
+           .order_by(events.c.id))
+_UNFINISHED_COUNT = select(func.count()).select_from(tasks).where(tasks.c.status.in_(_UNFINISHED))
+_TIMING = select(timings.c.value, timings.c.samples).where(timings.c.model == bindparam("model"),
+                                                           timings.c.name == bindparam("name"))
 
 
 class TaskStore:
@@ -95,7 +106,7 @@ class TaskStore:
         """Record a lifecycle event and, in the same transaction, queue its webhook (if the
         task has a ``webhook_url``): the event and its delivery can never disagree."""
         now = time.time()
-        db.execute(insert(events).values(task_id=task_id, type=type_, data=json.dumps(data), created_at=now))
+        db.execute(_INSERT_EVENT, {"task_id": task_id, "type": type_, "data": json.dumps(data), "created_at": now})
         # The seed's webhook events have no task.cancelled: a cancel is a failure with that status.
         event = "task.failed" if type_ == "task.cancelled" else type_
         outbox.queue_webhook(db, task_id, event, data, max_attempts=WEBHOOK_MAX_ATTEMPTS, now=now)
@@ -123,9 +134,9 @@ class TaskStore:
         body = json.dumps(idempotency_body if idempotency_body is not None else request, sort_keys=True)
         with self._transaction() as db:
             if idempotency_key is not None:
-                existing = _idempotent_task(db, owner, idempotency_key, body, now)
+                existing = idempotency_keys.earlier_task(db, owner, idempotency_key, body, now)
                 if existing is not None:
-                    return row_to_task(db.execute(select(tasks).where(tasks.c.id == existing)).one()), False
+                    return row_to_task(db.execute(_GET, {"task_id": existing}).one()), False
             parents = _known_dependencies(db, depends_on or [], owner)
             task_id = self._insert_task(db, kind, request, priority, estimated_seconds, owner, webhook_url, None, now)
             if parents:
@@ -135,7 +146,7 @@ class TaskStore:
             if ended is not None:
                 self._fail_dependant(db, task_id, ended)
             if idempotency_key is not None:
-                _remember_idempotency_key(db, owner, idempotency_key, body, task_id, now)
+                idempotency_keys.remember(db, owner, idempotency_key, body, task_id, now)
         return self.get(task_id), True
 
     def _insert_task(self, db: Connection, kind: str, request: dict[str, Any], priority: int,
@@ -182,7 +193,7 @@ class TaskStore:
         body = json.dumps(batch_request, sort_keys=True)
         with self._transaction() as db:
             if idempotency_key is not None:
-                existing = _idempotent_task(db, owner, idempotency_key, body, now)
+                existing = idempotency_keys.earlier_task(db, owner, idempotency_key, body, now)
                 if existing is not None:
                     return existing, _batch_task_ids(db, existing), False
             batch_id = "batch-" + uuid.uuid4().hex[:16]
@@ -190,7 +201,7 @@ class TaskStore:
             ids = [self._insert_task(db, "t2v", task, priority, estimate, owner, webhook_url, batch_id, now)
                    for task, estimate in zip(tasks, estimates)]
             if idempotency_key is not None:
-                _remember_idempotency_key(db, owner, idempotency_key, body, batch_id, now)
+                idempotency_keys.remember(db, owner, idempotency_key, body, batch_id, now)
         return batch_id, ids, True
 
     def batch(self, batch_id: str) -> tuple[dict[str, Any], list[Task]] | None:
@@ -210,8 +221,8 @@ class TaskStore:
             return []
         claimed = []
         with self._transaction() as db:
-            rows = db.execute(select(tasks).where(tasks.c.batch_id == head.batch_id, tasks.c.status == PENDING,
-                                                  ready()).order_by(tasks.c.seq)).all()
+            rows = db.execute(select(tasks).where(tasks.c.batch_id == head.batch_id, PENDING_READY)
+                              .order_by(tasks.c.seq)).all()
             for row in rows:
                 task = row_to_task(row)
                 if len(claimed) >= limit or not compatible(task):
@@ -221,8 +232,9 @@ class TaskStore:
         return [self.get(t.id) for t in claimed]
 
     def _start(self, db: Connection, task_id: str) -> None:
-        db.execute(update(tasks).where(tasks.c.id == task_id).values(
-            status=LOADING_MODEL, started_at=time.time(), attempt=tasks.c.attempt + 1, current_step="Loading model"))
+        db.execute(_UPDATE_TASK.values(attempt=tasks.c.attempt + 1),
+                   {"task_id": task_id, "status": LOADING_MODEL, "started_at": time.time(),
+                    "current_step": "Loading model"})
         self._add_event(db, task_id, "task.started", {"status": LOADING_MODEL})
 
     def claim_next(self) -> Task | None:
@@ -238,10 +250,7 @@ class TaskStore:
         Only tasks whose dependencies have all completed are claimed (a scene's stitch after its
         shots, whatever their priorities); the alternation is between classes of such tasks."""
         with self._transaction() as db:
-            row = db.execute(
-                select(tasks.c.id, ui_class().label("ui")).where(tasks.c.status == PENDING, ready())
-                .order_by(ui_class() == self._last_claim_ui, effective_priority(time.time()).desc(), tasks.c.seq)
-                .limit(1)).first()
+            row = db.execute(NEXT_TO_CLAIM, {"last_ui": self._last_claim_ui, "now": time.time()}).first()
             if row is None:
                 return None
             self._last_claim_ui = row.ui  # the next claim prefers the other class
@@ -256,11 +265,12 @@ class TaskStore:
     def update_progress(self, task_id: str, progress: float, current_step: str,
                         eta_seconds: float | None, preview_path: str | None = None) -> None:
         """Per-step progress: a plain row update, no event row (live events go through the bus)."""
-        values: dict[str, Any] = {"progress": progress, "current_step": current_step, "eta_seconds": eta_seconds}
+        values: dict[str, Any] = {"task_id": task_id, "progress": progress, "current_step": current_step,
+                                  "eta_seconds": eta_seconds}
         if preview_path is not None:
             values["preview_path"] = preview_path
         with self._reading() as db:
-            db.execute(update(tasks).where(tasks.c.id == task_id).values(**values))
+            db.execute(_UPDATE_TASK, values)
 
     def finish(self, task_id: str, status: str, *, result: dict[str, Any] | None = None,
                error: str | None = None, error_type: str | None = None) -> bool:
@@ -371,7 +381,7 @@ class TaskStore:
 
     def get(self, task_id: str) -> Task | None:
         with self._reading() as db:
-            row = db.execute(select(tasks).where(tasks.c.id == task_id)).first()
+            row = db.execute(_GET, {"task_id": task_id}).first()
         return row_to_task(row) if row else None
 
     def dependencies(self, task_id: str) -> list[str]:
@@ -422,14 +432,12 @@ class TaskStore:
     def queue_depth(self) -> int:
         """Pending and running tasks."""
         with self._reading() as db:
-            return db.execute(select(func.count()).select_from(tasks)
-                              .where(tasks.c.status.in_(_UNFINISHED))).scalar_one()
+            return db.execute(_UNFINISHED_COUNT).scalar_one()
 
     def events(self, task_id: str) -> list[dict[str, Any]]:
         """The persisted lifecycle events of a task, oldest first."""
         with self._reading() as db:
-            rows = db.execute(select(events.c.type, events.c.data, events.c.created_at)
-                              .where(events.c.task_id == task_id).order_by(events.c.id)).all()
+            rows = db.execute(_EVENTS, {"task_id": task_id}).all()
         return [{"type": r.type, "data": json.loads(r.data), "created_at": r.created_at} for r in rows]
 
     def recent_results(self, limit: int = 50) -> list[dict[str, Any]]:
@@ -442,16 +450,15 @@ class TaskStore:
 
     def timing(self, model: str, name: str) -> float | None:
         with self._reading() as db:
-            return db.execute(select(timings.c.value).where(timings.c.model == model,
-                                                            timings.c.name == name)).scalar_one_or_none()
+            row = db.execute(_TIMING, {"model": model, "name": name}).first()
+        return row.value if row else None
 
     def timing_samples(self, model: str, name: str) -> int:
         """How many measurements the moving average ``(model, name)`` folds (0: none). Read on
         the store's own connection pool: task status asks on every poll."""
         with self._reading() as db:
-            samples = db.execute(select(timings.c.samples).where(timings.c.model == model,
-                                                                 timings.c.name == name)).scalar_one_or_none()
-        return int(samples or 0)
+            row = db.execute(_TIMING, {"model": model, "name": name}).first()
+        return int(row.samples) if row else 0
 
 
 # -- helpers used inside transactions -------------------------------------------------------
@@ -465,10 +472,6 @@ def _batch_task_ids(db: Connection, batch_id: str) -> list[str]:
     return list(db.execute(select(tasks.c.id).where(tasks.c.batch_id == batch_id).order_by(tasks.c.seq)).scalars())
 
 
-def _hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def _known_dependencies(db: Connection, ids: list[str], owner: str) -> list[Row]:
     """The rows of ``ids`` (deduplicated, in order), refusing an unknown or another owner's id
     with the same words, so nobody learns whether another owner's task exists."""
@@ -479,21 +482,3 @@ def _known_dependencies(db: Connection, ids: list[str], owner: str) -> list[Row]
             raise InvalidRequest(f"depends_on: no task with id {str(task_id)[:64]!r}")
         rows.append(row)
     return rows
-
-
-def _idempotent_task(db: Connection, owner: str, key: str, body: str, now: float) -> str | None:
-    """The task an earlier request with this key created, or None if the key is new (or expired)."""
-    db.execute(delete(idempotency).where(idempotency.c.created_at < now - IDEMPOTENCY_TTL_SECONDS))
-    row = db.execute(select(idempotency.c.request_hash, idempotency.c.task_id)
-                     .where(idempotency.c.owner == owner, idempotency.c.key == key)).first()
-    if row is None:
-        return None
-    if row.request_hash != _hash(body):
-        raise IdempotencyConflict(
-            "this Idempotency-Key was already used with a different request body; use a new key")
-    return row.task_id
-
-
-def _remember_idempotency_key(db: Connection, owner: str, key: str, body: str, task_id: str, now: float) -> None:
-    db.execute(insert(idempotency).values(owner=owner, key=key, request_hash=_hash(body), task_id=task_id,
-                                          created_at=now))
