@@ -161,20 +161,6 @@ class Studio:
                                      "retry later")
         self.storage.require_space()
 
-    def submit_edit(self, kind: str, request: dict, owner: str, estimate: float,
-                    depends_on: list[str] | None = None) -> SubmitResponse:
-        """Store a video-side genius task (``studio.engine.edit``) whose inputs the feature has
-        validated and stored, and queue it; with ``depends_on`` (the owner's task ids) it starts
-        only once those have completed (a scene's stitch after its shots)."""
-        self.refuse_new_work()
-        task, _ = self.store.create_task(kind, request, priority=generate.NORMAL_PRIORITY,
-                                         estimated_seconds=round(estimate, 2), owner=owner, depends_on=depends_on)
-        reply = SubmitResponse(task_id=task.id, status=task.status, message=f"{kind} task queued for processing",
-                               estimated_time_seconds=round(self.queue_wait(task.id) + estimate, 2),
-                               queue_position=self.store.queue_position(task.id))
-        self.worker.wake()
-        return reply
-
     def submit_spec(self, spec: TaskSpec, owner: str, estimate: float,
                     depends_on: list[str] | None = None) -> SubmitResponse:
         """Store a feature's typed task spec (``studio.engine.spec``) as a task and queue it; with
@@ -251,7 +237,7 @@ class Studio:
             queue_position=self.store.queue_position(task.id),
             error=task.error,
             error_type=task.error_type,
-            **self.estimator.status_basis(task, SPECS.of(task) if task.kind in SPECS.kinds else None),
+            **self.estimator.status_basis(task, SPECS.of(task)),
         )
 
     def _scene_progress(self, task: Task) -> tuple[float, str]:

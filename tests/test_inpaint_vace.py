@@ -124,8 +124,8 @@ def vace_job(tmp_path_factory):
                 job.check(progress[0] + (progress[1] - progress[0]) * (index + 1) / expected, message)
             return _Written(len(written), fps, *written[0].shape[1::-1])
 
-        job = EditJob("t", "inpaint", request, root, root / "out.mp4", root / "out.jpg", hooks, root / source_name,
-                      models=cache, spec=InpaintSpec(**request))
+        job = EditJob("t", "inpaint", InpaintSpec(**request), root, root / "out.mp4", root / "out.jpg", hooks,
+                      root / source_name, models=cache)
         regions = []
 
         def region(*args):  # the region the run used (GrabCut is randomised: a recomputation may differ)

@@ -4,15 +4,17 @@ Lip-sync, inpainting, V2V, consistency tracking and scene edits are tasks like a
 a row in the store before the reply, run by the worker under the GPU lock, ending in an H.264
 mp4 + thumbnail + result row, with progress, cancellation and the same error handling.
 
-A feature contributes two things, in ``studio/genius/<feature>_task.py``:
+A feature (``studio/genius/<feature>/``) contributes two things:
 
-- ``submit(studio, body, owner, upload=None) -> SubmitResponse``: validate, resolve the source
-  video (a completed task of the caller's, or an uploaded file), fetch URL inputs through the
-  guarded fetcher, store what the run needs under an inputs folder, and queue the task;
-- ``run(job: EditJob) -> EditOutcome``: the work, writing frames through ``write_video``.
+- a ``submit`` (``submit.py``): validate the request, resolve the source video (a completed
+  task of the caller's, or an uploaded file), fetch URL inputs through the guarded fetcher,
+  store what the run needs under an inputs folder, and queue its typed spec (an ``EditSpec``
+  subclass, ``studio.engine.spec``);
+- a ``run(job: EditJob) -> EditOutcome`` (``run.py``): the work, reading ``job.spec`` and
+  writing frames through ``write_video``.
 
-The service (``studio.core.Studio``, the composition root of the core) hands the worker a
-``{kind: run}`` table of the features it serves; nothing is looked up by module name.
+The composition root (``studio.core``) hands the worker a ``{kind: run}`` table and the spec
+registry; nothing is looked up by module name.
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ import cv2
 import numpy as np
 
 from studio.engine.run import DEFAULT_ADVICE, ModelRun, model_run
+from studio.engine.spec import EditSpec, SourceVideo
 from studio.errors import InvalidRequest
 from studio.media.video import Mp4Writer, VideoInfo, fit_width, probe_video, read_frames, write_jpeg
 
 if TYPE_CHECKING:
-    from studio.engine.spec import EditSpec
     from studio.jobs.store import Task, TaskStore
     from studio.media.paths import MediaPaths
     from studio.models.loader import ModelCache
@@ -61,11 +63,11 @@ class EditHooks(Protocol):
 
 @dataclass
 class EditJob:
-    """What a feature's ``run`` gets: its request, its inputs, where to write, and hooks."""
+    """What a feature's ``run`` gets: its typed spec, its inputs, where to write, and hooks."""
 
     task_id: str
     kind: str
-    request: dict
+    spec: EditSpec  # what the submit stored (the feature's spec class, studio.engine.spec)
     inputs: Path  # folder holding this task's stored inputs (source video, fetched media)
     video_path: Path
     thumbnail_path: Path
@@ -74,7 +76,6 @@ class EditJob:
     paths: "MediaPaths | None" = None  # other tasks' media (a scene's shots)
     store: "TaskStore | None" = None  # other tasks' rows (a scene's shots)
     models: "ModelCache | None" = None  # the worker's loaded pipelines, for a feature's model path
-    spec: "EditSpec | None" = None  # the task's typed spec (studio.engine.spec), for kinds that have one
     progress: float = field(default=0.0, init=False)  # the furthest fraction reported
 
     def source_info(self) -> VideoInfo:
@@ -191,8 +192,9 @@ def inputs_folder(studio_data_dir: Path, inputs_id: str) -> Path:
     return studio_data_dir / "inputs" / inputs_id
 
 
-def source_path(studio_paths, folder: Path, source: dict) -> Path:
-    return studio_paths.video(source["task_id"]) if "task_id" in source else folder / source["upload"]
+def source_path(paths: "MediaPaths", folder: Path, source: SourceVideo) -> Path:
+    """Where an edit's input video is: the source task's video, or the upload in its inputs folder."""
+    return paths.video(source.task_id) if source.task_id else folder / source.upload
 
 
 def timing_key(kind: str, path: str) -> str:
@@ -204,20 +206,14 @@ def timing_key(kind: str, path: str) -> str:
 EditRunner = Callable[[EditJob], EditOutcome]  # a feature's ``run``: registered by kind by the service
 
 
-def run_edit(task: "Task", run: EditRunner, data_dir: Path, paths: "MediaPaths", hooks: EditHooks,
-             store: "TaskStore | None" = None, models: "ModelCache | None" = None,
-             spec: "EditSpec | None" = None) -> tuple[dict, float]:
-    """Run an edit task with its feature's ``run`` to completion; returns its result row and its
-    frames-per-second cost. ``spec``: the task's typed spec (the worker loads it by kind)."""
-    request = task.request
-    if spec is not None:
-        folder = inputs_folder(data_dir, spec.inputs_id) if spec.inputs_id else data_dir
-        source = spec.source.model_dump(exclude_none=True) if spec.source else None
-    else:
-        folder = inputs_folder(data_dir, request["inputs_id"]) if "inputs_id" in request else data_dir
-        source = request.get("source")
-    job = EditJob(task.id, task.kind, request, folder, paths.video(task.id), paths.thumbnail(task.id), hooks,
-                  source_path(paths, folder, source) if source else None, paths, store, models, spec)
+def run_edit(task: "Task", spec: EditSpec, run: EditRunner, data_dir: Path, paths: "MediaPaths", hooks: EditHooks,
+             store: "TaskStore | None" = None, models: "ModelCache | None" = None) -> tuple[dict, float]:
+    """Run an edit task (its typed ``spec``, loaded by the worker) with its feature's ``run`` to
+    completion; returns its result row and its frames-per-second cost."""
+    folder = inputs_folder(data_dir, spec.inputs_id) if spec.inputs_id else data_dir
+    source = spec.source
+    job = EditJob(task.id, task.kind, spec, folder, paths.video(task.id), paths.thumbnail(task.id), hooks,
+                  source_path(paths, folder, source) if source else None, paths, store, models)
     started = time.perf_counter()
     outcome = run(job)
     seconds = time.perf_counter() - started
@@ -231,7 +227,7 @@ def run_edit(task: "Task", run: EditRunner, data_dir: Path, paths: "MediaPaths",
             "feature": task.kind,
             "path": outcome.path,
             "method": outcome.method,
-            "source": source,
+            "source": source.model_dump(exclude_none=True) if source else None,
             "fps": video.fps,
             "frames": video.frames,
             "width": video.width,

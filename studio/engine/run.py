@@ -37,9 +37,10 @@ def seeded_generator(seed: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(seed)
 
 
-def untrained_note(model_id: str) -> str:
-    """The note every result made by an untrained offline model carries."""
-    return f"{model_id} is an untrained offline model: its output is noise-like by design"
+def untrained_note(model_id: str, what: str = "its output is") -> str:
+    """The note every result made by an untrained offline model carries; ``what`` names the part
+    it made when that is not the whole output (e.g. "its morph frames are")."""
+    return f"{model_id} is an untrained offline model: {what} noise-like by design"
 
 
 @dataclass

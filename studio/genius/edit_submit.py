@@ -19,6 +19,7 @@ from studio.engine.edit import (
     SOURCE_NAME,
     timing_key,
 )
+from studio.engine.spec import SourceVideo
 from studio.errors import InvalidRequest, TaskNotReady
 from studio.media.inputs import check_upload_type
 from studio.media.video import VideoInfo, probe_video
@@ -36,7 +37,7 @@ def new_inputs(services: "FeatureServices") -> tuple[str, Path]:
 
 
 def store_source(services: "FeatureServices", owner: str, folder: Path, task_id: str | None, upload: Path | None,
-                 field_name: str = "task_id") -> dict:
+                 field_name: str = "task_id") -> SourceVideo:
     """Resolve the input video of an edit: a completed task of ``owner``'s, or an uploaded file
     (copied into ``folder`` so it outlives the upload). Returns the stored description."""
     if task_id:
@@ -44,12 +45,12 @@ def store_source(services: "FeatureServices", owner: str, folder: Path, task_id:
         if not task.is_completed or not services.paths.video(task.id).is_file():
             raise TaskNotReady(f"{field_name}: task {task.id} is {task.status}; its video is not ready")
         info = probe_video(services.paths.video(task.id))
-        return {"task_id": task.id, **_info(info)}
+        return SourceVideo(task_id=task.id, **_info(info))
     if upload is not None:
         check_upload_type(Path(upload), "video")
         info = probe_video(Path(upload), MAX_SOURCE_FRAMES)
         shutil.copyfile(upload, folder / SOURCE_NAME)
-        return {"upload": SOURCE_NAME, **_info(info)}
+        return SourceVideo(upload=SOURCE_NAME, **_info(info))
     raise InvalidRequest(f"{field_name}: give the id of a completed task, or upload a video")
 
 

@@ -208,9 +208,8 @@ class Worker:
         try:
             self.store.set_status(task.id, st.GENERATING, "Starting")
             with GPU_LOCK:
-                spec = self.specs.of(task) if task.kind in self.specs.kinds else None
-                result, seconds_per_frame = run_edit(task, self._edit_runner(task.kind), self.data_dir, self.paths,
-                                                     hooks, self.store, self.models, spec)
+                result, seconds_per_frame = run_edit(task, self.specs.of(task), self._edit_runner(task.kind),
+                                                     self.data_dir, self.paths, hooks, self.store, self.models)
             self.store.record_timing(timing_key(task.kind, result["metadata"]["path"]), FRAME_RATE, seconds_per_frame)
             if self.store.finish(task.id, st.COMPLETED, result=result):
                 self._generation_done(task, True)

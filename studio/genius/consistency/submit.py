@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from studio.engine.spec import SourceVideo
 from studio.errors import ModelUnavailable
 from studio.genius.consistency.entities import entities_to_track
 from studio.genius.consistency.schema import KIND, MAX_TRACKED, ConsistencySpec, StoredEntity, TrackRequest
@@ -39,7 +38,7 @@ def submit(services: "FeatureServices", entities: "EntityStore", request: TrackR
         if reason is not None:  # before anything is stored
             raise ModelUnavailable(f"appearance_model: {reason}")
     inputs_id, folder = new_inputs(services)
-    source = SourceVideo(**store_source(services, owner, folder, task_id, upload))
+    source = store_source(services, owner, folder, task_id, upload)
     stored_entities = []
     for index, (info, png) in enumerate(chosen):
         name = f"entity-{index}.png"

@@ -17,7 +17,6 @@ import numpy as np
 from studio.engine.edit import store_image
 from studio.engine.plan import ASPECT
 from studio.engine.request import seed_or_random
-from studio.engine.spec import SourceVideo
 from studio.errors import InvalidRequest, ModelUnavailable
 from studio.genius.edit_submit import estimate_seconds, new_inputs, store_source
 from studio.genius.inpaint.checks import validate_bbox, validate_feather_radius
@@ -44,7 +43,7 @@ def submit(services: "FeatureServices", request: InpaintRequest, owner: str,
                         model_available=request.use_model)
     vace = _vace_model(request) if path == "model" else None
     inputs_id, folder = new_inputs(services)
-    source = SourceVideo(**store_source(services, owner, folder, request.task_id, upload))
+    source = store_source(services, owner, folder, request.task_id, upload)
     if source.frames > MAX_FRAMES:
         raise InvalidRequest(f"task_id: the video has {source.frames} frames; inpainting takes at most {MAX_FRAMES}")
     shape = (source.height, source.width, 3)

@@ -38,6 +38,7 @@ import numpy as np
 from studio.engine import vace
 from studio.engine.edit import EditJob, EditOutcome, write_video
 from studio.engine.request import NEGATIVE_PROMPT
+from studio.engine.run import untrained_note
 from studio.engine.text_cache import encode_prompt_embeds
 from studio.genius.inpaint.background import segment_foreground
 from studio.genius.inpaint.masks import MASK_DILATION_PX, make_masks
@@ -130,7 +131,7 @@ def run_model(job: EditJob, frames: list[np.ndarray], fps: float, reference: np.
                "memory_profile": model.memory_profile, **painted_region.details}
     notes = []
     if not model_spec.trained:
-        notes.append(f"{model_spec.id} is an untrained offline model: what it paints is noise-like by design")
+        notes.append(untrained_note(model_spec.id, "what it paints is"))
     if (gw, gh) != (cw, ch):
         notes.append(f"the model ran at {gw}x{gh} ({model_spec.id}'s size grid and native area) and its output was "
                      f"resized to {cw}x{ch}; only the masked region is taken from it, every other pixel is the "

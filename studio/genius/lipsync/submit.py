@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from studio.engine.animate import animate_spec
 from studio.engine.request import seed_or_random
-from studio.engine.spec import SourceVideo
 from studio.errors import InvalidRequest
 from studio.genius.edit_submit import estimate_seconds, new_inputs, store_source
 from studio.genius.lipsync import animate as lipsync_animate
@@ -52,7 +51,7 @@ def submit(services: "FeatureServices", request: LipSyncRequest, owner: str,
         raise InvalidMedia(f"{field_name}: the audio is empty")
     probe_audio(audio, field_name)  # what the run could not decode is refused now, not after the queue
     inputs_id, folder = new_inputs(services)
-    source = SourceVideo(**store_source(services, owner, folder, request.task_id, upload))
+    source = store_source(services, owner, folder, request.task_id, upload)
     frames_out = max(1, round(seconds * source.fps))
     if model is not None:
         lipsync_animate.check_length(frames_out, field_name)

@@ -29,10 +29,11 @@ import numpy as np
 
 from studio.engine.edit import EditJob
 from studio.engine.plan import generation_size
+from studio.engine.run import seeded_generator
 from studio.engine.text_cache import encode_prompt_embeds
 from studio.engine.vace import GREY
+from studio.engine.windows import four_k_plus_1
 from studio.genius.scene.schema import MorphSettings
-from studio.genius.scene.shot import generator
 from studio.media.video import resize
 from studio.models.catalog import ModelSpec, get_spec
 
@@ -48,7 +49,7 @@ def morph_method(spec: ModelSpec) -> str:
 def flf_length(n: int, max_frames: int) -> int:
     """Frames the model generates for an overlap of ``n``: the smallest ``4j + 1 >= n + 2``
     (the two known frames and ``n`` between), at most ``max_frames``."""
-    return min(4 * math.ceil((n + 1) / 4) + 1, max_frames)
+    return min(four_k_plus_1(n + 2), max_frames)
 
 
 def flf_picks(n: int, k: int) -> list[int]:
@@ -99,7 +100,7 @@ def generate_morphs(job: EditJob, shots: list[list[np.ndarray]], boundaries: lis
                     ends = {"video": [first, *[grey] * (k - 2), last], "mask": [known, *[unknown] * (k - 2), known]}
                 frames = pipe(prompt_embeds=encode_prompt_embeds(pipe, prompt), negative_prompt_embeds=negative,
                               **ends, height=gh, width=gw, num_frames=k, num_inference_steps=steps,
-                              guidance_scale=guidance, generator=generator(seed), output_type="np",
+                              guidance_scale=guidance, generator=seeded_generator(seed), output_type="np",
                               callback_on_step_end=on_step).frames[0]
                 picks = flf_picks(n, k)
                 middle = [resize(np.clip(np.rint(frames[j] * 255), 0, 255).astype(np.uint8), width, height)

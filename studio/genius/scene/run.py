@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from studio.engine.edit import EditJob, EditOutcome, write_video
+from studio.engine.run import untrained_note
 from studio.errors import StudioError
 from studio.genius.scene.model_morph import FLOW_MORPH, generate_morphs, morph_method
 from studio.genius.scene.schema import SCENE_KIND, SceneSpec
@@ -67,7 +68,7 @@ def run(job: EditJob) -> EditOutcome:
         notes.append(REFERENCE_CONDITIONED_NOTE.format(model=reference_model) if reference_model
                      else REFERENCE_CONDITIONING_NOTE)
     if generated and not get_spec(morph_model).trained:
-        notes.append(f"{morph_model} is an untrained offline model: its morph frames are noise-like by design")
+        notes.append(untrained_note(morph_model, "its morph frames are"))
     details = {"total_scenes": len(shots), "total_duration_seconds": round(rendered["total_duration_seconds"], 3),
                "total_frames": rendered["total_frames"],
                "scenes": [{**entry, "task_id": shot_id} for entry, shot_id in zip(rendered["scenes"], scene.shots)],

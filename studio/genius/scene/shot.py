@@ -26,6 +26,7 @@ import numpy as np
 
 from studio.engine.edit import EditJob, EditOutcome, write_video
 from studio.engine.plan import GenerationPlan, make_plan
+from studio.engine.run import seeded_generator
 from studio.engine.text_cache import encode_prompt_embeds
 from studio.genius.scene.schema import SHOT_KIND, SceneShotSpec
 from studio.media.video import resize
@@ -44,11 +45,6 @@ def vace_spec(model: str | None, what: str) -> ModelSpec:
     return runnable_spec("vace", model, what)
 
 
-def generator(seed: int):
-    """A CPU random generator seeded with ``seed`` (the same noise on any device)."""
-    import torch
-
-    return torch.Generator(device="cpu").manual_seed(seed)
 
 
 def shot_plan(spec: SceneShotSpec) -> GenerationPlan:
@@ -80,7 +76,7 @@ def run(job: EditJob) -> EditOutcome:
                        negative_prompt_embeds=encode_prompt_embeds(pipe, plan.negative_prompt) if guided else None,
                        reference_images=[Image.fromarray(reference)], height=plan.gen_height, width=plan.gen_width,
                        num_frames=plan.gen_frames, num_inference_steps=steps, guidance_scale=plan.guidance_scale,
-                       generator=generator(plan.seed), output_type="np", callback_on_step_end=on_step).frames[0]
+                       generator=seeded_generator(plan.seed), output_type="np", callback_on_step_end=on_step).frames[0]
     model = running.model
 
     def resampled(generated: list[np.ndarray]) -> Iterator[np.ndarray]:

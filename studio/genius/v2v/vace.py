@@ -28,6 +28,7 @@ import numpy as np
 from studio.engine import vace
 from studio.engine.edit import EditJob, EditOutcome, store_image, write_video
 from studio.engine.request import NEGATIVE_PROMPT, seed_or_random
+from studio.engine.run import untrained_note
 from studio.engine.text_cache import encode_prompt_embeds
 from studio.errors import InvalidRequest
 from studio.genius.edit_submit import estimate_seconds, new_inputs, store_source
@@ -51,7 +52,7 @@ def submit(services: "FeatureServices", request: V2VRequest, owner: str,
     inputs_id, folder = new_inputs(services)
     try:
         source = store_source(services, owner, folder, request.source_task_id, upload, field_name="source_task_id")
-        if source["frames"] > MAX_FRAMES:
+        if source.frames > MAX_FRAMES:
             raise InvalidRequest(f"source_task_id: this model path takes at most {MAX_FRAMES} frames, the source has "
                                  f"{source['frames']}")
         store_image(folder, REFERENCE_IMAGE, reference)
@@ -109,7 +110,7 @@ def run(job: EditJob, spec: V2VSpec) -> EditOutcome:
         details["luminance"] = "source"
     notes = []
     if not catalog.trained:
-        notes.append(f"{catalog.id} is an untrained offline model: its output is noise-like by design")
+        notes.append(untrained_note(catalog.id))
     if tuple(windows.size) != (info.width, info.height):
         notes.append(f"frames were generated at {windows.size[0]}x{windows.size[1]} ({catalog.id}'s generation "
                      f"size) and resized to {info.width}x{info.height}")

@@ -35,6 +35,7 @@ from PIL import Image
 from studio.engine.edit import EditJob, EditOutcome, source_path, write_video
 from studio.engine.plan import generation_size
 from studio.engine.request import NEGATIVE_PROMPT, seed_or_random
+from studio.engine.run import seeded_generator, untrained_note
 from studio.engine.text_cache import MAX_SEQUENCE_LENGTH
 from studio.engine.windows import crossfade, four_k_plus_1, sliding_windows, window_count
 from studio.errors import InvalidRequest, ModelUnavailable
@@ -158,7 +159,7 @@ def run(job: EditJob, spec: V2VSpec) -> EditOutcome:
                 prompt=spec.prompt, negative_prompt=spec.negative_prompt,
                 do_classifier_free_guidance=guidance > 1.0, max_sequence_length=MAX_SEQUENCE_LENGTH,
                 device=loaded.pipe._execution_device)
-        generator = torch.Generator(device="cpu").manual_seed(spec.seed)
+        generator = seeded_generator(spec.seed)
         counters = {"windows": 0, "steps": 0}
         frames = _model_frames(job, spec, pipe, texts, model, info, size, generator, counters)
         audio = job.source if info.has_audio else None
@@ -181,7 +182,7 @@ def run(job: EditJob, spec: V2VSpec) -> EditOutcome:
         details["luminance"] = "source"
     notes = []
     if not model.trained:
-        notes.append(f"{model.id} is an untrained offline model: its output is noise-like by design")
+        notes.append(untrained_note(model.id))
     if size != (info.width, info.height):
         notes.append(f"frames were resized to {size[0]}x{size[1]} ({model.id}'s generation size) and the output "
                      f"back to {info.width}x{info.height}")
