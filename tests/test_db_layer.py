@@ -259,16 +259,33 @@ def _postgres_up() -> bool:
 
 
 @pytest.mark.skipif(not _postgres_up(), reason="no PostgreSQL on 127.0.0.1:5432 or no psycopg driver")
-def test_the_task_store_runs_on_postgresql():
-    database = Database("postgresql+psycopg://postgres@127.0.0.1:5432/test")
+def test_the_stores_run_on_postgresql():
+    """The same migrations and queries on PostgreSQL (database ``test``, a schema of its own)."""
+    url = "postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3Dstudio_db_test"
+    database = Database(url)
     try:
         with database.transaction() as db:
-            db.exec_driver_sql("DROP SCHEMA public CASCADE")
-            db.exec_driver_sql("CREATE SCHEMA public")
+            db.exec_driver_sql("DROP SCHEMA IF EXISTS studio_db_test CASCADE")
+            db.exec_driver_sql("CREATE SCHEMA studio_db_test")
         database.migrate()
         store = TaskStore(database)
-        task, _ = store.create_task("t2v", {"prompt": "x"}, owner="key-1")
-        assert store.queue_position(task.id) == 1 and store.claim_next().id == task.id
-        assert store.finish(task.id, st.COMPLETED, result={"ok": True}) and store.get(task.id).result == {"ok": True}
+        keyed, _ = store.create_task("t2v", {"prompt": "x"}, owner="key-1", webhook_url="https://example.com/h")
+        ui, _ = store.create_task("t2v", {"prompt": "y"}, owner="ui:abc", depends_on=None)
+        assert {store.queue_position(keyed.id), store.queue_position(ui.id)} == {1, 2}
+        assert store.claim_next().id == keyed.id and store.finish(keyed.id, st.COMPLETED, result={"ok": True})
+        assert store.get(keyed.id).result == {"ok": True} and store.queue_position(ui.id) == 1
+        deliveries = store.claim_due_webhooks()
+        assert [d["event"] for d in deliveries] == ["task.created"]  # the rest wait for it, in order
+        key = KeyStore(database).create("pg")
+        assert KeyStore(database).lookup(key.key).id == key.record.id
+        entities = EntityStore(database)
+        entities.add("key-1", "hero", "person", (8, 8), b"png")
+        assert entities.images("key-1", ["hero"])[0][1] == b"png"
+        monitor = SlaMonitor(database, gpu_memory=lambda: 0)
+        monitor.start(background=False)
+        assert monitor.ledger.details()["runs"] == 1
+        monitor.stop()
     finally:
+        with database.transaction() as db:
+            db.exec_driver_sql("DROP SCHEMA IF EXISTS studio_db_test CASCADE")
         database.dispose()
