@@ -61,6 +61,9 @@ class Database:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.path: Path | None = None  # the SQLite file, None for other databases and ":memory:"
         self.engine: Engine = self._create_engine()
+        # The same pool, for statements that commit one by one (see ``connect``).
+        self._autocommit = self.engine.execution_options(
+            **({_AUTOCOMMIT: True} if self.is_sqlite else {"isolation_level": "AUTOCOMMIT"}))
 
     @classmethod
     def for_file(cls, path: Path | str) -> "Database":
@@ -114,11 +117,7 @@ class Database:
     def connect(self) -> Iterator[Connection]:
         """A connection whose statements each commit on their own (reads, one-statement writes):
         no transaction is held between them, so no lock either."""
-        with _storage_errors(), self.engine.connect() as connection:
-            if self.is_sqlite:
-                connection.execution_options(**{_AUTOCOMMIT: True})
-            else:
-                connection.execution_options(isolation_level="AUTOCOMMIT")
+        with _storage_errors(), self._autocommit.connect() as connection:
             yield connection
 
     def migrate(self) -> None:
