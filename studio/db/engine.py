@@ -31,7 +31,7 @@ from sqlalchemy.pool import StaticPool
 
 from studio.errors import register_database_errors, storage_fault
 
-__all__ = ["Database", "sqlite_url"]
+__all__ = ["Database", "HeldConnection", "sqlite_url"]
 
 # storage_fault (studio.errors) classifies these without importing a driver itself.
 register_database_errors(sqlite3.Error, sqlite3.OperationalError)
@@ -120,6 +120,10 @@ class Database:
         with _storage_errors(), self._autocommit.connect() as connection:
             yield connection
 
+    def held(self) -> "HeldConnection":
+        """One connection kept for a store that serialises its own use (see ``HeldConnection``)."""
+        return HeldConnection(self)
+
     def migrate(self) -> None:
         """Bring the schema to the newest revision (``alembic upgrade head``), in one transaction.
 
@@ -139,6 +143,63 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection (the stores using this database are done)."""
         self.engine.dispose()
+
+
+class HeldConnection:
+    """One connection kept checked out, for a store that serialises its own use with a lock (the
+    task store: its statements are the hot path of every status poll and denoising step).
+
+    On SQLite a pool checkout (with its events and reset) costs more than the indexed read it
+    serves; keeping one connection halves a single-row read (bench/RESULTS.md, "Re-check after
+    the database layer"), as the store's own connection did before ``studio.db``. Statements
+    commit one by one (``connect``) unless inside ``transaction`` (``BEGIN IMMEDIATE`` ...
+    ``COMMIT``). A connection that broke is replaced at its next use. Other databases use the
+    pool (``Database.connect`` / ``transaction``): their connections are network sessions.
+
+    Not thread-safe by itself: the owner holds its lock around every use."""
+
+    def __init__(self, database: Database):
+        self.database = database
+        self._connection: Connection | None = None
+
+    def _current(self) -> Connection:
+        if self._connection is None or self._connection.closed or self._connection.invalidated:
+            self._connection = self.database._autocommit.connect()
+        return self._connection
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """The held connection (SQLite), its statements each committing on their own."""
+        if not self.database.is_sqlite:
+            with self.database.connect() as connection:
+                yield connection
+            return
+        with _storage_errors():
+            yield self._current()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction on the held connection (SQLite: ``BEGIN IMMEDIATE``), committed when
+        the block ends, rolled back when it raises."""
+        if not self.database.is_sqlite:
+            with self.database.transaction() as connection:
+                yield connection
+            return
+        with _storage_errors():
+            connection = self._current()
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield connection
+                connection.exec_driver_sql("COMMIT")
+            except BaseException:
+                if not connection.invalidated and connection.connection.dbapi_connection.in_transaction:
+                    connection.exec_driver_sql("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 def alembic_config():

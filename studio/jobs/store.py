@@ -70,6 +70,7 @@ class TaskStore:
         self.database = Database.for_file(database) if self._owns_database else database
         self.path = self.database.path  # the SQLite file (None for other databases)
         self._lock = threading.RLock()
+        self._db = self.database.held()  # used only under self._lock
         # Called after the commit for every task a failed dependency ended (no worker runs those,
         # so nobody else would tell their live followers): (task id, detail) -> None.
         self.on_dependant_failed: Callable[[str, str], None] | None = None
@@ -78,6 +79,7 @@ class TaskStore:
 
     def close(self) -> None:
         with self._lock:
+            self._db.close()
             if self._owns_database:
                 self.database.dispose()
 
@@ -88,7 +90,7 @@ class TaskStore:
         """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error), holding the store's lock."""
         with self._lock:
             self._failed_dependants = []
-            with self.database.transaction() as db:
+            with self._db.transaction() as db:
                 yield db
             failed, self._failed_dependants = self._failed_dependants, []
         if self.on_dependant_failed is not None:  # committed: now followers may hear of it
@@ -98,7 +100,7 @@ class TaskStore:
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
         """A connection for reads (and one-statement writes), holding the store's lock."""
-        with self._lock, self.database.connect() as db:
+        with self._lock, self._db.connect() as db:
             yield db
 
     @staticmethod
