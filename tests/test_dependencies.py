@@ -218,6 +218,30 @@ def test_a_database_without_the_dependency_table_loads_and_runs(settings):
         studio.stop()
 
 
+def test_a_scene_queued_before_dependencies_existed_waits_for_its_shots(settings):
+    """Its stitch (a row of the old shape, shots named only in its request) gets its dependency
+    rows when the database is migrated: it is not claimable while its shots are queued, and the
+    shots are claimed first even though the stitch is older and of higher priority."""
+    import json
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    shot_request = parse_request({**SMALL, "model": "tiny", "seed": 1}).model_dump()
+    with sqlite3.connect(settings.db_path) as old:
+        old.executescript(OLD_TASKS)
+        insert = "INSERT INTO tasks (id, kind, status, priority, request, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+        old.execute(insert, ("old-stitch", "scene", "pending", 2, json.dumps({"shots": ["old-shot"]}), 1.0))
+        old.execute(insert, ("old-shot", "t2v", "pending", 1, json.dumps(shot_request), 2.0))
+    old.close()
+    studio = Studio(settings)  # migrates; not started, so the test claims by hand
+    try:
+        assert studio.store.dependencies("old-stitch") == ["old-shot"]
+        assert studio.store.claim_next().id == "old-shot"
+        assert studio.store.claim_next() is None  # the stitch waits: its shot has not completed
+    finally:
+        studio.store.close()
+        studio.keys.close()
+
+
 def test_followers_of_a_dependant_hear_its_failure_at_once(settings):
     import threading
 
