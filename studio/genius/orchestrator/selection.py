@@ -145,8 +145,9 @@ def select_model(deps, request: SelectModelRequest, *, device: DeviceInfo | None
                  profiles: tuple[str, ...] = PROFILES) -> SelectModelResponse:
     """The recommendation for ``request`` on this device (``deps``: what the cost model
     reads, ``studio.models.cost.timing.estimate_time``: a ``store`` of measured rates and
-    optionally the ``estimator`` and the loaded ``models``; the edges pass the studio). Rules in the module docstring;
-    ``profiles``: the memory profiles allowed, fastest first."""
+    optionally the ``estimator`` and the loaded ``models``; the edges pass the studio's
+    ``FeatureServices``). Rules in the module docstring; ``profiles``: the memory profiles
+    allowed, fastest first."""
     device = device or detect_device()
     steps = num_inference_steps
     guidance = guidance_scale
