@@ -64,3 +64,11 @@ def wait_result(http, task_id: str, timeout: float = 120) -> dict:
         time.sleep(0.1)
     raise TimeoutError(task_id)
 
+
+
+def run_old_row(http, studio, owner: str, kind: str, row: dict, timeout: float = 240) -> dict:
+    """Put ``row`` in the store as a task of ``kind`` the way an older version left it (its
+    request in that version's shape, queued), let the worker run it, and return its result."""
+    task, _ = studio.store.create_task(kind, row, priority=1, estimated_seconds=1.0, owner=owner)
+    studio.worker.wake()
+    return wait_result(http, task.id, timeout=timeout)

@@ -54,7 +54,7 @@ def _set_slider(page, elem_id: str, value: float) -> None:
     box.blur()
     range_input = page.locator(f"#{elem_id} input[type='range']")
     page.wait_for_function(
-        "([el, v]) => Number(el.value) === v", arg=[range_input.element_handle(), value], timeout=5_000)
+        "([el, v]) => Number(el.value) === v", arg=[range_input.element_handle(), value], timeout=15_000)
 
 
 def _pick_dropdown(page, elem_id: str, choice: str) -> None:

@@ -15,7 +15,7 @@ from studio.errors import InvalidRequest
 from studio.genius.edit_submit import new_inputs
 from studio.genius.inpaint.schema import InpaintRequest, InpaintSpec
 from tests.conftest import API_KEY
-from tests.edit_helpers import moving_square_clip, source_task, wait_result
+from tests.edit_helpers import moving_square_clip, run_old_row, source_task, wait_result
 
 ROUTE = "/v1/genius/inpaint/process"
 SOURCE = {"task_id": "0d6c2f2e-0000-4000-8000-000000000002", "frames": 4, "fps": 12.0, "width": 192, "height": 128}
@@ -102,8 +102,6 @@ def test_an_old_row_in_the_store_runs_to_completion(http, live_server, old_row, 
     source = source_task(studio, owner, moving_square_clip(frames=4))
     inputs_id, _ = new_inputs(studio.services)
     row = {**old_row, "source": {**SOURCE, "task_id": source}, "inputs_id": inputs_id}
-    task, _ = studio.store.create_task("inpaint", row, priority=1, estimated_seconds=1.0, owner=owner)
-    studio.worker.wake()
-    result = wait_result(http, task.id, timeout=240)
+    result = run_old_row(http, studio, owner, "inpaint", row)
     assert result["metadata"]["feature"] == "inpaint" and result["metadata"]["method"] == method
     assert result["metadata"]["frames"] == 4
