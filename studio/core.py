@@ -19,19 +19,19 @@ from studio.engine.request import GenerationRequest, GenerationSpec
 from studio.engine.spec import TaskSpec
 from studio.engine.step_cache import DecoderStatsAggregate
 from studio.errors import ServiceUnavailable, TaskNotFound, TaskNotReady
-from studio.genius.consistency import run as consistency_task
+from studio.genius.consistency import run as consistency_run
 from studio.genius.consistency.schema import ConsistencySpec
 from studio.genius.generate import submit as generate
 from studio.genius.inpaint import run as inpaint_run
 from studio.genius.inpaint.schema import InpaintSpec
 from studio.genius.lipsync import run as lipsync_run
 from studio.genius.lipsync.schema import LipSyncSpec
-from studio.genius.scene import shot as scene_shot_task
-from studio.genius.scene import run as scene_task
+from studio.genius.scene import run as scene_run
+from studio.genius.scene import shot as scene_shot_run
 from studio.genius.scene.schema import SceneShotSpec, SceneSpec
+from studio.genius.sla import SlaMonitor
 from studio.genius.v2v import run as v2v_run
 from studio.genius.v2v.schema import V2VSpec
-from studio.genius.sla import SlaMonitor
 from studio.jobs import events as ev
 from studio.jobs import store as st
 from studio.jobs.events import Event, EventBus
@@ -63,7 +63,7 @@ INTERRUPTED_REASON = "the server stopped while this task was running; submit it 
 UI_OWNER = "ui"  # the default owner of core calls (tests, scripts); UI visitors own theirs: studio.ui_access
 #: The video-side features this studio runs, by task kind: their ``run`` is handed to the worker.
 EDIT_RUNNERS = {feature.KIND: feature.run for feature in (
-    consistency_task, inpaint_run, lipsync_run, scene_shot_task, scene_task, v2v_run)}
+    consistency_run, inpaint_run, lipsync_run, scene_shot_run, scene_run, v2v_run)}
 #: The typed spec of every task kind this studio stores (``studio.engine.spec``), by kind.
 SPECS = SpecRegistry([
     InpaintSpec, LipSyncSpec,

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INTERNAL_ERROR_DETAIL = "the generation failed inside the server; the error was logged"
-_INTERNAL = InternalError(INTERNAL_ERROR_DETAIL)
+INTERNAL_ERROR = InternalError(INTERNAL_ERROR_DETAIL)
 T2V_ADVICE = "try a lower resolution, a shorter duration or a smaller model"  # on running out of GPU memory
 PROGRESS_WEBHOOK_INTERVAL = 2.0  # seconds; the seed's task.progress is a hint, not a stream
 
@@ -197,7 +197,7 @@ class GenerationRunner:
             error = self.worker._as_studio_error(exc)
             if error is None:
                 log.exception("tasks %s failed", [t.id for t in tasks])
-                error = _INTERNAL
+                error = INTERNAL_ERROR
             for task in tasks:
                 self.worker._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
 

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from studio.jobs.store import Task, TaskStore
     from studio.media.frame_boards import StreamHub
     from studio.media.paths import MediaPaths
-    from studio.models.loader import ModelCache
     from studio.media.url_policy import FetchPolicy
+    from studio.models.loader import ModelCache
     from studio.views import SubmitResponse, TaskResult, TaskStatus
 
 

@@ -24,7 +24,7 @@ from studio.errors import InternalError, StorageFull, StoreUnavailable, StudioEr
 from studio.jobs import events as ev
 from studio.jobs import store as st
 from studio.jobs.events import Event, EventBus
-from studio.jobs.generation import _INTERNAL, INTERNAL_ERROR_DETAIL, GenerationRunner
+from studio.jobs.generation import INTERNAL_ERROR, INTERNAL_ERROR_DETAIL, GenerationRunner
 from studio.jobs.specs import SpecRegistry
 from studio.jobs.store import Task, TaskStore
 from studio.media.frame_boards import StreamHub
@@ -220,7 +220,7 @@ class Worker:
             error = self._as_studio_error(exc)
             if error is None:
                 log.exception("task %s (%s) failed", task.id, task.kind)
-                error = _INTERNAL
+                error = INTERNAL_ERROR
             self._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
 
     def _generation_done(self, task: Task, ok: bool) -> None:
