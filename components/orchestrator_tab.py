@@ -101,7 +101,7 @@ def make_handlers(studio):
                 "max_vram_gb": max_vram_gb if max_vram_gb else None, "prefer_quality": bool(prefer_quality)})
         except StudioError as error:  # the core's InvalidRequest names the field and its bound
             raise user_error(error.detail, title=error.title) from None
-        answer = select_model(studio.services, request)
+        answer = select_model(studio.services.costs, request)
         rows = [[a.model, a.vram_gb, a.speed_factor] for a in answer.alternatives]
         return _headline(answer), rows, _reasons_markdown(answer.reasons), answer.model_dump()
 
@@ -130,7 +130,7 @@ def auto_recommendation(studio, model: str, prompt: str, duration_seconds: float
                                     guidance_scale=guidance_scale, num_inference_steps=int(num_inference_steps))
     except ValidationError as exc:
         return f"*Auto:* {html.escape(describe_validation_error(GenerationRequest, exc.errors()))}"
-    model_id, reasons = choose_model(studio.services, request)
+    model_id, reasons = choose_model(studio.services.costs, request)
     return f"**Auto will run `{model_id}`**\n\n{_reasons_markdown(reasons)}"
 
 

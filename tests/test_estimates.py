@@ -3,8 +3,6 @@ a status that says whether an estimate rests on a prior or on measured runs (and
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from studio.config import Settings
@@ -12,17 +10,18 @@ from studio.engine.edit import FRAME_RATE, timing_key
 from studio.engine.estimate import Estimator
 from studio.engine.plan import make_plan
 from studio.engine.request import GenerationRequest
+from studio.jobs.store import TaskStore
+from studio.models.catalog import CATALOG, TINY
 from studio.models.cost.architectures import ARCHITECTURES
 from studio.models.cost.timing import (
     H200_PRIOR_FLOP_S,
     STEP_RATE,
+    CostInputs,
     estimate_time,
     flops_per_step,
     latent_tokens,
     timing_samples,
 )
-from studio.jobs.store import TaskStore
-from studio.models.catalog import CATALOG, TINY
 
 M13, M14, M5, A14 = "wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.2-ti2v-5b", "wan2.2-t2v-a14b"
 
@@ -43,7 +42,7 @@ def _plan(model: str, resolution: str = "720p"):
 def test_the_engine_estimate_is_the_orchestrators(store, model):
     spec, plan = CATALOG[model], _plan(model)
     engine = Estimator(store).estimate(spec, plan, model_loaded=False)
-    orchestrator = estimate_time(SimpleNamespace(store=store), spec, plan)
+    orchestrator = estimate_time(CostInputs.of(store), spec, plan)
     assert engine.seconds == pytest.approx(orchestrator.seconds, rel=1e-9)
     assert engine.step_seconds == pytest.approx(orchestrator.step_seconds, rel=1e-9)
     if model != TINY:  # the FLOP model at the H200 prior: the engine no longer scales by parameters alone

@@ -18,8 +18,9 @@ from studio.engine.request import parse_request
 from studio.engine.t2v import QuietHooks, run_text_to_video
 from studio.genius.orchestrator.schema import SelectModelRequest
 from studio.genius.orchestrator.selection import DeviceInfo, select_model
-from studio.models.cost import vram
 from studio.models.catalog import CATALOG, TINY, get_spec
+from studio.models.cost import vram
+from studio.models.cost.timing import CostInputs
 from studio.models.loader import ModelCache, apply_memory_profile, choose_memory_profile, profile_need_bytes
 from tests.conftest import SMALL
 
@@ -44,7 +45,6 @@ def test_the_fastest_profile_that_fits_the_free_memory(model):
 
 
 def test_a14b_on_a_24gb_card_gets_group_offload_from_both(tmp_path):
-    from types import SimpleNamespace
 
     from studio.jobs.store import TaskStore
 
@@ -52,7 +52,7 @@ def test_a14b_on_a_24gb_card_gets_group_offload_from_both(tmp_path):
     assert choose_memory_profile(get_spec(A14), free) == "group_offload"
     store = TaskStore(tmp_path / "studio.sqlite3")
     try:
-        answer = select_model(SimpleNamespace(store=store),
+        answer = select_model(CostInputs.of(store),
                               SelectModelRequest(prompt="a knight rides through a burning village", max_vram_gb=24,
                                                  target_resolution="480p", prefer_quality=True),
                               device=DeviceInfo(True, 24.0, "24 GiB GPU"))

@@ -29,7 +29,6 @@ unless the app already includes it; requests go through the ``http`` fixture (au
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -49,6 +48,7 @@ from studio.models.cost.architectures import ARCHITECTURES
 from studio.models.cost.timing import (
     H200_PRIOR_FLOP_S,
     STEP_RATE,
+    CostInputs,
     estimate_time,
     flops_per_forward,
     flops_per_step,
@@ -69,9 +69,9 @@ def rel_err(value: float, reference: float) -> float:
 
 @pytest.fixture()
 def deps(tmp_path):
-    """What ``select_model`` needs from the studio: a task store (fresh, no measurements)."""
+    """What ``select_model`` needs from the studio: the rates of a task store (fresh, no measurements)."""
     store = TaskStore(tmp_path / "studio.sqlite3")
-    yield SimpleNamespace(store=store)
+    yield CostInputs.of(store)
     store.close()
 
 
@@ -265,18 +265,18 @@ def test_calibration_from_recorded_step_rates(deps):
     assert before13.throughput.basis == "prior"
 
     h200_rate = 1.244 / 32.76  # s per CFG step per 1000 tokens, at the model's native plan
-    deps.store.record_timing(M13, STEP_RATE, 2 * h200_rate)  # this GPU is half as fast
+    deps.rates.store.record_timing(M13, STEP_RATE, 2 * h200_rate)  # this GPU is half as fast
     after13, after14 = estimate_time(deps, spec13, plan13), estimate_time(deps, spec14, plan14)
     assert after13.throughput.basis == "measured" and M13 in after13.throughput.source
     assert after13.step_seconds == pytest.approx(2 * before13.step_seconds, rel=1e-9)
     assert after14.step_seconds == pytest.approx(2 * before14.step_seconds, rel=1e-9)  # carried over
     assert "carried over" in after14.throughput.source
 
-    deps.store.record_timing(M13, STEP_RATE, 4 * h200_rate)  # the store keeps a moving average
-    blended = deps.store.timing(M13, STEP_RATE) / h200_rate
+    deps.rates.store.record_timing(M13, STEP_RATE, 4 * h200_rate)  # the store keeps a moving average
+    blended = deps.rates.store.timing(M13, STEP_RATE) / h200_rate
     assert estimate_time(deps, spec13, plan13).step_seconds == pytest.approx(blended * before13.step_seconds)
 
-    deps.store.record_timing(M14, STEP_RATE, 1.5 * h200_rate)  # 14B measured itself now
+    deps.rates.store.record_timing(M14, STEP_RATE, 1.5 * h200_rate)  # 14B measured itself now
     own14 = estimate_time(deps, spec14, plan14)
     assert M14 in own14.throughput.source and "carried over" not in own14.throughput.source
 
@@ -284,11 +284,11 @@ def test_calibration_from_recorded_step_rates(deps):
 def test_measured_rate_is_converted_at_the_last_run_size(deps):
     """With a completed task on record, its generated size and guidance are the conversion point."""
     spec = CATALOG[M13]
-    task, _ = deps.store.create_task("t2v", {"prompt": "x", "model": M13})
-    deps.store.finish(task.id, st.COMPLETED, result={"metadata": {
+    task, _ = deps.rates.store.create_task("t2v", {"prompt": "x", "model": M13})
+    deps.rates.store.finish(task.id, st.COMPLETED, result={"metadata": {
         "model": M13, "generated_width": 416, "generated_height": 240, "generated_frames": 41, "guidance_scale": 1.0}})
     rate = 0.02
-    deps.store.record_timing(M13, STEP_RATE, rate)
+    deps.rates.store.record_timing(M13, STEP_RATE, rate)
     tokens = 11 * 15 * 26
     expected_flop_s = flops_per_step(ARCHITECTURES[M13], tokens, 1.0) / (rate * tokens / 1000)
     plan = make_plan(GenerationRequest(prompt="a cat", resolution="480p"), spec, seed=0)
@@ -302,7 +302,7 @@ def test_tiny_time_is_the_engines_own_estimate(deps):
 
     spec = CATALOG[TINY]
     plan = make_plan(GenerationRequest(prompt="a cat", resolution="480p", duration_seconds=2), spec, seed=0)
-    engine = Estimator(deps.store).estimate(spec, plan, model_loaded=False)
+    engine = Estimator(deps.rates.store).estimate(spec, plan, model_loaded=False)
     assert estimate_time(deps, spec, plan).seconds == pytest.approx(engine.seconds)
 
 

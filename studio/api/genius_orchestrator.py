@@ -40,4 +40,4 @@ def select_model_route(body: SelectModelRequest, _: ApiKey = Depends(api_key()),
     ``max_vram_gb`` defaults to this server's free GPU memory; without a GPU (and no
     ``max_vram_gb``) the answer is the offline ``tiny`` model, and the reasons say so.
     """
-    return select_model(studio.services, body)
+    return select_model(studio.services.costs, body)

@@ -18,7 +18,6 @@ how many measured runs the step rate averages (0 for a prior); the task status s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 from studio.engine.plan import GenerationPlan
 from studio.engine.request import GenerationSpec
@@ -29,6 +28,7 @@ from studio.models.cost.timing import (
     ENCODE_RATE,
     LOAD_SECONDS,
     STEP_RATE,
+    CostInputs,
     Rates,
     TimingStore,
     device_throughput,
@@ -57,8 +57,7 @@ class Estimator(Rates):
 
     def estimate(self, spec: ModelSpec, plan: GenerationPlan, model_loaded: bool, profile: str = "gpu") -> Estimate:
         """The orchestrator's estimate of ``plan`` on ``spec`` (the one cost model), with its basis."""
-        loaded = SimpleNamespace(loaded_model=spec.id if model_loaded else None)
-        time = estimate_time(SimpleNamespace(store=self.store, estimator=self, models=loaded), spec, plan, profile)
+        time = estimate_time(CostInputs(self, spec.id if model_loaded else None), spec, plan, profile)
         if time.throughput is None:  # tiny: the engine's own per-token rate
             _rate, measured = self.rate(spec, STEP_RATE)
             samples = timing_samples(self.store, spec.id, STEP_RATE) if measured else 0

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from studio.models.cost.timing import CostInputs
+
 if TYPE_CHECKING:
     from studio.engine.estimate import Estimator
     from studio.jobs.events import Event
@@ -55,3 +57,8 @@ class FeatureServices:
     wake: Callable[[], None]
     #: the closing event of an ended task
     final_event: Callable[["Task"], "Event"]
+
+    @property
+    def costs(self) -> CostInputs:
+        """What the cost model reads of this server now: the measured rates, the resident model."""
+        return CostInputs(self.estimator, self.models.loaded_model)

@@ -32,7 +32,7 @@ def prepare(services: "FeatureServices", request: GenerationRequest) -> Prepared
     """Resolve a request for storage (model, seed) and estimate its own run time."""
     model = request.model or services.default_model
     if model == AUTO_MODEL:
-        model, _reasons = choose_model(services, request)
+        model, _reasons = choose_model(services.costs, request)
     if model not in CATALOG:
         raise InvalidRequest(f"model must be one of {', '.join(CATALOG)}")
     seed = seed_or_random(request.seed)

@@ -54,7 +54,7 @@ from studio.genius.orchestrator.complexity import COMPLEX_FROM, SIMPLE_BELOW, Co
 from studio.genius.orchestrator.schema import Alternative, SelectModelRequest, SelectModelResponse
 from studio.models.catalog import CATALOG, TINY, ModelSpec
 from studio.models.cost.architectures import ARCHITECTURES, Architecture
-from studio.models.cost.timing import STEP_RATE, TimeEstimate, estimate_time, latent_tokens
+from studio.models.cost.timing import STEP_RATE, CostInputs, TimeEstimate, estimate_time, latent_tokens
 from studio.models.cost.vram import FIT_HEADROOM, GIB, LOADER_PROFILES, PROFILES, MemoryEstimate, memory_estimate
 
 TIME_BUDGET_S = 1800.0                 # "reasonable time" for prefer_quality: a policy
@@ -109,7 +109,7 @@ def _fits(mem: MemoryEstimate, budget_gib: float | None) -> bool:
     return budget_gib is not None and mem.peak_gib * FIT_HEADROOM <= budget_gib
 
 
-def _candidates(deps, request: SelectModelRequest, budget: float | None, steps: int | None,
+def _candidates(costs: CostInputs, request: SelectModelRequest, budget: float | None, steps: int | None,
                 guidance: float | None, profiles: tuple[str, ...]) -> list[Candidate]:
     out = []
     for model_id, spec in CATALOG.items():
@@ -120,7 +120,7 @@ def _candidates(deps, request: SelectModelRequest, budget: float | None, steps: 
         memory = {p: memory_estimate(arch, plan.gen_width, plan.gen_height, plan.gen_frames, p) for p in PROFILES}
         cand = Candidate(spec, arch, plan, memory)
         cand.profile = next((p for p in profiles if _fits(memory[p], budget)), None)
-        cand.time = estimate_time(deps, spec, plan, cand.profile or "gpu")
+        cand.time = estimate_time(costs, spec, plan, cand.profile or "gpu")
         out.append(cand)
     return out
 
@@ -140,14 +140,12 @@ def _describe(c: Candidate) -> str:
             + f" + {t.encode_seconds:.1f} s decode/encode")
 
 
-def select_model(deps, request: SelectModelRequest, *, device: DeviceInfo | None = None,
+def select_model(costs: CostInputs, request: SelectModelRequest, *, device: DeviceInfo | None = None,
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  profiles: tuple[str, ...] = PROFILES) -> SelectModelResponse:
-    """The recommendation for ``request`` on this device (``deps``: what the cost model
-    reads, ``studio.models.cost.timing.estimate_time``: a ``store`` of measured rates and
-    optionally the ``estimator`` and the loaded ``models``; the edges pass the studio's
-    ``FeatureServices``). Rules in the module docstring; ``profiles``: the memory profiles
-    allowed, fastest first."""
+    """The recommendation for ``request`` on this device. ``costs``: this server's measured
+    rates and resident model (the edges pass ``FeatureServices.costs``). Rules in the module
+    docstring; ``profiles``: the memory profiles allowed, fastest first."""
     device = device or detect_device()
     steps = num_inference_steps
     guidance = guidance_scale
@@ -163,7 +161,7 @@ def select_model(deps, request: SelectModelRequest, *, device: DeviceInfo | None
     res_tier = 1 if request.target_resolution == "480p" else 2
     need = max(_TIER[complexity.label], res_tier)
 
-    cands = _candidates(deps, request, budget, steps, guidance, profiles)
+    cands = _candidates(costs, request, budget, steps, guidance, profiles)
     fitting = [c for c in cands if c.profile is not None]
     tiny_reason = None
     if not device.cuda and request.max_vram_gb is None:
@@ -177,7 +175,7 @@ def select_model(deps, request: SelectModelRequest, *, device: DeviceInfo | None
                        f"{FIT_HEADROOM:g}x headroom); recommending the offline 'tiny' model "
                        "(untrained, noise-like output)")
     if tiny_reason is not None:
-        return _tiny_response(deps, request, complexity, reasons + [tiny_reason], steps, guidance)
+        return _tiny_response(costs, request, complexity, reasons + [tiny_reason], steps, guidance)
 
     if not device.cuda:
         reasons.append(f"planning for a GPU with {budget:g} GiB; this server has no CUDA GPU and itself only runs "
@@ -229,12 +227,12 @@ def select_model(deps, request: SelectModelRequest, *, device: DeviceInfo | None
         alternatives=alternatives, reasons=reasons)
 
 
-def _tiny_response(deps, request: SelectModelRequest, complexity: ComplexityResult, reasons: list[str],
+def _tiny_response(costs: CostInputs, request: SelectModelRequest, complexity: ComplexityResult, reasons: list[str],
                    steps: int | None, guidance: float | None) -> SelectModelResponse:
     spec = CATALOG[TINY]
     plan = _plan_for(spec, request.duration_seconds, request.target_resolution, request.prompt, steps, guidance)
-    t = estimate_time(deps, spec, plan, "gpu")
-    store = getattr(deps, "store", None)
+    t = estimate_time(costs, spec, plan, "gpu")
+    store = costs.rates.store
     measured = store is not None and store.timing(TINY, STEP_RATE) is not None
     reasons.append(f"tiny: {plan.gen_width}x{plan.gen_height}x{plan.gen_frames} frames on the CPU (no GPU memory), "
                    f"~{_fmt_time(t.seconds)} = {t.steps} steps x {t.step_seconds:.3f} s "
@@ -246,13 +244,13 @@ def _tiny_response(deps, request: SelectModelRequest, complexity: ComplexityResu
         estimated_time_seconds=round(t.seconds, 2), vram_required_gb=0.0, alternatives=[], reasons=reasons)
 
 
-def choose_model(deps, request: GenerationRequest, device: DeviceInfo | None = None) -> tuple[str, list[str]]:
+def choose_model(costs: CostInputs, request: GenerationRequest, device: DeviceInfo | None = None) -> tuple[str, list[str]]:
     """The model for a generate request with ``model="auto"``: the fastest adequate model that
     fits this device in a memory profile the loader applies (``tiny`` without a GPU), and the
     reasons. Uses the request's own steps, guidance, duration and resolution."""
     question = SelectModelRequest(prompt=request.prompt, duration_seconds=request.duration_seconds,
                                   target_resolution=request.resolution)
-    answer = select_model(deps, question, device=device, num_inference_steps=request.num_inference_steps,
+    answer = select_model(costs, question, device=device, num_inference_steps=request.num_inference_steps,
                           guidance_scale=request.guidance_scale, profiles=LOADER_PROFILES)
     return answer.recommended_model, answer.reasons
 

@@ -230,20 +230,31 @@ class TimeEstimate:
     throughput: Throughput | None
 
 
-def estimate_time(deps, spec: ModelSpec, plan: "PlannedRun", profile: str = "gpu",
+@dataclass(frozen=True)
+class CostInputs:
+    """What a time estimate reads of this server: its rates (measured in the task store, else
+    the priors) and which model is resident (loading that one costs nothing)."""
+
+    rates: Rates
+    loaded_model: str | None = None
+
+    @classmethod
+    def of(cls, store: TimingStore | None, loaded_model: str | None = None) -> "CostInputs":
+        """The inputs from a task store's measurements (None: the priors alone)."""
+        return cls(Rates(store), loaded_model)
+
+
+def estimate_time(inputs: CostInputs, spec: ModelSpec, plan: "PlannedRun", profile: str = "gpu",
                   throughput: Throughput | None = None) -> TimeEstimate:
     """Seconds to generate ``plan`` with ``spec`` on this device (see the module docstring)."""
-    store = getattr(deps, "store", None)
-    estimator = getattr(deps, "estimator", None) or Rates(store)
-    models = getattr(deps, "models", None)
-    loaded = models is not None and getattr(models, "loaded_model", None) == spec.id
-    load = 0.0 if loaded else estimator.rate(spec, LOAD_SECONDS)[0]
-    encode = estimator.rate(spec, ENCODE_RATE)[0] * plan.out_frames * plan.out_width * plan.out_height / 1e6
+    rates, store = inputs.rates, inputs.rates.store
+    load = 0.0 if inputs.loaded_model == spec.id else rates.rate(spec, LOAD_SECONDS)[0]
+    encode = rates.rate(spec, ENCODE_RATE)[0] * plan.out_frames * plan.out_width * plan.out_height / 1e6
     arch = ARCHITECTURES[spec.id]
     tokens = latent_tokens(spec, plan)
     step_flops = flops_per_step(arch, tokens, plan.guidance_scale)
     if arch.on_cpu:  # overhead-bound: the engine's own per-token rate
-        rate, _ = estimator.rate(spec, STEP_RATE)
+        rate, _ = rates.rate(spec, STEP_RATE)
         step = rate * tokens / 1000
         return TimeEstimate(load + step * plan.num_inference_steps + encode, step, plan.num_inference_steps,
                             load, encode, 0.0, step_flops, None)
