@@ -17,6 +17,7 @@ from studio.genius.scene.schema import SceneEditRequest, SceneEditResponse
 from studio.jobs import store as st
 from studio.jobs.store import TaskStore
 from tests.conftest import SMALL
+from tests.test_db_layer import OLD_TASKS_WITHOUT_LATER_COLUMNS
 from tests.test_jobs import wait_terminal
 
 SETTINGS = {"fps": 12, "resolution": "480p", "num_inference_steps": 10, "seed": 4}
@@ -188,15 +189,8 @@ def test_a_failed_shot_fails_the_scene_edit(settings, monkeypatch):
 
 # -- an existing database -------------------------------------------------------------------------
 
-OLD_TASKS = """
-CREATE TABLE tasks (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, kind TEXT NOT NULL, status TEXT NOT NULL,
-    priority INTEGER NOT NULL DEFAULT 0, request TEXT NOT NULL, created_at REAL NOT NULL, started_at REAL,
-    finished_at REAL, progress REAL NOT NULL DEFAULT 0, current_step TEXT NOT NULL DEFAULT '', eta_seconds REAL,
-    estimated_seconds REAL, preview_path TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0,
-    attempt INTEGER NOT NULL DEFAULT 0, error TEXT, error_type TEXT, result TEXT
-);
-"""
+# The task table of the oldest versions (no owner, webhook_url, batch_id; no dependency table).
+OLD_TASKS = OLD_TASKS_WITHOUT_LATER_COLUMNS
 
 
 def test_a_database_without_the_dependency_table_loads_and_runs(settings):
