@@ -4,8 +4,11 @@
     python -m studio keys list                  list keys (ids, names, prefixes, state)
     python -m studio keys revoke KEY_ID         revoke a key (its requests get 403)
     python -m studio maintenance on|off|status  drain: refuse new work with 503, finish running tasks
+    python -m studio db current                 the migration the database stands at, and the newest
+    python -m studio db upgrade                 migrate the database to the newest schema (Alembic)
 
-All take ``--data-dir`` (default ``ECHOEL_DATA_DIR`` or ``./data``), the server's data folder.
+All take ``--data-dir`` (default ``ECHOEL_DATA_DIR`` or ``./data``), the server's data folder; the
+database is ``ECHOEL_DATABASE_URL`` (default: the SQLite file in the data folder), as the server's.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 
 from studio.config import Settings
 from studio.db import Database
+from studio.db.engine import newest_revision
 from studio.keys import KeyStore
 
 
@@ -49,6 +53,20 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _db(args: argparse.Namespace, settings: Settings) -> int:
+    """``db upgrade`` migrates (the server also does at start); both say where the database stands."""
+    database = Database(settings.db_url)
+    try:
+        if args.action == "upgrade":
+            database.migrate()
+        at = database.revision()
+        where = database.url.render_as_string(hide_password=True)
+        print(f"{where}: at {at or 'no revision (not migrated yet)'}; newest {newest_revision()}")
+    finally:
+        database.dispose()
+    return 0 if args.action == "current" or at == newest_revision() else 1
+
+
 def _maintenance(args: argparse.Namespace, settings: Settings) -> int:
     flag = settings.maintenance_flag
     if args.state == "on":
@@ -74,13 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     revoke.add_argument("key_id")
     maintenance = commands.add_parser("maintenance", help="drain mode")
     maintenance.add_argument("state", choices=["on", "off", "status"])
+    db = commands.add_parser("db", help="database schema (Alembic migrations)")
+    db.add_argument("action", choices=["current", "upgrade"])
     args = parser.parse_args(argv)
 
     settings = Settings.from_env()
     if args.data_dir is not None:
         settings = replace(settings, data_dir=args.data_dir.resolve())
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return _keys(args, settings) if args.command == "keys" else _maintenance(args, settings)
+    return {"keys": _keys, "db": _db, "maintenance": _maintenance}[args.command](args, settings)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from sqlalchemy import inspect
 from studio.config import Settings
 from studio.core import Studio
 from studio.db import Database
-from studio.db.engine import _head_revision
+from studio.db.engine import newest_revision
 from studio.db.schema import metadata
 from studio.genius.consistency.task import EntityStore, entity_store
 from studio.genius.sla.monitor import SlaMonitor
@@ -25,7 +25,7 @@ from studio.jobs import store as st
 from studio.jobs.store import TaskStore
 from studio.keys import KeyStore, hash_key
 
-HEAD = _head_revision()  # the newest migration; an upgraded database stands there
+HEAD = newest_revision()  # the newest migration; an upgraded database stands there
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -293,3 +293,41 @@ def test_the_stores_run_on_postgresql():
         with database.transaction() as db:
             db.exec_driver_sql("DROP SCHEMA IF EXISTS studio_db_test CASCADE")
         database.dispose()
+
+
+PG_CLI_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3Dstudio_cli_test"
+
+
+def _fresh_postgres_schema(url: str, schema: str, drop_only: bool = False) -> None:
+    database = Database(url)
+    try:
+        with database.transaction() as db:
+            db.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            if not drop_only:
+                db.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    finally:
+        database.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_db_command_migrates_the_configured_database(tmp_path, capsys, monkeypatch, backend):
+    """``python -m studio db current|upgrade`` on ``ECHOEL_DATABASE_URL`` (default: the data
+    folder's SQLite file): an operator migrates before starting new API and worker processes."""
+    from studio.__main__ import main
+
+    monkeypatch.delenv("ECHOEL_DATABASE_URL", raising=False)
+    if backend == "postgresql":
+        if not _postgres_up():
+            pytest.skip("no PostgreSQL on 127.0.0.1:5432 or no psycopg driver")
+        _fresh_postgres_schema(PG_CLI_URL, "studio_cli_test")
+        monkeypatch.setenv("ECHOEL_DATABASE_URL", PG_CLI_URL)
+    try:
+        assert main(["--data-dir", str(tmp_path), "db", "current"]) == 0
+        assert "not migrated yet" in capsys.readouterr().out
+        assert main(["--data-dir", str(tmp_path), "db", "upgrade"]) == 0
+        printed = capsys.readouterr().out
+        assert f"at {HEAD}; newest {HEAD}" in printed and backend in printed
+        assert main(["--data-dir", str(tmp_path), "db", "upgrade"]) == 0  # again: nothing to do
+    finally:
+        if backend == "postgresql":
+            _fresh_postgres_schema(PG_CLI_URL, "studio_cli_test", drop_only=True)

@@ -130,15 +130,21 @@ class Database:
         A database made before the studio used Alembic (its tables exist, no ``alembic_version``)
         is brought up to date by the baseline revision, which only adds what is missing."""
         from alembic import command
-        from alembic.runtime.migration import MigrationContext
 
+        if self.revision() == newest_revision():
+            return  # the common case at every start: nothing to do, no write lock taken
         config = alembic_config()
-        with self.connect() as connection:
-            if set(MigrationContext.configure(connection).get_current_heads()) == {_head_revision()}:
-                return  # the common case at every start: nothing to do, no write lock taken
         with self.transaction() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+
+    def revision(self) -> str | None:
+        """The migration the database stands at (None: never migrated, e.g. a new or pre-Alembic file)."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self.connect() as connection:
+            heads = MigrationContext.configure(connection).get_current_heads()
+        return heads[0] if heads else None
 
     def dispose(self) -> None:
         """Close every pooled connection (the stores using this database are done)."""
@@ -212,7 +218,8 @@ def alembic_config():
 
 
 @functools.cache
-def _head_revision() -> str:
+def newest_revision() -> str:
+    """The newest migration this code knows (what ``migrate`` brings a database to)."""
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
