@@ -112,7 +112,7 @@ def vace_job(tmp_path_factory):
 
     def run(mode: str, image: np.ndarray | None = None, source_name: str = "source.mp4", **stored):
         request = {"mode": mode, "feather_radius": 4, "blend_method": "feather", "path": "model", "model": TINY_VACE,
-                   "prompt": "a blue bird", "steps": 2, "guidance_scale": 5.0, "seed": 3, **stored}
+                   "prompt": "a blue bird", "num_inference_steps": 2, "guidance_scale": 5.0, "seed": 3, **stored}
         if image is not None:
             cv2.imwrite(str(root / "ref.png"), image[:, :, ::-1])
             request["image"] = "ref.png"

@@ -79,6 +79,13 @@ def test_a_kind_changing_shape_upgrades_its_old_rows():
     assert registry.load("renamed", {"version": 2, "num_inference_steps": 40}).num_inference_steps == 40
 
 
+def test_a_row_of_a_newer_version_is_refused_not_misread():
+    """A row a newer server wrote (e.g. during a rolling upgrade) is not read with old field names."""
+    with pytest.raises(InvalidRequest, match="version 2 of a t2v spec: this code reads version 1"):
+        SPECS.load("t2v", {**OLD_T2V_ROW, "version": 2})
+    assert GenerationSpec(**OLD_T2V_ROW).version == 1  # a spec built now is of the current version
+
+
 def test_every_registered_kind_has_one_spec_class_with_its_own_kind():
     for kind in SPECS.kinds:
         spec = SPECS._by_kind[kind]

@@ -31,18 +31,23 @@ OLD_MODEL_ROW = {"mode": "replace", "feather_radius": 4, "blend_method": "feathe
                  "guidance_scale": 5.0, "seed": 7, "bbox_xywh": [18, 38, 36, 36]}
 
 
+MODEL_ROW = InpaintSpec.upgrade(dict(OLD_MODEL_ROW))  # the same task as the current version stores it
+
+
 @pytest.mark.parametrize("row", [OLD_REMOVE_ROW, OLD_BLEND_ROW, OLD_EXTEND_ROW, OLD_MODEL_ROW])
 def test_an_old_inpaint_row_of_every_path_loads_as_the_current_spec(row):
     spec = SPECS.load("inpaint", row)
     assert isinstance(spec, InpaintSpec)
-    assert (spec.kind, spec.version, spec.mode, spec.path) == ("inpaint", 1, row["mode"], row["path"])
+    assert (spec.kind, spec.version, spec.mode, spec.path) == ("inpaint", 2, row["mode"], row["path"])
     assert spec.source.task_id == SOURCE["task_id"] and spec.inputs_id == row["inputs_id"]
     assert spec.bbox_xywh == (tuple(row["bbox_xywh"]) if "bbox_xywh" in row else None)
     assert spec.target_size == (tuple(row["target_size"]) if "target_size" in row else None)
-    assert spec.image == row.get("image") and spec.steps == row.get("steps") and spec.seed == row.get("seed")
-    # What the row stores now: the same names and values, plus kind and version.
+    assert spec.image == row.get("image") and spec.seed == row.get("seed")
+    assert spec.num_inference_steps == row.get("steps")  # version 1's name, upgraded to the one name
+    # What the row stores now: the same values, the steps under their one name, plus kind and version.
     same = spec.model_dump(mode="json", exclude_none=True, exclude={"kind", "version"})
-    assert same == row
+    renamed = {("num_inference_steps" if name == "steps" else name): value for name, value in row.items()}
+    assert same == renamed
     assert SPECS.load("inpaint", spec.stored()) == spec
 
 
@@ -58,9 +63,9 @@ def test_an_unknown_or_mistyped_field_fails_when_the_spec_is_built_not_on_the_wo
     with pytest.raises(ValidationError, match="target_size"):
         InpaintSpec(**{**OLD_EXTEND_ROW, "target_size": None})
     with pytest.raises(ValidationError, match="seed"):
-        InpaintSpec(**{k: v for k, v in OLD_MODEL_ROW.items() if k != "seed"})
+        InpaintSpec(**{k: v for k, v in MODEL_ROW.items() if k != "seed"})
     with pytest.raises(ValidationError, match="model"):
-        InpaintSpec(**{**OLD_MODEL_ROW, "model": "tiny"})  # a text-to-video model is no VACE model
+        InpaintSpec(**{**MODEL_ROW, "model": "tiny"})  # a text-to-video model is no VACE model
 
 
 def test_a_stored_row_that_does_not_match_the_spec_is_refused_naming_the_field():
@@ -86,7 +91,7 @@ def test_the_submit_stores_a_spec_with_kind_and_version(http, live_server):
                                    "feather_radius": 4})
     assert reply.status_code == 202, reply.text
     row = live_server.studio.store.get(reply.json()["task_id"]).request
-    assert (row["kind"], row["version"], row["path"], row["bbox_xywh"]) == ("inpaint", 1, "classical", [18, 38, 36, 36])
+    assert (row["kind"], row["version"], row["path"], row["bbox_xywh"]) == ("inpaint", 2, "classical", [18, 38, 36, 36])
     assert row["source"]["task_id"] == source and row["feather_radius"] == 4
     wait_result(http, reply.json()["task_id"])
 

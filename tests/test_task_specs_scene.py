@@ -44,11 +44,11 @@ OLD_SHOT_ROW = {"inputs_id": "c1", "image": "character_reference.png", "model": 
 def test_an_old_scene_row_loads_as_the_current_spec(row):
     spec = SPECS.load("scene", row)
     assert isinstance(spec, SceneSpec)
-    assert (spec.kind, spec.version, spec.shots, spec.fps) == ("scene", 1, SHOT_IDS, 12)
+    assert (spec.kind, spec.version, spec.shots, spec.fps) == ("scene", 2, SHOT_IDS, 12)
     assert spec.shot_kind == "t2v" and spec.reference_model is None  # absent in the oldest rows: the defaults
     assert [t.type for t in spec.transitions] == [t["type"] for t in row["transitions"]]
     assert spec.morph_model == row.get("morph_model")
-    assert (spec.morph.steps, spec.morph.seed) == (10, 3) if "morph" in row else spec.morph is None
+    assert (spec.morph.num_inference_steps, spec.morph.seed) == (10, 3) if "morph" in row else spec.morph is None
     assert SPECS.load("scene", spec.stored()) == spec
 
 
@@ -92,7 +92,7 @@ def test_the_submit_stores_specs_with_kind_and_version(http, live_server):
     assert reply.status_code == 202, reply.text
     body = reply.json()
     row = live_server.studio.store.get(body["task_id"]).request
-    assert (row["kind"], row["version"], row["shots"], row["shot_kind"]) == ("scene", 1, body["shot_task_ids"], "t2v")
+    assert (row["kind"], row["version"], row["shots"], row["shot_kind"]) == ("scene", 2, body["shot_task_ids"], "t2v")
     assert row["transitions"] == [{"type": "wipe", "duration_seconds": 0.25, "params": {"direction": "left"}}]
     shot = live_server.studio.store.get(body["shot_task_ids"][0]).request
     assert (shot["kind"], shot["seed"], shot["model"]) == ("t2v", 2, "tiny")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class TaskSpec(BaseModel):
@@ -31,7 +31,22 @@ class TaskSpec(BaseModel):
     KIND: ClassVar[str] = ""
     VERSION: ClassVar[int] = 1
 
-    version: int = Field(1, description="Schema version of this stored spec")
+    version: int = Field(1, description="Schema version of this stored spec (a new spec: the class's VERSION)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _current_version(cls, data: Any) -> Any:
+        """A spec built now is of the current version; one loaded from a row has been through
+        ``upgrade``, which must have brought it there (checked below)."""
+        if isinstance(data, dict) and "version" not in data:
+            return {**data, "version": cls.VERSION}
+        return data
+
+    @model_validator(mode="after")
+    def _version_is_current(self) -> "TaskSpec":
+        if self.version != self.VERSION:
+            raise ValueError(f"version {self.version} of a {self.KIND} spec: this code reads version {self.VERSION}")
+        return self
 
     @classmethod
     def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:

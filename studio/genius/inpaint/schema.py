@@ -13,7 +13,7 @@ else the background fields), background's new background; remove and extend take
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -88,9 +88,11 @@ class InpaintRequest(JsonModel):
 
 class InpaintSpec(EditSpec):
     """A stored inpaint task: the mode, its resolved inputs and, on the model path, the model's
-    settings (the names are those of the rows stored before specs, which still load)."""
+    settings. Version 2 stores the steps as ``num_inference_steps`` (the one name every request
+    and spec uses); version-1 rows stored ``steps`` and are upgraded on load."""
 
     KIND: ClassVar[str] = "inpaint"
+    VERSION: ClassVar[int] = 2
 
     kind: Literal["inpaint"] = "inpaint"
     mode: Mode
@@ -104,7 +106,8 @@ class InpaintSpec(EditSpec):
                                                 "in the task's inputs folder")
     model: VaceModel | None = Field(None, description="Model path: the Wan VACE model")
     prompt: str | None = Field(None, description="Model path: what to paint (empty: none given)")
-    steps: int | None = Field(None, ge=1, description="Model path: sampling steps")
+    # ge=1, not the requests' 10: rows accepted under older ranges must still load.
+    num_inference_steps: int | None = Field(None, ge=1, description="Model path: sampling steps")
     guidance_scale: float | None = Field(None, ge=1, le=20, description="Model path: prompt adherence")
     seed: int | None = Field(None, ge=0, le=SEED_MAX, description="Model path: the noise seed")
 
@@ -116,6 +119,16 @@ class InpaintSpec(EditSpec):
             raise ValueError("mode 'extend' stores target_size")
         if self.mode != "extend" and self.bbox_xywh is None:
             raise ValueError(f"mode {self.mode!r} stores bbox_xywh")
-        if self.path == "model" and None in (self.model, self.prompt, self.steps, self.guidance_scale, self.seed):
-            raise ValueError("the model path stores model, prompt, steps, guidance_scale and seed")
+        if self.path == "model" and None in (self.model, self.prompt, self.num_inference_steps,
+                                             self.guidance_scale, self.seed):
+            raise ValueError("the model path stores model, prompt, num_inference_steps, guidance_scale and seed")
         return self
+
+    @classmethod
+    def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
+        data = super().upgrade(data)
+        if data["version"] == 1:
+            if "steps" in data:
+                data["num_inference_steps"] = data.pop("steps")
+            data["version"] = 2
+        return data

@@ -50,7 +50,7 @@ def submit(services: "FeatureServices", request: InpaintRequest, owner: str,
     resolved: dict = {}
     if vace is not None:
         resolved.update(model=vace.id, prompt=request.prompt or "",
-                        steps=request.num_inference_steps or vace.default_steps,
+                        num_inference_steps=request.num_inference_steps or vace.default_steps,
                         guidance_scale=request.guidance_scale or vace.default_guidance,
                         seed=seed_or_random(request.seed))
     if request.mode == "extend":

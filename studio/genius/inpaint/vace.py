@@ -108,7 +108,7 @@ def run_model(job: EditJob, frames: list[np.ndarray], fps: float, reference: np.
         ch, cw = painted_region.canvas[0].shape[:2]
         run = vace.plan(model, len(frames), cw, ch)
         running.size = run.size
-        steps, guidance, seed = spec.steps, spec.guidance_scale, spec.seed
+        steps, guidance, seed = spec.num_inference_steps, spec.guidance_scale, spec.seed
         total = len(frames)
 
         def composited(texts: tuple) -> Iterator[np.ndarray]:

@@ -74,7 +74,7 @@ def generate_morphs(job: EditJob, shots: list[list[np.ndarray]], boundaries: lis
         pipe = model.pipe
         height, width = shots[0][0].shape[:2]
         gw, gh = generation_size(spec, width, height)
-        steps, guidance, seed = morph.steps, morph.guidance_scale, morph.seed
+        steps, guidance, seed = morph.num_inference_steps, morph.guidance_scale, morph.seed
         grey = Image.fromarray(np.full((gh, gw, 3), GREY, np.uint8))
         known, unknown = (Image.fromarray(np.full((gh, gw), value, np.uint8), "L") for value in (0, 255))
         out = {}

@@ -108,15 +108,17 @@ class MorphSettings(BaseModel):
 
     prompts: list[str] = Field(description="The shots' prompts as planned (genre and character included)")
     negative_prompt: str
-    steps: int = Field(ge=1)
+    num_inference_steps: int = Field(ge=1)  # ge=1: rows accepted under older ranges still load
     guidance_scale: float
     seed: int = Field(ge=0)
 
 
 class SceneSpec(EditSpec):
-    """The stitch of a scene edit: its shots (the tasks it depends on) and how to join them."""
+    """The stitch of a scene edit: its shots (the tasks it depends on) and how to join them.
+    Version 2 stores the morph's steps as ``num_inference_steps`` (version 1: ``steps``)."""
 
     KIND: ClassVar[str] = SCENE_KIND
+    VERSION: ClassVar[int] = 2
 
     kind: Literal["scene"] = SCENE_KIND
     shots: list[str] = Field(min_length=1, description="The shot tasks, in scene order")
@@ -129,6 +131,16 @@ class SceneSpec(EditSpec):
     reference_model: str | None = Field(None, description="The VACE model of reference-conditioned shots")
     morph_model: str | None = Field(None, description="The model generating morph boundaries (morph_with_model)")
     morph: MorphSettings | None = Field(None, description="What the morph model generates with")
+
+    @classmethod
+    def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
+        data = super().upgrade(data)
+        if data["version"] == 1:
+            if isinstance(data.get("morph"), dict) and "steps" in data["morph"]:
+                data["morph"] = {**data["morph"], "num_inference_steps": data["morph"]["steps"]}
+                del data["morph"]["steps"]
+            data["version"] = 2
+        return data
 
 
 class SceneShotSpec(EditSpec):

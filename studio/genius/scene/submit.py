@@ -143,7 +143,8 @@ def submit(services: "FeatureServices", request: SceneEditRequest, owner: str) -
         reference_model=reference_model.id if reference_model else None,
         morph_model=morph_model.id if morph_model else None,
         morph=MorphSettings(prompts=[p.prompt for p in plans], negative_prompt=plans[0].negative_prompt,
-                            steps=first.num_inference_steps, guidance_scale=first.guidance_scale, seed=first.seed)
+                            num_inference_steps=first.num_inference_steps, guidance_scale=first.guidance_scale,
+                            seed=first.seed)
         if request.morph_with_model else None,
         path="model" if request.morph_with_model else "classical")
     if reference is not None:
