@@ -23,7 +23,6 @@ from studio.genius.consistency.entities import list_entities, register_entity
 from studio.genius.consistency.schema import APPEARANCE_MODELS, RegisterEntityRequest, TrackRequest
 from studio.genius.consistency.scoring import HISTOGRAM
 from studio.genius.consistency.submit import submit
-from studio.genius.consistency.task import entity_store
 from studio.media.inputs import encode_png_base64
 from studio.models.appearance import EMBEDDERS
 
@@ -82,7 +81,7 @@ def _appearance_label(model_id: str) -> str:
 
 
 def _entities(studio: Studio, owner: str) -> list[dict]:
-    return [e.model_dump() for e in list_entities(entity_store(studio), owner).entities]
+    return [e.model_dump() for e in list_entities(studio.entities, owner).entities]
 
 
 def make_register_handler(studio: Studio):
@@ -104,7 +103,7 @@ def make_register_handler(studio: Studio):
                 "reference_image_base64": encode_png_base64(np.ascontiguousarray(image[:, :, :3]))}
         owner = owner_of(studio, request)
         try:
-            info = register_entity(entity_store(studio), parse_model(RegisterEntityRequest, body), owner)
+            info = register_entity(studio.entities, parse_model(RegisterEntityRequest, body), owner)
         except StudioError as error:
             raise gr_error(error) from None
         return (f"Registered **{info.name}** ({info.entity_type}, {info.width}x{info.height}).",
@@ -147,7 +146,7 @@ def make_track_handler(studio: Studio):
         body = {"entity_names": names or None, "detect_every": int(detect_every),
                 "appearance_model": appearance_model or HISTOGRAM}
         updates = submit_and_follow(studio, request, lambda owner: submit(
-            studio.services, entity_store(studio), parse_model(TrackRequest, body), owner, task_id=source_task,
+            studio.services, studio.entities, parse_model(TrackRequest, body), owner, task_id=source_task,
             upload=upload))
         for status, path, result in updates:
             if result:

@@ -21,6 +21,7 @@ from studio.engine.step_cache import DecoderStatsAggregate
 from studio.errors import ServiceUnavailable, TaskNotFound, TaskNotReady
 from studio.genius.consistency import run as consistency_run
 from studio.genius.consistency.schema import ConsistencySpec
+from studio.genius.consistency.task import EntityStore
 from studio.genius.generate import submit as generate
 from studio.genius.inpaint import run as inpaint_run
 from studio.genius.inpaint.schema import InpaintSpec
@@ -91,6 +92,7 @@ class Studio:
         self.models = ModelCache(settings.models_dir)
         self.estimator = Estimator(self.store)
         self.keys = KeyStore(self.database, settings.api_keys)
+        self.entities = EntityStore(self.database)  # the Consistency Tracker's registered entities
         self.fetch_policy = FetchPolicy(allow_loopback=settings.allow_loopback_urls)
         self.webhooks = WebhookDispatcher(self.store, self.keys, self.fetch_policy,
                                           settings.webhook_retry_base_seconds)

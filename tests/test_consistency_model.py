@@ -13,7 +13,6 @@ from skimage import data
 from studio.core import UI_OWNER
 from studio.errors import InvalidRequest, ModelUnavailable
 from studio.genius.consistency import scoring, tracker
-from studio.genius.consistency import task as consistency_task
 from studio.genius.consistency.entities import register_entity
 from studio.genius.consistency.schema import RegisterEntityRequest
 from studio.genius.consistency.reference import EntityModel
@@ -144,7 +143,7 @@ def test_embedding_similarity_is_the_clipped_cosine_in_frame_order(cat, monkeypa
 @pytest.fixture()
 def no_entities(live_server):
     """The API key starts and ends these tests with no entities (as in test_consistency_task)."""
-    store = consistency_task.entity_store(live_server.studio)
+    store = live_server.studio.entities
 
     def clear():
         for owner in (_key_id(live_server), UI_OWNER):
@@ -199,7 +198,7 @@ def test_ui_track_handler_takes_the_appearance_model(live_server, no_entities, c
     from studio.engine.request import parse_model
 
     studio = live_server.studio
-    register_entity(consistency_task.entity_store(studio), parse_model(RegisterEntityRequest, {
+    register_entity(studio.entities, parse_model(RegisterEntityRequest, {
         "name": "cat", "reference_image_base64": png_base64(cat)}), UI_OWNER)
     source = source_task(studio, UI_OWNER, moving_clip(cat)[0][:6])
     updates = list(make_track_handler(studio)(None, source, "", 3, TINY_CLIP))

@@ -68,7 +68,7 @@ def other(live_server):
 @pytest.fixture(autouse=True)
 def no_entities_left(live_server):
     """Every test starts and ends with no entities for either key or the UI."""
-    store = consistency_task.entity_store(live_server.studio)
+    store = live_server.studio.entities
     owners = [live_server.studio.keys.lookup(k).id for k in (API_KEY, OTHER_KEY)] + [UI_OWNER]
 
     def clear():
@@ -232,7 +232,7 @@ def test_gradio_api_registers_lists_and_tracks_an_upload(live_server, cat, tmp_p
 
 def test_entity_store_is_safe_across_threads(live_server, cat):
     """Concurrent registrations of one name: exactly one wins, the rest get EntityExists."""
-    store = consistency_task.entity_store(live_server.studio)
+    store = live_server.studio.entities
     outcomes = []
 
     def add():

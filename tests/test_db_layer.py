@@ -19,7 +19,7 @@ from studio.core import Studio
 from studio.db import Database
 from studio.db.engine import newest_revision
 from studio.db.schema import metadata
-from studio.genius.consistency.task import EntityStore, entity_store
+from studio.genius.consistency.task import EntityStore
 from studio.genius.sla.monitor import SlaMonitor
 from studio.jobs import store as st
 from studio.jobs.store import TaskStore
@@ -107,7 +107,7 @@ def test_every_store_of_a_studio_uses_one_database_and_one_file_connection(tmp_p
     studio = Studio(Settings(data_dir=tmp_path, model="tiny"))  # not started: no threads
     try:
         database = studio.database
-        entities = entity_store(studio)
+        entities = studio.entities
         assert studio.store.database is database and studio.keys.database is database
         assert studio.sla._store._database is database and entities._records.database is database
         # Each store reads and writes through it, one after the other on this thread ...

@@ -17,7 +17,6 @@ from studio.genius.consistency import entities as consistency_entities
 from studio.genius.consistency.result import track_result as read_track_result
 from studio.genius.consistency.schema import EntityInfo, EntityList, RegisterEntityRequest, TrackRequest, TrackResult
 from studio.genius.consistency.submit import submit
-from studio.genius.consistency.task import entity_store
 from studio.keys import ApiKey
 from studio.views import SubmitResponse
 
@@ -36,20 +35,20 @@ def register_entity(body: RegisterEntityRequest, key: ApiKey = Depends(api_key()
     16-2048 px, not flat). ``entity_type`` ``character`` also keeps the largest frontal face of
     the reference for face matching. Names are unique per API key: a second entity with the
     same name is refused with 409 (``EntityExists``); delete the old one first."""
-    return consistency_entities.register_entity(entity_store(studio), body, owner=key.id)
+    return consistency_entities.register_entity(studio.entities, body, owner=key.id)
 
 
 @router.get("/entities", response_model=EntityList)
 def entities(key: ApiKey = Depends(api_key()), studio: Studio = Depends(get_studio)) -> EntityList:
     """Your registered entities, oldest first."""
-    return consistency_entities.list_entities(entity_store(studio), owner=key.id)
+    return consistency_entities.list_entities(studio.entities, owner=key.id)
 
 
 @router.delete("/entities/{entity_id}", status_code=204, response_class=Response, responses={404: _NO_ENTITY})
 def delete_entity(entity_id: str, key: ApiKey = Depends(api_key()), studio: Studio = Depends(get_studio)) -> Response:
     """Delete one of your entities (404 for unknown ids and other keys' entities). Tracking
     tasks already queued keep their copy of it."""
-    consistency_entities.delete_entity(entity_store(studio), entity_id, owner=key.id)
+    consistency_entities.delete_entity(studio.entities, entity_id, owner=key.id)
     return Response(status_code=204)
 
 
@@ -74,7 +73,7 @@ def track(task_id: str, body: TrackRequest | None = Body(None), key: ApiKey = De
 
     Rate limit: charged to the key's ``/generate`` budget (5 per 10 s by default; ``generate=`` in
     ``ECHOEL_RATE_LIMITS``), the same budget as ``POST /v1/generate``, since it queues GPU work."""
-    return submit(studio.services, entity_store(studio), body or TrackRequest(), owner=key.id, task_id=task_id)
+    return submit(studio.services, studio.entities, body or TrackRequest(), owner=key.id, task_id=task_id)
 
 
 @router.get("/track/{task_id}", response_model=TrackResult, responses={404: ERRORS[404], 409: ERRORS[409]})

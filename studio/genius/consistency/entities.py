@@ -10,7 +10,7 @@ checked like any base64 image (``studio.media.inputs.decode_base64_image``: 413 
 ``EntityModel.from_reference`` (each side 16..2048 px, not flat).
 
 Every function takes the caller's entity store (``studio.genius.consistency.task.EntityStore``,
-which the edges get from ``entity_store(studio)``).
+which the edges get as ``studio.entities``).
 """
 
 from __future__ import annotations

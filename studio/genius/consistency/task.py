@@ -10,16 +10,11 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from studio.db import Database
 from studio.db.entities import DuplicateEntityName, EntityRecords, EntityRow, TooManyEntities
 from studio.errors import InvalidRequest
 from studio.genius.consistency.schema import MAX_ENTITIES, EntityExists, EntityInfo
-
-if TYPE_CHECKING:
-    from studio.core import Studio
-
 
 # -- the entity store ---------------------------------------------------------------------------
 
@@ -58,7 +53,3 @@ def _info(row: EntityRow) -> EntityInfo:
     return EntityInfo(entity_id=row.id, name=row.name, entity_type=row.entity_type, width=row.width,
                       height=row.height, created_at=row.created_at)
 
-
-def entity_store(studio: "Studio") -> EntityStore:
-    """The entity store on ``studio``'s database."""
-    return EntityStore(studio.database)
