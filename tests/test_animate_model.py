@@ -215,3 +215,15 @@ def test_gradio_model_paths_take_an_uploaded_video(client, tmp_path):
         handle_file(str(clip_path)), "", handle_file(str(tmp_path / "speech.wav")), "neutral", 1.0, "", True,
         "tiny-animate", api_name="/lipsync")
     assert status.startswith("Done") and details["metadata"]["path"] == "model"
+
+
+@pytest.mark.parametrize("body, limit", [
+    ({"mode": "motion_transfer", "use_model": True, "model": "tiny-animate"}, 300),  # Wan Animate
+    ({"mode": "style_transfer", "prompt": "an oil painting"}, 600),  # VACE with a reference image
+])
+def test_a_source_too_long_for_a_model_path_is_a_400_naming_its_length(http, live_server, body, limit):
+    frame = np.full((32, 32, 3), 128, np.uint8)
+    source = source_task(live_server.studio, _key_id(live_server), [frame] * (limit + 1))
+    reply = http.post(V2V, json={**body, "source_task_id": source, "style_reference_base64": reference(1)})
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["detail"].startswith("source_task_id") and f"has {limit + 1}" in reply.json()["detail"]

@@ -63,7 +63,7 @@ def submit(services: "FeatureServices", request: V2VRequest, owner: str,
         source = store_source(services, owner, folder, request.source_task_id, upload, field_name="source_task_id")
         if source.frames > MAX_FRAMES:
             raise InvalidRequest(f"source_task_id: the model path takes at most {MAX_FRAMES} frames, the source "
-                                 f"has {source['frames']}; trim it or use the classical path (no use_model/prompt)")
+                                 f"has {source.frames}; trim it or use the classical path (no use_model/prompt)")
         face = None if request.face_region is None else \
             list(face_track.face_region_from_corners(request.face_region, source.width, source.height))
         face_track.track_face(sample_frames(source_path(services.paths, folder, source), FACE_SAMPLES), face)

@@ -54,7 +54,7 @@ def submit(services: "FeatureServices", request: V2VRequest, owner: str,
         source = store_source(services, owner, folder, request.source_task_id, upload, field_name="source_task_id")
         if source.frames > MAX_FRAMES:
             raise InvalidRequest(f"source_task_id: this model path takes at most {MAX_FRAMES} frames, the source has "
-                                 f"{source['frames']}")
+                                 f"{source.frames}")
         store_image(folder, REFERENCE_IMAGE, reference)
         spec = V2VSpec(mode=request.mode, path="model", pipeline="vace", model=model.id, prompt=request.prompt,
                        negative_prompt=NEGATIVE_PROMPT,
