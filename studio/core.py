@@ -18,7 +18,7 @@ from studio.engine.genres import GENRES
 from studio.engine.request import GenerationRequest, GenerationSpec
 from studio.engine.spec import TaskSpec
 from studio.engine.step_cache import DecoderStatsAggregate
-from studio.errors import ServiceUnavailable, TaskNotFound, TaskNotReady
+from studio.errors import InvalidRequest, ServiceUnavailable, TaskNotFound, TaskNotReady
 from studio.genius.consistency import run as consistency_run
 from studio.genius.consistency.schema import ConsistencySpec
 from studio.genius.consistency.task import EntityStore
@@ -226,8 +226,9 @@ class Studio:
         else:
             elapsed = (task.finished_at or time.time()) - task.started_at
         progress, step = task.progress, task.current_step
-        if task.kind == "scene" and not task.is_terminal:
-            progress, step = self._scene_progress(task)
+        spec = _spec_if_loadable(task)
+        if isinstance(spec, SceneSpec) and not task.is_terminal:
+            progress, step = self._scene_progress(task, spec)
         return TaskStatus(
             task_id=task.id,
             status=task.status,
@@ -239,13 +240,13 @@ class Studio:
             queue_position=self.store.queue_position(task.id),
             error=task.error,
             error_type=task.error_type,
-            **self.estimator.status_basis(task, SPECS.of(task)),
+            **self.estimator.status_basis(task, spec),
         )
 
-    def _scene_progress(self, task: Task) -> tuple[float, str]:
+    def _scene_progress(self, task: Task, scene: SceneSpec) -> tuple[float, str]:
         """A scene edit's progress covers its shots: 90% for generating them (their mean
         progress), 10% for stitching."""
-        shots = [self.store.get(shot_id) for shot_id in SPECS.of(task).shots]
+        shots = [self.store.get(shot_id) for shot_id in scene.shots]
         done = [1.0 if s is None or s.is_terminal else s.progress for s in shots]
         running = next((i for i, s in enumerate(shots) if s is not None and not s.is_terminal), None)
         step = task.current_step if running is None else \
@@ -406,3 +407,12 @@ class Studio:
         return Health(status=status, default_model=self.default_model, loaded_model=self.models.loaded_model,
                       cuda=cuda_available(), running_task=self.worker.current_task_id is not None,
                       worker_running=self.worker.alive, free_disk_mb=free_mb, problems=problems)
+
+
+def _spec_if_loadable(task: Task) -> TaskSpec | None:
+    """The task's spec, for what its status derives from it; None for a row this version cannot
+    read (a newer version's, or spoiled): its status still answers, and its run fails naming why."""
+    try:
+        return SPECS.of(task)
+    except InvalidRequest:
+        return None

@@ -118,3 +118,26 @@ def test_preview_every_n_steps_has_the_request_range():
         parse_request({"prompt": "x", "preview_every_n_steps": 0})
     assert GenerationRequest(prompt="x").preview_every_n_steps == 1
     assert GenerationRequest(prompt="x", preview_every_n_steps=50).preview_every_n_steps == 50
+
+
+def test_a_row_that_no_longer_loads_still_has_a_status_and_fails_when_run(tmp_path):
+    """Reading a status never depends on the row's spec: a row written by a newer version (or
+    spoiled) still answers GET /v1/status; running it is what fails, naming the problem."""
+    import time
+
+    from studio.config import Settings
+    from studio.core import Studio
+
+    studio = Studio(Settings(data_dir=tmp_path, model="tiny"))
+    try:
+        task, _ = studio.store.create_task("t2v", {**OLD_T2V_ROW, "version": 2}, owner="ui")
+        assert studio.status(task.id).status == "pending"
+        studio.start()
+        deadline = time.monotonic() + 60
+        while not studio.store.get(task.id).is_terminal and time.monotonic() < deadline:
+            time.sleep(0.1)
+        ended = studio.status(task.id)
+        assert (ended.status, ended.error_type) == ("failed", "ValueError")  # InvalidRequest, the seed's name
+        assert "version 2 of a t2v spec" in ended.error
+    finally:
+        studio.stop()
