@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +36,18 @@ def new_inputs(services: "FeatureServices") -> tuple[str, Path]:
     folder = services.data_dir / "inputs" / inputs_id
     folder.mkdir(parents=True)
     return inputs_id, folder
+
+
+@contextmanager
+def inputs_kept_on_success(services: "FeatureServices") -> Iterator[tuple[str, Path]]:
+    """``new_inputs`` for a submit that may still refuse the request: the folder is removed when
+    the block raises, so a refused request leaves nothing behind."""
+    inputs_id, folder = new_inputs(services)
+    try:
+        yield inputs_id, folder
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def store_source(services: "FeatureServices", owner: str, folder: Path, task_id: str | None, upload: Path | None,

@@ -18,7 +18,8 @@ model are untrained: offline, the path runs end to end but its output is noise-l
 
 from __future__ import annotations
 
-import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,7 @@ from studio.engine.motion_signals import driving_signals
 from studio.engine.plan import generation_size
 from studio.engine.request import seed_or_random
 from studio.errors import InvalidRequest
-from studio.genius.edit_submit import estimate_seconds, new_inputs, store_source
+from studio.genius.edit_submit import estimate_seconds, inputs_kept_on_success, store_source
 from studio.genius.v2v.inputs import REFERENCE_IMAGE, reference_image
 from studio.genius.v2v.schema import KIND, V2VRequest, V2VSpec
 from studio.media.video import sample_frames
@@ -58,8 +59,7 @@ def submit(services: "FeatureServices", request: V2VRequest, owner: str,
     if reference is None:
         raise InvalidRequest("style_reference_url: motion_transfer's model path animates a reference image "
                              "(the character); give style_reference_url or style_reference_base64")
-    inputs_id, folder = new_inputs(services)
-    try:
+    with inputs_kept_on_success(services) as (inputs_id, folder), _face_hint():
         source = store_source(services, owner, folder, request.source_task_id, upload, field_name="source_task_id")
         if source.frames > MAX_FRAMES:
             raise InvalidRequest(f"source_task_id: the model path takes at most {MAX_FRAMES} frames, the source "
@@ -73,16 +73,19 @@ def submit(services: "FeatureServices", request: V2VRequest, owner: str,
                        num_inference_steps=request.num_inference_steps or model.default_steps,
                        seed=seed_or_random(request.seed), source=source, inputs_id=inputs_id,
                        reference_image=REFERENCE_IMAGE, face_region_xywh=face, unused=request.changed(*UNUSED))
+    return services.submit_spec(spec, owner, estimate_seconds(services, KIND, spec.source.frames, "model"))
+
+
+@contextmanager
+def _face_hint() -> Iterator[None]:
+    """Wan Animate's face video needs a face: say which field gives one when none is found."""
+    try:
+        yield
     except InvalidRequest as error:
-        shutil.rmtree(folder, ignore_errors=True)
         if error.detail.startswith("no face found"):
             raise InvalidRequest("face_region: no face found in the source; Wan Animate's face video needs one: "
                                  "pass face_region [x1, y1, x2, y2] in pixels") from None
         raise
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    return services.submit_spec(spec, owner, estimate_seconds(services, KIND, spec.source.frames, "model"))
 
 
 def run(job: EditJob, spec: V2VSpec) -> EditOutcome:

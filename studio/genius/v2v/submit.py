@@ -25,7 +25,6 @@ transform runs on the first source frame to do so); the worker's run is ``run.ru
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,7 +32,7 @@ import numpy as np
 
 from studio.engine.edit import source_path, store_image
 from studio.errors import InvalidRequest
-from studio.genius.edit_submit import estimate_seconds, new_inputs, store_source
+from studio.genius.edit_submit import estimate_seconds, inputs_kept_on_success, store_source
 from studio.genius.v2v import animate, vace, video_to_video
 from studio.genius.v2v.inputs import (
     REFERENCE_IMAGE,
@@ -93,13 +92,9 @@ def submit(services: "FeatureServices", request: V2VRequest, owner: str, upload:
         sent = "style_reference_url" if request.style_reference_url else "style_reference_base64"
         raise InvalidRequest(f"{sent}: mode {request.mode!r} takes no reference image")
     reference = reference_image(services, request)
-    inputs_id, folder = new_inputs(services)
-    try:
+    with inputs_kept_on_success(services) as (inputs_id, folder):
         spec, expected = _store_inputs(services, request, owner, inputs_id, folder, upload, reference_upload,
                                        reference)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
     return services.submit_spec(spec, owner, estimate_seconds(services, KIND, expected))
 
 

@@ -19,7 +19,6 @@ its frames are noise-like.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +30,7 @@ from studio.engine.request import NEGATIVE_PROMPT, seed_or_random
 from studio.engine.run import untrained_note
 from studio.engine.text_cache import encode_prompt_embeds
 from studio.errors import InvalidRequest
-from studio.genius.edit_submit import estimate_seconds, new_inputs, store_source
+from studio.genius.edit_submit import estimate_seconds, inputs_kept_on_success, store_source
 from studio.genius.v2v.inputs import REFERENCE_IMAGE, reference_image
 from studio.genius.v2v.primitives import grayscale_rgb, with_luminance
 from studio.genius.v2v.schema import KIND, V2VRequest, V2VSpec
@@ -49,8 +48,7 @@ def submit(services: "FeatureServices", request: V2VRequest, owner: str,
     """Check and store a reference-image model-path request and queue it."""
     model = runnable_spec("vace", request.model, f"{request.mode} with a prompt and a reference image")
     reference = reference_image(services, request)
-    inputs_id, folder = new_inputs(services)
-    try:
+    with inputs_kept_on_success(services) as (inputs_id, folder):
         source = store_source(services, owner, folder, request.source_task_id, upload, field_name="source_task_id")
         if source.frames > MAX_FRAMES:
             raise InvalidRequest(f"source_task_id: this model path takes at most {MAX_FRAMES} frames, the source has "
@@ -62,9 +60,6 @@ def submit(services: "FeatureServices", request: V2VRequest, owner: str,
                        guidance_scale=model.default_guidance, seed=seed_or_random(request.seed), source=source,
                        inputs_id=inputs_id, reference_image=REFERENCE_IMAGE,
                        unused=request.changed("strength", "preserve_motion", "temporal_consistency"))
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
     return services.submit_spec(spec, owner, estimate_seconds(services, KIND, spec.source.frames, "model"))
 
 

@@ -19,7 +19,6 @@ out of memory evicts it and ends the task with ``VramExceeded``).
 from __future__ import annotations
 
 import inspect
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,7 +38,7 @@ from studio.engine.run import seeded_generator, untrained_note
 from studio.engine.text_cache import MAX_SEQUENCE_LENGTH
 from studio.engine.windows import crossfade, four_k_plus_1, sliding_windows, window_count
 from studio.errors import InvalidRequest, ModelUnavailable
-from studio.genius.edit_submit import estimate_seconds, new_inputs, store_source
+from studio.genius.edit_submit import estimate_seconds, inputs_kept_on_success, store_source
 from studio.genius.v2v.inputs import first_frame
 from studio.genius.v2v.primitives import grayscale_rgb, with_luminance
 from studio.genius.v2v.schema import KIND, V2V_MODELS, V2VRequest, V2VSpec
@@ -67,17 +66,13 @@ def submit(services: "FeatureServices", request: V2VRequest, owner: str, upload:
         raise InvalidRequest(f"strength: {request.strength:g} of {steps} steps re-runs no denoising step; the model "
                              f"path needs strength of at least {1 / steps:.3g}")
     seed = seed_or_random(request.seed)
-    inputs_id, folder = new_inputs(services)
-    try:
+    with inputs_kept_on_success(services) as (inputs_id, folder):
         source = store_source(services, owner, folder, request.source_task_id, upload, field_name="source_task_id")
         first_frame(source_path(services.paths, folder, source), "source_task_id")
         spec = V2VSpec(mode=request.mode, path="model", pipeline="video_to_video", prompt=request.prompt,
                        negative_prompt=NEGATIVE_PROMPT, model=model_id, strength=request.strength,
                        num_inference_steps=steps, seed=seed, guidance_scale=model.default_guidance, source=source,
                        inputs_id=inputs_id)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
     return services.submit_spec(spec, owner, estimate_seconds(services, KIND, spec.source.frames, "model"))
 
 
