@@ -46,15 +46,28 @@ OBSERVER_JS = """
 """
 
 
-def _set_slider(page, elem_id: str, value: float) -> None:
-    """Type into a Gradio slider's number box and commit it (Enter, then blur)."""
+def _set_slider(page, elem_id: str, value: float, attempts: int = 3) -> None:
+    """Type into a Gradio slider's number box and commit it (Enter, then blur).
+
+    A slider inside an accordion that has just opened can be re-rendered after the first fill,
+    which puts its old value back; so the value is typed again until the range input shows it.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     box = page.locator(f"#{elem_id} input[data-testid='number-input']")
-    box.fill(str(value))
-    box.press("Enter")
-    box.blur()
     range_input = page.locator(f"#{elem_id} input[type='range']")
-    page.wait_for_function(
-        "([el, v]) => Number(el.value) === v", arg=[range_input.element_handle(), value], timeout=15_000)
+    range_input.wait_for(state="visible")
+    for attempt in range(1, attempts + 1):
+        box.fill(str(value))
+        box.press("Enter")
+        box.blur()
+        try:
+            page.wait_for_function("([el, v]) => Number(el.value) === v",
+                                   arg=[range_input.element_handle(), value], timeout=5_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == attempts:
+                raise
 
 
 def _pick_dropdown(page, elem_id: str, choice: str) -> None:
