@@ -68,7 +68,7 @@ def build_app(settings: Settings) -> FastAPI:
                   description="Text-to-video generation on Wan 2.x. Errors are `{error, detail, type}`.",
                   docs_url=None, redoc_url=None)  # the CDN pages; install_docs serves local ones
     api.state.studio = studio
-    api.state.rate_limiter = RateLimiter(settings.rate_limits)
+    api.state.rate_limiter = RateLimiter(settings.rate_limits, storage_url=settings.redis_url)
     install_error_handlers(api)
     install_docs(api)
     api.include_router(router)

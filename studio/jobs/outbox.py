@@ -47,7 +47,10 @@ def queue_webhook(db: Connection, task_id: str, event: str, data: dict[str, Any]
 
 def claim_due(db: Connection, limit: int, accept: Callable[[dict[str, Any]], bool] | None,
               sqlite: bool) -> list[dict[str, Any]]:
-    """``TaskStore.claim_due_webhooks`` inside its transaction (``sqlite``: the dialect has rowids)."""
+    """``TaskStore.claim_due_webhooks`` inside its transaction (``sqlite``: the dialect has rowids).
+
+    Exclusive across processes: a delivery is claimed by one transaction only (``FOR UPDATE SKIP
+    LOCKED`` where the database has it)."""
     mine, other = webhook_outbox.alias("o"), webhook_outbox.alias("e")
     if sqlite:  # rows inserted at the same instant: insertion order
         inserted_earlier = literal_column("e.rowid") < literal_column("o.rowid")
@@ -57,8 +60,15 @@ def claim_due(db: Connection, limit: int, accept: Callable[[dict[str, Any]], boo
         other.c.task_id == mine.c.task_id, other.c.url == mine.c.url, other.c.status.in_(("pending", "sending")),
         or_(other.c.created_at < mine.c.created_at,
             and_(other.c.created_at == mine.c.created_at, inserted_earlier)))
-    rows = db.execute(select(mine).where(mine.c.status == "pending", mine.c.next_attempt_at <= time.time(),
-                                         ~earlier_unfinished).order_by(mine.c.next_attempt_at)).all()
+    due = select(mine).where(mine.c.status == "pending", mine.c.next_attempt_at <= time.time(),
+                             ~earlier_unfinished).order_by(mine.c.next_attempt_at)
+    if not sqlite:
+        # Several API processes claim at once: each locks the rows it reads and passes over those
+        # another holds, so no delivery is claimed (sent) twice. A row locked by one that commits
+        # before we reach it is re-checked and left out, being "sending" by then. SQLite needs
+        # none of this: the transaction is BEGIN IMMEDIATE, one writer at a time.
+        due = due.with_for_update(of=mine, skip_locked=True)
+    rows = db.execute(due).all()
     claimed: list[dict[str, Any]] = []
     for row in rows:
         if len(claimed) >= limit:
