@@ -32,8 +32,8 @@ and the comparison would be threading against processes.
 The API process is not pinned. On the 2-core VM it shares both cores with the workers (and with
 this script's poller, PostgreSQL and Redis): with 2 workers every core is busy generating, so each
 status request and each task's bookkeeping (claims, progress writes, events) competes with a
-worker for CPU. That is why the ratio stays below 2 and why the status p99 rises with 2 workers; on a machine with a core
-to spare for the API the ratio would be closer to 2.
+worker for CPU. That is why the ratio stays below 2 and why the status p99 rises with 2 workers;
+on a machine with a core to spare for the API the ratio would be closer to 2.
 
     .venv/bin/python bench/bench_scale.py [--tasks 12] [--steps 10] [--poll-rate 50]
                                           [--workers 1,2] [--cores 0,1] [--keep]
