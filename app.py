@@ -1,8 +1,10 @@
 """Echoelmusic Video Studio: the web UI at ``/``, the REST API at ``/v1``, docs at ``/docs``.
 
     python app.py [--host 127.0.0.1] [--port 7860] [--model auto|tiny|wan2.1-t2v-1.3b|...] [--data-dir data]
+                  [--role all|api]
 
-Environment: ECHOEL_HOST, ECHOEL_PORT, ECHOEL_MODEL, ECHOEL_DATA_DIR, ECHOEL_PRODUCTION.
+Environment: ECHOEL_HOST, ECHOEL_PORT, ECHOEL_MODEL, ECHOEL_DATA_DIR, ECHOEL_PRODUCTION; for several
+processes (README, "Scale out"): ECHOEL_DATABASE_URL, ECHOEL_BROKER_URL, ECHOEL_REDIS_URL.
 """
 
 from __future__ import annotations
@@ -126,11 +128,23 @@ def startup_banner(settings: Settings, studio: Studio) -> str:
         device = f"cuda ({torch.cuda.get_device_name(0)})"
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # a URL one can open
     trained = "" if CATALOG[studio.default_model].trained else " (offline, untrained: noise-like output)"
+    workers = "this process (a thread)" if not settings.distributed else \
+        f"Celery workers on {_hidden_password(settings.broker_url)}"
     return (f"Echoelmusic Video Studio is up\n"
             f"  URL:      http://{host}:{settings.port}/  (REST /v1, docs /docs; bound to {settings.host})\n"
             f"  model:    {studio.default_model}{trained}\n"
             f"  device:   {device}\n"
+            f"  tasks:    run by {workers}; database {studio.database.url.render_as_string(hide_password=True)}\n"
             f"  data dir: {settings.data_dir}")
+
+
+def _hidden_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: show its scheme only
+        return url.split("://", 1)[0] + "://..."
 
 
 def _allowed_methods(api: FastAPI, scope: dict) -> list[str]:
@@ -148,8 +162,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--port", type=int, default=env.port)
     parser.add_argument("--model", default=env.model, help="default model id, or 'auto'")
     parser.add_argument("--data-dir", type=Path, default=env.data_dir)
+    parser.add_argument("--role", choices=["all", "api"], default="all",
+                        help="all: HTTP and the in-process worker (or HTTP alone with ECHOEL_BROKER_URL); "
+                             "api: HTTP only, tasks run on Celery workers (python -m studio worker)")
     args = parser.parse_args(argv)
-    return replace(env, host=args.host, port=args.port, model=args.model, data_dir=args.data_dir.resolve())
+    return replace(env, host=args.host, port=args.port, model=args.model, data_dir=args.data_dir.resolve(),
+                   role=args.role)
 
 
 class StudioServer(uvicorn.Server):

@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --dev
+scripts/services.sh  # PostgreSQL, Redis, RabbitMQ for the distributed tests, where installed and down
 export HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
 exec .venv/bin/python -m pytest -q --timeout=300 "$@"

@@ -6,6 +6,8 @@
     python -m studio maintenance on|off|status  drain: refuse new work with 503, finish running tasks
     python -m studio db current                 the migration the database stands at, and the newest
     python -m studio db upgrade                 migrate the database to the newest schema (Alembic)
+    python -m studio worker [--models M1,M2]    a Celery worker (ECHOEL_BROKER_URL) for those models'
+                                                queues (default: every model); one per GPU
 
 All take ``--data-dir`` (default ``ECHOEL_DATA_DIR`` or ``./data``), the server's data folder; the
 database is ``ECHOEL_DATABASE_URL`` (default: the SQLite file in the data folder), as the server's.
@@ -14,6 +16,7 @@ database is ``ECHOEL_DATABASE_URL`` (default: the SQLite file in the data folder
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import replace
 from datetime import datetime
@@ -67,6 +70,34 @@ def _db(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if args.action == "current" or at == newest_revision() else 1
 
 
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Run a Celery worker: one process that runs one task at a time (one per GPU), on the queues
+    of the models it serves. The same as ``celery -A studio.jobs.celery_app worker -Q ...``."""
+    from studio.jobs.routing import queues_for
+    from studio.models.catalog import MODELS
+
+    if not settings.distributed:
+        print("set ECHOEL_BROKER_URL (redis://... or amqp://...) and ECHOEL_REDIS_URL first", file=sys.stderr)
+        return 2
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else list(settings.worker_models)
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        print(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}", file=sys.stderr)
+        return 2
+    # The worker's processes read their settings from the environment, as the server's do.
+    os.environ["ECHOEL_DATA_DIR"] = str(settings.data_dir)
+    os.environ["ECHOEL_WORKER_MODELS"] = ",".join(models)
+    from studio.jobs.celery_app import make_app
+
+    app = make_app(settings.broker_url)  # the app ``celery -A studio.jobs.celery_app`` finds, for this URL
+    argv = ["worker", "--concurrency", str(args.concurrency), "--pool", "prefork", "--loglevel", args.loglevel,
+            "-Q", ",".join(queues_for(models or list(MODELS))), "--without-gossip", "--without-mingle"]
+    if args.hostname:
+        argv += ["--hostname", args.hostname]
+    app.worker_main(argv)
+    return 0
+
+
 def _maintenance(args: argparse.Namespace, settings: Settings) -> int:
     flag = settings.maintenance_flag
     if args.state == "on":
@@ -94,13 +125,19 @@ def main(argv: list[str] | None = None) -> int:
     maintenance.add_argument("state", choices=["on", "off", "status"])
     db = commands.add_parser("db", help="database schema (Alembic migrations)")
     db.add_argument("action", choices=["current", "upgrade"])
+    worker = commands.add_parser("worker", help="run a Celery worker (needs ECHOEL_BROKER_URL, ECHOEL_REDIS_URL)")
+    worker.add_argument("--models", default=None, help="comma-separated model ids it serves (default: "
+                                                        "ECHOEL_WORKER_MODELS, else every model)")
+    worker.add_argument("--concurrency", type=int, default=1, help="tasks at once (1 per GPU)")
+    worker.add_argument("--loglevel", default="info")
+    worker.add_argument("--hostname", default=None, help="Celery node name (default: celery@<host>)")
     args = parser.parse_args(argv)
 
     settings = Settings.from_env()
     if args.data_dir is not None:
         settings = replace(settings, data_dir=args.data_dir.resolve())
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return {"keys": _keys, "db": _db, "maintenance": _maintenance}[args.command](args, settings)
+    return {"keys": _keys, "db": _db, "maintenance": _maintenance, "worker": _worker}[args.command](args, settings)
 
 
 if __name__ == "__main__":

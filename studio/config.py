@@ -67,6 +67,15 @@ class Settings:
             (507 ``StorageFull``) and the worker starts no run; both resume once space is freed.
         database_url: the SQLAlchemy URL of the studio's database (``ECHOEL_DATABASE_URL``);
             None: the SQLite file ``db_path``. Read it as ``db_url``.
+        broker_url: the Celery broker (``ECHOEL_BROKER_URL``, ``redis://...`` or ``amqp://...``);
+            None: tasks run on the in-process worker thread (the embedded default).
+        redis_url: Redis for what several processes share live (``ECHOEL_REDIS_URL``): events,
+            rate-limit counters, cancel flags; None: kept in this process.
+        role: ``all`` (HTTP and the in-process worker, or HTTP alone when a broker is set),
+            ``api`` (HTTP only; tasks go to Celery workers) or ``worker`` (a Celery worker's
+            process, no HTTP).
+        worker_models: the models a Celery worker serves (``ECHOEL_WORKER_MODELS``,
+            comma-separated; empty: every model in the catalog); its queues follow from them.
     """
 
     host: str = "127.0.0.1"
@@ -83,6 +92,10 @@ class Settings:
     sla_level: str = "standard"
     min_free_mb: int = 256
     database_url: str | None = None
+    broker_url: str | None = None
+    redis_url: str | None = None
+    role: str = "all"
+    worker_models: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -105,6 +118,9 @@ class Settings:
             sla_level=os.environ.get("ECHOEL_SLA_LEVEL", base.sla_level),
             min_free_mb=_env_int("ECHOEL_MIN_FREE_MB", base.min_free_mb),
             database_url=os.environ.get("ECHOEL_DATABASE_URL") or None,
+            broker_url=os.environ.get("ECHOEL_BROKER_URL") or None,
+            redis_url=os.environ.get("ECHOEL_REDIS_URL") or None,
+            worker_models=tuple(m.strip() for m in os.environ.get("ECHOEL_WORKER_MODELS", "").split(",") if m.strip()),
         )
 
     # Folders under data_dir, one job each.
@@ -124,6 +140,11 @@ class Settings:
     def db_url(self) -> str:
         """The database the studio connects to: ``database_url``, else the SQLite file ``db_path``."""
         return self.database_url or f"sqlite:///{self.db_path}"
+
+    @property
+    def distributed(self) -> bool:
+        """Whether tasks run on Celery workers (a broker is set) instead of this process's thread."""
+        return self.broker_url is not None
 
     @property
     def maintenance_flag(self) -> Path:

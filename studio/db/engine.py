@@ -49,6 +49,9 @@ def sqlite_url(path: Path | str) -> str:
     return URL.create("sqlite", database=str(Path(path).resolve())).render_as_string()
 
 
+MIGRATION_LOCK = 0x5EC0_0001  # the PostgreSQL advisory lock id migrations hold
+
+
 class Database:
     """One engine (one connection pool) for the whole process.
 
@@ -135,6 +138,10 @@ class Database:
             return  # the common case at every start: nothing to do, no write lock taken
         config = alembic_config()
         with self.transaction() as connection:
+            if not self.is_sqlite:
+                # Processes starting together (API replicas, workers) migrate one at a time; the
+                # later ones find the schema current (SQLite's BEGIN IMMEDIATE already serialises).
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 

@@ -49,11 +49,17 @@ tasks = Table(
     Column("owner", Text, nullable=False, server_default=text("''")),
     Column("webhook_url", Text),
     Column("batch_id", Text),
+    # The Celery queue the task is announced on (studio.jobs.routing): workers serving a model
+    # listen on its queue, so their weights stay loaded. Unused by the in-process worker.
+    Column("queue", Text, nullable=False, server_default=text("'studio'")),
+    # The worker (studio.jobs.workers) running it now; with ``attempt``, who may end the run.
+    Column("worker_id", Text),
     sqlite_autoincrement=True,
 )
 Index("tasks_queue", tasks.c.status, tasks.c.priority.desc(), tasks.c.seq)
 Index("tasks_owner", tasks.c.owner)
 Index("tasks_batch", tasks.c.batch_id)
+Index("tasks_queue_name", tasks.c.queue, tasks.c.status)
 
 batches = Table(
     "batches", metadata,
@@ -99,6 +105,8 @@ webhook_outbox = Table(
     Column("last_error", Text),
     Column("created_at", Seconds, nullable=False),
     Column("finished_at", Seconds),
+    # The delivery's place among its task's deliveries (0, 1, ...): their order when timestamps tie.
+    Column("seq", Integer, nullable=False, server_default=text("0")),
 )
 Index("outbox_due", webhook_outbox.c.status, webhook_outbox.c.next_attempt_at)
 Index("outbox_task", webhook_outbox.c.task_id, webhook_outbox.c.url)
@@ -108,9 +116,31 @@ task_dependencies = Table(
     "task_dependencies", metadata,
     Column("task_id", Text, nullable=False),
     Column("depends_on", Text, nullable=False),
+    Column("position", Integer, nullable=False, server_default=text("0")),  # the order they were given
     PrimaryKeyConstraint("task_id", "depends_on"),
 )
 Index("task_dependencies_reverse", task_dependencies.c.depends_on, task_dependencies.c.task_id)
+
+# The Celery worker processes (studio.jobs.workers): what each serves, what it runs, when it was
+# last heard of. A worker silent for longer than the heartbeat timeout is dead: its task runs again.
+workers = Table(
+    "workers", metadata,
+    Column("id", Text, primary_key=True),
+    Column("hostname", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("queues", Text, nullable=False),  # JSON list
+    Column("models", Text, nullable=False),  # JSON list of model ids
+    Column("device", Text, nullable=False),
+    Column("memory_total_gb", Seconds),
+    Column("memory_used_gb", Seconds),
+    Column("loaded_model", Text),
+    Column("current_task", Text),
+    Column("tasks_done", Integer, nullable=False, server_default=text("0")),
+    Column("busy_seconds", Seconds, nullable=False, server_default=text("0")),
+    Column("started_at", Seconds, nullable=False),
+    Column("last_seen", Seconds, nullable=False),
+    Column("stopped_at", Seconds),
+)
 
 # Moving averages of measured run times (studio.jobs.estimates).
 timings = Table(

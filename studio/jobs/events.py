@@ -139,6 +139,9 @@ class EventBus:
         self._lock = threading.Lock()
         self._buffer_size = buffer_size
         self.closed = False
+        # Set when events cross processes (``studio.jobs.live.RedisLive``): publish sends through
+        # it, and it delivers what every process published.
+        self.relay = None
 
     def subscriber_count(self) -> int:
         """How many readers follow any task now."""
@@ -168,6 +171,14 @@ class EventBus:
                     del self._subs[sub.task_id]
 
     def publish(self, event: Event) -> None:
+        """Tell every follower of the event's task, in every process when a relay is set."""
+        if self.relay is not None:
+            self.relay.send(event)
+        else:
+            self.deliver(event)
+
+    def deliver(self, event: Event) -> None:
+        """Tell this process's followers of the event's task."""
         with self._lock:
             subs = list(self._subs.get(event.task_id, ()))
         for sub in subs:

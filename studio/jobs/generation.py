@@ -308,7 +308,7 @@ class GenerationRunner:
                 if task.batch_id else None,
             },
         }
-        if self.worker.store.finish(task.id, st.COMPLETED, result=result):
+        if self.worker.store.finish(task.id, st.COMPLETED, result=result, attempt=task.attempt):
             self.worker._generation_done(task, True)
             self.worker._announce_complete(task.id, output.frames)
 

@@ -14,7 +14,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from sqlalchemy import Connection, and_, bindparam, exists, insert, literal_column, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, func, insert, or_, select, update
 
 from studio.db.schema import tasks, webhook_outbox
 
@@ -25,6 +25,9 @@ _RECEIVER = select(tasks.c.owner, tasks.c.webhook_url).where(tasks.c.id == bindp
 _GONE = select(1).where(webhook_outbox.c.task_id == bindparam("task_id"), webhook_outbox.c.url == bindparam("url"),
                         webhook_outbox.c.status == "gone")
 _INSERT = insert(webhook_outbox)
+# The next place among the task's deliveries (their order when two share a timestamp).
+_NEXT_SEQ = select(func.coalesce(func.max(webhook_outbox.c.seq), -1) + 1).where(
+    webhook_outbox.c.task_id == bindparam("task_id"))
 
 
 def queue_webhook(db: Connection, task_id: str, event: str, data: dict[str, Any], max_attempts: int,
@@ -42,24 +45,22 @@ def queue_webhook(db: Connection, task_id: str, event: str, data: dict[str, Any]
     db.execute(_INSERT, {
         "id": "msg_" + uuid.uuid4().hex, "task_id": task_id, "owner": row.owner, "url": row.webhook_url,
         "event": event, "payload": json.dumps(payload, separators=(",", ":")), "status": "pending",
-        "max_attempts": max_attempts, "next_attempt_at": now, "created_at": now})
+        "max_attempts": max_attempts, "next_attempt_at": now, "created_at": now,
+        "seq": db.execute(_NEXT_SEQ, {"task_id": task_id}).scalar_one()})
 
 
 def claim_due(db: Connection, limit: int, accept: Callable[[dict[str, Any]], bool] | None,
               sqlite: bool) -> list[dict[str, Any]]:
-    """``TaskStore.claim_due_webhooks`` inside its transaction (``sqlite``: the dialect has rowids).
+    """``TaskStore.claim_due_webhooks`` inside its transaction (``sqlite``: the database has no
+    row locks to take).
 
     Exclusive across processes: a delivery is claimed by one transaction only (``FOR UPDATE SKIP
     LOCKED`` where the database has it)."""
     mine, other = webhook_outbox.alias("o"), webhook_outbox.alias("e")
-    if sqlite:  # rows inserted at the same instant: insertion order
-        inserted_earlier = literal_column("e.rowid") < literal_column("o.rowid")
-    else:  # TODO(PostgreSQL issue): an insertion-order column; ids are random
-        inserted_earlier = other.c.id < mine.c.id
     earlier_unfinished = exists().where(
         other.c.task_id == mine.c.task_id, other.c.url == mine.c.url, other.c.status.in_(("pending", "sending")),
         or_(other.c.created_at < mine.c.created_at,
-            and_(other.c.created_at == mine.c.created_at, inserted_earlier)))
+            and_(other.c.created_at == mine.c.created_at, other.c.seq < mine.c.seq)))
     due = select(mine).where(mine.c.status == "pending", mine.c.next_attempt_at <= time.time(),
                              ~earlier_unfinished).order_by(mine.c.next_attempt_at)
     if not sqlite:
@@ -105,5 +106,5 @@ def requeue_interrupted(db: Connection) -> int:
 def of_task(db: Connection, task_id: str) -> list[dict[str, Any]]:
     """Every delivery of a task, oldest first."""
     rows = db.execute(select(webhook_outbox).where(webhook_outbox.c.task_id == task_id)
-                      .order_by(webhook_outbox.c.created_at)).all()
+                      .order_by(webhook_outbox.c.created_at, webhook_outbox.c.seq)).all()
     return [dict(r._mapping) for r in rows]

@@ -57,6 +57,9 @@ OTHER_CLASS = UI_CLASS != bindparam("me_ui", type_=Integer)
 NEXT_TO_CLAIM = (select(tasks.c.id, UI_CLASS.label("ui")).where(PENDING_READY)
                  .order_by(UI_CLASS == bindparam("last_ui", type_=Integer), EFFECTIVE_PRIORITY.desc(), tasks.c.seq)
                  .limit(1))
+# The same among the tasks announced on one Celery queue (``queue``): a worker's claim.
+NEXT_TO_CLAIM_IN_QUEUE = NEXT_TO_CLAIM.where(tasks.c.queue == bindparam("queue"))
+
 _PLACE = select(tasks.c.status, tasks.c.priority, tasks.c.seq, tasks.c.created_at, UI_CLASS.label("ui")) \
     .where(tasks.c.id == bindparam("task_id"))
 _PENDING_COUNT = select(func.count()).select_from(tasks).where(PENDING_READY)

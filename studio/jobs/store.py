@@ -26,15 +26,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from sqlalchemy import Connection, Row, bindparam, func, insert, literal_column, select, update
+from sqlalchemy import Connection, Row, bindparam, exists, func, insert, select, true, update
 
 from studio.db import Database
-from studio.db.schema import batches, events, task_dependencies, tasks, timings
+from studio.db.schema import batches, events, task_dependencies, tasks, timings, workers
 from studio.errors import InvalidRequest
 from studio.jobs import idempotency_keys, outbox, queue_order
 from studio.jobs.idempotency_keys import IDEMPOTENCY_TTL_SECONDS
 from studio.jobs.outbox import WEBHOOK_MAX_ATTEMPTS
-from studio.jobs.queue_order import AGE_BOOST_SECONDS, NEXT_TO_CLAIM, PENDING_READY
+from studio.jobs.queue_order import AGE_BOOST_SECONDS, NEXT_TO_CLAIM, NEXT_TO_CLAIM_IN_QUEUE, PENDING_READY, READY
+from studio.jobs.routing import DEFAULT_QUEUE
 from studio.jobs.task_row import (ALL_STATUSES, CANCELLED, COMPLETED, DEPENDENCY_FAILED, ENCODING, FAILED,
                                   GENERATING, LOADING_MODEL, PENDING, RUNNING_STATUSES, TERMINAL_STATUSES, Task,
                                   row_to_task)
@@ -44,6 +45,7 @@ __all__ = ["PENDING", "LOADING_MODEL", "GENERATING", "ENCODING", "COMPLETED", "F
            "IDEMPOTENCY_TTL_SECONDS", "WEBHOOK_MAX_ATTEMPTS", "Task", "TaskStore"]
 
 _UNFINISHED = (PENDING, *RUNNING_STATUSES)
+CLAIM_RACE_RETRIES = 5  # claims lost to another worker before claim_next gives up for now
 
 # The statements of the hot paths (every step, every status poll, every event), built once:
 # building a Core statement costs more than SQLite takes to run it.
@@ -75,6 +77,11 @@ class TaskStore:
         # so nobody else would tell their live followers): (task id, detail) -> None.
         self.on_dependant_failed: Callable[[str, str], None] | None = None
         self._failed_dependants: list[tuple[str, str]] = []
+        # Called after the commit with the tasks that became claimable (created ready, requeued,
+        # their last dependency completed), as (task id, queue): the dispatcher announces them
+        # (``studio.jobs.dispatch``). Every such task is announced at least once.
+        self.on_ready: Callable[[list[tuple[str, str]]], None] | None = None
+        self._ready_now: list[tuple[str, str]] = []
         self._last_claim_ui = -1  # class of the last claim (1 UI, 0 keyed; -1 none yet): see claim_next
 
     def close(self) -> None:
@@ -89,13 +96,16 @@ class TaskStore:
     def _transaction(self) -> Iterator[Connection]:
         """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error), holding the store's lock."""
         with self._lock:
-            self._failed_dependants = []
+            self._failed_dependants, self._ready_now = [], []
             with self._db.transaction() as db:
                 yield db
             failed, self._failed_dependants = self._failed_dependants, []
+            ready, self._ready_now = self._ready_now, []
         if self.on_dependant_failed is not None:  # committed: now followers may hear of it
             for task_id, detail in failed:
                 self.on_dependant_failed(task_id, detail)
+        if ready and self.on_ready is not None:
+            self.on_ready(ready)
 
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
@@ -117,7 +127,7 @@ class TaskStore:
                     estimated_seconds: float | None = None, owner: str = "",
                     webhook_url: str | None = None, idempotency_key: str | None = None,
                     idempotency_body: dict[str, Any] | None = None,
-                    depends_on: list[str] | None = None) -> tuple[Task, bool]:
+                    depends_on: list[str] | None = None, queue: str = DEFAULT_QUEUE) -> tuple[Task, bool]:
         """Insert a pending task (and its ``task.created`` event) and commit it.
 
         With an ``idempotency_key``, a second call by the same owner with the same request
@@ -125,6 +135,8 @@ class TaskStore:
         different ``idempotency_body`` (the request as the client sent it) raises
         ``IdempotencyConflict``. Both happen inside one write
         transaction, so concurrent duplicates cannot both create a task.
+
+        ``queue``: the Celery queue it is announced on (``studio.jobs.routing.queue_of``).
 
         ``depends_on``: tasks of the same owner that must complete before this one is claimed,
         stored in the same transaction. An id that is unknown or another owner's is refused with
@@ -140,25 +152,28 @@ class TaskStore:
                 if existing is not None:
                     return row_to_task(db.execute(_GET, {"task_id": existing}).one()), False
             parents = _known_dependencies(db, depends_on or [], owner)
-            task_id = self._insert_task(db, kind, request, priority, estimated_seconds, owner, webhook_url, None, now)
+            task_id = self._insert_task(db, kind, request, priority, estimated_seconds, owner, webhook_url, None, now,
+                                        queue)
             if parents:
-                db.execute(insert(task_dependencies),
-                           [{"task_id": task_id, "depends_on": parent.id} for parent in parents])
+                db.execute(insert(task_dependencies), [{"task_id": task_id, "depends_on": parent.id, "position": i}
+                                                       for i, parent in enumerate(parents)])
             ended = next((p for p in parents if p.status in (FAILED, CANCELLED)), None)
             if ended is not None:
                 self._fail_dependant(db, task_id, ended)
+            elif all(parent.status == COMPLETED for parent in parents):
+                self._ready_now.append((task_id, queue))
             if idempotency_key is not None:
                 idempotency_keys.remember(db, owner, idempotency_key, body, task_id, now)
         return self.get(task_id), True
 
     def _insert_task(self, db: Connection, kind: str, request: dict[str, Any], priority: int,
                      estimated_seconds: float | None, owner: str, webhook_url: str | None,
-                     batch_id: str | None, now: float) -> str:
+                     batch_id: str | None, now: float, queue: str = DEFAULT_QUEUE) -> str:
         task_id = str(uuid.uuid4())
         db.execute(insert(tasks).values(
             id=task_id, kind=kind, status=PENDING, priority=priority, request=json.dumps(request), created_at=now,
             estimated_seconds=estimated_seconds, current_step="Queued", owner=owner, webhook_url=webhook_url,
-            batch_id=batch_id))
+            batch_id=batch_id, queue=queue))
         self._add_event(db, task_id, "task.created", {"status": PENDING, "batch_id": batch_id})
         return task_id
 
@@ -185,11 +200,13 @@ class TaskStore:
 
     def create_batch(self, owner: str, batch_request: dict[str, Any], tasks: list[dict[str, Any]],
                      priority: int, estimates: list[float], webhook_url: str | None = None,
-                     idempotency_key: str | None = None) -> tuple[str, list[str], bool]:
+                     idempotency_key: str | None = None,
+                     queues: list[str] | None = None) -> tuple[str, list[str], bool]:
         """Insert a batch and one pending task per entry of ``tasks``, atomically.
 
         Returns (batch id, task ids, created); an ``idempotency_key`` replay returns the
-        original batch (created False), as ``create_task`` does for single tasks.
+        original batch (created False), as ``create_task`` does for single tasks. ``queues``:
+        each task's Celery queue (default: the default queue).
         """
         now = time.time()
         body = json.dumps(batch_request, sort_keys=True)
@@ -200,8 +217,10 @@ class TaskStore:
                     return existing, _batch_task_ids(db, existing), False
             batch_id = "batch-" + uuid.uuid4().hex[:16]
             db.execute(insert(batches).values(id=batch_id, owner=owner, request=body, created_at=now))
-            ids = [self._insert_task(db, "t2v", task, priority, estimate, owner, webhook_url, batch_id, now)
-                   for task, estimate in zip(tasks, estimates)]
+            queues = queues or [DEFAULT_QUEUE] * len(tasks)
+            ids = [self._insert_task(db, "t2v", task, priority, estimate, owner, webhook_url, batch_id, now, queue)
+                   for task, estimate, queue in zip(tasks, estimates, queues)]
+            self._ready_now.extend(zip(ids, queues))
             if idempotency_key is not None:
                 idempotency_keys.remember(db, owner, idempotency_key, body, batch_id, now)
         return batch_id, ids, True
@@ -229,17 +248,22 @@ class TaskStore:
                 task = row_to_task(row)
                 if len(claimed) >= limit or not compatible(task):
                     continue
-                self._start(db, task.id)
-                claimed.append(task)
+                if self._start(db, task.id, head.worker_id):
+                    claimed.append(task)
         return [self.get(t.id) for t in claimed]
 
-    def _start(self, db: Connection, task_id: str) -> None:
-        db.execute(_UPDATE_TASK.values(attempt=tasks.c.attempt + 1),
-                   {"task_id": task_id, "status": LOADING_MODEL, "started_at": time.time(),
-                    "current_step": "Loading model"})
-        self._add_event(db, task_id, "task.started", {"status": LOADING_MODEL})
+    def _start(self, db: Connection, task_id: str, worker_id: str | None) -> bool:
+        """Move ``task_id`` from pending to ``loading_model`` for ``worker_id``; False when
+        another worker claimed it first (on PostgreSQL two may pick the same row at once: the
+        second's UPDATE waits for the first's commit, then matches nothing)."""
+        started = db.execute(update(tasks).where(tasks.c.id == task_id, tasks.c.status == PENDING).values(
+            attempt=tasks.c.attempt + 1, status=LOADING_MODEL, started_at=time.time(),
+            current_step="Loading model", worker_id=worker_id)).rowcount
+        if started:
+            self._add_event(db, task_id, "task.started", {"status": LOADING_MODEL})
+        return bool(started)
 
-    def claim_next(self) -> Task | None:
+    def claim_next(self, queue: str | None = None, worker_id: str | None = None) -> Task | None:
         """Move the next pending task to ``loading_model``: highest effective priority (the
         priority plus one level per ``AGE_BOOST_SECONDS`` waited, so low never starves), then
         oldest.
@@ -250,14 +274,22 @@ class TaskStore:
         above holds.
 
         Only tasks whose dependencies have all completed are claimed (a scene's stitch after its
-        shots, whatever their priorities); the alternation is between classes of such tasks."""
-        with self._transaction() as db:
-            row = db.execute(NEXT_TO_CLAIM, {"last_ui": self._last_claim_ui, "now": time.time()}).first()
-            if row is None:
-                return None
-            self._last_claim_ui = row.ui  # the next claim prefers the other class
-            self._start(db, row.id)
-        return self.get(row.id)
+        shots, whatever their priorities); the alternation is between classes of such tasks.
+
+        ``queue``: only tasks announced on that queue (a Celery worker's claim; None: any).
+        ``worker_id``: the claiming worker, recorded in the row (``studio.jobs.workers``)."""
+        statement = NEXT_TO_CLAIM if queue is None else NEXT_TO_CLAIM_IN_QUEUE
+        for _ in range(CLAIM_RACE_RETRIES):
+            with self._transaction() as db:
+                row = db.execute(statement, {"last_ui": self._last_claim_ui, "now": time.time(),
+                                             "queue": queue}).first()
+                if row is None:
+                    return None
+                if not self._start(db, row.id, worker_id):
+                    continue  # another worker took it between our read and our write
+                self._last_claim_ui = row.ui  # the next claim prefers the other class
+            return self.get(row.id)
+        return None
 
     def set_status(self, task_id: str, status: str, current_step: str) -> None:
         with self._transaction() as db:
@@ -275,8 +307,11 @@ class TaskStore:
             db.execute(_UPDATE_TASK, values)
 
     def finish(self, task_id: str, status: str, *, result: dict[str, Any] | None = None,
-               error: str | None = None, error_type: str | None = None) -> bool:
-        """Move a task to a terminal status once; returns False if it already was terminal."""
+               error: str | None = None, error_type: str | None = None, attempt: int | None = None) -> bool:
+        """Move a task to a terminal status once; returns False if it already was terminal.
+
+        ``attempt``: end it only if this is still that run (a worker presumed lost whose task
+        was run again cannot end the new run's task)."""
         assert status in TERMINAL_STATUSES
         event = {COMPLETED: "task.completed", FAILED: "task.failed", CANCELLED: "task.cancelled"}[status]
         values: dict[str, Any] = {"status": status, "finished_at": time.time(),
@@ -284,14 +319,17 @@ class TaskStore:
                                   "error_type": error_type, "eta_seconds": 0, "current_step": status.capitalize()}
         if status == COMPLETED:
             values["progress"] = 1.0
+        this_run = tasks.c.attempt == attempt if attempt is not None else true()
         with self._transaction() as db:
-            changed = db.execute(update(tasks).where(tasks.c.id == task_id, tasks.c.status.not_in(TERMINAL_STATUSES))
-                                 .values(**values)).rowcount
+            changed = db.execute(update(tasks).where(tasks.c.id == task_id, tasks.c.status.not_in(TERMINAL_STATUSES),
+                                                     this_run).values(**values)).rowcount
             if changed:
                 self._add_event(db, task_id, event, {"status": status, "error": error, "error_type": error_type,
                                                      **(result or {})})
                 if status != COMPLETED:
                     self._fail_dependants(db, task_id)
+                else:
+                    self._ready_now.extend(_now_ready_dependants(db, task_id))
         return bool(changed)
 
     def request_cancel(self, task_id: str) -> bool:
@@ -311,25 +349,68 @@ class TaskStore:
         it keeps its place by priority and age and starts from the beginning after restart.
         Recorded as a ``task.requeued`` event; the seed defines no webhook for it, so none is sent."""
         with self._transaction() as db:
-            changed = db.execute(update(tasks).where(tasks.c.id == task_id, tasks.c.status.in_(RUNNING_STATUSES))
-                                 .values(status=PENDING, started_at=None, progress=0, eta_seconds=None,
-                                         preview_path=None, current_step=reason)).rowcount
-            if changed:
-                db.execute(insert(events).values(task_id=task_id, type="task.requeued", created_at=time.time(),
-                                                 data=json.dumps({"status": PENDING, "reason": reason})))
+            changed = self._requeue(db, task_id, reason)
+        return changed
+
+    def _requeue(self, db: Connection, task_id: str, reason: str) -> bool:
+        row = db.execute(update(tasks).where(tasks.c.id == task_id, tasks.c.status.in_(RUNNING_STATUSES))
+                         .values(status=PENDING, started_at=None, progress=0, eta_seconds=None, preview_path=None,
+                                 current_step=reason, worker_id=None).returning(tasks.c.queue)).first()
+        if row is not None:
+            db.execute(insert(events).values(task_id=task_id, type="task.requeued", created_at=time.time(),
+                                             data=json.dumps({"status": PENDING, "reason": reason})))
+            self._ready_now.append((task_id, row.queue))
+        return row is not None
+
+    def recover_lost(self, lost_after_seconds: float, max_attempts: int, requeue_reason: str,
+                     fail_reason: str) -> tuple[list[str], list[str]]:
+        """The running tasks of Celery workers that are gone (``studio.jobs.workers``: stopped,
+        or not heard of for ``lost_after_seconds``): each runs again (queued again) unless it
+        has had ``max_attempts`` runs, then it fails once with ``WorkerLost``. Decided in one
+        transaction against the heartbeats as they stand, so a worker that has just registered
+        and claimed is never taken for lost. Returns (requeued ids, failed ids)."""
+        alive = exists().where(workers.c.id == tasks.c.worker_id, workers.c.stopped_at.is_(None),
+                               workers.c.last_seen >= time.time() - lost_after_seconds)
+        requeued, failed = [], []
+        with self._transaction() as db:
+            rows = db.execute(select(tasks.c.id, tasks.c.attempt).where(
+                tasks.c.worker_id.is_not(None), tasks.c.status.in_(RUNNING_STATUSES), ~alive)).all()
+            for row in rows:
+                if row.attempt < max_attempts:
+                    if self._requeue(db, row.id, requeue_reason):
+                        requeued.append(row.id)
+                elif self._fail_lost(db, row.id, fail_reason):
+                    failed.append(row.id)
+        return requeued, failed
+
+    def _fail_lost(self, db: Connection, task_id: str, reason: str) -> bool:
+        changed = db.execute(update(tasks).where(tasks.c.id == task_id, tasks.c.status.in_(RUNNING_STATUSES)).values(
+            status=FAILED, finished_at=time.time(), error=reason, error_type="WorkerLost", eta_seconds=0,
+            current_step="Failed")).rowcount
+        if changed:
+            self._add_event(db, task_id, "task.failed", {"status": FAILED, "error": reason, "error_type": "WorkerLost"})
+            self._fail_dependants(db, task_id)
         return bool(changed)
+
+    def ready_by_queue(self) -> dict[str, int]:
+        """How many pending tasks each queue has that a worker could claim now (reconciliation
+        compares this with the messages waiting in the broker)."""
+        with self._reading() as db:
+            rows = db.execute(select(tasks.c.queue, func.count()).where(PENDING_READY).group_by(tasks.c.queue)).all()
+        return {queue: count for queue, count in rows}
+
+    def ready_ids(self, queue: str, limit: int) -> list[str]:
+        """Up to ``limit`` ready pending tasks of ``queue``, oldest first."""
+        with self._reading() as db:
+            return list(db.execute(select(tasks.c.id).where(PENDING_READY, tasks.c.queue == queue)
+                                   .order_by(tasks.c.seq).limit(limit)).scalars())
 
     def fail_interrupted(self, reason: str) -> list[str]:
         """At start-up: tasks a dead process left running end as failed (never running forever)."""
         with self._transaction() as db:
             ids = list(db.execute(select(tasks.c.id).where(tasks.c.status.in_(RUNNING_STATUSES))).scalars())
             for task_id in ids:
-                db.execute(update(tasks).where(tasks.c.id == task_id).values(
-                    status=FAILED, finished_at=time.time(), error=reason, error_type="WorkerLost",
-                    current_step="Failed"))
-                self._add_event(db, task_id, "task.failed", {"status": FAILED, "error": reason,
-                                                             "error_type": "WorkerLost"})
-                self._fail_dependants(db, task_id)
+                self._fail_lost(db, task_id, reason)
         return ids
 
     def record_timing(self, model: str, name: str, value: float, weight: float = 0.3) -> None:
@@ -390,17 +471,14 @@ class TaskStore:
         """The tasks ``task_id`` waits on, in the order they were given."""
         with self._reading() as db:
             return list(db.execute(select(task_dependencies.c.depends_on).where(task_dependencies.c.task_id == task_id)
-                                   .order_by(*self._insertion_order())).scalars())
+                                   .order_by(task_dependencies.c.position)).scalars())
 
     def dependants(self, task_id: str) -> list[str]:
         """The tasks that wait on ``task_id``, oldest first."""
         with self._reading() as db:
-            return list(db.execute(select(task_dependencies.c.task_id).where(task_dependencies.c.depends_on == task_id)
-                                   .order_by(*self._insertion_order())).scalars())
-
-    def _insertion_order(self) -> tuple:
-        # SQLite's rowid is the insertion order; TODO(PostgreSQL issue): an insertion-order column.
-        return (literal_column("rowid"),) if self.database.is_sqlite else ()
+            return list(db.execute(select(task_dependencies.c.task_id)
+                                   .join(tasks, tasks.c.id == task_dependencies.c.task_id)
+                                   .where(task_dependencies.c.depends_on == task_id).order_by(tasks.c.seq)).scalars())
 
     def queue_position(self, task_id: str) -> int:
         """1 for the next task to start, 2 for the one after, ...; 0 when not pending. Follows
@@ -468,6 +546,15 @@ class TaskStore:
 def _briefly():
     """The columns a dependant's failure detail names."""
     return select(tasks.c.id, tasks.c.kind, tasks.c.status, tasks.c.error_type)
+
+
+def _now_ready_dependants(db: Connection, task_id: str) -> list[tuple[str, str]]:
+    """The pending tasks waiting on ``task_id`` (which just completed) that nothing else holds back now."""
+    rows = db.execute(select(tasks.c.id, tasks.c.queue)
+                      .join(task_dependencies, task_dependencies.c.task_id == tasks.c.id)
+                      .where(task_dependencies.c.depends_on == task_id, tasks.c.status == PENDING, READY)
+                      .order_by(tasks.c.seq)).all()
+    return [(row.id, row.queue) for row in rows]
 
 
 def _batch_task_ids(db: Connection, batch_id: str) -> list[str]:

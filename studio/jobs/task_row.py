@@ -50,6 +50,8 @@ class Task:
     owner: str = ""
     webhook_url: str | None = None
     batch_id: str | None = None
+    queue: str = "studio"  # the Celery queue it is announced on (studio.jobs.routing)
+    worker_id: str | None = None  # the worker running it now (studio.jobs.workers)
 
     @property
     def is_completed(self) -> bool:

@@ -88,6 +88,8 @@ class Worker:
         # Task ends the store could not record (disk full, database failing), retried every loop.
         self._unrecorded: dict[str, tuple] = {}
         self.generation = GenerationRunner(self)  # text-to-video runs (studio.jobs.generation)
+        self.live = None  # cancel flags shared between processes (studio.jobs.live.RedisLive), when set
+        self.worker_id: str | None = None  # this worker's row in ``workers`` (Celery workers)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -127,10 +129,24 @@ class Worker:
         self._wake.set()
 
     def cancel(self, task_id: str) -> None:
+        """Flag ``task_id`` for cancellation: its run stops at its next step, in whichever
+        process runs it when the flags are shared (``live``)."""
+        if self.live is not None:
+            try:
+                self.live.flag_cancel(task_id)
+            except Exception as error:  # the run still sees the row's flag (cancel_requested below)
+                log.warning("could not set the cancel flag of %s in Redis: %s", task_id, error)
+            return
         with self._cancels_lock:
             self._cancels.add(task_id)
 
     def cancel_requested(self, task_id: str) -> bool:
+        if self.live is not None:
+            try:
+                return self.live.cancel_flagged(task_id)
+            except Exception:  # Redis is down: the task row's flag (set by Studio.cancel) says it
+                task = self.store.get(task_id)
+                return task is not None and task.cancel_requested
         with self._cancels_lock:
             return task_id in self._cancels
 
@@ -143,7 +159,8 @@ class Worker:
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def _preload(self, model_id: str) -> None:
+    def preload(self, model_id: str) -> None:
+        """Load ``model_id`` now, before the first task needs it (errors are left to that task)."""
         try:
             with GPU_LOCK, model_run(self.models, model_id):  # out of memory: evicted, not left half-loaded
                 pass
@@ -152,7 +169,7 @@ class Worker:
 
     def _loop(self, preload: str | None) -> None:
         if preload:
-            self._preload(preload)
+            self.preload(preload)
         while not self._stopping.is_set():
             try:
                 task = self._next_task()
@@ -164,11 +181,29 @@ class Worker:
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
-            try:
-                self._run_claimed(task)
-            except Exception:  # every path below ends its tasks; this is the last line of defence
-                log.exception("task %s escaped its error handling", task.id)
-                self._end(task, st.FAILED, INTERNAL_ERROR_DETAIL, "InternalError", ev.ERROR, title="Internal error")
+            self._run_guarded(task)
+
+    def run_queued(self, queue: str) -> Task | None:
+        """A Celery message said work waits on ``queue`` (``studio.jobs.celery_app``): claim the
+        next ready task there for this worker and run it. None when there was nothing to claim
+        (another worker was quicker, or the task was cancelled meanwhile). ``StorageFull`` while
+        the disk is (almost) full: the message goes back and the task waits, as with the thread."""
+        self._record_unrecorded()
+        if self.storage is not None and self.storage.low():
+            self.waiting_for_space = True
+            raise StorageFull("the worker's disk is almost full; the task waits")
+        self.waiting_for_space = False
+        task = self.store.claim_next(queue=queue, worker_id=self.worker_id)
+        if task is not None:
+            self._run_guarded(task)
+        return task
+
+    def _run_guarded(self, task: Task) -> None:
+        try:
+            self._run_claimed(task)
+        except Exception:  # every path below ends its tasks; this is the last line of defence
+            log.exception("task %s escaped its error handling", task.id)
+            self._end(task, st.FAILED, INTERNAL_ERROR_DETAIL, "InternalError", ev.ERROR, title="Internal error")
 
     def _next_task(self) -> Task | None:
         """Record task ends that failed to record earlier, then claim the next task unless the
@@ -190,6 +225,11 @@ class Worker:
         self.current_task_ids = []
         with self._cancels_lock:
             self._cancels.difference_update(t.id for t in tasks)
+        if self.live is not None:
+            try:
+                self.live.forget_cancel([t.id for t in tasks])
+            except Exception as error:  # the flags expire by themselves
+                log.warning("could not clear cancel flags: %s", error)
 
     @property
     def current_task_id(self) -> str | None:
@@ -211,7 +251,7 @@ class Worker:
                 result, seconds_per_frame = run_edit(task, self.specs.of(task), self._edit_runner(task.kind),
                                                      self.data_dir, self.paths, hooks, self.store, self.models)
             self.store.record_timing(timing_key(task.kind, result["metadata"]["path"]), FRAME_RATE, seconds_per_frame)
-            if self.store.finish(task.id, st.COMPLETED, result=result):
+            if self.store.finish(task.id, st.COMPLETED, result=result, attempt=task.attempt):
                 self._generation_done(task, True)
                 self._announce_complete(task.id, result["metadata"]["frames"])
         except EditCancelled:
@@ -266,11 +306,11 @@ class Worker:
         database failing), followers still hear it now and the row is written by a later loop."""
         self._remove_outputs(task)
         try:
-            ended = self.store.finish(task.id, status, error=detail, error_type=error_type)
+            ended = self.store.finish(task.id, status, error=detail, error_type=error_type, attempt=task.attempt)
         except Exception as error:
             log.error("could not record the end of task %s (%s); retrying: %s", task.id, error_type,
                       storage_fault(error) or error)
-            self._unrecorded[task.id] = (status, detail, error_type)
+            self._unrecorded[task.id] = (status, detail, error_type, task.attempt)
             ended = True
         if ended:
             if status == st.FAILED:  # cancelled runs say nothing about the service
@@ -288,8 +328,9 @@ class Worker:
 
     def _record_unrecorded(self) -> None:
         """Retry writing the task ends the store refused earlier (oldest first)."""
-        for task_id, (status, detail, error_type) in list(self._unrecorded.items()):
-            self.store.finish(task_id, status, error=detail, error_type=error_type)  # raises while still failing
+        for task_id, (status, detail, error_type, attempt) in list(self._unrecorded.items()):
+            # raises while still failing
+            self.store.finish(task_id, status, error=detail, error_type=error_type, attempt=attempt)
             del self._unrecorded[task_id]
 
     def _announce_complete(self, task_id: str, total_frames: int) -> None:

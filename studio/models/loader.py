@@ -57,6 +57,23 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+@dataclass(frozen=True)
+class DeviceMemory:
+    """This process's device, as a worker reports it (``studio.jobs.workers``)."""
+
+    device: str  # "cpu" or the GPU's name
+    total_gb: float | None  # None on the CPU: no separate memory to report
+    used_gb: float | None
+
+
+def device_memory() -> DeviceMemory:
+    """The device tasks run on here and its memory in use (by every process on a GPU)."""
+    if not cuda_available():
+        return DeviceMemory("cpu", None, None)
+    free, total = torch.cuda.mem_get_info()
+    return DeviceMemory(torch.cuda.get_device_name(), total / 2**30, (total - free) / 2**30)
+
+
 def default_model(task: str = "t2v") -> str:
     """The offline tiny model of ``task`` without a CUDA device, else its smallest real Wan model
     (``wan2.1-t2v-1.3b`` for ``t2v``, ``wan2.1-vace-1.3b`` for ``vace``, ``wan2.2-animate-14b`` for

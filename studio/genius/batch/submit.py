@@ -33,6 +33,7 @@ from studio.genius.batch.schema import (
     SimilarityStats,
 )
 from studio.jobs import store as st
+from studio.jobs.routing import queue_of
 from studio.media.url_policy import validate_url
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def submit_batch(services: "FeatureServices", request: BatchRequest, owner: str,
     batch_id, task_ids, created = services.store.create_batch(
         owner, {**request.model_dump(), **record.model_dump()}, [p.stored.stored() for p in prepared],
         PRIORITIES[request.priority], [round(p.estimate, 2) for p in prepared], webhook_url=request.webhook_url,
-        idempotency_key=idempotency_key)
+        idempotency_key=idempotency_key, queues=[queue_of(p.stored) for p in prepared])
     last = task_ids[-1]
     wait = services.queue_wait(last) + (prepared[-1].estimate if created else 0.0)
     reply = BatchSubmitResponse(batch_id=batch_id, task_ids=task_ids, total=len(task_ids),

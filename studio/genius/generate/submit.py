@@ -10,6 +10,7 @@ from studio.engine.plan import make_plan
 from studio.engine.request import GenerationRequest, GenerationSpec, seed_or_random
 from studio.errors import InvalidRequest
 from studio.genius.orchestrator.selection import choose_model
+from studio.jobs.routing import queue_of
 from studio.media.url_policy import validate_url
 from studio.models.catalog import CATALOG
 from studio.views import SubmitResponse
@@ -56,7 +57,8 @@ def submit(services: "FeatureServices", request: GenerationRequest, owner: str, 
     task, created = services.store.create_task(
         GenerationSpec.KIND, prepared.stored.stored(), priority=priority, estimated_seconds=round(prepared.estimate, 2),
         owner=owner, webhook_url=request.webhook_url, idempotency_key=idempotency_key,
-        idempotency_body=request.model_dump())  # what the client sent, before a random seed is drawn
+        idempotency_body=request.model_dump(),  # what the client sent, before a random seed is drawn
+        queue=queue_of(prepared.stored))
     # Measured before waking the worker, so the reply describes the queue it joined.
     reply = SubmitResponse(
         task_id=task.id,

@@ -47,6 +47,7 @@ from studio.genius.scene.schema import (
 )
 from studio.genius.scene.shot import REFERENCE_NAME, vace_spec
 from studio.genius.scene.transitions import AUTO, TRANSITIONS, TransitionSpec, timeline
+from studio.jobs.routing import queue_of
 from studio.media.inputs import image_input
 from studio.models.catalog import ModelSpec, get_spec
 from studio.models.loader import runnable_spec
@@ -155,7 +156,7 @@ def submit(services: "FeatureServices", request: SceneEditRequest, owner: str) -
     else:
         shot_rows = [(s.stored, s.estimate) for s in shots]
     shot_ids = [services.store.create_task(spec.KIND, spec.stored(), priority=1, estimated_seconds=estimate,
-                                           owner=owner)[0].id for spec, estimate in shot_rows]
+                                           owner=owner, queue=queue_of(spec))[0].id for spec, estimate in shot_rows]
     stitch = stitch.model_copy(update={"shots": shot_ids})
     stitch_estimate = estimate_seconds(services, SCENE_KIND, planned["total_frames"], stitch.path)
     submitted = services.submit_spec(stitch, owner, stitch_estimate, depends_on=shot_ids)

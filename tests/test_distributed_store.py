@@ -1,0 +1,116 @@
+"""The store's side of running tasks on Celery workers (issue 12), on SQLite, no processes:
+queue-scoped claims, announcements of ready tasks, lost workers' tasks, runs that no longer own
+their task, and the live channel falling back when Redis is down."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import update
+
+from studio.db.schema import workers
+from studio.jobs import store as st
+from studio.jobs.events import Event, EventBus
+from studio.jobs.store import TaskStore
+from studio.jobs.workers import (FAILED_LOST, LOST_AFTER_SECONDS, MAX_ATTEMPTS, WorkerRegistry,
+                                 recover_lost_work)
+
+
+@pytest.fixture()
+def store(tmp_path):
+    store = TaskStore(tmp_path / "studio.sqlite3")
+    yield store
+    store.close()
+
+
+def _register(store: TaskStore, worker_id: str) -> WorkerRegistry:
+    registry = WorkerRegistry(store.database)
+    registry.register(worker_id, ["studio", "studio.tiny"], ["tiny"], "cpu", None)
+    return registry
+
+
+def _silence(store: TaskStore, worker_id: str) -> None:
+    """As if ``worker_id`` had sent no heartbeat for longer than LOST_AFTER_SECONDS."""
+    with store.database.connect() as db:
+        db.execute(update(workers).where(workers.c.id == worker_id)
+                   .values(last_seen=time.time() - LOST_AFTER_SECONDS - 1))
+
+
+def test_a_worker_claims_only_from_the_queue_it_was_told_about(store):
+    vace, _ = store.create_task("inpaint", {"x": 1}, queue="studio.tiny-vace")
+    tiny, _ = store.create_task("t2v", {"x": 2}, queue="studio.tiny")
+    claimed = store.claim_next(queue="studio.tiny", worker_id="w1")
+    assert claimed.id == tiny.id and claimed.worker_id == "w1" and claimed.attempt == 1
+    assert store.claim_next(queue="studio.tiny") is None  # vace's task is not on this queue
+    assert store.claim_next(queue="studio.tiny-vace").id == vace.id
+
+
+def test_ready_tasks_are_announced_after_the_commit_and_waiting_ones_when_they_become_ready(store):
+    announced: list[tuple[str, str]] = []
+    store.on_ready = announced.extend
+    shot, _ = store.create_task("t2v", {}, owner="k", queue="studio.tiny")
+    stitch, _ = store.create_task("scene", {}, owner="k", depends_on=[shot.id], queue="studio")
+    assert announced == [(shot.id, "studio.tiny")]  # the stitch waits: nothing to announce yet
+    store.claim_next(queue="studio.tiny", worker_id="w1")
+    store.finish(shot.id, st.COMPLETED, result={"metadata": {}})
+    assert announced[-1] == (stitch.id, "studio")
+    claimed = store.claim_next(queue="studio", worker_id="w1")
+    store.requeue(claimed.id, "server stopping")
+    assert announced[-1] == (stitch.id, "studio") and len(announced) == 3
+
+
+def test_a_lost_workers_task_runs_again_then_fails_once_after_the_last_attempt(store):
+    announced: list[tuple[str, str]] = []
+    store.on_ready = announced.extend
+    task, _ = store.create_task("t2v", {}, owner="k", webhook_url="https://example.com/hook", queue="studio.tiny")
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        worker_id = f"w{attempt}"
+        registry = _register(store, worker_id)
+        assert store.claim_next(queue="studio.tiny", worker_id=worker_id).attempt == attempt
+        assert recover_lost_work(registry, store) == ([], [])  # alive: nothing to recover
+        _silence(store, worker_id)
+        requeued, failed = recover_lost_work(registry, store)
+        if attempt < MAX_ATTEMPTS:
+            assert (requeued, failed) == ([task.id], [])
+            assert store.get(task.id).status == st.PENDING and announced[-1] == (task.id, "studio.tiny")
+        else:
+            assert (requeued, failed) == ([], [task.id])
+    ended = store.get(task.id)
+    assert ended.status == st.FAILED and ended.error_type == "WorkerLost" and ended.error == FAILED_LOST
+    types = [e["type"] for e in store.events(task.id)]
+    assert types.count("task.requeued") == MAX_ATTEMPTS - 1 and types.count("task.failed") == 1
+    assert [d["event"] for d in store.webhooks(task.id)].count("task.failed") == 1
+    assert recover_lost_work(registry, store) == ([], [])  # and never again
+    assert not registry.alive() and {w.id for w in registry.all()} == {"w1", "w2", "w3"}
+
+
+def test_a_run_that_lost_its_task_cannot_end_it(store):
+    """A worker taken for lost (its task queued again and claimed by another) that comes back
+    cannot end the new run's task."""
+    task, _ = store.create_task("t2v", {}, queue="studio.tiny")
+    first = store.claim_next(queue="studio.tiny", worker_id="old")
+    store.requeue(task.id, "lost")
+    second = store.claim_next(queue="studio.tiny", worker_id="new")
+    assert not store.finish(task.id, st.FAILED, error="late", error_type="InternalError", attempt=first.attempt)
+    assert store.get(task.id).status == st.LOADING_MODEL
+    assert store.finish(task.id, st.COMPLETED, result={"metadata": {}}, attempt=second.attempt)
+
+
+def test_the_dependency_order_is_kept_as_data(store):
+    parents = [store.create_task("t2v", {}, owner="k")[0].id for _ in range(4)]
+    child, _ = store.create_task("scene", {}, owner="k", depends_on=list(reversed(parents)))
+    assert store.dependencies(child.id) == list(reversed(parents))
+
+
+def test_live_events_reach_this_process_while_redis_is_down(caplog):
+    from studio.jobs.live import RedisLive
+
+    bus = EventBus()
+    live = RedisLive("redis://127.0.0.1:1/0", bus)  # nothing listens there
+    bus.relay = live
+    with bus.subscribe("t1") as sub:
+        bus.publish(Event("t1", "progress", {"progress": 0.5}))
+        event = sub.get(timeout=1)
+    assert event is not None and event.data == {"progress": 0.5}
+    assert "Redis is unreachable" in caplog.text
