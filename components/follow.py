@@ -86,14 +86,17 @@ def follow_task(studio: Studio, task_id: str, owner: str, *,
         for event in events:
             data = event.data
             if event.type == ev.PROGRESS:
+                if _cancel_requested(studio, task_id):  # Stop's "Cancelled." must stay the last word
+                    continue
                 if on_progress is not None:
                     on_progress(data.get("progress", 0.0), data.get("step", ""))
                 yield TaskUpdate(event.type, running_line(data), data=data)
             elif event.type == ev.COMPLETE:
                 finished = True
                 result = studio.result(task_id, owner)
-                yield TaskUpdate(event.type, finished_line(result), ui_file(studio.paths.video(task_id)),
-                                 result.model_dump(), finished=True, data=data)
+                video = ui_file(studio.paths.fetch("videos", task_id))  # a local copy wherever it was made
+                yield TaskUpdate(event.type, finished_line(result), video, result.model_dump(), finished=True,
+                                 data=data)
             elif event.type in (ev.CANCELLED, ev.ERROR):
                 finished = True
                 cancelled = event.type == ev.CANCELLED
@@ -110,6 +113,13 @@ def follow_task(studio: Studio, task_id: str, owner: str, *,
         # stops: the task is requeued then and runs after the restart.
         if not finished and not studio.shutting_down:
             studio.cancel(task_id, owner)
+
+
+def _cancel_requested(studio: Studio, task_id: str) -> bool:
+    """Whether the task's cancel was asked for (its row keeps the flag after the run ended): a
+    progress event still buffered then is stale, and the Stop button has said how it ended."""
+    task = studio.store.get(task_id)
+    return task is None or task.cancel_requested or task.is_terminal
 
 
 def _toast(data: dict):
