@@ -107,7 +107,7 @@ def make_handler(studio: Studio):
             done = sum(status.counts.get(s, 0) for s in ("completed", "failed", "cancelled"))
             for t in status.tasks:
                 if t.status == "completed" and t.task_id not in thumbnails:
-                    thumbnails[t.task_id] = ui_file(studio.paths.thumbnail(t.task_id))
+                    thumbnails[t.task_id] = ui_file(studio.paths.fetch("thumbnails", t.task_id))
             gallery = [(thumbnails[t.task_id], lines[i]) for i, t in enumerate(status.tasks)
                        if t.task_id in thumbnails]
             rows = [[i + 1, lines[i][:60], t.status, f"{t.progress:.0%}", t.current_step]

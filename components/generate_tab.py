@@ -202,7 +202,7 @@ def make_handlers(studio: Studio):
             for update in updates:
                 if update.event == ev.COMPLETE:
                     yield (task_id, strip.frames(), update.status_line, update.video,
-                           ui_file(studio.paths.thumbnail(task_id)), update.result)
+                           ui_file(studio.paths.fetch("thumbnails", task_id)), update.result)
                     continue
                 if update.status_line is not None:
                     yield task_id, skip, update.status_line, skip, skip, skip

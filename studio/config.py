@@ -74,6 +74,9 @@ class Settings:
         role: ``all`` (HTTP and the in-process worker, or HTTP alone when a broker is set),
             ``api`` (HTTP only; tasks go to Celery workers) or ``worker`` (a Celery worker's
             process, no HTTP).
+        media_url: object storage for media (``ECHOEL_MEDIA_URL``, ``s3://bucket/prefix``); None:
+            the media folder alone (one machine, or a folder every process mounts).
+        s3_endpoint_url: an S3-compatible service's endpoint (``ECHOEL_S3_ENDPOINT_URL``); None: AWS.
         worker_models: the models a Celery worker serves (``ECHOEL_WORKER_MODELS``,
             comma-separated; empty: every model in the catalog); its queues follow from them.
     """
@@ -95,6 +98,8 @@ class Settings:
     broker_url: str | None = None
     redis_url: str | None = None
     role: str = "all"
+    media_url: str | None = None
+    s3_endpoint_url: str | None = None
     worker_models: tuple[str, ...] = ()
 
     @classmethod
@@ -120,6 +125,8 @@ class Settings:
             database_url=os.environ.get("ECHOEL_DATABASE_URL") or None,
             broker_url=os.environ.get("ECHOEL_BROKER_URL") or None,
             redis_url=os.environ.get("ECHOEL_REDIS_URL") or None,
+            media_url=os.environ.get("ECHOEL_MEDIA_URL") or None,
+            s3_endpoint_url=os.environ.get("ECHOEL_S3_ENDPOINT_URL") or None,
             worker_models=tuple(m.strip() for m in os.environ.get("ECHOEL_WORKER_MODELS", "").split(",") if m.strip()),
         )
 

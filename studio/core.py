@@ -7,12 +7,14 @@ submits to the same durable queue, so UI work and API work share one queue and o
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from studio.config import AUTO_MODEL, Settings
 from studio.db import Database
+from studio.engine.edit import inputs_folder
 from studio.engine.estimate import Estimator
 from studio.engine.genres import GENRES
 from studio.engine.request import GenerationRequest, GenerationSpec
@@ -35,25 +37,22 @@ from studio.genius.v2v import run as v2v_run
 from studio.genius.v2v.schema import V2VSpec
 from studio.jobs import events as ev
 from studio.jobs import store as st
-from studio.jobs.celery_app import make_app
-from studio.jobs.dispatch import CeleryDispatch
+from studio.jobs.cluster import Cluster
 from studio.jobs.events import Event, EventBus
-from studio.jobs.live import RedisLive
-from studio.jobs.periodic import Periodic
-from studio.jobs.routing import queue_of, queues_for
+from studio.jobs.routing import queue_of
 from studio.jobs.services import FeatureServices
 from studio.jobs.specs import SpecRegistry
 from studio.jobs.store import Task, TaskStore
 from studio.jobs.webhooks import WebhookDispatcher
 from studio.jobs.worker import Worker
-from studio.jobs.workers import HEARTBEAT_SECONDS, Beat, WorkerRegistry, new_worker_id, recover_lost_work
 from studio.keys import KeyStore
 from studio.media.frame_boards import StreamHub
+from studio.media.object_store import ObjectMediaPaths
 from studio.media.paths import MediaPaths, media_url
 from studio.media.storage import StorageGuard
 from studio.media.url_policy import FetchPolicy
 from studio.models.catalog import CATALOG, MODELS, TINY
-from studio.models.loader import ModelCache, cuda_available, default_model, device_memory, unavailable_reason
+from studio.models.loader import ModelCache, cuda_available, default_model, unavailable_reason
 from studio.ui_access import AnonymousLimits, OwnerCookies
 from studio.views import (
     EditMetadata,
@@ -66,9 +65,9 @@ from studio.views import (
     TaskStatus,
 )
 
+log = logging.getLogger(__name__)
+
 INTERRUPTED_REASON = "the server stopped while this task was running; submit it again"
-UPKEEP_SECONDS = 5.0  # how often API processes recover lost workers' tasks and re-announce lost messages
-ROLES = ("all", "api", "worker")
 UI_OWNER = "ui"  # the default owner of core calls (tests, scripts); UI visitors own theirs: studio.ui_access
 #: The video-side features this studio runs, by task kind: their ``run`` is handed to the worker.
 EDIT_RUNNERS = {feature.KIND: feature.run for feature in (
@@ -87,7 +86,6 @@ class Studio:
     """One studio instance per process: start it, use it from any thread, stop it."""
 
     def __init__(self, settings: Settings):
-        _check_topology(settings)
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         # The one database (one connection pool) every store shares, migrated before any use.
@@ -96,7 +94,9 @@ class Studio:
         self.store = TaskStore(self.database)
         self.bus = EventBus()
         self.store.on_dependant_failed = self._announce_dependant_failed
-        self.paths = MediaPaths(settings.media_dir)
+        # The media folder, and object storage when ECHOEL_MEDIA_URL is set (studio.media.object_store).
+        self.paths = ObjectMediaPaths(settings.media_dir, settings.media_url, settings.s3_endpoint_url) \
+            if settings.media_url else MediaPaths(settings.media_dir)
         self.storage = StorageGuard(settings.data_dir, settings.min_free_mb * 2**20)
         self.models = ModelCache(settings.models_dir)
         self.estimator = Estimator(self.store)
@@ -110,14 +110,17 @@ class Studio:
                              preview_width=settings.preview_width, decoder_stats=self.decoder_stats,
                              data_dir=settings.data_dir, storage=self.storage, edit_runners=EDIT_RUNNERS,
                              specs=SPECS)
-        self.sla = SlaMonitor(self.database, default_level=settings.sla_level, queue_depth=self.store.queue_depth)
+        # What crosses processes when tasks run on Celery workers (nothing when embedded).
+        self.cluster = Cluster(settings, self.database, self.store, self.bus)
+        self.sla = SlaMonitor(self.database, default_level=settings.sla_level, queue_depth=self.store.queue_depth,
+                              **self.cluster.monitor_sources())
         self.worker.on_generation = self.sla.record_generation
-        self.streams = StreamHub(settings.media_dir / "stream")
+        self.streams = StreamHub(settings.media_dir / "stream", relay=self.cluster.live)
         # UI visitors' own owners (signed cookie) and their anonymous work limits: studio.ui_access.
         self.ui_cookies = OwnerCookies.load(settings.data_dir)
         self.ui_limits = AnonymousLimits(self.store.active_count)
         self.worker.streams = self.streams
-        self._wire_processes(settings)
+        self.cluster.wire(self.worker, self.streams)
         self.default_model = default_model() if settings.model == AUTO_MODEL else settings.model
         if self.default_model not in CATALOG:
             raise ValueError(f"unknown default model {self.default_model!r}; choose one of {', '.join(CATALOG)}")
@@ -126,77 +129,31 @@ class Studio:
             default_model=self.default_model, streams=self.streams, models=self.models, estimator=self.estimator,
             task=self.task, status=self.status,
             result=self.result, refuse_new_work=self.refuse_new_work, submit_spec=self.submit_spec,
-            prepare=self.prepare, queue_wait=self.queue_wait, wake=self.worker.wake, final_event=self.final_event)
-
-    def _wire_processes(self, settings: Settings) -> None:
-        """What crosses processes when tasks run on Celery workers (``settings.distributed``):
-        ready tasks are announced to the broker, events and cancel flags go through Redis,
-        workers are known by their heartbeats. The embedded default wires none of it."""
-        self.registry = WorkerRegistry(self.database)
-        self.live = RedisLive(settings.redis_url, self.bus) if settings.redis_url else None
-        if self.live is not None:
-            self.bus.relay = self.live
-            self.worker.live = self.live
-        self.dispatch = CeleryDispatch(make_app(settings.broker_url)) if settings.distributed else None
-        if self.dispatch is not None:
-            self.store.on_ready = self.dispatch.announce
-        self._background: list[Periodic] = []
+            prepare=self.prepare, queue_wait=self.queue_wait, wake=self.cluster.wake, final_event=self.final_event,
+            worker_devices=self.cluster.devices)
 
     def start(self) -> None:
         """Start this process's part. Embedded: fail tasks a previous process left running, then
         start the worker thread (which loads the offline model at once when it is the default: it
         is local and cheap, unlike hub models). With Celery workers: no worker thread; an upkeep
         thread recovers lost workers' tasks and re-announces ready tasks the broker lost."""
-        if self.settings.role == "worker":
-            self._start_celery_worker()
+        if self.settings.role == "worker":  # a Celery worker process (studio.celery_worker)
+            self.cluster.start_worker(self.models)
+            if TINY in self.cluster.served_models() and self.default_model == TINY:
+                self.worker.preload(TINY)
             return
         self.sla.start()  # first: the uptime history starts when the process is up
         self.bus.closed = False  # a stopped studio that starts again has followers again
-        if self.live is not None:
-            self.live.start()
-        if self.dispatch is None:
+        if not self.cluster.distributed:
             self.store.fail_interrupted(INTERRUPTED_REASON)
             self.worker.start(preload=TINY if self.default_model == TINY else None)
-        else:
-            self._background.append(Periodic("studio-upkeep", UPKEEP_SECONDS, self._upkeep, at_start=True))
+        self.cluster.start_api()
         self.webhooks.start()
-        for thread in self._background:
-            thread.start()
-
-    def _upkeep(self) -> None:
-        recover_lost_work(self.registry, self.store)
-        self.dispatch.reconcile(self.store)
-
-    def _start_celery_worker(self) -> None:
-        """In a Celery worker process (``studio.celery_worker``): register this worker and keep
-        its heartbeat (which also recovers other lost workers' tasks); Celery hands it tasks."""
-        models = list(self.settings.worker_models) or list(MODELS)
-        memory = device_memory()
-        self.worker.worker_id = new_worker_id()
-        self.registry.register(self.worker.worker_id, queues_for(models), models, memory.device, memory.total_gb)
-        # Its throughput, for every process to read (the SLA monitor of this process serves nobody).
-        self.worker.on_generation = lambda seconds, ok: self.registry.task_done(self.worker.worker_id, seconds)
-        self._background.append(Periodic("studio-heartbeat", HEARTBEAT_SECONDS, self._heartbeat))
-        for thread in self._background:
-            thread.start()
-        if TINY in models and self.default_model == TINY:
-            self.worker.preload(TINY)
-
-    def _heartbeat(self) -> None:
-        self.registry.beat(self.worker.worker_id, Beat(current_task=self.worker.current_task_id,
-                                                       loaded_model=self.models.loaded_model,
-                                                       memory_used_gb=device_memory().used_gb))
-        recover_lost_work(self.registry, self.store)
 
     def stop(self) -> None:
         self.begin_shutdown()
         self.worker.stop()
-        for thread in self._background:
-            thread.stop()
-        if self.worker.worker_id is not None:
-            self.registry.stopped(self.worker.worker_id)
-        if self.live is not None:
-            self.live.stop()
+        self.cluster.stop()
         self.webhooks.stop()
         self.sla.stop()  # the last heartbeat
         self.store.close()
@@ -236,13 +193,15 @@ class Studio:
         ``depends_on`` (the owner's task ids) it starts only once those have completed (a
         scene's stitch after its shots)."""
         self.refuse_new_work()
+        if getattr(spec, "inputs_id", None):  # workers elsewhere fetch them from object storage
+            self.paths.publish_inputs(inputs_folder(self.settings.data_dir, spec.inputs_id))
         task, _ = self.store.create_task(spec.KIND, spec.stored(), priority=generate.NORMAL_PRIORITY,
                                          estimated_seconds=round(estimate, 2), owner=owner, depends_on=depends_on,
                                          queue=queue_of(spec))
         reply = SubmitResponse(task_id=task.id, status=task.status, message=f"{spec.KIND} task queued for processing",
                                estimated_time_seconds=round(self.queue_wait(task.id) + estimate, 2),
                                queue_position=self.store.queue_position(task.id))
-        self.worker.wake()
+        self.cluster.wake()
         return reply
 
     def queue_wait(self, task_id: str) -> float:
@@ -297,7 +256,7 @@ class Studio:
         spec = _spec_if_loadable(task)
         if isinstance(spec, SceneSpec) and not task.is_terminal:
             progress, step = self._scene_progress(task, spec)
-        if task.status == st.PENDING and self.dispatch is not None and not self._served(task.queue):
+        if task.status == st.PENDING and not self.cluster.served(task.queue):
             step = f"Queued: no running worker serves queue {task.queue} (python -m studio worker --models ...)"
         return TaskStatus(
             task_id=task.id,
@@ -344,10 +303,10 @@ class Studio:
     def media_file(self, kind: str, task_id: str, owner: str = UI_OWNER) -> Path:
         """The on-disk file behind a media URL, or ``TaskNotFound``."""
         task = self.task(task_id, owner)
-        path = self.paths.path(kind, task.id)
-        if not path.is_file():
-            raise TaskNotFound(f"no {kind[:-1]} for task {task.id} (yet)")
-        return path
+        try:  # with object storage: a local copy of what a worker made (previews change: always fresh)
+            return self.paths.fetch(kind, task.id, fresh=kind == "previews")
+        except FileNotFoundError:
+            raise TaskNotFound(f"no {kind[:-1]} for task {task.id} (yet)") from None
 
     def follow(self, task_id: str, owner: str = UI_OWNER, poll_seconds: float = 1.0) -> Iterator[Event]:
         """The task's events from now on, starting with its current state, ending with its
@@ -427,30 +386,6 @@ class Studio:
             return Event(task.id, ev.CANCELLED, {"error": "Task cancelled", "error_type": "TaskCancelled"})
         return Event(task.id, ev.ERROR, {"error": task.error, "error_type": task.error_type})
 
-    def _served(self, queue: str) -> bool:
-        """Whether a live Celery worker listens on ``queue`` (True when that cannot be read)."""
-        try:
-            return any(queue in w.queues for w in self.registry.alive())
-        except Exception:
-            return True
-
-    def _workers_running(self) -> bool:
-        """The worker thread runs, or (Celery) some worker sends heartbeats."""
-        if self.dispatch is None:
-            return self.worker.alive
-        try:
-            return bool(self.registry.alive())
-        except Exception:
-            return False
-
-    def _running_task(self) -> bool:
-        if self.dispatch is None:
-            return self.worker.current_task_id is not None
-        try:
-            return any(w.current_task for w in self.registry.alive())
-        except Exception:
-            return False
-
     # -- catalog ----------------------------------------------------------------------------
 
     def list_models(self) -> list[ModelInfo]:
@@ -484,9 +419,9 @@ class Studio:
         ``degraded`` when the worker is not running, the data disk is (almost) full, or the
         task store cannot be read — ``problems`` says which."""
         problems = []
-        workers_running = self._workers_running()
+        workers_running = self.cluster.workers_running()
         if not workers_running:
-            problems.append("the worker is not running: queued tasks do not start" if self.dispatch is None else
+            problems.append("the worker is not running: queued tasks do not start" if not self.cluster.distributed else
                             "no Celery worker has sent a heartbeat lately: queued tasks do not start")
         try:
             free_mb = self.storage.free_bytes() // 2**20
@@ -501,20 +436,8 @@ class Studio:
             problems.append("the task store cannot be read")
         status = "maintenance" if self.draining or self.worker.stopping else "degraded" if problems else "ok"
         return Health(status=status, default_model=self.default_model, loaded_model=self.models.loaded_model,
-                      cuda=cuda_available(), running_task=self._running_task(),
+                      cuda=cuda_available(), running_task=self.cluster.running_task(),
                       worker_running=workers_running, free_disk_mb=free_mb, problems=problems)
-
-
-def _check_topology(settings: Settings) -> None:
-    """Refuse a configuration that cannot work, saying what to set."""
-    if settings.role not in ROLES:
-        raise ValueError(f"unknown role {settings.role!r}; choose one of {', '.join(ROLES)}")
-    if settings.role != "all" and not settings.distributed:
-        raise ValueError(f"role {settings.role!r} runs tasks on Celery workers: set ECHOEL_BROKER_URL "
-                         "(redis://... or amqp://...)")
-    if settings.distributed and not settings.redis_url:
-        raise ValueError("Celery workers (ECHOEL_BROKER_URL) need ECHOEL_REDIS_URL too: it carries live events "
-                         "and cancel flags between the processes")
 
 
 def _spec_if_loadable(task: Task) -> TaskSpec | None:

@@ -134,6 +134,13 @@ class StoreUnavailable(StudioError):
     title = "Service unavailable"
 
 
+class MediaUnavailable(StudioError):
+    """The object storage holding media (``ECHOEL_MEDIA_URL``) refused or did not answer."""
+
+    status_code = 503
+    title = "Service unavailable"
+
+
 class EncodingFailed(StudioError):
     """The video encoder exited with an error or wrote a file that does not hold every frame."""
 

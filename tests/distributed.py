@@ -25,6 +25,7 @@ from tests.conftest import API_KEY, AUTH, OTHER_KEY, free_port
 ROOT = Path(__file__).resolve().parent.parent
 PG_BASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379"
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
 START_SECONDS = 90
 
 
@@ -75,7 +76,8 @@ class Topology:
     """PostgreSQL schema + Redis database + any number of API and worker processes."""
 
     def __init__(self, folder: Path, rate_limits: str = "generate=1000 per 1 second;batch=1000 per 1 second;"
-                                                         "default=10000 per 1 second"):
+                                                         "default=10000 per 1 second", broker: str = "redis",
+                 extra_env: dict[str, str] | None = None, shared_data: bool = True):
         self.folder = folder
         self.data_dir = folder / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -83,6 +85,13 @@ class Topology:
         self.database_url = f"{PG_BASE}?options=-csearch_path%3D{self.schema}"
         self.broker_db = _next_broker_db()
         self.rate_limits = rate_limits
+        # RabbitMQ: the default vhost, shared with any other topology running at once; a message
+        # another topology's worker takes is made good by this one's reconciliation.
+        self.broker_url = RABBITMQ if broker == "amqp" else f"{REDIS}/{self.broker_db}"
+        self.extra_env = dict(extra_env or {})
+        # False: every process its own data folder, as on machines that share none (media then
+        # cross through object storage, ECHOEL_MEDIA_URL in extra_env).
+        self.shared_data = shared_data
         self.processes: dict[str, subprocess.Popen] = {}
         self.ports: dict[str, int] = {}
         self._create_schema()
@@ -94,7 +103,7 @@ class Topology:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ECHOEL_")}
         env.update({
             "ECHOEL_DATABASE_URL": self.database_url,
-            "ECHOEL_BROKER_URL": f"{REDIS}/{self.broker_db}",
+            "ECHOEL_BROKER_URL": self.broker_url,
             "ECHOEL_REDIS_URL": f"{REDIS}/0",
             "ECHOEL_DATA_DIR": str(self.data_dir),
             "ECHOEL_MODEL": "tiny",
@@ -106,8 +115,13 @@ class Topology:
             # One torch thread per worker: two workers on two cores measure scale-out, not threading.
             "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
             "PYTHONPATH": str(ROOT),
+            **self.extra_env,
         })
         return env
+
+    def data_dir_of(self, name: str) -> Path:
+        """The data folder process ``name`` uses."""
+        return self.data_dir if self.shared_data else self.folder / f"{name}-data"
 
     def _create_schema(self) -> None:
         _run_sql(f"CREATE SCHEMA {self.schema}")
@@ -119,7 +133,8 @@ class Topology:
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         log = open(self.folder / f"{name}.log", "ab")
-        process = subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=self.env, stdout=log,
+        env = {**self.env, "ECHOEL_DATA_DIR": str(self.data_dir_of(name))}
+        process = subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=env, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         self.processes[name] = process
         return process
@@ -191,6 +206,15 @@ class Topology:
             except subprocess.TimeoutExpired:
                 self.kill(name)
         _run_sql(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
+
+    def __enter__(self) -> "Topology":
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        """Stop every process and drop the schema; when starting failed, print every log first."""
+        if error is not None:
+            print(self.logs())
+        self.stop()
 
     def log(self, name: str) -> str:
         path = self.folder / f"{name}.log"

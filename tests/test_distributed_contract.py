@@ -42,6 +42,12 @@ from tests.test_scene_task import (  # noqa: F401
     test_cancelling_the_edit_cancels_its_shots,
     test_edit_generates_each_shot_and_stitches_them,
 )
+from tests.test_streaming import (  # noqa: F401
+    test_a_late_client_gets_the_current_state_first,
+    test_stream_announces_previews_and_finals_that_can_be_fetched,
+    test_stream_of_an_ended_task_says_how_it_ended,
+    test_streams_are_private_to_their_key,
+)
 from tests.test_webhooks import (  # noqa: F401
     test_a_failed_task_sends_task_failed,
     test_completed_webhook_is_retried_until_it_succeeds,
@@ -58,17 +64,11 @@ class DistributedServer:
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory):
     require_services()
-    topology = Topology(tmp_path_factory.mktemp("distributed"))
-    try:
+    with Topology(tmp_path_factory.mktemp("distributed")) as topology:
         url = topology.start_api()
         topology.start_worker("worker1")
         topology.start_worker("worker2")
         yield DistributedServer(topology, url)
-    except Exception:
-        print(topology.logs())
-        raise
-    finally:
-        topology.stop()
 
 
 def test_cancel_pending_task_is_immediate(http):
@@ -114,3 +114,16 @@ def test_a_scenes_shots_run_on_both_workers_and_the_stitch_waits_for_them(http, 
     assert stitch.started_at >= max(s.finished_at for s in shots), "the stitch started after both shots"
     done = {w.id: w.tasks_done for w in live_server.topology.alive_workers()}
     assert all(done[s.worker_id] >= 1 for s in shots), "each worker counts the tasks it ran"
+
+
+def test_the_api_process_sees_every_worker(http, live_server):
+    """/v1/health counts the Celery workers' heartbeats; /metrics exports each worker and queue
+    (the SLA monitor of a process that runs no task itself)."""
+    from tests.test_distributed_store import _samples
+
+    health = http.get("/v1/health").json()
+    assert health["status"] == "ok" and health["worker_running"] and health["problems"] == []
+    samples = _samples(http.get("/metrics").text)
+    assert samples[("echoel_workers_alive", ())] == 2
+    workers = {dict(labels)["worker"] for name, labels in samples if name == "echoel_worker_tasks_done"}
+    assert workers == {w.id for w in live_server.topology.alive_workers()}

@@ -21,22 +21,17 @@ from tests.distributed import Topology, require_services
 from tests.test_webhooks import Receiver
 
 LONG = {**SMALL, "num_inference_steps": 150}  # a few seconds on the tiny model: long enough to interrupt
+SMALL_SETTINGS = {k: v for k, v in SMALL.items() if k != "prompt"}
 STRICT = "generate=5 per 10 seconds;batch=1000 per 1 second;default=10000 per 1 second"
 
 
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory):
     require_services()
-    topology = Topology(tmp_path_factory.mktemp("distributed-faults"), rate_limits=STRICT)
-    try:
+    with Topology(tmp_path_factory.mktemp("distributed-faults"), rate_limits=STRICT) as topology:
         topology.start_api("api1")
         topology.start_api("api2")
         yield topology
-    except Exception:
-        print(topology.logs())
-        raise
-    finally:
-        topology.stop()
 
 
 def _client(topology: Topology, api: str = "api1", headers: dict | None = None) -> httpx.Client:
@@ -173,3 +168,23 @@ def test_a_task_waits_for_a_worker_that_serves_its_model(topology):
         topology.kill("worker-vace")
         if "worker-tiny" in topology.processes:
             topology.kill("worker-tiny")
+
+
+def test_celery_workers_claim_in_priority_order(topology):
+    """The broker only wakes workers; the database decides what runs next, as with the embedded
+    worker: queued while no worker runs, a high-priority batch starts before an earlier low one."""
+    _wait(lambda: not any("studio.tiny" in w.queues for w in topology.alive_workers()), 30, "the killed workers")
+    with _client(topology) as http:
+        low = http.post("/v1/genius/batch/submit", json={"prompts": ["a quiet pond", "a quiet lake"],
+                                                         "priority": "low", "settings": SMALL_SETTINGS})
+        high = http.post("/v1/genius/batch/submit", json={"prompts": ["a storm at sea"], "priority": "high",
+                                                          "settings": SMALL_SETTINGS})
+        assert low.status_code == high.status_code == 202, (low.text, high.text)
+        ids = low.json()["task_ids"] + high.json()["task_ids"]
+        topology.start_worker("worker-p", models="tiny")
+        try:
+            assert {wait_for_terminal(http, t, timeout=120)["status"] for t in ids} == {"completed"}
+        finally:
+            topology.kill("worker-p")
+    started = sorted(ids, key=lambda t: _task_row(topology, t).started_at)
+    assert started[0] == high.json()["task_ids"][0], "the high-priority task ran first"

@@ -46,18 +46,19 @@ def test_a_worker_claims_only_from_the_queue_it_was_told_about(store):
     assert store.claim_next(queue="studio.tiny-vace").id == vace.id
 
 
-def test_ready_tasks_are_announced_after_the_commit_and_waiting_ones_when_they_become_ready(store):
+def test_tasks_that_become_ready_on_a_worker_are_announced_after_the_commit(store):
     announced: list[tuple[str, str]] = []
     store.on_ready = announced.extend
     shot, _ = store.create_task("t2v", {}, owner="k", queue="studio.tiny")
     stitch, _ = store.create_task("scene", {}, owner="k", depends_on=[shot.id], queue="studio")
-    assert announced == [(shot.id, "studio.tiny")]  # the stitch waits: nothing to announce yet
+    assert announced == []  # new tasks: their submit announces them, after measuring its reply
+    assert store.ready_by_queue() == {"studio.tiny": 1} and store.ready_ids("studio.tiny", 5) == [shot.id]
     store.claim_next(queue="studio.tiny", worker_id="w1")
     store.finish(shot.id, st.COMPLETED, result={"metadata": {}})
-    assert announced[-1] == (stitch.id, "studio")
+    assert announced == [(stitch.id, "studio")]  # its last dependency completed
     claimed = store.claim_next(queue="studio", worker_id="w1")
     store.requeue(claimed.id, "server stopping")
-    assert announced[-1] == (stitch.id, "studio") and len(announced) == 3
+    assert announced == [(stitch.id, "studio")] * 2
 
 
 def test_a_lost_workers_task_runs_again_then_fails_once_after_the_last_attempt(store):
@@ -114,3 +115,56 @@ def test_live_events_reach_this_process_while_redis_is_down(caplog):
         event = sub.get(timeout=1)
     assert event is not None and event.data == {"progress": 0.5}
     assert "Redis is unreachable" in caplog.text
+
+
+def _worker(worker_id: str, device: str = "NVIDIA H100", total: float | None = 80.0, used: float | None = 20.0,
+            done: int = 0, task: str | None = None):
+    from studio.jobs.workers import WorkerInfo
+
+    now = time.time()
+    return WorkerInfo(id=worker_id, hostname="h", pid=1, queues=["studio", "studio.tiny"], models=["tiny"],
+                      device=device, memory_total_gb=total, memory_used_gb=used, loaded_model=None,
+                      current_task=task, tasks_done=done, busy_seconds=done * 1.5, started_at=now, last_seen=now,
+                      stopped_at=None)
+
+
+def test_the_orchestrator_budgets_with_the_largest_worker_gpu():
+    from studio.genius.orchestrator.selection import device_of_workers
+    from studio.models.loader import DeviceMemory
+
+    assert device_of_workers([]) is None  # tasks run in this process: it reads its own device
+    cpu = device_of_workers([DeviceMemory("cpu", None, None)] * 2)
+    assert not cpu.cuda and cpu.free_vram_gb is None
+    best = device_of_workers([DeviceMemory("NVIDIA L4", 24.0, 3.0), DeviceMemory("NVIDIA H100", 80.0, 60.0)])
+    assert best.cuda and best.free_vram_gb == 80.0 and "H100" in best.name
+
+
+def _samples(text: str) -> dict[tuple, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_the_sla_monitor_exports_every_worker_and_queue(tmp_path):
+    from studio.genius.sla import SlaMonitor
+
+    workers = [_worker("w1", done=3, task="t1"), _worker("w2", device="cpu", total=None, used=None)]
+    monitor = SlaMonitor(tmp_path / "sla.sqlite3", workers=lambda: workers,
+                         ready_by_queue=lambda: {"studio.tiny": 4, "studio": 1},
+                         gpu_memory=lambda: int(sum(w.memory_used_gb or 0 for w in workers) * 2**30))
+    samples = _samples(monitor.exporter.text().decode())
+    assert samples[("echoel_workers_alive", ())] == 2
+    assert samples[("echoel_worker_tasks_done", (("worker", "w1"),))] == 3
+    assert samples[("echoel_worker_running", (("worker", "w1"),))] == 1
+    assert samples[("echoel_worker_running", (("worker", "w2"),))] == 0
+    assert samples[("echoel_worker_gpu_memory_bytes", (("device", "NVIDIA H100"), ("worker", "w1")))] == 20 * 2**30
+    assert samples[("echoel_queue_ready", (("queue", "studio.tiny"),))] == 4
+    assert samples[("echoel_gpu_memory_bytes", ())] == 20 * 2**30
+
+
+def test_an_embedded_monitor_exports_no_worker_gauges(tmp_path):
+    from studio.genius.sla import SlaMonitor
+
+    text = SlaMonitor(tmp_path / "sla.sqlite3").exporter.text().decode()
+    assert "echoel_workers_alive" not in text and "echoel_queue_ready" not in text

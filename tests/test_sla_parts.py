@@ -123,6 +123,12 @@ class FakeSource:
     def gpu_memory_bytes(self) -> int:
         return 0
 
+    def workers(self) -> list:
+        return []  # embedded: no Celery workers
+
+    def ready_by_queue(self) -> dict[str, int]:
+        return {}
+
 
 def test_exporter_alone_counts_events_and_reads_gauges_at_scrape():
     exporter = SlaExporter(FakeSource())

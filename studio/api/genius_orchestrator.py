@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from studio.api.auth import api_key
 from studio.api.routes import COMMON, ERRORS
 from studio.genius.orchestrator.schema import SelectModelRequest, SelectModelResponse
-from studio.genius.orchestrator.selection import select_model
+from studio.genius.orchestrator.selection import device_of_workers, select_model
 from studio.keys import ApiKey
 
 router = APIRouter(prefix="/v1/genius/orchestrator", tags=["genius: orchestrator"], responses=COMMON)
@@ -37,7 +37,9 @@ def select_model_route(body: SelectModelRequest, _: ApiKey = Depends(api_key()),
     - ``alternatives[].speed_factor``: recommended model's time / the alternative's time.
     - ``reasons``: how each number was reached, in words.
 
-    ``max_vram_gb`` defaults to this server's free GPU memory; without a GPU (and no
+    ``max_vram_gb`` defaults to this server's free GPU memory, or with Celery workers the
+    largest worker GPU (every worker's heartbeat reports its device); without a GPU (and no
     ``max_vram_gb``) the answer is the offline ``tiny`` model, and the reasons say so.
     """
-    return select_model(studio.services.costs, body)
+    services = studio.services
+    return select_model(services.costs, body, device=device_of_workers(services.worker_devices()))

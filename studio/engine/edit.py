@@ -194,7 +194,7 @@ def inputs_folder(studio_data_dir: Path, inputs_id: str) -> Path:
 
 def source_path(paths: "MediaPaths", folder: Path, source: SourceVideo) -> Path:
     """Where an edit's input video is: the source task's video, or the upload in its inputs folder."""
-    return paths.video(source.task_id) if source.task_id else folder / source.upload
+    return paths.fetch("videos", source.task_id) if source.task_id else folder / source.upload
 
 
 def timing_key(kind: str, path: str) -> str:
@@ -211,6 +211,8 @@ def run_edit(task: "Task", spec: EditSpec, run: EditRunner, data_dir: Path, path
     """Run an edit task (its typed ``spec``, loaded by the worker) with its feature's ``run`` to
     completion; returns its result row and its frames-per-second cost."""
     folder = inputs_folder(data_dir, spec.inputs_id) if spec.inputs_id else data_dir
+    if spec.inputs_id:
+        paths.fetch_inputs(folder)  # submitted on another machine: object storage has them
     source = spec.source
     job = EditJob(task.id, task.kind, spec, folder, paths.video(task.id), paths.thumbnail(task.id), hooks,
                   source_path(paths, folder, source) if source else None, paths, store, models)

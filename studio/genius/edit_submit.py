@@ -56,9 +56,13 @@ def store_source(services: "FeatureServices", owner: str, folder: Path, task_id:
     (copied into ``folder`` so it outlives the upload). Returns the stored description."""
     if task_id:
         task = services.task(task_id, owner)
-        if not task.is_completed or not services.paths.video(task.id).is_file():
+        try:
+            video = services.paths.fetch("videos", task.id) if task.is_completed else None
+        except FileNotFoundError:
+            video = None
+        if video is None:
             raise TaskNotReady(f"{field_name}: task {task.id} is {task.status}; its video is not ready")
-        info = probe_video(services.paths.video(task.id))
+        info = probe_video(video)
         return SourceVideo(task_id=task.id, **_info(info))
     if upload is not None:
         check_upload_type(Path(upload), "video")

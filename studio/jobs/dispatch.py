@@ -1,9 +1,10 @@
 """Announcing ready tasks to Celery workers, and making up for announcements that were lost.
 
 ``TaskStore.on_ready`` calls ``CeleryDispatch.announce`` after each commit that made tasks
-claimable (a submit, a requeue, a dependency that completed). A broker that is down at that
-moment does not fail the submit: the task is committed, and ``reconcile`` (run periodically by
-API processes, and when they start) re-announces every ready task that has no message waiting.
+claimable on a worker (a requeue, a dependency that completed); a submit calls ``reconcile``
+once it has measured its reply (``Studio.wake``). A broker that is down at that moment does
+not fail the submit: the task is committed, and ``reconcile`` (run every few seconds by API
+processes, and when they start) announces every ready task that has no message waiting.
 Surplus messages are harmless (a worker that finds nothing to claim acknowledges and moves on),
 so reconcile errs on the side of sending.
 """

@@ -84,6 +84,7 @@ class _TaskHooks:
         if preview is not None:
             path = self.worker.paths.preview(self.task.id)
             write_jpeg(path, preview)
+            self.worker.publish_preview(self.task.id)
             preview_file = str(path.relative_to(self.worker.paths.root))  # the row keeps a file, not a URL
             preview_url = media_url("previews", self.task.id)
         self.worker.store.update_progress(self.task.id, progress, message, eta, preview_path=preview_file)
@@ -308,6 +309,7 @@ class GenerationRunner:
                 if task.batch_id else None,
             },
         }
+        self.worker.publish_outputs(task.id)  # before the row says completed: the result's files exist everywhere
         if self.worker.store.finish(task.id, st.COMPLETED, result=result, attempt=task.attempt):
             self.worker._generation_done(task, True)
             self.worker._announce_complete(task.id, output.frames)

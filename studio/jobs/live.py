@@ -8,6 +8,10 @@ is made good from there (the websocket and the UI read the row's final state).
 
 Cancel flags: ``POST /v1/cancel`` on any API process sets a key the worker running the task reads
 at its next denoising step.
+
+Progressive Streaming: the API process that opens a stream marks the task; the worker running it
+writes frames to the shared folder and sends a notice per frame on a second channel, which the
+API processes apply to their frame boards (``studio.media.frame_boards``).
 """
 
 from __future__ import annotations
@@ -19,11 +23,15 @@ import time
 
 import redis
 
+from typing import Callable
+
 from studio.jobs.events import Event, EventBus
 
 log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = "echoel:events"
+STREAM_CHANNEL = "echoel:stream"
+STREAMED_KEY = "echoel:streamed:"
 CANCEL_KEY = "echoel:cancel:"
 CANCEL_TTL_SECONDS = 7 * 24 * 3600  # longer than any task waits and runs
 RECONNECT_SECONDS = 1.0
@@ -39,6 +47,10 @@ class RedisLive:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._subscribed = threading.Event()
+        # Set by the studio of an API process: frame notices from workers, and every final event
+        # (which also ends a stream whose worker never wrote a frame).
+        self.on_stream_notice: Callable[[dict], None] | None = None
+        self.on_final_event: Callable[[Event], None] | None = None
 
     # -- events -----------------------------------------------------------------------------
 
@@ -71,11 +83,15 @@ class RedisLive:
         while not self._stopping.is_set():
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub.subscribe(EVENTS_CHANNEL)
+                pubsub.subscribe(EVENTS_CHANNEL, STREAM_CHANNEL)
                 self._subscribed.set()
                 while not self._stopping.is_set():
                     message = pubsub.get_message(timeout=0.5)
-                    if message is not None and message["type"] == "message":
+                    if message is None or message["type"] != "message":
+                        continue
+                    if message["channel"] == STREAM_CHANNEL.encode():
+                        self._apply_stream_notice(message["data"])
+                    else:
                         self._deliver(message["data"])
             except redis.RedisError as error:
                 log.warning("live events from Redis interrupted (%s); reconnecting", error)
@@ -89,9 +105,32 @@ class RedisLive:
     def _deliver(self, raw: bytes) -> None:
         try:
             message = json.loads(raw)
-            self.bus.deliver(Event(message["task_id"], message["type"], message.get("data") or {}))
+            event = Event(message["task_id"], message["type"], message.get("data") or {})
         except (ValueError, KeyError, TypeError):
             log.warning("ignored a malformed live event: %r", raw[:200])
+            return
+        self.bus.deliver(event)
+        if event.is_final and self.on_final_event is not None:
+            self.on_final_event(event)
+
+    def _apply_stream_notice(self, raw: bytes) -> None:
+        if self.on_stream_notice is None:
+            return
+        try:
+            self.on_stream_notice(json.loads(raw))
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed stream notice: %r", raw[:200])
+
+    # -- Progressive Streaming ----------------------------------------------------------------
+
+    def mark_streamed(self, task_id: str, seconds: float) -> None:
+        self.redis.set(STREAMED_KEY + task_id, "1", ex=int(seconds))
+
+    def is_streamed(self, task_id: str) -> bool:
+        return bool(self.redis.exists(STREAMED_KEY + task_id))
+
+    def send_stream_notice(self, notice: dict) -> None:
+        self.redis.publish(STREAM_CHANNEL, json.dumps(notice, separators=(",", ":")))
 
     # -- cancel flags -----------------------------------------------------------------------
 

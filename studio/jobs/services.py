@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from studio.media.frame_boards import StreamHub
     from studio.media.paths import MediaPaths
     from studio.media.url_policy import FetchPolicy
-    from studio.models.loader import ModelCache
+    from studio.models.loader import DeviceMemory, ModelCache
     from studio.views import SubmitResponse, TaskResult, TaskStatus
 
 
@@ -57,6 +57,8 @@ class FeatureServices:
     wake: Callable[[], None]
     #: the closing event of an ended task
     final_event: Callable[["Task"], "Event"]
+    #: the devices of the Celery workers serving now; empty when tasks run in this process
+    worker_devices: Callable[[], list["DeviceMemory"]] = list
 
     @property
     def costs(self) -> CostInputs:

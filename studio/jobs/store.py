@@ -77,9 +77,10 @@ class TaskStore:
         # so nobody else would tell their live followers): (task id, detail) -> None.
         self.on_dependant_failed: Callable[[str, str], None] | None = None
         self._failed_dependants: list[tuple[str, str]] = []
-        # Called after the commit with the tasks that became claimable (created ready, requeued,
+        # Called after the commit with the tasks that became claimable on a worker (requeued, or
         # their last dependency completed), as (task id, queue): the dispatcher announces them
-        # (``studio.jobs.dispatch``). Every such task is announced at least once.
+        # (``studio.jobs.dispatch``). New tasks are announced by their submit, once it has
+        # measured its reply (``Studio.wake``).
         self.on_ready: Callable[[list[tuple[str, str]]], None] | None = None
         self._ready_now: list[tuple[str, str]] = []
         self._last_claim_ui = -1  # class of the last claim (1 UI, 0 keyed; -1 none yet): see claim_next
@@ -160,8 +161,6 @@ class TaskStore:
             ended = next((p for p in parents if p.status in (FAILED, CANCELLED)), None)
             if ended is not None:
                 self._fail_dependant(db, task_id, ended)
-            elif all(parent.status == COMPLETED for parent in parents):
-                self._ready_now.append((task_id, queue))
             if idempotency_key is not None:
                 idempotency_keys.remember(db, owner, idempotency_key, body, task_id, now)
         return self.get(task_id), True
@@ -220,7 +219,6 @@ class TaskStore:
             queues = queues or [DEFAULT_QUEUE] * len(tasks)
             ids = [self._insert_task(db, "t2v", task, priority, estimate, owner, webhook_url, batch_id, now, queue)
                    for task, estimate, queue in zip(tasks, estimates, queues)]
-            self._ready_now.extend(zip(ids, queues))
             if idempotency_key is not None:
                 idempotency_keys.remember(db, owner, idempotency_key, body, batch_id, now)
         return batch_id, ids, True

@@ -251,6 +251,7 @@ class Worker:
                 result, seconds_per_frame = run_edit(task, self.specs.of(task), self._edit_runner(task.kind),
                                                      self.data_dir, self.paths, hooks, self.store, self.models)
             self.store.record_timing(timing_key(task.kind, result["metadata"]["path"]), FRAME_RATE, seconds_per_frame)
+            self.publish_outputs(task.id)
             if self.store.finish(task.id, st.COMPLETED, result=result, attempt=task.attempt):
                 self._generation_done(task, True)
                 self._announce_complete(task.id, result["metadata"]["frames"])
@@ -262,6 +263,22 @@ class Worker:
                 log.exception("task %s (%s) failed", task.id, task.kind)
                 error = INTERNAL_ERROR
             self._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
+
+    def publish_outputs(self, task_id: str) -> None:
+        """Make a finished task's video and thumbnail reachable from every process (object
+        storage: uploaded; a shared or local folder: nothing to do). Raises ``MediaUnavailable``,
+        which fails the task: a result must never name files nobody can fetch."""
+        for kind in ("videos", "thumbnails"):
+            if self.paths.path(kind, task_id).is_file():
+                self.paths.publish(kind, task_id)
+
+    def publish_preview(self, task_id: str) -> None:
+        """The newest preview, for API processes elsewhere; a failure costs one preview, not the run."""
+        if self.paths.remote:
+            try:
+                self.paths.publish("previews", task_id)
+            except Exception as error:
+                log.warning("could not publish the preview of %s: %s", task_id, error)
 
     def _generation_done(self, task: Task, ok: bool) -> None:
         """Tell the SLA monitor how long the task ran, from its claim to its end."""

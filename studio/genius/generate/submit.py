@@ -9,7 +9,7 @@ from studio.config import AUTO_MODEL
 from studio.engine.plan import make_plan
 from studio.engine.request import GenerationRequest, GenerationSpec, seed_or_random
 from studio.errors import InvalidRequest
-from studio.genius.orchestrator.selection import choose_model
+from studio.genius.orchestrator.selection import choose_model, device_of_workers
 from studio.jobs.routing import queue_of
 from studio.media.url_policy import validate_url
 from studio.models.catalog import CATALOG
@@ -33,7 +33,7 @@ def prepare(services: "FeatureServices", request: GenerationRequest) -> Prepared
     """Resolve a request for storage (model, seed) and estimate its own run time."""
     model = request.model or services.default_model
     if model == AUTO_MODEL:
-        model, _reasons = choose_model(services.costs, request)
+        model, _reasons = choose_model(services.costs, request, device_of_workers(services.worker_devices()))
     if model not in CATALOG:
         raise InvalidRequest(f"model must be one of {', '.join(CATALOG)}")
     seed = seed_or_random(request.seed)

@@ -53,6 +53,7 @@ from studio.engine.request import GenerationRequest
 from studio.genius.orchestrator.complexity import COMPLEX_FROM, SIMPLE_BELOW, ComplexityResult, classify_prompt
 from studio.genius.orchestrator.schema import Alternative, SelectModelRequest, SelectModelResponse
 from studio.models.catalog import CATALOG, TINY, ModelSpec
+from studio.models.loader import DeviceMemory
 from studio.models.cost.architectures import ARCHITECTURES, Architecture
 from studio.models.cost.timing import STEP_RATE, CostInputs, TimeEstimate, estimate_time, latent_tokens
 from studio.models.cost.vram import FIT_HEADROOM, GIB, LOADER_PROFILES, PROFILES, MemoryEstimate, memory_estimate
@@ -78,6 +79,20 @@ def detect_device() -> DeviceInfo:
         return DeviceInfo(False, None, "CPU")
     free, _total = torch.cuda.mem_get_info()
     return DeviceInfo(True, (free + torch.cuda.memory_reserved()) / GIB, torch.cuda.get_device_name())
+
+
+def device_of_workers(devices: list[DeviceMemory]) -> DeviceInfo | None:
+    """The device a task gets among Celery workers (``FeatureServices.worker_devices``): the
+    GPU with the most memory. A worker owns its GPU (one worker per GPU) and evicts its resident
+    model before loading another, so the whole card is the budget. None without workers (tasks
+    run in this process: ``detect_device``); a CPU device when no worker has a GPU."""
+    if not devices:
+        return None
+    gpus = [d for d in devices if d.total_gb is not None]
+    if not gpus:
+        return DeviceInfo(False, None, "CPU (every worker)")
+    best = max(gpus, key=lambda d: d.total_gb)
+    return DeviceInfo(True, best.total_gb, f"{best.device}, the largest of {len(gpus)} worker GPU(s)")
 
 
 def _plan_for(spec: ModelSpec, duration_seconds: float, resolution: str, prompt: str,

@@ -93,7 +93,7 @@ def _read_shots(job: EditJob, shot_ids: list[str]) -> list[list[np.ndarray]]:
         if task is None or task.status != st.COMPLETED:
             state = task.status if task else "missing"
             raise ShotFailed(f"scene {index} (task {shot_id}) is {state}: {task.error if task else ''}".rstrip(": "))
-        shots.append(list(read_frames(job.paths.video(shot_id))))
+        shots.append(list(read_frames(job.paths.fetch("videos", shot_id))))  # made by any worker
         job.check(0.3 * (index + 1) / len(shot_ids), f"Reading shot {index + 1}/{len(shot_ids)}")
     if any(len(s) == 0 or s[0].shape != shots[0][0].shape for s in shots):
         raise ShotFailed("the shots' videos are empty or of different sizes")

@@ -151,6 +151,7 @@ def submit(services: "FeatureServices", request: SceneEditRequest, owner: str) -
     if reference is not None:
         inputs_id, folder = new_inputs(services)
         store_image(folder, REFERENCE_NAME, reference)
+        services.paths.publish_inputs(folder)  # the shots below are queued directly, not through submit_spec
         shot_rows = [(SceneShotSpec(inputs_id=inputs_id, image=REFERENCE_NAME, model=reference_model.id,
                                     scene=index, shot=s.stored), s.estimate) for index, s in enumerate(shots)]
     else:

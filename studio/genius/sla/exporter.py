@@ -1,8 +1,9 @@
 """The Prometheus exporter of the SLA monitor: counters and histograms fed per event, gauges at scrape time.
 
 Owns the ``CollectorRegistry`` and its text exposition (``GET /metrics``). It reads the monitor
-only through ``SlaSource`` (status of the default level, window length, queue depth, GPU memory),
-so it does not depend on how the monitor is built.
+only through ``SlaSource`` (status of the default level, window length, queue depth, GPU memory,
+and, with Celery workers, every worker and every queue), so it does not depend on how the
+monitor is built.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
 from studio.genius.sla.schema import SlaStatus
+from studio.jobs.workers import WorkerInfo
 
 __all__ = ["SlaExporter", "SlaSource", "CONTENT_TYPE_LATEST", "LATENCY_BUCKETS", "GENERATION_BUCKETS"]
 
@@ -36,6 +38,10 @@ class SlaSource(Protocol):
     def queue_depth(self) -> int: ...
 
     def gpu_memory_bytes(self) -> int: ...
+
+    def workers(self) -> list[WorkerInfo]: ...
+
+    def ready_by_queue(self) -> dict[str, int]: ...
 
 
 def _status_class(status: int) -> str:
@@ -75,8 +81,37 @@ class _SlaCollector:
         meets.add_metric([level], 1.0 if status.meets_sla else 0.0)
         yield meets
         yield _gauge("echoel_queue_depth", "Pending and running tasks", m.queue_depth())
-        yield _gauge("echoel_gpu_memory_bytes", "GPU memory allocated by PyTorch (0 without CUDA)",
+        yield _gauge("echoel_gpu_memory_bytes", "GPU memory in use (this process's PyTorch, or every worker's)",
                      m.gpu_memory_bytes())
+        yield from _worker_gauges(m.workers(), m.ready_by_queue())
+
+
+def _worker_gauges(workers: list[WorkerInfo], ready: dict[str, int]) -> Iterator[GaugeMetricFamily]:
+    """Every Celery worker's memory and work done, and every queue's ready tasks (nothing for
+    the embedded worker thread, which the process gauges describe)."""
+    if not workers and not ready:
+        return
+    yield _gauge("echoel_workers_alive", "Celery workers that sent a heartbeat lately", len(workers))
+    families = {
+        "memory": GaugeMetricFamily("echoel_worker_gpu_memory_bytes", "GPU memory in use on the worker's device",
+                                    labels=["worker", "device"]),
+        "done": GaugeMetricFamily("echoel_worker_tasks_done", "Tasks the worker finished since it started",
+                                  labels=["worker"]),
+        "busy": GaugeMetricFamily("echoel_worker_busy_seconds", "Seconds the worker spent running tasks",
+                                  labels=["worker"]),
+        "running": GaugeMetricFamily("echoel_worker_running", "1 while the worker runs a task", labels=["worker"]),
+    }
+    for worker in workers:
+        families["memory"].add_metric([worker.id, worker.device], (worker.memory_used_gb or 0.0) * 2**30)
+        families["done"].add_metric([worker.id], worker.tasks_done)
+        families["busy"].add_metric([worker.id], worker.busy_seconds)
+        families["running"].add_metric([worker.id], 1.0 if worker.current_task else 0.0)
+    yield from families.values()
+    queues = GaugeMetricFamily("echoel_queue_ready", "Pending tasks a worker could claim now, by Celery queue",
+                               labels=["queue"])
+    for queue, count in sorted(ready.items()):
+        queues.add_metric([queue], count)
+    yield queues
 
 
 class SlaExporter:

@@ -70,6 +70,8 @@ class SlaMonitor:
         default_level: the level evaluated in the background (``ECHOEL_SLA_LEVEL``).
         queue_depth: callable giving the number of pending + running tasks (0 if None).
         gpu_memory: callable giving GPU memory in bytes (``cuda_memory_bytes`` if None).
+        workers: callable giving the live Celery workers (``studio.jobs.workers``; none if None).
+        ready_by_queue: callable giving the claimable pending tasks per Celery queue.
         clock: wall-clock source (``time.time``); tests inject their own.
         heartbeat_seconds / sample_seconds: background thread periods.
         uptime_window_seconds: the uptime period's maximum length (30 days).
@@ -78,7 +80,8 @@ class SlaMonitor:
 
     def __init__(self, database: Database | Path | str, window_seconds: float = 300, *, throughput_seconds: int = 60,
                  default_level: str = DEFAULT_LEVEL, queue_depth: Callable[[], int] | None = None,
-                 gpu_memory: Callable[[], int] | None = None, clock: Callable[[], float] = time.time,
+                 gpu_memory: Callable[[], int] | None = None, workers: Callable[[], list] | None = None,
+                 ready_by_queue: Callable[[], dict[str, int]] | None = None, clock: Callable[[], float] = time.time,
                  heartbeat_seconds: float = 15.0, sample_seconds: float = 5.0,
                  uptime_window_seconds: float = 30 * 86400, history_points: int = 720,
                  max_samples_per_second: int = 2000, max_violations: int = 1000,
@@ -89,6 +92,8 @@ class SlaMonitor:
         self._clock = clock
         self._queue_depth = queue_depth
         self._gpu_memory = gpu_memory or cuda_memory_bytes
+        self._workers = workers
+        self._ready_by_queue = ready_by_queue
 
         self.window = LatencyWindow(window_seconds, throughput_seconds=throughput_seconds,
                                     max_samples_per_second=max_samples_per_second,
@@ -224,6 +229,20 @@ class SlaMonitor:
     def gpu_memory_bytes(self) -> int:
         """GPU memory in bytes (0 when the callback fails)."""
         return _safe_int(self._gpu_memory)
+
+    def workers(self) -> list:
+        """The live Celery workers (empty without the callback, or when it fails)."""
+        try:
+            return list(self._workers()) if self._workers is not None else []
+        except Exception:
+            return []
+
+    def ready_by_queue(self) -> dict[str, int]:
+        """Claimable pending tasks per Celery queue (empty without the callback, or when it fails)."""
+        try:
+            return dict(self._ready_by_queue()) if self._ready_by_queue is not None else {}
+        except Exception:
+            return {}
 
     def sample(self, now: float | None = None) -> HistoryPoint:
         """Evaluate the default level and append one point to the plot history."""

@@ -40,8 +40,11 @@ def store_reference_video(services: "FeatureServices", owner: str, folder: Path,
         origin, described = Path(reference_upload), {"upload": REFERENCE_VIDEO}
     else:
         task = services.task(request.motion_reference_task_id, owner)
-        origin = services.paths.video(task.id)
-        if task.status != st.COMPLETED or not origin.is_file():
+        try:
+            origin = services.paths.fetch("videos", task.id) if task.status == st.COMPLETED else None
+        except FileNotFoundError:
+            origin = None
+        if origin is None:
             raise TaskNotReady(f"{field}: task {task.id} is {task.status}; its video is not ready")
         described = {"task_id": task.id}
     info = probe_video(origin, MAX_REFERENCE_FRAMES)
