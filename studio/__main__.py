@@ -25,6 +25,7 @@ from pathlib import Path
 from studio.config import Settings
 from studio.db import Database
 from studio.db.engine import newest_revision
+from studio.db.state import MAINTENANCE, StudioState
 from studio.keys import KeyStore
 
 
@@ -99,13 +100,24 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _maintenance(args: argparse.Namespace, settings: Settings) -> int:
+    """The switch lives in the database, so every API process drains, wherever it runs; the
+    data folder's flag file (what earlier versions used) is kept in step with it."""
     flag = settings.maintenance_flag
-    if args.state == "on":
-        flag.parent.mkdir(parents=True, exist_ok=True)
-        flag.touch()
-    elif args.state == "off":
-        flag.unlink(missing_ok=True)
-    print("maintenance: " + ("on (new work gets 503)" if flag.exists() else "off"))
+    database = Database(settings.db_url)
+    try:
+        database.migrate()
+        state = StudioState(database)
+        if args.state == "on":
+            flag.parent.mkdir(parents=True, exist_ok=True)
+            flag.touch()
+            state.set(MAINTENANCE, "on")
+        elif args.state == "off":
+            flag.unlink(missing_ok=True)
+            state.delete(MAINTENANCE)
+        on = flag.exists() or state.get(MAINTENANCE) == "on"
+    finally:
+        database.dispose()
+    print("maintenance: " + ("on (new work gets 503)" if on else "off"))
     return 0
 
 

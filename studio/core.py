@@ -14,6 +14,7 @@ from pathlib import Path
 
 from studio.config import AUTO_MODEL, Settings
 from studio.db import Database
+from studio.db.state import MAINTENANCE, StudioState
 from studio.engine.edit import inputs_folder
 from studio.engine.estimate import Estimator
 from studio.engine.genres import GENRES
@@ -117,7 +118,8 @@ class Studio:
         self.worker.on_generation = self.sla.record_generation
         self.streams = StreamHub(settings.media_dir / "stream", relay=self.cluster.live)
         # UI visitors' own owners (signed cookie) and their anonymous work limits: studio.ui_access.
-        self.ui_cookies = OwnerCookies.load(settings.data_dir)
+        self.state = StudioState(self.database)  # what every process agrees on: cookie secret, maintenance
+        self.ui_cookies = OwnerCookies.load(settings.data_dir, self.state)
         self.ui_limits = AnonymousLimits(self.store.active_count)
         self.worker.streams = self.streams
         self.cluster.wire(self.worker, self.streams)
@@ -165,7 +167,7 @@ class Studio:
     @property
     def draining(self) -> bool:
         """True while the maintenance flag file exists: new work is refused, running work finishes."""
-        return self.settings.maintenance_flag.exists()
+        return self.settings.maintenance_flag.exists() or self.state.get(MAINTENANCE) == "on"
 
     def prepare(self, request: GenerationRequest) -> generate.Prepared:
         """Resolve a request for storage (model, seed) and estimate its own run time."""

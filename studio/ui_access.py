@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from studio.db.state import StudioState
 from studio.errors import RateLimited
 
 UI_PREFIX = "ui:"
@@ -46,6 +47,9 @@ def is_ui_owner(owner: str) -> bool:
     return owner == "ui" or owner.startswith(UI_PREFIX)
 
 
+SECRET_NAME = "ui_owner_secret"  # its row in studio_state (hex)
+
+
 class OwnerCookies:
     """Issue and verify the signed anonymous-owner cookie."""
 
@@ -53,13 +57,20 @@ class OwnerCookies:
         self._secret = secret
 
     @classmethod
-    def load(cls, data_dir: Path) -> "OwnerCookies":
-        """The cookie signer with the data folder's secret, created (mode 0600) on first use so
-        cookies stay valid across restarts."""
+    def load(cls, data_dir: Path, state: StudioState | None = None) -> "OwnerCookies":
+        """The cookie signer with the studio's secret, created on first use so cookies stay
+        valid across restarts. With ``state`` (the database) every API process signs with the
+        same secret, wherever it runs; a secret an earlier version kept in the data folder
+        (``ui_owner.key``) is adopted, so its visitors keep their tasks."""
         path = Path(data_dir) / "ui_owner.key"
         try:
             secret = path.read_bytes()
         except FileNotFoundError:
+            secret = None
+        if state is not None:
+            stored = state.get_or_create(SECRET_NAME, lambda: (secret or secrets.token_bytes(32)).hex())
+            return cls(bytes.fromhex(stored))
+        if secret is None:
             secret = secrets.token_bytes(32)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:

@@ -27,6 +27,12 @@ from tests.test_batch import (  # noqa: F401
     test_batch_runs_every_prompt_as_a_task,
     test_same_shaped_batch_tasks_share_one_pipeline_call_and_text_encodings,
 )
+from tests.test_edit_gradio import (  # noqa: F401
+    clip_file,
+    test_inpaint_an_uploaded_video,
+    test_inpaint_without_a_source_is_a_clear_error,
+)
+from tests.test_gradio_api import test_invalid_input_is_a_clear_error  # noqa: F401
 from tests.test_rest_api import (  # noqa: F401
     test_cancel_running_task_stops_within_a_step,
     test_catalog_routes_and_docs,
@@ -127,3 +133,16 @@ def test_the_api_process_sees_every_worker(http, live_server):
     assert samples[("echoel_workers_alive", ())] == 2
     workers = {dict(labels)["worker"] for name, labels in samples if name == "echoel_worker_tasks_done"}
     assert workers == {w.id for w in live_server.topology.alive_workers()}
+
+
+def test_generate_through_the_gradio_api(client):
+    """The Generate tab's API on an API process: its frame strip and status follow a run on a
+    worker in another process (events and stream frames through Redis)."""
+    from tests.conftest import SMALL
+
+    job = client.submit(SMALL["prompt"], "blurry", 1.0, 12, "480p", "16:9", "cinematic", 5, 7.5, 20, "tiny",
+                        api_name="/generate")
+    task_id, preview, status, video, thumbnail, metadata = list(job)[-1]
+    assert metadata["status"] == "completed" and metadata["metadata"]["seed"] == 5 and task_id
+    assert video["path"].endswith(".mp4") and thumbnail["path"].endswith(".jpg") and "Done" in status
+    assert [frame["caption"] for frame in preview] == [f"#{i} final" for i in range(12)]

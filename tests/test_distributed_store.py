@@ -168,3 +168,44 @@ def test_an_embedded_monitor_exports_no_worker_gauges(tmp_path):
 
     text = SlaMonitor(tmp_path / "sla.sqlite3").exporter.text().decode()
     assert "echoel_workers_alive" not in text and "echoel_queue_ready" not in text
+
+
+def test_api_processes_on_different_machines_sign_the_same_ui_cookies(tmp_path):
+    """The owner-cookie secret lives in the database: two API processes with data folders of
+    their own accept each other's cookies; a secret an earlier version kept in its data folder
+    is adopted, so its visitors keep their tasks."""
+    from studio.db import Database
+    from studio.db.state import StudioState
+    from studio.ui_access import OwnerCookies
+
+    legacy = tmp_path / "machine-a"
+    legacy.mkdir()
+    old = OwnerCookies.load(legacy)  # an earlier version: the secret in ui_owner.key
+    cookie = old.issue()
+    database = Database.for_file(tmp_path / "studio.sqlite3")
+    try:
+        a = OwnerCookies.load(legacy, StudioState(database))
+        (tmp_path / "machine-b").mkdir()
+        b = OwnerCookies.load(tmp_path / "machine-b", StudioState(database))
+        assert a.owner(cookie) == b.owner(cookie) == old.owner(cookie) is not None
+        assert b.owner(b.issue()) is not None and a.owner(b.issue()) is not None
+    finally:
+        database.dispose()
+
+
+def test_maintenance_is_one_switch_for_every_api_process(tmp_path, monkeypatch, capsys):
+    from studio.__main__ import main
+    from studio.config import Settings
+    from studio.core import Studio
+
+    url = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+    monkeypatch.setenv("ECHOEL_DATABASE_URL", url)
+    assert main(["--data-dir", str(tmp_path / "admin"), "maintenance", "on"]) == 0
+    assert "on (new work gets 503)" in capsys.readouterr().out
+    studio = Studio(Settings(model="tiny", data_dir=tmp_path / "api-b", database_url=url))
+    try:
+        assert studio.draining  # a process whose data folder has no flag file
+        assert main(["--data-dir", str(tmp_path / "admin"), "maintenance", "off"]) == 0
+        assert not studio.draining
+    finally:
+        studio.database.dispose()

@@ -142,6 +142,13 @@ workers = Table(
     Column("stopped_at", Seconds),
 )
 
+# Named values every process must agree on (studio.db.state): the UI cookie secret, maintenance.
+studio_state = Table(
+    "studio_state", metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
 # Moving averages of measured run times (studio.jobs.estimates).
 timings = Table(
     "timings", metadata,

@@ -136,7 +136,10 @@ class Cluster:
 
     def _upkeep(self) -> None:
         recover_lost_work(self.registry, self.store)
-        self.dispatch.reconcile(self.store)
+        for queue, count in self.dispatch.reconcile(self.store).items():
+            # Usually a message a worker took but had not claimed from yet (harmless: the spare
+            # claims nothing); after a broker restart, the tasks it lost.
+            log.info("upkeep announced %d ready task(s) on %s that had no waiting message", count, queue)
 
     # -- announcing -------------------------------------------------------------------------
 

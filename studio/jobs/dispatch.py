@@ -45,5 +45,4 @@ class CeleryDispatch:
                 for task_id in store.ready_ids(queue, missing):
                     publish(self.app, queue, task_id)
                 sent[queue] = missing
-                log.info("reconciliation re-announced %d task(s) on %s", missing, queue)
         return sent

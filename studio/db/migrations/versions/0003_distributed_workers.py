@@ -6,6 +6,8 @@ Revises: 0002_scene_dependencies
 - ``tasks.queue``: the Celery queue a task is announced on (per model, so a worker keeps its
   weights loaded); ``tasks.worker_id``: the worker running it now.
 - ``workers``: every Celery worker process, its queues and models, its heartbeat.
+- ``studio_state``: values every process must agree on (the UI cookie secret, maintenance),
+  which lived in the data folder of the one process.
 - ``task_dependencies.position`` and ``webhook_outbox.seq``: insertion order as data. SQLite had
   it as ``rowid``; PostgreSQL has no such thing, so a scene's shots and a task's webhooks kept
   their order only by chance there. Existing rows get their SQLite rowid order.
@@ -53,9 +55,15 @@ def upgrade() -> None:
         sa.Column("stopped_at", seconds),
     )
     op.create_index("tasks_queue_name", "tasks", ["queue", "status"])
+    op.create_table(
+        "studio_state",
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("value", sa.Text, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("studio_state")
     op.drop_index("tasks_queue_name", "tasks")
     op.drop_table("workers")
     with op.batch_alter_table("webhook_outbox") as batch:
