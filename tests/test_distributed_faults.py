@@ -188,3 +188,19 @@ def test_celery_workers_claim_in_priority_order(topology):
             topology.kill("worker-p")
     started = sorted(ids, key=lambda t: _task_row(topology, t).started_at)
     assert started[0] == high.json()["task_ids"][0], "the high-priority task ran first"
+
+
+def test_an_idempotency_key_holds_across_api_replicas(topology):
+    """The same request with the same Idempotency-Key sent to both replicas at once: one task."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    headers = {**AUTH, "Idempotency-Key": f"replicas-{time.time_ns()}"}
+
+    def send(api: str) -> httpx.Response:
+        with _client(topology, api, headers) as http:
+            return http.post("/v1/generate", json=SMALL)
+
+    with ThreadPoolExecutor(2) as pool:
+        replies = list(pool.map(send, ["api1", "api2"]))
+    assert [r.status_code for r in replies] == [202, 202], [r.text for r in replies]
+    assert replies[0].json()["task_id"] == replies[1].json()["task_id"]
