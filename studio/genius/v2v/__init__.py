@@ -14,5 +14,5 @@ Modules:
 - Classical algorithm (pure, arrays in / arrays out): ``modes`` (``MODES`` and the ``transform``
   dispatcher), ``interpolation``, ``upscale``, ``enhancement``, ``colour`` (colorization and
   style transfer), ``motion`` (motion transfer), ``temporal`` (temporal smoothing) and
-  ``primitives`` (flow, warping, occlusion, blending, Lab).
+  pixel building blocks in ``studio.vision.pixels`` (warping, occlusion, blending, Lab).
 """

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from studio.genius.v2v.primitives import Frames, as_rgb_image, ema, lab_to_rgb, local_std, to_lab
+from studio.vision.pixels import Frames, as_rgb_image, ema, lab_to_rgb, local_std, to_lab
 
 # -- colorization ----------------------------------------------------------------------------
 

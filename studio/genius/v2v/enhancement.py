@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from studio.genius.v2v.primitives import Frames, blend, gray, noise_sigma, to_uint8, warp
-from studio.genius.v2v.upscale import edge_sharpen
 from studio.vision.flow import Flow
+from studio.vision.pixels import Frames, blend, gray, noise_sigma, to_uint8, warp
+from studio.vision.upscale import edge_sharpen
 
 _CHANNEL_MEAN = np.full((1, 3), 1.0 / 3.0, np.float32)
 

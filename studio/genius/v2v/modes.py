@@ -4,7 +4,7 @@ Every mode is a generator over RGB ``uint8`` frames ``(H, W, 3)`` that holds onl
 needs (one or two), so a long video streams through in constant memory. ``transform`` is the
 dispatcher the API and the UI call; ``MODES`` says what each mode needs.
 
-Optical flow, warping and occlusion are ``studio.genius.v2v.primitives`` (its docstring has the
+Optical flow, warping and occlusion are ``studio.vision.pixels`` (its docstring has the
 consistency test); each mode is its own module, named below.
 
 Modes (``MODES``):
@@ -49,9 +49,9 @@ from studio.genius.v2v.colour import colorize, style_transfer
 from studio.genius.v2v.enhancement import enhance
 from studio.genius.v2v.interpolation import interpolate, interpolation_step
 from studio.genius.v2v.motion import even_crop, motion_transfer
-from studio.genius.v2v.primitives import Frames, as_rgb_image
 from studio.genius.v2v.temporal import temporal_smooth
 from studio.genius.v2v.upscale import upscale, upscale_size
+from studio.vision.pixels import Frames, as_rgb_image
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from studio.genius.v2v.primitives import Frames, as_rgb_image, gray, warp
 from studio.vision.flow import Flow
+from studio.vision.pixels import Frames, as_rgb_image, gray, warp
 
 
 def even_crop(image: np.ndarray) -> np.ndarray:

@@ -42,7 +42,6 @@ from studio.genius.v2v.inputs import (
     store_reference_video,
 )
 from studio.genius.v2v.modes import MODES
-from studio.genius.v2v.primitives import as_rgb_image
 from studio.genius.v2v.run import expected_frames, transform_spec
 from studio.genius.v2v.schema import (
     ANIMATE_MODELS,
@@ -55,6 +54,7 @@ from studio.genius.v2v.schema import (
     V2VRequest,
     V2VSpec,
 )
+from studio.vision.pixels import as_rgb_image
 
 if TYPE_CHECKING:
     from studio.jobs.services import FeatureServices

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from studio.genius.v2v.primitives import Frames, blend, gray, noise_sigma, to_uint8, warp
 from studio.vision.flow import Flow
+from studio.vision.pixels import Frames, blend, gray, noise_sigma, to_uint8, warp
 
 
 def temporal_smooth(

@@ -32,9 +32,9 @@ from studio.engine.text_cache import encode_prompt_embeds
 from studio.errors import InvalidRequest
 from studio.genius.edit_submit import estimate_seconds, inputs_kept_on_success, store_source
 from studio.genius.v2v.inputs import REFERENCE_IMAGE, reference_image
-from studio.genius.v2v.primitives import grayscale_rgb, with_luminance
 from studio.genius.v2v.schema import KIND, V2VRequest, V2VSpec
 from studio.models.loader import runnable_spec
+from studio.vision.pixels import grayscale_rgb, with_luminance
 
 if TYPE_CHECKING:
     from studio.jobs.services import FeatureServices

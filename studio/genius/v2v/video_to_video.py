@@ -40,10 +40,10 @@ from studio.engine.windows import crossfade, four_k_plus_1, sliding_windows, win
 from studio.errors import InvalidRequest, ModelUnavailable
 from studio.genius.edit_submit import estimate_seconds, inputs_kept_on_success, store_source
 from studio.genius.v2v.inputs import first_frame
-from studio.genius.v2v.primitives import grayscale_rgb, with_luminance
 from studio.genius.v2v.schema import KIND, V2V_MODELS, V2VRequest, V2VSpec
 from studio.media.video import VideoInfo, resize
 from studio.models.catalog import CATALOG, ModelSpec
+from studio.vision.pixels import grayscale_rgb, with_luminance
 
 if TYPE_CHECKING:
     from studio.jobs.services import FeatureServices

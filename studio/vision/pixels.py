@@ -1,5 +1,6 @@
-"""Building blocks shared by the classical V2V modes: optical flow, warping, occlusion, blending,
-noise level and Lab colour conversions. Pure: arrays in, arrays out.
+"""Pixel building blocks shared by the classical video paths (the V2V modes, frame interpolation
+and upscaling in generation): warping, occlusion, blending, noise level and Lab colour
+conversions. Pure: arrays in, arrays out.
 
 Optical flow (``studio.vision.flow.Flow``): OpenCV's DIS (dense inverse search) on the grey
 image, one helper for every mode; ``auto_preset`` takes ``fast`` from 480p up and ``medium`` for
