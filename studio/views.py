@@ -117,6 +117,11 @@ class ResultMetadata(BaseModel):
     num_inference_steps: int
     guidance_scale: float
     memory_profile: str
+    frame_rate_method: str = Field("nearest", description="How output frames were made from the generated ones: "
+                                   "'nearest' (at most as many as generated: frames dropped, none repeated) or "
+                                   "'optical_flow' (more: interpolated, no frame shown twice)")
+    scaling_method: str = Field("resize", description="How the output size was reached: 'resize' (not larger "
+                                "than generated) or 'upscale' (bicubic with edge-aware sharpening)")
     timings: dict[str, float]
     notes: list[str]
     decoder: DecoderRunStats | None = Field(None, description="Step-cache stats of this task (acceleration)")

@@ -5,6 +5,8 @@ messages waiting in a RabbitMQ queue."""
 from __future__ import annotations
 
 import socket
+import time
+import uuid
 
 import httpx
 import pytest
@@ -42,10 +44,16 @@ def test_reconciliation_counts_the_messages_waiting_in_a_rabbitmq_queue():
     from studio.jobs.celery_app import make_app, publish, waiting_messages
 
     app = make_app(RABBITMQ)
-    queue = "studio.test-count-" + socket.gethostname()
-    assert waiting_messages(app, queue) == 0  # never declared: nothing waits there
-    publish(app, queue, "t-1")
-    publish(app, queue, "t-2")
-    assert waiting_messages(app, queue) == 2
-    with app.connection_for_write() as connection:
-        connection.default_channel.queue_delete(queue)
+    queue = f"studio.test-count-{uuid.uuid4().hex[:8]}"
+    try:
+        assert waiting_messages(app, queue) == 0  # never declared: nothing waits there
+        publish(app, queue, "t-1")
+        publish(app, queue, "t-2")
+        # The broker enqueues a published message a moment later; the count catches up.
+        deadline = time.monotonic() + 10
+        while waiting_messages(app, queue) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert waiting_messages(app, queue) == 2
+    finally:
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_delete(queue)

@@ -95,7 +95,9 @@ def test_plan_says_how_the_output_differs_from_what_was_generated():
     assert (plan.out_width, plan.out_height, plan.out_frames) == (1920, 1088, 300)
     assert plan.gen_frames == 81
     notes = " | ".join(plan.notes)
-    assert "resized to 1920x1088" in notes and "stretched over 10 s" in notes and "resampled to 300" in notes
+    assert "upscaled to 1920x1088" in notes and "stretched over 10 s" in notes
+    assert "interpolated to 300 frames at 30 fps by optical flow" in notes
+    assert (plan.temporal, plan.spatial) == ("flow", "upscale")
     assert "film noir" in plan.prompt and "color" in plan.negative_prompt
     # every output frame maps to a generated frame, in order, covering the whole clip
     sources = [plan.source_index(i) for i in range(plan.out_frames)]
@@ -107,4 +109,6 @@ def test_a_native_request_is_generated_as_asked():
     plan = make_plan(GenerationRequest(prompt="a cat", resolution="480p", fps=16, duration_seconds=4,
                                        genre="none"), spec, seed=1)
     assert (plan.gen_width, plan.gen_height) == (848, 480)
-    assert plan.prompt == "a cat" and plan.notes == ["generated 65 frames at 16 fps, resampled to 64 frames at 16 fps by nearest frame"]
+    assert plan.prompt == "a cat" and plan.notes == [
+        "generated 65 frames at 16 fps, resampled to 64 frames at 16 fps by nearest frame (frames dropped, none repeated)"]
+    assert (plan.temporal, plan.spatial) == ("nearest", "resize")

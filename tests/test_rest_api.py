@@ -44,7 +44,7 @@ def test_generate_status_result_and_video(http):
     meta = result["metadata"]
     assert meta["prompt"] == SMALL["prompt"] and meta["model"] == "tiny" and meta["seed"] == 7
     assert meta["model_trained"] is False
-    assert any("resized to 848x480" in note for note in meta["notes"])
+    assert any("upscaled to 848x480" in note for note in meta["notes"])
 
     video = http.get(result["video_url"])
     assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"

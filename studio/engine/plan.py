@@ -2,14 +2,16 @@
 
 The output size comes from ``resolution`` x ``aspect_ratio`` and the output frame count from
 ``duration_seconds`` x ``fps``. The model runs at most at its native pixel area, frame rate and
-length; anything beyond is produced by resizing (spatial) and nearest-frame resampling (time),
-and ``notes`` says so in plain words, so the result metadata never overstates what was generated.
+length; beyond that, more frames are made by optical-flow interpolation and a larger size by
+upscaling (``temporal`` / ``spatial``, carried out by ``studio.engine.output_frames``), and
+``notes`` says so in plain words, so the result metadata never overstates what was generated.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 
 from studio.engine.genres import apply_genre
 from studio.engine.request import GenerationRequest
@@ -76,18 +78,31 @@ class GenerationPlan:
     notes: list[str] = field(default_factory=list)
     acceleration: str = "off"  # step-cache level (studio.engine.step_cache.CACHE_LEVELS)
     preview_every: int = 1  # a live preview every this many steps (and always at the first and last)
+    temporal: str = "nearest"  # more output frames than generated ones: "flow" (interpolated)
+    spatial: str = "resize"  # an output larger than the generated frames: "upscale"
 
     @property
     def latent_frames(self) -> int:
         return (self.gen_frames - 1) // 4 + 1
 
+    def position(self, out_index: int) -> Fraction:
+        """Where output frame ``out_index`` sits on the generated frames when they are
+        interpolated (exact: the last output frame is exactly the last generated one)."""
+        if self.out_frames <= 1:
+            return Fraction(0)
+        return Fraction(out_index * (self.gen_frames - 1), self.out_frames - 1)
+
     def source_index(self, out_index: int) -> int:
-        """Which generated frame is shown as output frame ``out_index`` (nearest in time)."""
+        """Which generated frame output frame ``out_index`` shows, or is nearest to in time."""
+        if self.temporal == "flow":
+            return min(self.gen_frames - 1, round(self.position(out_index)))
         return min(self.gen_frames - 1, out_index * self.gen_frames // self.out_frames)
 
     def output_index(self, gen_index: int) -> int:
         """The first output frame that shows generated frame ``gen_index`` or a later one (the
         inverse of ``source_index``): where a latent frame's preview goes in the output."""
+        if self.temporal == "flow":
+            return min(self.out_frames - 1, -(-gen_index * (self.out_frames - 1) // max(1, self.gen_frames - 1)))
         return min(self.out_frames - 1, -(-gen_index * self.out_frames // self.gen_frames))
 
     def to_dict(self) -> dict:
@@ -102,20 +117,30 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
     out_frames = max(1, round(request.duration_seconds * request.fps))
     prompt, negative = apply_genre(request.genre, request.prompt, request.negative_prompt)
 
+    temporal = "flow" if out_frames > gen_frames else "nearest"
+    spatial = "upscale" if out_w * out_h > gen_w * gen_h else "resize"
     notes = []
     if not spec.trained:
         notes.append(untrained_note(spec.id))
-    if (gen_w, gen_h) != (out_w, out_h):
-        notes.append(f"generated at {gen_w}x{gen_h} ({spec.id}'s native area), resized to {out_w}x{out_h}")
+    if spatial == "upscale":
+        notes.append(f"generated at {gen_w}x{gen_h} ({spec.id}'s native area), upscaled to {out_w}x{out_h} "
+                     "(bicubic with edge-aware sharpening)")
+    elif (gen_w, gen_h) != (out_w, out_h):
+        notes.append(f"generated at {gen_w}x{gen_h}, resized to {out_w}x{out_h}")
     if request.duration_seconds > spec.max_seconds:
         notes.append(
             f"{request.duration_seconds:g} s exceeds {spec.id}'s {spec.max_seconds:g} s per pass: "
             f"{gen_frames} generated frames are stretched over {request.duration_seconds:g} s"
         )
-    if out_frames != gen_frames:
+    if temporal == "flow":
+        notes.append(
+            f"generated {gen_frames} frames at {spec.native_fps} fps, interpolated to {out_frames} frames "
+            f"at {request.fps} fps by optical flow (no frame is shown twice)"
+        )
+    elif out_frames != gen_frames:
         notes.append(
             f"generated {gen_frames} frames at {spec.native_fps} fps, resampled to {out_frames} frames "
-            f"at {request.fps} fps by nearest frame"
+            f"at {request.fps} fps by nearest frame (frames dropped, none repeated)"
         )
     return GenerationPlan(
         model=spec.id,
@@ -135,4 +160,6 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
         notes=notes,
         acceleration=request.acceleration,
         preview_every=request.preview_every_n_steps,
+        temporal=temporal,
+        spatial=spatial,
     )

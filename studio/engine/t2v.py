@@ -19,13 +19,14 @@ import torch
 
 from studio.engine import step_cache
 from studio.engine.decode import iter_decoded_frames
+from studio.engine.output_frames import OutputFrames
 from studio.engine.plan import GenerationPlan
 from studio.engine.preview import estimate_denoised, previewer_of
 from studio.engine.run import seeded_generator
 from studio.engine.state_cache import start_at_step
 from studio.engine.text_cache import TextEmbeddingCache
 from studio.media.frame_boards import FINAL, PREVIEW
-from studio.media.video import Mp4Writer, fit_width, resize, write_jpeg
+from studio.media.video import Mp4Writer, fit_width, write_jpeg
 from studio.models.loader import LoadedModel
 
 # Share of the progress bar given to denoising; the rest is decode + encode.
@@ -268,21 +269,19 @@ def _decode_and_encode(model: LoadedModel, plan: GenerationPlan, latents: torch.
     """Decode latent chunks, resample/resize them to the output plan and pipe them to the encoder."""
     thumb_index = plan.out_frames // 2
     out_index = 0
-    seen = 0  # generated frames decoded so far
+    output = OutputFrames(plan)  # interpolation above the native fps, upscaling above the native size
     with Mp4Writer(video_path, plan.out_width, plan.out_height, plan.fps) as writer:
         for chunk in iter_decoded_frames(model.pipe.vae, latents):
-            seen += len(chunk)
             streaming = hooks.streaming()
-            while out_index < plan.out_frames and plan.source_index(out_index) < seen:
-                source = chunk[plan.source_index(out_index) - (seen - len(chunk))]
-                frame = resize(source, plan.out_width, plan.out_height)
-                writer.write(frame)
-                if streaming:
-                    progress = DENOISE_SHARE + (1 - DENOISE_SHARE) * (out_index + 1) / plan.out_frames
-                    hooks.on_stream_frame(out_index, FINAL, frame, progress)
-                if out_index == thumb_index:
-                    write_jpeg(thumbnail_path, fit_width(frame, min(THUMBNAIL_WIDTH, plan.out_width)))
-                out_index += 1
+            for generated in chunk:
+                for frame in output.push(generated):
+                    writer.write(frame)
+                    if streaming:
+                        progress = DENOISE_SHARE + (1 - DENOISE_SHARE) * (out_index + 1) / plan.out_frames
+                        hooks.on_stream_frame(out_index, FINAL, frame, progress)
+                    if out_index == thumb_index:
+                        write_jpeg(thumbnail_path, fit_width(frame, min(THUMBNAIL_WIDTH, plan.out_width)))
+                    out_index += 1
             hooks.on_encoded(out_index, plan.out_frames)
             if hooks.should_cancel():
                 raise Cancelled()

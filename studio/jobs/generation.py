@@ -295,6 +295,8 @@ class GenerationRunner:
                 "num_inference_steps": plan.num_inference_steps,
                 "guidance_scale": plan.guidance_scale,
                 "memory_profile": model.memory_profile,
+                "frame_rate_method": "optical_flow" if plan.temporal == "flow" else "nearest",
+                "scaling_method": plan.spatial,
                 "timings": {
                     "load_seconds": round(load_seconds, 3),
                     "denoise_seconds": round(output.denoise_seconds, 3),
