@@ -18,7 +18,6 @@ import gradio as gr
 # Called through the module, so there is one follower to patch (tests/test_ui_follow.py).
 import components.follow as task_follower
 from components.edit_common import ends_truthfully
-from components.follow import end_state
 from components.orchestrator_tab import AUTO_CHOICE, attach_auto_hint
 from components.session import admitted, owner_of, ui_file, ui_files, user_error
 from components.widgets import bounds, choices
@@ -28,11 +27,9 @@ from studio.errors import StudioError
 from studio.genius.stream.schema import StreamStartRequest
 from studio.genius.stream.start import start_stream
 from studio.jobs import events as ev
-from studio.jobs import store as st
 from studio.models.catalog import CATALOG
 
 FIELDS = GenerationRequest.model_fields
-STOP_WAIT_SECONDS = 10.0  # Stop waits this long for the run to end at its next step
 
 
 def _default(name: str) -> Any:
@@ -233,26 +230,16 @@ def make_handlers(studio: Studio):
         except StudioError as error:
             raise user_error(error.detail, title=error.title) from None
 
-    def stop(task_id: str, request: gr.Request = None) -> str:
-        """The Stop button: cancel the task and put its real end state in the status line (the
-        run's own generator is closed by Gradio and cannot say it any more)."""
+    def stop(task_id: str, request: gr.Request = None) -> None:
+        """The Stop button: cancel the task. The run's own stream then ends its status line with
+        how the task ended ("Cancelled.", or "Done" if it finished first): one stream writes the
+        line, so no update of the run can arrive after it and overwrite it."""
         if not task_id:
-            return gr.skip()
-        owner = owner_of(studio, request)
+            return
         try:
-            state = studio.cancel(task_id.strip(), owner)
-            deadline = time.monotonic() + STOP_WAIT_SECONDS
-            while state.status not in st.TERMINAL_STATUSES and time.monotonic() < deadline:
-                time.sleep(0.1)  # a running task stops at its next step
-                state = studio.status(task_id.strip(), owner)
+            studio.cancel(task_id.strip(), owner_of(studio, request))
         except StudioError as error:
             raise user_error(error.detail, title=error.title) from None
-        if state.status == st.COMPLETED:
-            return _summary(studio.result(task_id.strip(), owner))
-        if state.status in st.TERMINAL_STATUSES:
-            return end_state({"detail": state.error, "error_type": state.error_type},
-                             cancelled=state.status == st.CANCELLED)
-        return f"Stopping… ({state.current_step or state.status})"
 
     return generate, get_status, cancel_task, stop
 
@@ -305,10 +292,10 @@ def create_event_handlers(tab: GenerateTab, studio: Studio) -> None:
     outputs = [tab.task_id, tab.preview, tab.status, tab.video, tab.thumbnail, tab.metadata]
     # Gradio's own progress timer restarts with every streamed update (it showed "0.0s"): hidden,
     # the status line carries the step and the task's real elapsed time instead.
-    run = tab.generate_button.click(ends_truthfully(generate, status=2, outputs=6), tab.inputs, outputs,
-                                    api_name="generate", concurrency_limit=None, show_progress="hidden")
-    tab.stop_button.click(stop, [tab.task_id], [tab.status], cancels=[run], api_visibility="private",
-                          concurrency_limit=None)  # it waits for the run to end: never queue visitors' Stops
+    tab.generate_button.click(ends_truthfully(generate, status=2, outputs=6), tab.inputs, outputs,
+                              api_name="generate", concurrency_limit=None, show_progress="hidden")
+    # No ``cancels=[run]``: the run ends by itself at the task's next step and says so last.
+    tab.stop_button.click(stop, [tab.task_id], None, api_visibility="private", concurrency_limit=None)
     # API-only twins of the REST status/cancel routes, for gradio_client users.
     gr.api(get_status, api_name="status")
     gr.api(cancel_task, api_name="cancel")
