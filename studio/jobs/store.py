@@ -60,9 +60,11 @@ _TIMING = select(timings.c.value, timings.c.samples).where(timings.c.model == bi
 
 
 class TaskStore:
-    """Thread-safe access to the task tables. One lock serialises this process's use of them (the
-    app has one writer process, and SQLite serialises writers anyway) and guards the store's own
-    state (the fair-share alternation, the dependants failed by the current transaction).
+    """Thread-safe access to the task tables. One lock serialises this process's use of them and
+    guards the store's own state (the fair-share alternation, the dependants failed and the tasks
+    made ready by the current transaction). Several processes (API replicas, Celery workers) may
+    share the database: every change of a task's status is a conditional update, so two
+    processes never both claim, end or requeue one task.
 
     ``database``: the studio's ``Database`` (its owner disposes of it), or a SQLite file that
     this store opens, migrates and closes itself (tests, tools)."""

@@ -1,8 +1,10 @@
-"""The task worker: a thread that claims tasks from the store and runs them on the device.
+"""The task worker: claims tasks from the store and runs them on the device.
 
-One worker per GPU (one per process today). It holds the GPU lock for the whole run, stores
-progress in the task row, publishes live events, and turns every failure into a terminal task
-state with a clear error, then keeps serving.
+One worker per GPU. Embedded, it is a thread of the server process that polls the queue; in a
+Celery worker process (``studio.celery_worker``) Celery calls ``run_queued`` for each message.
+Either way it holds the GPU lock for the whole run, stores progress in the task row, publishes
+live events, and turns every failure into a terminal task state with a clear error, then keeps
+serving.
 """
 
 from __future__ import annotations
