@@ -16,6 +16,7 @@ wires what crosses processes:
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from studio.config import Settings
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+ALIVE_CACHE_SECONDS = 1.0  # status polls of pending tasks ask who serves their queue: read the table at most this often
 UPKEEP_SECONDS = 5.0  # how often API processes recover lost workers' tasks and re-announce lost messages
 ROLES = ("all", "api", "worker")
 
@@ -64,6 +66,7 @@ class Cluster:
         self.dispatch = CeleryDispatch(make_app(settings.broker_url)) if settings.distributed else None
         self._background: list[Periodic] = []
         self._worker: "Worker | None" = None
+        self._alive: tuple[float, list[WorkerInfo]] = (float("-inf"), [])  # (read at, live workers)
 
     @property
     def distributed(self) -> bool:
@@ -158,13 +161,18 @@ class Cluster:
     # -- what every worker looks like -------------------------------------------------------
 
     def alive(self) -> list[WorkerInfo]:
-        """The live Celery workers ([] when embedded, or when the database cannot say)."""
+        """The live Celery workers ([] when embedded, or when the database cannot say), as read
+        at most ``ALIVE_CACHE_SECONDS`` ago."""
         if not self.distributed:
             return []
-        try:
-            return self.registry.alive()
-        except Exception:
-            return []
+        read_at, workers = self._alive
+        if time.monotonic() - read_at >= ALIVE_CACHE_SECONDS:
+            try:
+                workers = self.registry.alive()
+            except Exception:
+                workers = []
+            self._alive = (time.monotonic(), workers)
+        return workers
 
     def workers_running(self) -> bool:
         """The worker thread runs, or (Celery) some worker sends heartbeats."""
