@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import shutil
 import subprocess
@@ -63,6 +62,7 @@ import psutil  # noqa: E402
 
 from tests.conftest import AUTH  # noqa: E402
 from tests.distributed import Topology, services_up  # noqa: E402
+from machine import describe as machine  # noqa: E402  (bench/machine.py)
 
 TERMINAL = ("completed", "failed", "cancelled")
 PROMPTS = ["a red fox running through snow", "a lighthouse in a storm, waves crashing",
@@ -363,19 +363,6 @@ def server_times(topology: Topology, ids: list[str]) -> tuple[float | None, floa
         return None, None
     runs = [r[4] - r[3] for r in mine if r[3] is not None]
     return max(r[4] for r in mine) - min(r[2] for r in mine), (sum(runs) / len(runs) if runs else None)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = psutil.virtual_memory().total / 2**30
-    return f"{os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB, Python {platform.python_version()}, {platform.system()}"
 
 
 def main() -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from machine import describe as machine  # bench/machine.py
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-key"
@@ -287,19 +287,6 @@ def other_load(seconds: float = 2.0) -> float:
     a0, t0 = busy_seconds(), time.monotonic()
     time.sleep(seconds)
     return (busy_seconds() - a0) / (time.monotonic() - t0)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = psutil.virtual_memory().total / 2**30
-    return f"{os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB, Python {platform.python_version()}, {platform.system()}"
 
 
 def main() -> None:

@@ -37,14 +37,15 @@ def _next_broker_db() -> int:
     return int(redis.Redis.from_url(f"{REDIS}/0").incr("echoel:test-broker-db")) % 15 + 1
 
 
-def services_up() -> str | None:
-    """Why the topology cannot run here (None: PostgreSQL, Redis and the drivers are there)."""
+def services_up(rabbitmq: bool = False) -> str | None:
+    """Why the topology cannot run here (None: PostgreSQL, Redis, RabbitMQ when asked, and the
+    drivers are there)."""
     import importlib.util
 
     for module in ("psycopg", "redis", "celery"):
         if importlib.util.find_spec(module) is None:
             return f"the {module} package is not installed"
-    for name, port in (("PostgreSQL", 5432), ("Redis", 6379)):
+    for name, port in (("PostgreSQL", 5432), ("Redis", 6379)) + ((("RabbitMQ", 5672),) if rabbitmq else ()):
         with socket.socket() as probe:
             probe.settimeout(0.5)
             if probe.connect_ex(("127.0.0.1", port)) != 0:
@@ -52,9 +53,9 @@ def services_up() -> str | None:
     return None
 
 
-def require_services() -> None:
+def require_services(rabbitmq: bool = False) -> None:
     """Skip outside CI when a service is missing; in CI (.ci/run starts them) that is a failure."""
-    why = services_up()
+    why = services_up(rabbitmq)
     if why is not None:
         if os.environ.get("CI"):
             pytest.fail(f"the distributed topology needs its services in CI: {why}")

@@ -4,7 +4,6 @@ messages waiting in a RabbitMQ queue."""
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 
@@ -17,11 +16,7 @@ from tests.distributed import RABBITMQ, Topology, require_services
 
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory):
-    require_services()
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        if probe.connect_ex(("127.0.0.1", 5672)) != 0:
-            pytest.skip("no RabbitMQ on 127.0.0.1:5672")
+    require_services(rabbitmq=True)
     with Topology(tmp_path_factory.mktemp("distributed-amqp"), broker="amqp") as topology:
         topology.start_api()
         topology.start_worker("worker1", models="tiny")
@@ -43,6 +38,7 @@ def test_generation_and_cancel_through_rabbitmq(topology):
 def test_reconciliation_counts_the_messages_waiting_in_a_rabbitmq_queue():
     from studio.jobs.celery_app import make_app, publish, waiting_messages
 
+    require_services(rabbitmq=True)
     app = make_app(RABBITMQ)
     queue = f"studio.test-count-{uuid.uuid4().hex[:8]}"
     try:
