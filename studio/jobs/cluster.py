@@ -29,6 +29,7 @@ from studio.jobs.periodic import Periodic
 from studio.jobs.routing import queues_for
 from studio.jobs.store import TaskStore
 from studio.jobs.workers import HEARTBEAT_SECONDS, Beat, WorkerInfo, WorkerRegistry, new_worker_id, recover_lost_work
+from studio.models.catalog import MODELS
 from studio.models.loader import DeviceMemory, device_memory
 
 if TYPE_CHECKING:
@@ -121,8 +122,6 @@ class Cluster:
 
     def served_models(self) -> list[str]:
         """The models this worker serves: ``ECHOEL_WORKER_MODELS``, else every model."""
-        from studio.models.catalog import MODELS
-
         return list(self.settings.worker_models) or list(MODELS)
 
     def stop(self) -> None:
