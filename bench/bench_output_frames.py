@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +28,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from machine import describe as machine  # noqa: E402  (bench/machine.py)
+from machine import run_children  # noqa: E402
 
 
 def run_one(model: str, duration: float, fps: int, resolution: str) -> dict:
@@ -46,10 +47,10 @@ def run_one(model: str, duration: float, fps: int, resolution: str) -> dict:
     spec = CATALOG[model]
     plan = make_plan(GenerationRequest(prompt="bench", genre="none", duration_seconds=duration, fps=fps,
                                        resolution=resolution), spec, seed=0)
-    # As many generated frames as the duration needs at the native rate (what window-by-window
-    # generation will deliver), not one pass's cap: the memory claim is about long outputs.
-    generated = max(2, round(duration * spec.native_fps))
-    plan = plan.__class__(**{**plan.to_dict(), "gen_frames": generated})
+    # Every frame of the clip at the native rate (window-by-window generation delivers that
+    # many on models with a continuation, studio.engine.long_video): the memory claim is about
+    # long outputs.
+    generated = plan.clip_frames
     rng = np.random.default_rng(0)
     background = rng.integers(0, 255, (plan.gen_height // 8, plan.gen_width // 8, 3), dtype=np.uint8)
     import cv2
@@ -85,14 +86,9 @@ def main() -> None:
     if args.child:
         print(json.dumps(run_one(args.model, float(args.child), args.fps, args.resolution)))
         return
-    rows = []
-    for duration in [float(d) for d in args.durations.split(",")]:
-        child = subprocess.run([sys.executable, __file__, "--model", args.model, "--fps", str(args.fps),
-                                "--resolution", args.resolution, "--child", str(duration)],
-                               capture_output=True, text=True, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
-    print(f"machine: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), Python "
-          f"{platform.python_version()}, {platform.system()}")
+    rows = run_children(__file__, ["--model", args.model, "--fps", str(args.fps), "--resolution", args.resolution],
+                        args.durations)
+    print(f"machine: {machine()}")
     print(f"generated frames shaped like {args.model}'s; {args.resolution} at {args.fps} fps\n")
     print("| duration s | generated | output | time / space | wall s | s per out s | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|")

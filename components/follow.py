@@ -57,6 +57,12 @@ def end_state(data: dict, cancelled: bool) -> str:
     return f"Failed ({data['error_type']}): {message}" if data.get("error_type") else f"Failed: {message}"
 
 
+def partial_line(result) -> str:
+    """The status line of a cancelled task that kept a partial result."""
+    meta = result.metadata
+    return f"Cancelled: kept the finished part ({meta.frames} frames, {result.duration_seconds:g} s)."
+
+
 def step_line(data: dict) -> str:
     """The default running line: the task's step and its progress."""
     return f"{data.get('step', '')} ({data.get('progress', 0.0):.0%})"
@@ -96,6 +102,12 @@ def follow_task(studio: Studio, task_id: str, owner: str, *,
                 result = studio.result(task_id, owner)
                 video = ui_file(studio.paths.fetch("videos", task_id))  # a local copy wherever it was made
                 yield TaskUpdate(event.type, finished_line(result), video, result.model_dump(), finished=True,
+                                 data=data)
+            elif event.type == ev.CANCELLED and data.get("partial"):  # a long video kept its finished windows
+                finished = True
+                result = studio.result(task_id, owner)
+                video = ui_file(studio.paths.fetch("videos", task_id))
+                yield TaskUpdate(event.type, partial_line(result), video, result.model_dump(), finished=True,
                                  data=data)
             elif event.type in (ev.CANCELLED, ev.ERROR):
                 finished = True

@@ -159,7 +159,7 @@ def make_handlers(studio: Studio):
         Args:
             prompt: text description (1-2000 characters).
             negative_prompt: what to avoid.
-            duration_seconds: video length, 1-60 s.
+            duration_seconds: video length, 1-60 s (longer than one model pass: generated window by window).
             fps: frames per second, 12-60.
             resolution: 480p, 720p, 1080p, 1440p, 4k or 8k.
             aspect_ratio: 16:9, 9:16, 1:1 or 4:3.
@@ -197,7 +197,7 @@ def make_handlers(studio: Studio):
             finished_line=_summary, on_progress=lambda fraction, step: progress(fraction, desc=step))
         with closing(updates):  # closed early (Stop, closed tab): the follower cancels the task
             for update in updates:
-                if update.event == ev.COMPLETE:
+                if update.video is not None:  # completed, or cancelled keeping a long video's finished windows
                     yield (task_id, strip.frames(), update.status_line, update.video,
                            ui_file(studio.paths.fetch("thumbnails", task_id)), update.result)
                     continue

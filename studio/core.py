@@ -285,12 +285,14 @@ class Studio:
         return 0.9 * sum(done) / len(done) + 0.1 * task.progress, step
 
     def result(self, task_id: str, owner: str = UI_OWNER, kind: str | None = None) -> TaskResult:
-        """The finished task's result (409 until completed); with ``kind``, 404 for a task of
-        another kind (the genius features' own result routes)."""
+        """The finished task's result (409 until completed; a cancelled long video that kept its
+        finished windows has one too, ``partial``); with ``kind``, 404 for a task of another kind
+        (the genius features' own result routes)."""
         task = self.task(task_id, owner)
         if kind is not None and task.kind != kind:
             raise TaskNotFound(f"no {kind} task with id {task.id!r}")
-        if task.status != st.COMPLETED or not task.result:
+        kept = task.status == st.CANCELLED and bool(task.result)  # a cancelled long video's finished windows
+        if (task.status != st.COMPLETED and not kept) or not task.result:
             if task.status in (st.FAILED, st.CANCELLED):
                 raise TaskNotReady(f"task {task.status}: {task.error}")
             raise TaskNotReady(f"task is {task.status} ({task.progress:.0%}); poll /v1/status/{task.id}")
@@ -385,7 +387,10 @@ class Studio:
             frames = ((task.result or {}).get("metadata") or {}).get("frames")
             return Event(task.id, ev.COMPLETE, ev.completion(task.id, frames))
         if task.status == st.CANCELLED:
-            return Event(task.id, ev.CANCELLED, {"error": "Task cancelled", "error_type": "TaskCancelled"})
+            kept = {}
+            if task.result:  # a long video's finished windows, kept as a partial result
+                kept = {"partial": True, **ev.completion(task.id, (task.result.get("metadata") or {}).get("frames"))}
+            return Event(task.id, ev.CANCELLED, {"error": "Task cancelled", "error_type": "TaskCancelled", **kept})
         return Event(task.id, ev.ERROR, {"error": task.error, "error_type": task.error_type})
 
     # -- catalog ----------------------------------------------------------------------------
@@ -407,7 +412,8 @@ class Studio:
             infos.append(ModelInfo(
                 id=spec.id, task=spec.task, label=spec.label, repo_id=spec.repo_id, trained=spec.trained,
                 native_width=spec.native_width, native_height=spec.native_height, native_fps=spec.native_fps,
-                max_frames=spec.max_frames, vram_gb=spec.vram_gb, available=available, availability=why,
+                max_frames=spec.max_frames, continuation=spec.continuation, vram_gb=spec.vram_gb,
+                available=available, availability=why,
                 loaded=self.models.loaded_model == spec.id, default=spec.id == self.default_model))
         return infos
 

@@ -126,6 +126,11 @@ class ResultMetadata(BaseModel):
     notes: list[str]
     decoder: DecoderRunStats | None = Field(None, description="Step-cache stats of this task (acceleration)")
     batch: BatchRunInfo | None = Field(None, description="For batch tasks: how it was run")
+    windows: list[dict] | None = Field(
+        None, description="A clip longer than one model pass: each window generated, in order (index, model, seed, "
+                          "generated_frames, new_frames, context_frames, clip_frames [start, end) at the native fps, "
+                          "conditioning, colour_correction, seconds)")
+    continuation_model: str | None = Field(None, description="The model that generated the windows after the first")
 
 
 class EditMetadata(BaseModel):
@@ -156,6 +161,8 @@ class TaskResult(BaseModel):
     resolution: str
     file_size_mb: float
     generation_time_seconds: float
+    partial: bool = Field(False, description="True for a cancelled long video that kept its finished windows "
+                                             "(status 'cancelled'; the notes say how much)")
     metadata: ResultMetadata | EditMetadata
 
 
@@ -175,6 +182,9 @@ class ModelInfo(BaseModel):
     native_height: int
     native_fps: int
     max_frames: int
+    continuation: str | None = Field(None, description="t2v: the model that continues a clip past max_frames "
+                                                       "(window by window); null: a longer clip is one pass "
+                                                       "interpolated over the duration")
     vram_gb: float | None
     available: bool = Field(description="Whether this server can run it now")
     availability: str = Field(description="Why it is or is not available")

@@ -1,23 +1,28 @@
 """Turn a request into what the model actually runs and what the output file will be.
 
 The output size comes from ``resolution`` x ``aspect_ratio`` and the output frame count from
-``duration_seconds`` x ``fps``. The model runs at most at its native pixel area, frame rate and
-length; beyond that, more frames are made by optical-flow interpolation and a larger size by
-upscaling (``temporal`` / ``spatial``, carried out by ``studio.engine.output_frames``), and
-``notes`` says so in plain words, so the result metadata never overstates what was generated.
+``duration_seconds`` x ``fps``. The model runs at most at its native pixel area and frame rate;
+beyond that, more frames are made by optical-flow interpolation and a larger size by upscaling
+(``temporal`` / ``spatial``, carried out by ``studio.engine.output_frames``).
+
+A duration longer than one pass (``max_frames``) is generated as a chain of :class:`Window` s
+when the model has a continuation model (``ModelSpec.continuation``, run by
+``studio.engine.long_video``): the clip's frames at the native fps are all generated. A model
+without one generates one pass, interpolated over the duration. ``notes`` says which, in plain
+words, so the result metadata never overstates what was generated.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
 
 from studio.engine.genres import apply_genre
 from studio.engine.request import GenerationRequest
 from studio.engine.run import untrained_note
-from studio.engine.windows import four_k_plus_1
-from studio.models.catalog import ModelSpec
+from studio.engine.windows import CONTEXT_FRAMES, balanced_windows, four_k_plus_1
+from studio.models.catalog import ModelSpec, get_spec
 
 SHORT_SIDE = {"480p": 480, "720p": 720, "1080p": 1080, "1440p": 1440, "4k": 2160, "8k": 4320}
 ASPECT = {"16:9": (16, 9), "9:16": (9, 16), "1:1": (1, 1), "4:3": (4, 3)}
@@ -57,6 +62,56 @@ def generation_frames(spec: ModelSpec, duration_seconds: float) -> int:
     return min(four_k_plus_1(max(wanted, 2)), spec.max_frames)
 
 
+def continuation_of(spec: ModelSpec, duration_seconds: float) -> ModelSpec | None:
+    """The model that continues ``spec``'s clip past one pass, when ``duration_seconds`` needs
+    more than one and ``spec`` has a continuation model (else None: one pass)."""
+    if spec.continuation is None or duration_seconds * spec.native_fps <= spec.max_frames:
+        return None
+    return get_spec(spec.continuation)
+
+
+def window_seed(seed: int, index: int) -> int:
+    """The seed of a chain's window ``index``: the task's seed, then the next ones (each window
+    draws its own noise; window 0 draws what a one-pass run of the seed would)."""
+    return (seed + index) % 2**32
+
+
+@dataclass(frozen=True)
+class Window:
+    """One model pass of a clip: it generates ``frames`` frames (4k+1), the first ``context`` of
+    them re-rendering the previous window's last frames (its conditioning), the rest the clip's
+    new frames ``start..end-1`` (clip frames: generated frames at the native fps). Frames past
+    ``context + end - start`` pad the pass to 4k+1 and are dropped."""
+
+    index: int
+    model: str
+    seed: int
+    start: int
+    end: int
+    context: int
+    frames: int
+
+    @property
+    def new_frames(self) -> int:
+        return self.end - self.start
+
+    @property
+    def clip_start(self) -> int:
+        """The clip frame this pass's first frame re-renders or makes."""
+        return self.start - self.context
+
+    def conditioning(self) -> str:
+        """What the pass was conditioned on, in words (result metadata)."""
+        if not self.context:
+            return "text"
+        return f"text + the previous window's last {self.context} frames (VACE known frames)"
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "model": self.model, "seed": self.seed, "generated_frames": self.frames,
+                "new_frames": self.new_frames, "context_frames": self.context, "clip_frames": [self.start, self.end],
+                "conditioning": self.conditioning()}
+
+
 @dataclass(frozen=True)
 class GenerationPlan:
     """Everything the engine needs to run one text-to-video task, fully resolved."""
@@ -69,7 +124,7 @@ class GenerationPlan:
     guidance_scale: float
     gen_width: int
     gen_height: int
-    gen_frames: int
+    gen_frames: int  # frames of one pass (the longest window's)
     out_width: int
     out_height: int
     out_frames: int
@@ -80,44 +135,66 @@ class GenerationPlan:
     preview_every: int = 1  # a live preview every this many steps (and always at the first and last)
     temporal: str = "nearest"  # more output frames than generated ones: "flow" (interpolated)
     spatial: str = "resize"  # an output larger than the generated frames: "upscale"
+    windows: tuple[Window, ...] = ()  # the passes; empty: one pass of gen_frames (a plan built by hand)
 
     @property
     def latent_frames(self) -> int:
+        """Latent frames of one pass."""
         return (self.gen_frames - 1) // 4 + 1
+
+    @property
+    def clip_frames(self) -> int:
+        """Frames generated for the whole clip at the native fps: every window's new frames."""
+        return self.windows[-1].end if self.windows else self.gen_frames
+
+    @property
+    def passes(self) -> int:
+        """Model passes (windows) the clip takes."""
+        return max(1, len(self.windows))
+
+    @property
+    def continuation_model(self) -> str | None:
+        """The model of the windows after the first (None: one pass)."""
+        return self.windows[1].model if len(self.windows) > 1 else None
 
     def position(self, out_index: int) -> Fraction:
         """Where output frame ``out_index`` sits on the generated frames when they are
         interpolated (exact: the last output frame is exactly the last generated one)."""
         if self.out_frames <= 1:
             return Fraction(0)
-        return Fraction(out_index * (self.gen_frames - 1), self.out_frames - 1)
+        return Fraction(out_index * (self.clip_frames - 1), self.out_frames - 1)
 
     def source_index(self, out_index: int) -> int:
-        """Which generated frame output frame ``out_index`` shows, or is nearest to in time."""
+        """Which generated (clip) frame output frame ``out_index`` shows, or is nearest to in time."""
+        clip = self.clip_frames
         if self.temporal == "flow":
-            return min(self.gen_frames - 1, round(self.position(out_index)))
-        return min(self.gen_frames - 1, out_index * self.gen_frames // self.out_frames)
+            return min(clip - 1, round(self.position(out_index)))
+        return min(clip - 1, out_index * clip // self.out_frames)
 
     def output_index(self, gen_index: int) -> int:
-        """The first output frame that shows generated frame ``gen_index`` or a later one (the
+        """The first output frame that shows clip frame ``gen_index`` or a later one (the
         inverse of ``source_index``): where a latent frame's preview goes in the output."""
+        clip = self.clip_frames
         if self.temporal == "flow":
-            return min(self.out_frames - 1, -(-gen_index * (self.out_frames - 1) // max(1, self.gen_frames - 1)))
-        return min(self.out_frames - 1, -(-gen_index * self.out_frames // self.gen_frames))
+            return min(self.out_frames - 1, -(-gen_index * (self.out_frames - 1) // max(1, clip - 1)))
+        return min(self.out_frames - 1, -(-gen_index * self.out_frames // clip))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The plan's fields (windows stay ``Window`` objects, so the dict builds a plan again)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> GenerationPlan:
     """Resolve ``request`` for ``spec`` with a concrete ``seed``."""
     out_w, out_h = output_size(request.resolution, request.aspect_ratio)
     gen_w, gen_h = generation_size(spec, out_w, out_h)
-    gen_frames = generation_frames(spec, request.duration_seconds)
+    windows = plan_passes(spec, request.duration_seconds, seed)
+    gen_frames = max(w.frames for w in windows)
+    clip_frames = windows[-1].end
     out_frames = max(1, round(request.duration_seconds * request.fps))
     prompt, negative = apply_genre(request.genre, request.prompt, request.negative_prompt)
 
-    temporal = "flow" if out_frames > gen_frames else "nearest"
+    temporal = "flow" if out_frames > clip_frames else "nearest"
     spatial = "upscale" if out_w * out_h > gen_w * gen_h else "resize"
     notes = []
     if not spec.trained:
@@ -127,19 +204,28 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
                      "(bicubic with edge-aware sharpening)")
     elif (gen_w, gen_h) != (out_w, out_h):
         notes.append(f"generated at {gen_w}x{gen_h}, resized to {out_w}x{out_h}")
-    if request.duration_seconds > spec.max_seconds:
+    if len(windows) > 1:
         notes.append(
-            f"{request.duration_seconds:g} s exceeds {spec.id}'s {spec.max_seconds:g} s per pass: "
-            f"{gen_frames} generated frames are stretched over {request.duration_seconds:g} s"
+            f"{request.duration_seconds:g} s is longer than {spec.id}'s {spec.max_seconds:g} s per pass: generated as "
+            f"{len(windows)} windows ({clip_frames} frames at {spec.native_fps} fps); the first by {spec.id}, each "
+            f"later one by {windows[1].model} continuing from the previous window's last {CONTEXT_FRAMES} frames "
+            "(VACE known frames), with the overlaps blended and colour drift corrected"
+        )
+    elif request.duration_seconds * spec.native_fps > clip_frames:
+        notes.append(
+            f"{request.duration_seconds:g} s exceeds {spec.id}'s {spec.max_seconds:g} s per pass and {spec.id} has no "
+            f"continuation model here: {clip_frames} generated frames are stretched over "
+            f"{request.duration_seconds:g} s (choose a model with one, e.g. wan2.1-t2v-1.3b, for a clip generated "
+            "in full)"
         )
     if temporal == "flow":
         notes.append(
-            f"generated {gen_frames} frames at {spec.native_fps} fps, interpolated to {out_frames} frames "
+            f"generated {clip_frames} frames at {spec.native_fps} fps, interpolated to {out_frames} frames "
             f"at {request.fps} fps by optical flow (no frame is shown twice)"
         )
-    elif out_frames != gen_frames:
+    elif out_frames != clip_frames:
         notes.append(
-            f"generated {gen_frames} frames at {spec.native_fps} fps, resampled to {out_frames} frames "
+            f"generated {clip_frames} frames at {spec.native_fps} fps, resampled to {out_frames} frames "
             f"at {request.fps} fps by nearest frame (frames dropped, none repeated)"
         )
     return GenerationPlan(
@@ -162,4 +248,18 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
         preview_every=request.preview_every_n_steps,
         temporal=temporal,
         spatial=spatial,
+        windows=windows,
     )
+
+
+def plan_passes(spec: ModelSpec, duration_seconds: float, seed: int) -> tuple[Window, ...]:
+    """The passes of a clip of ``duration_seconds`` on ``spec``: one (capped at ``max_frames``)
+    without a continuation, else balanced windows covering every frame at the native fps."""
+    continuation = continuation_of(spec, duration_seconds)
+    if continuation is None:
+        frames = generation_frames(spec, duration_seconds)
+        return (Window(0, spec.id, seed, 0, frames, 0, frames),)
+    clip = four_k_plus_1(round(duration_seconds * spec.native_fps))
+    spans = balanced_windows(clip, spec.max_frames, CONTEXT_FRAMES)
+    return tuple(Window(k, spec.id if k == 0 else continuation.id, window_seed(seed, k), start, end, context, frames)
+                 for k, (start, end, context, frames) in enumerate(spans))

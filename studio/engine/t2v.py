@@ -86,6 +86,11 @@ class RunOutput:
     group_size: int = 1  # tasks denoised together in this pipeline call
     text_encoding_reused: bool = False  # the prompt's text encoding came from the cache
     states: dict[int, torch.Tensor] = field(default_factory=dict)  # steps done -> latents (CPU), if captured
+    # A chained run (studio.engine.long_video): each finished window (Window.to_dict() + colour
+    # correction + seconds); partial: a cancel kept only these; the continuation model's load.
+    windows: list[dict] = field(default_factory=list)
+    partial: bool = False
+    continuation_load_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,7 @@ class Resume:
     latents: torch.Tensor
 
 
-class _StepWatcher:
+class StepWatcher:
     """The ``callback_on_step_end`` of the pipeline: timing, previews, cancellation.
 
     One watcher serves a whole group (a batched call): latents row ``i`` belongs to
@@ -107,10 +112,15 @@ class _StepWatcher:
 
     def __init__(self, model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHooks],
                  initial_latents: torch.Tensor, preview_width: int, min_preview_interval: float,
-                 first_step: int = 0, capture_steps: tuple[int, ...] = ()):
+                 first_step: int = 0, capture_steps: tuple[int, ...] = (), total_steps: int | None = None,
+                 clip_offset: int = 0):
         self.model, self.plans, self.hooks = model, plans, hooks
         self.previewer = previewer_of(model)  # fitted (once per VAE) before the first step's clock starts
-        self.first_step = first_step  # steps skipped by a resumed run
+        # Steps done before this call (a resumed run's skipped steps, a chain's earlier windows)
+        # and in all (a chain: every window's); the clip frame this call's first frame is.
+        self.first_step = first_step
+        self.total_steps = total_steps or plans[0].num_inference_steps
+        self.clip_offset = clip_offset
         self.capture_steps = set(capture_steps)
         self.states: dict[int, torch.Tensor] = {}  # steps done -> latents of the whole group (CPU)
         self.previous = initial_latents
@@ -134,7 +144,7 @@ class _StepWatcher:
         self.step_seconds.append(now - self.last_step_at)
         self.last_step_at = now
         latents = kwargs["latents"]
-        total = self.plans[0].num_inference_steps
+        total = self.total_steps
         step = self.first_step + i + 1  # steps done, counting skipped ones
         if step in self.capture_steps:
             self.states[step] = latents.detach().to("cpu", copy=True)
@@ -170,8 +180,8 @@ class _StepWatcher:
         ratio = pipe.vae_scale_factor_temporal
         for latent_index in range(denoised.shape[2]):
             rgb = self.previewer.to_rgb(denoised, frame=latent_index, width=self.preview_width)
-            gen_index = min(latent_index * ratio, plan.gen_frames - 1)
-            hooks.on_stream_frame(plan.output_index(gen_index), PREVIEW, rgb, progress)
+            clip_index = self.clip_offset + min(latent_index * ratio, plan.gen_frames - 1)
+            hooks.on_stream_frame(plan.output_index(clip_index), PREVIEW, rgb, progress)
 
 
 @dataclass
@@ -202,7 +212,7 @@ def select_texts(texts: TextEncoding | None, rows: list[int]) -> TextEncoding | 
                         [texts.reused[r] for r in rows])
 
 
-def _initial_latents(pipe, plan: GenerationPlan, device) -> torch.Tensor:
+def initial_latents(pipe, plan: GenerationPlan, device) -> torch.Tensor:
     """The plan's starting noise from its own seed (what a single run of it would use)."""
     generator = seeded_generator(plan.seed)
     return pipe.prepare_latents(1, pipe.transformer.config.in_channels, plan.gen_height, plan.gen_width,
@@ -211,14 +221,14 @@ def _initial_latents(pipe, plan: GenerationPlan, device) -> torch.Tensor:
 
 def _denoise(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHooks], preview_width: int,
              min_preview_interval: float, texts: TextEncoding | None, resume: Resume | None,
-             capture_steps: tuple[int, ...]) -> tuple[torch.Tensor, _StepWatcher, step_cache.DecoderStats]:
+             capture_steps: tuple[int, ...]) -> tuple[torch.Tensor, StepWatcher, step_cache.DecoderStats]:
     pipe = model.pipe
     device = pipe._execution_device
     if resume is not None:
         initial, first_step = resume.latents.to(device), resume.step
     else:  # our own starting noise, so the first step's denoised estimate can be computed too
-        initial, first_step = torch.cat([_initial_latents(pipe, plan, device) for plan in plans]), 0
-    watcher = _StepWatcher(model, plans, hooks, initial, preview_width, min_preview_interval,
+        initial, first_step = torch.cat([initial_latents(pipe, plan, device) for plan in plans]), 0
+    watcher = StepWatcher(model, plans, hooks, initial, preview_width, min_preview_interval,
                            first_step, capture_steps)
     clocks = [m.register_forward_pre_hook(watcher.start_clock) for m in step_cache.denoisers(pipe)]
     try:
@@ -243,7 +253,7 @@ def baseline_shape(plans: list[GenerationPlan], first_step: int = 0) -> tuple:
             plan.guidance_scale, len(plans), first_step)
 
 
-def _call_pipe(pipe, plans: list[GenerationPlan], initial: torch.Tensor, watcher: _StepWatcher,
+def _call_pipe(pipe, plans: list[GenerationPlan], initial: torch.Tensor, watcher: StepWatcher,
                texts: TextEncoding | None) -> torch.Tensor:
     plan = plans[0]  # the group shares shape, steps, guidance and acceleration
     if texts is not None:

@@ -25,11 +25,10 @@ import numpy as np
 from studio.engine.edit import EditJob
 from studio.engine.plan import generation_size
 from studio.engine.run import seeded_generator
-from studio.engine.windows import balanced_windows
+from studio.engine.windows import CONTEXT_FRAMES, balanced_windows
 from studio.models.loader import LoadedModel
 
 GREY = 127  # VACE's "generate here" value: 0 on the pipeline's [-1, 1] scale
-CONTEXT_FRAMES = 5  # frames of the previous window each later VACE window continues from
 #: What to try when a VACE run runs out of GPU memory.
 ADVICE = "try a shorter or smaller clip or the smaller VACE model"
 

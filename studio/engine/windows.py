@@ -21,6 +21,9 @@ from collections.abc import Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
+#: Frames of the previous window that each later balanced window continues from.
+CONTEXT_FRAMES = 5
+
 
 def four_k_plus_1(frames: int) -> int:
     """The smallest ``4k + 1 >= frames`` (Wan's causal VAE: 1 + 4 per latent frame)."""

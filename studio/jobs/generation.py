@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from studio.engine.gpu import GPU_LOCK
+from studio.engine.long_video import run_chain
 from studio.engine.plan import GenerationPlan, make_plan
 from studio.engine.request import GenerationSpec
 from studio.engine.run import model_run
@@ -146,7 +147,7 @@ class GenerationRunner:
     def _companions(self, head: Task, options: BatchOptions | None) -> list[Task]:
         """More tasks of ``head``'s batch that can share its pipeline call: same model and
         shape, within the batch's ``max_concurrent`` (and ``vram_budget_gb``, see ``_fits``)."""
-        if options is None:
+        if options is None or _plan_of(head).passes > 1:  # a chain runs window by window, alone
             return []
         key = _shape_key(head)
         members = [head]
@@ -182,7 +183,10 @@ class GenerationRunner:
                     run.size = (plans[0].gen_width, plans[0].gen_height)
                     estimate = self.worker.estimator.estimate(spec, plans[0], model_loaded=True)
                     hooks = [_TaskHooks(self.worker, t, p, estimate.encode_seconds) for t, p in zip(tasks, plans)]
-                    outputs, matches = self._generate(model, tasks, plans, hooks, reuse_text)
+                    if plans[0].passes > 1:
+                        outputs, matches = [self._chain(model, tasks[0], plans[0], hooks[0])], [None]
+                    else:
+                        outputs, matches = self._generate(model, tasks, plans, hooks, reuse_text)
                 if not was_loaded:
                     self.worker.estimator.record(spec, plans[0], None, None, model.load_seconds)
             load_seconds = 0.0 if was_loaded else model.load_seconds
@@ -240,6 +244,22 @@ class GenerationRunner:
             self._call(model, tasks, plans, hooks, rows, outputs, texts, resume=resume)
         return outputs, matches
 
+    def _chain(self, model, task: Task, plan: GenerationPlan, hooks: _TaskHooks) -> RunOutput | None:
+        """A long clip, window by window (``studio.engine.long_video``); None when cancelled in
+        its first window (a later cancel keeps the finished windows: ``RunOutput.partial``)."""
+        try:
+            output = run_chain(self.worker.models, model, plan, hooks, self.worker.paths.video(task.id),
+                               self.worker.paths.thumbnail(task.id), text_cache=self.text_cache,
+                               preview_width=self.worker.preview_width, advice=T2V_ADVICE)
+        except Cancelled:
+            return None
+        if not output.partial:  # the first window's steps are the text-to-video model's rate
+            first = plan.windows[0]
+            steps = output.step_seconds[:plan.num_inference_steps]
+            self.worker.estimator.record(model.spec, replace(plan, gen_frames=first.frames), float(np.mean(steps)),
+                                         output.decode_encode_seconds, None)
+        return output
+
     def _call(self, model, tasks: list[Task], plans: list[GenerationPlan], hooks: list[_TaskHooks],
               rows: list[int], outputs: list, texts: TextEncoding | None = None, resume: Resume | None = None,
               capture: tuple[int, ...] = ()) -> None:
@@ -272,6 +292,7 @@ class GenerationRunner:
 
     def _complete(self, task: Task, request: GenerationSpec, plan: GenerationPlan, model, output: RunOutput,
                   load_seconds: float, match: StateMatch | None = None) -> None:
+        load_seconds += output.continuation_load_seconds
         generation_time = output.denoise_seconds + output.decode_encode_seconds + load_seconds
         result = {
             "duration_seconds": round(output.frames / output.fps, 3),
@@ -291,7 +312,7 @@ class GenerationRunner:
                 "height": output.height,
                 "generated_width": plan.gen_width,
                 "generated_height": plan.gen_height,
-                "generated_frames": plan.gen_frames,
+                "generated_frames": plan.clip_frames,
                 "num_inference_steps": plan.num_inference_steps,
                 "guidance_scale": plan.guidance_scale,
                 "memory_profile": model.memory_profile,
@@ -303,7 +324,10 @@ class GenerationRunner:
                     "mean_step_seconds": round(output.mean_step_seconds, 4),
                     "decode_encode_seconds": round(output.decode_encode_seconds, 3),
                 },
-                "notes": plan.notes + ([_resume_note(match)] if match else []),
+                "notes": plan.notes + ([_resume_note(match)] if match else [])
+                + ([_partial_note(plan, output)] if output.partial else []),
+                "windows": output.windows or None,
+                "continuation_model": plan.continuation_model,
                 "decoder": output.decoder.to_dict() if output.decoder else None,
                 "batch": {"batch_id": task.batch_id, "group_size": output.group_size,
                           "text_encoding": "reused" if output.text_encoding_reused else "computed",
@@ -311,6 +335,9 @@ class GenerationRunner:
                 if task.batch_id else None,
             },
         }
+        if output.partial:
+            self.worker.end_with_partial_result(task, {**result, "partial": True}, output.frames)
+            return
         self.worker.publish_outputs(task.id)  # before the row says completed: the result's files exist everywhere
         if self.worker.store.finish(task.id, st.COMPLETED, result=result, attempt=task.attempt):
             self.worker._generation_done(task, True)
@@ -321,6 +348,11 @@ def _resume_note(match: StateMatch) -> str:
     return (f"similarity caching: started after step {match.skipped_steps} from the denoising state of task "
             f"{match.source_task_id} (near-identical prompt, cosine {match.cosine:.3f}); this seed's own noise "
             "was not used")
+
+
+def _partial_note(plan: GenerationPlan, output: RunOutput) -> str:
+    return (f"cancelled after {len(output.windows)} of {plan.passes} windows: this partial result holds the finished "
+            f"windows ({output.frames} of {plan.out_frames} frames, {output.frames / output.fps:.2f} s)")
 
 
 def _state_key(task: Task, plan: GenerationPlan) -> tuple:
@@ -337,5 +369,5 @@ def _plan_of(task: Task) -> GenerationPlan:
 def _shape_key(task: Task) -> tuple:
     """What tasks must share to be denoised in one batched call."""
     plan = _plan_of(task)
-    return (plan.model, plan.gen_width, plan.gen_height, plan.gen_frames, plan.num_inference_steps,
+    return (plan.model, plan.gen_width, plan.gen_height, plan.gen_frames, plan.passes, plan.num_inference_steps,
             plan.guidance_scale, plan.acceleration)

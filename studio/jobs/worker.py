@@ -319,6 +319,23 @@ class Worker:
             return
         self._end(task, st.CANCELLED, "Task cancelled", "TaskCancelled", ev.CANCELLED)
 
+    def end_with_partial_result(self, task: Task, result: dict, frames: int) -> None:
+        """A cancel that kept finished work (a long video's finished windows): the task ends
+        ``cancelled`` with that work as its result (``partial: true``), served like any result.
+        A stop of the server that nobody asked for requeues the task instead, as any stopped run."""
+        if self._stopping.is_set() and not self.cancel_requested(task.id):
+            self._end_stopped(task)
+            return
+        detail = "Task cancelled; the finished part was kept as a partial result"
+        self.publish_outputs(task.id)
+        if self.store.finish(task.id, st.CANCELLED, result=result, error=detail, error_type="TaskCancelled",
+                             attempt=task.attempt):
+            done = ev.completion(task.id, frames)
+            self.publish(task.id, ev.CANCELLED, error="Task cancelled", detail=detail, error_type="TaskCancelled",
+                         partial=True, **done)
+            self._stream_outcome(task.id, ev.CANCELLED, error="Task cancelled", detail=detail,
+                                 error_type="TaskCancelled", partial=True, video_url=done["video_url"])
+
     def _end(self, task: Task, status: str, detail: str, error_type: str, event_type: str,
              title: str | None = None) -> None:
         """End a task truthfully. Never raises: when the store cannot record the end (disk full,

@@ -54,6 +54,11 @@ class ModelSpec:
         pipeline: the diffusers pipeline class that loads and runs it.
         architecture: the ``studio.models.cost.architectures.ARCHITECTURES`` entry its memory estimate
             starts from (default: its own id); parameters beyond it are added as weights.
+        continuation: for a ``t2v`` model, the ``vace`` model that continues its clips past one pass
+            (``max_frames``): a longer request is generated as a chain of windows, the first by
+            this model and each later one by the continuation model, conditioned on the last
+            frames of the window before it (``studio.engine.long_video``). ``None``: no
+            continuation path; a longer request is one pass interpolated over the duration.
         similarity_skip_levels: batch similarity caching's (minimum pooled-text cosine, share of
             steps skipped) levels, calibrated on THIS model's text encoder
             (``studio.engine.state_cache``); ``None``: not calibrated, so a batch on this model
@@ -78,6 +83,7 @@ class ModelSpec:
     task: str = "t2v"
     pipeline: str = "WanPipeline"
     architecture: str | None = None
+    continuation: str | None = None
     similarity_skip_levels: tuple[tuple[float, float], ...] | None = None
 
     @property
@@ -109,6 +115,7 @@ MODELS: dict[str, ModelSpec] = {
             params_b=0.00002,
             trained=False,
             notes="Built locally from the real Wan classes with random weights; needs no network.",
+            continuation=TINY_VACE,
             # Measured on its own (random) encoder: rewordings of one prompt score 0.84-0.93,
             # unrelated prompts 0.50-0.81 (studio.engine.state_cache).
             similarity_skip_levels=((0.97, 0.40), (0.93, 0.30), (0.90, 0.20)),
@@ -124,6 +131,7 @@ MODELS: dict[str, ModelSpec] = {
             vram_gb=8.19,
             params_b=1.3,
             notes="Wan2.1 README: 8.19 GB VRAM with offload, ~4 min for 5 s 480p on an RTX 4090.",
+            continuation="wan2.1-vace-1.3b",
         ),
         ModelSpec(
             id="wan2.1-t2v-14b",
@@ -136,6 +144,7 @@ MODELS: dict[str, ModelSpec] = {
             vram_gb=69.1,
             params_b=14.0,
             notes="Wan2.1 README: 720p, 50 steps, 69.1 GB peak on one H800 with offload.",
+            continuation="wan2.1-vace-14b",
         ),
         ModelSpec(
             id="wan2.2-ti2v-5b",

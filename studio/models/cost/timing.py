@@ -10,7 +10,9 @@ its VAE decode + postprocess, 3.10 s for 480x832x81), and for ``tiny`` what
 model has no anchor: its prior (60 s) is an assumption until the first load.
 
 **Time.** ``total = load (when the model is not resident) + steps x step time + offload transfers
-+ decode/encode``.
++ decode/encode``. A long clip generated as a chain of windows (``studio.engine.long_video``)
+counts ``passes x steps`` at the longest window's step time, one transfer set per pass, and the
+load of its continuation model.
 
 - FLOPs per transformer forward (``shared/research/flops.py``): linear ``2 L (6 d^2 + 2 d ffn)``
   per layer plus cross-attention K/V on 512 text tokens ``2 x 512 x 2 d^2``, self-attention
@@ -43,7 +45,7 @@ from pathlib import Path
 from typing import Protocol
 
 from studio.errors import StorageFull, StoreUnavailable
-from studio.models.catalog import CATALOG, TINY, ModelSpec
+from studio.models.catalog import CATALOG, TINY, ModelSpec, get_spec
 from studio.models.cost.architectures import ARCHITECTURES, TEXT_TOKENS, Architecture
 from studio.models.cost.vram import STUDIO_SETUP
 
@@ -61,6 +63,8 @@ class PlannedRun(Protocol):
     out_frames: int
     num_inference_steps: int
     guidance_scale: float
+    passes: int  # model passes (a long clip's windows; each has the shape above at most)
+    continuation_model: str | None  # the model of the passes after the first
 
 
 class TimingStore(Protocol):
@@ -249,15 +253,17 @@ def estimate_time(inputs: CostInputs, spec: ModelSpec, plan: "PlannedRun", profi
     """Seconds to generate ``plan`` with ``spec`` on this device (see the module docstring)."""
     rates, store = inputs.rates, inputs.rates.store
     load = 0.0 if inputs.loaded_model == spec.id else rates.rate(spec, LOAD_SECONDS)[0]
+    if plan.continuation_model:  # a chain loads its continuation model after the first window
+        load += rates.rate(get_spec(plan.continuation_model), LOAD_SECONDS)[0]
     encode = rates.rate(spec, ENCODE_RATE)[0] * plan.out_frames * plan.out_width * plan.out_height / 1e6
     arch = ARCHITECTURES[spec.id]
     tokens = latent_tokens(spec, plan)
     step_flops = flops_per_step(arch, tokens, plan.guidance_scale)
+    steps = plan.num_inference_steps * plan.passes  # every window at the longest window's step time
     if arch.on_cpu:  # overhead-bound: the engine's own per-token rate
         rate, _ = rates.rate(spec, STEP_RATE)
         step = rate * tokens / 1000
-        return TimeEstimate(load + step * plan.num_inference_steps + encode, step, plan.num_inference_steps,
-                            load, encode, 0.0, step_flops, None)
+        return TimeEstimate(load + step * steps + encode, step, steps, load, encode, 0.0, step_flops, None)
     tp = throughput or device_throughput(store, spec.id)
     step = step_flops / tp.flop_per_s
     transfer = 0.0
@@ -269,5 +275,5 @@ def estimate_time(inputs: CostInputs, spec: ModelSpec, plan: "PlannedRun", profi
     elif profile == "model_cpu_offload":  # each component crosses once per video
         transfer = (weights + arch.text_encoder.params * STUDIO_SETUP.text_bytes
                     + arch.vae_params * STUDIO_SETUP.vae_bytes) / PCIE_BYTES_PER_S
-    total = load + step * plan.num_inference_steps + transfer + encode
-    return TimeEstimate(total, step, plan.num_inference_steps, load, encode, transfer, step_flops, tp)
+    total = load + step * steps + transfer * plan.passes + encode
+    return TimeEstimate(total, step, steps, load, encode, transfer, step_flops, tp)
