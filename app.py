@@ -34,6 +34,7 @@ from studio.api import (
     genius_sla,
     genius_stream,
     genius_v2v,
+    loras,
 )
 from studio.api.auth import standing_rate_headers
 from studio.api.docs import install_docs
@@ -75,8 +76,11 @@ def build_app(settings: Settings) -> FastAPI:
     install_docs(api)
     api.include_router(router)
     api.include_router(genius_batch.router)
+    api.include_router(loras.router)
     api.include_router(genius_scene.router)
-    api.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # A LoRA upload's multipart body: the file plus a few KB of form fields.
+    api.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
+                       larger={"/v1/loras": settings.max_lora_mb * 2**20 + 2**16})
     api.add_middleware(OwnerCookieMiddleware, cookies=studio.ui_cookies)  # each UI visitor its own owner
     api.add_middleware(UnknownMethods, known=ALL_METHODS, allowed=lambda scope: _allowed_methods(api, scope))
     api.add_middleware(RateHeaders, standing=standing_rate_headers)  # outside those above: their 413/405 too

@@ -22,7 +22,7 @@ from components.orchestrator_tab import AUTO_CHOICE, attach_auto_hint
 from components.session import admitted, owner_of, ui_file, ui_files, user_error
 from components.widgets import bounds, choices
 from studio.core import Studio
-from studio.engine.request import GenerationRequest, parse_request
+from studio.engine.request import MAX_LORAS, GenerationRequest, LoraChoice, parse_request
 from studio.errors import StudioError
 from studio.genius.stream.schema import StreamStartRequest
 from studio.genius.stream.start import start_stream
@@ -50,6 +50,10 @@ class GenerateTab:
     thumbnail: gr.Image
     metadata: gr.JSON
     auto_hint: gr.Markdown
+    lora_file: gr.File
+    lora_name: gr.Textbox
+    lora_add: gr.Button
+    lora_status: gr.Markdown
 
 
 def _model_choices(studio: Studio) -> list[tuple[str, str]]:
@@ -84,13 +88,27 @@ def create_ui(studio: Studio) -> GenerateTab:
                 genre = gr.Dropdown(choices(GenerationRequest, "genre"), value=_default("genre"), label="Genre")
             model = gr.Dropdown([AUTO_CHOICE, *_model_choices(studio)], value=studio.default_model, label="Model")
             auto_hint = gr.Markdown(visible=False, elem_id="gen-auto-hint")
-            with gr.Accordion("Sampling", open=False):
+            mode = gr.Radio([("Standard", "standard"), ("Fast (few-step distillation, no guidance)", "fast")],
+                            value=_default("mode"), label="Mode", elem_id="gen-mode")
+            with gr.Accordion("Sampling (standard mode)", open=False):
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
                 guidance = gr.Slider(**bounds(GenerationRequest, "guidance_scale"), step=0.5, label="Guidance scale")
                 steps = gr.Slider(**bounds(GenerationRequest, "num_inference_steps"), step=1,
                                   label="Inference steps", elem_id="gen-steps")
                 preview_every = gr.Slider(**bounds(GenerationRequest, "preview_every_n_steps"), step=1,
                                           label="Preview every N steps", elem_id="gen-preview-every")
+            with gr.Accordion("LoRAs", open=False, elem_id="gen-loras"):
+                loras = gr.Dropdown([], value=[], multiselect=True, max_choices=MAX_LORAS, label="Use LoRAs",
+                                    elem_id="gen-lora-pick")
+                lora_scale = gr.Slider(**bounds(LoraChoice, "scale"), step=0.05, label="LoRA scale (each)",
+                                       elem_id="gen-lora-scale")
+                with gr.Row():
+                    lora_file = gr.File(label="Add a LoRA (.safetensors)", file_types=[".safetensors"], type="filepath",
+                                        elem_id="gen-lora-file")
+                    with gr.Column():
+                        lora_name = gr.Textbox(label="Its name", max_length=100, elem_id="gen-lora-name")
+                        lora_add = gr.Button("Add LoRA for the chosen model", elem_id="gen-lora-add")
+                lora_status = gr.Markdown(elem_id="gen-lora-status")
             with gr.Row():
                 generate_button = gr.Button("Generate", variant="primary", elem_id="gen-run")
                 stop_button = gr.Button("Stop", variant="stop", elem_id="gen-stop")
@@ -106,9 +124,10 @@ def create_ui(studio: Studio) -> GenerateTab:
                                      height=120)
                 task_id = gr.Textbox(label="Task id", interactive=False, elem_id="gen-task-id")
             metadata = gr.JSON(label="Metadata", elem_id="gen-metadata")
-    inputs = [prompt, negative, duration, fps, resolution, aspect, genre, seed, guidance, steps, model, preview_every]
+    inputs = [prompt, negative, duration, fps, resolution, aspect, genre, seed, guidance, steps, model, preview_every,
+              loras, lora_scale, mode]
     return GenerateTab(inputs, generate_button, stop_button, task_id, preview, status, video, thumbnail, metadata,
-                       auto_hint)
+                       auto_hint, lora_file, lora_name, lora_add, lora_status)
 
 
 class _FrameStrip:
@@ -151,6 +170,9 @@ def make_handlers(studio: Studio):
         num_inference_steps: int = _default("num_inference_steps"),
         model: str = "",
         preview_every_n_steps: int = _default("preview_every_n_steps"),
+        loras: list[str] | None = None,
+        lora_scale: float = LoraChoice.model_fields["scale"].default,
+        mode: str = _default("mode"),
         progress: gr.Progress = gr.Progress(),
         request: gr.Request = None,
     ) -> Iterator[tuple]:
@@ -169,6 +191,10 @@ def make_handlers(studio: Studio):
             num_inference_steps: denoising steps, 10-150.
             model: model id, 'auto' for the Model Orchestrator's pick, or empty for the server default.
             preview_every_n_steps: a live preview every N denoising steps, 1-50 (first and last always).
+            loras: ids of your LoRAs to apply (see /loras; at most 4); empty for none.
+            lora_scale: the strength of each of them, 0-2.
+            mode: 'standard', or 'fast' (the model's few-step distillation: its own step count, no
+                guidance; guidance_scale and num_inference_steps are then not used, as the notes say).
 
         Returns:
             Per update: task id, frame strip (gallery of the newest frames: denoising previews,
@@ -181,6 +207,7 @@ def make_handlers(studio: Studio):
                 "seed": None if seed is None or int(seed) < 0 else int(seed),
                 "guidance_scale": guidance_scale, "num_inference_steps": int(num_inference_steps),
                 "model": model or None, "preview_every_n_steps": int(preview_every_n_steps),
+                "loras": [{"id": lora_id, "scale": lora_scale} for lora_id in loras or []], "mode": mode,
             })
             with admitted(studio, request) as owner:
                 submitted = studio.submit(generation, owner=owner)
@@ -244,6 +271,47 @@ def make_handlers(studio: Studio):
     return generate, get_status, cancel_task, stop
 
 
+def make_lora_handlers(studio: Studio):
+    """The LoRA picker's functions: list yours, add one (their docstrings become API docs)."""
+
+    def list_loras(request: gr.Request = None) -> dict:
+        """Your LoRAs (as GET /v1/loras): id, name, model, rank, layers, size."""
+        return studio.loras.owned(owner_of(studio, request)).model_dump()
+
+    def add_lora(file: str | None, name: str, model: str, request: gr.Request = None) -> tuple[Any, str]:
+        """Register a LoRA from a .safetensors file for ``model`` (as POST /v1/loras).
+
+        Args:
+            file: the .safetensors file.
+            name: your name for it (unique among your LoRAs).
+            model: the text-to-video model it is for.
+
+        Returns:
+            The LoRA picker (with the new one chosen) and a status line.
+        """
+        if not file:
+            raise user_error("Choose a .safetensors file first", title="No file")
+        owner = owner_of(studio, request)
+        try:
+            with open(file, "rb") as handle:
+                data = handle.read(studio.loras.max_bytes + 1)
+            model = model if model and model != AUTO_CHOICE[1] else studio.default_model
+            info = studio.loras.register_upload(owner, name, model, data)
+        except StudioError as error:
+            raise user_error(error.detail, title=error.title) from None
+        return (gr.Dropdown(choices=_lora_choices(studio, owner), value=[info.id]),
+                f"Added **{info.name}** for {info.model}: rank {info.rank}, {info.layers} layers.")
+
+    def lora_picker(request: gr.Request = None) -> Any:
+        return gr.Dropdown(choices=_lora_choices(studio, owner_of(studio, request)))
+
+    return list_loras, add_lora, lora_picker
+
+
+def _lora_choices(studio: Studio, owner: str) -> list[tuple[str, str]]:
+    return [(f"{lora.name} ({lora.model})", lora.id) for lora in studio.loras.owned(owner).loras]
+
+
 def _running_line(studio: Studio, task_id: str, owner: str, data: dict) -> str:
     """The status line while a task runs: its step, the time it has really been running (from
     the task's own start, not from this page's last update) and the time left as this run's
@@ -283,10 +351,18 @@ def _summary(result) -> str:
             f"(model `{meta.model}`, seed {meta.seed}).")
 
 
-def create_event_handlers(tab: GenerateTab, studio: Studio) -> None:
-    """Wire the tab: Generate streams, Stop cancels; both exposed through the Gradio API."""
+def create_event_handlers(tab: GenerateTab, studio: Studio, demo: gr.Blocks | None = None) -> None:
+    """Wire the tab: Generate streams, Stop cancels; both exposed through the Gradio API. With
+    ``demo``, the visitor's own LoRAs fill the picker when the page loads."""
     generate, get_status, cancel_task, stop = make_handlers(studio)
-    prompt, _negative, duration, _fps, resolution, _aspect, _genre, _seed, guidance, steps, model, _every = tab.inputs
+    prompt, _negative, duration, _fps, resolution, _aspect, _genre, _seed, guidance, steps, model, _every, \
+        lora_pick, _lora_scale, _mode = tab.inputs
+    list_loras, add_lora, lora_picker = make_lora_handlers(studio)
+    tab.lora_add.click(add_lora, [tab.lora_file, tab.lora_name, model], [lora_pick, tab.lora_status],
+                       api_name="add_lora")
+    gr.api(list_loras, api_name="loras")
+    if demo is not None:
+        demo.load(lora_picker, None, lora_pick, api_visibility="private")
     attach_auto_hint(studio, model=model, prompt=prompt, duration=duration, resolution=resolution,
                      guidance=guidance, steps=steps, output=tab.auto_hint)
     outputs = [tab.task_id, tab.preview, tab.status, tab.video, tab.thumbnail, tab.metadata]

@@ -45,7 +45,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 v2v = v2v_tab.create_ui(studio)
             with gr.Tab("Monitor", id="monitor"):
                 monitor = monitor_tab.create_ui(studio, decoder_stats=studio.decoder_stats.snapshot)
-        generate_tab.create_event_handlers(generate, studio)
+        generate_tab.create_event_handlers(generate, studio, demo)
         batch_tab.create_event_handlers(batch, studio)
         orchestrator_tab.create_event_handlers(orchestrator, studio)
         inpaint_tab.create_event_handlers(inpaint, studio)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from studio.config import AUTO_MODEL, Settings
 from studio.db import Database
+from studio.db.loras import LoraRecords
 from studio.db.state import MAINTENANCE, StudioState
 from studio.engine.edit import inputs_folder
 from studio.engine.estimate import Estimator
@@ -26,6 +27,7 @@ from studio.genius.consistency import run as consistency_run
 from studio.genius.consistency.schema import ConsistencySpec
 from studio.genius.consistency.task import EntityStore
 from studio.genius.generate import submit as generate
+from studio.genius.generate.loras import LoraLibrary
 from studio.genius.inpaint import run as inpaint_run
 from studio.genius.inpaint.schema import InpaintSpec
 from studio.genius.lipsync import run as lipsync_run
@@ -103,6 +105,8 @@ class Studio:
         self.estimator = Estimator(self.store)
         self.keys = KeyStore(self.database, settings.api_keys)
         self.entities = EntityStore(self.database)  # the Consistency Tracker's registered entities
+        self.loras = LoraLibrary(LoraRecords(self.database), settings.data_dir / "loras", self.paths,
+                                 settings.max_lora_mb * 2**20)  # Generate's LoRA adapters
         self.fetch_policy = FetchPolicy(allow_loopback=settings.allow_loopback_urls)
         self.webhooks = WebhookDispatcher(self.store, self.keys, self.fetch_policy,
                                           settings.webhook_retry_base_seconds)
@@ -132,7 +136,7 @@ class Studio:
             task=self.task, status=self.status,
             result=self.result, refuse_new_work=self.refuse_new_work, submit_spec=self.submit_spec,
             prepare=self.prepare, queue_wait=self.queue_wait, wake=self.cluster.wake, final_event=self.final_event,
-            worker_devices=self.cluster.devices)
+            loras=self.loras.records, worker_devices=self.cluster.devices)
 
     def start(self) -> None:
         """Start this process's part. Embedded: fail tasks a previous process left running, then
@@ -169,9 +173,10 @@ class Studio:
         """True while the maintenance flag file exists: new work is refused, running work finishes."""
         return self.settings.maintenance_flag.exists() or self.state.get(MAINTENANCE) == "on"
 
-    def prepare(self, request: GenerationRequest) -> generate.Prepared:
-        """Resolve a request for storage (model, seed) and estimate its own run time."""
-        return generate.prepare(self.services, request)
+    def prepare(self, request: GenerationRequest, owner: str) -> generate.Prepared:
+        """Resolve ``owner``'s request for storage (model, seed, its LoRAs checked) and estimate
+        its own run time."""
+        return generate.prepare(self.services, request, owner)
 
     def submit(self, request: GenerationRequest, owner: str = UI_OWNER, priority: int = generate.NORMAL_PRIORITY,
                idempotency_key: str | None = None) -> SubmitResponse:
@@ -412,7 +417,8 @@ class Studio:
             infos.append(ModelInfo(
                 id=spec.id, task=spec.task, label=spec.label, repo_id=spec.repo_id, trained=spec.trained,
                 native_width=spec.native_width, native_height=spec.native_height, native_fps=spec.native_fps,
-                max_frames=spec.max_frames, continuation=spec.continuation, vram_gb=spec.vram_gb,
+                max_frames=spec.max_frames, continuation=spec.continuation,
+                fast_steps=spec.fast.steps if spec.fast else None, vram_gb=spec.vram_gb,
                 available=available, availability=why,
                 loaded=self.models.loaded_model == spec.id, default=spec.id == self.default_model))
         return infos

@@ -131,6 +131,9 @@ class ResultMetadata(BaseModel):
                           "generated_frames, new_frames, context_frames, clip_frames [start, end) at the native fps, "
                           "conditioning, colour_correction, seconds)")
     continuation_model: str | None = Field(None, description="The model that generated the windows after the first")
+    loras: list[dict] | None = Field(None, description="LoRA adapters applied: [{id, name, scale}]")
+    mode: str = Field("standard", description="'fast': the model's few-step distillation ran (num_inference_steps "
+                                              "is its step count; the notes name the LoRA)")
 
 
 class EditMetadata(BaseModel):
@@ -185,6 +188,8 @@ class ModelInfo(BaseModel):
     continuation: str | None = Field(None, description="t2v: the model that continues a clip past max_frames "
                                                        "(window by window); null: a longer clip is one pass "
                                                        "interpolated over the duration")
+    fast_steps: int | None = Field(None, description="t2v: the step count of its fast mode (generate's mode 'fast'); "
+                                                     "null: it has none")
     vram_gb: float | None
     available: bool = Field(description="Whether this server can run it now")
     availability: str = Field(description="Why it is or is not available")

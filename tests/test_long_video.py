@@ -204,3 +204,16 @@ def test_the_gradio_api_generates_a_long_video_in_windows(client, live_server):
     assert len(metadata["metadata"]["windows"]) == 3 and metadata["metadata"]["frames"] == 192
     owner = client_owner(live_server.studio, client)
     assert live_server.studio.result(task_id, owner).metadata.windows[2]["model"] == TINY_VACE
+
+
+def test_the_prepared_gpu_script_runs_on_the_tiny_configurations():
+    """``bench/gpu_long_video.py`` waits for a GPU session; ``--tiny`` runs its code on the CPU."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "bench" / "gpu_long_video.py"
+    run = subprocess.run([sys.executable, str(script), "--tiny", "--duration", "5"], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "| 2 | 41 | 80 |" in run.stdout  # windows, clip frames at 8 fps, output frames at 16 fps

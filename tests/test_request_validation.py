@@ -93,15 +93,21 @@ def test_plan_says_how_the_output_differs_from_what_was_generated():
     plan = make_plan(request, spec, seed=3)
     assert (plan.gen_width, plan.gen_height) == (832, 480)
     assert (plan.out_width, plan.out_height, plan.out_frames) == (1920, 1088, 300)
-    assert plan.gen_frames == 81
+    # 10 s at 16 fps is 161 frames: 3 windows of at most 81, continued by the VACE sibling
+    assert (plan.clip_frames, plan.passes, plan.continuation_model) == (161, 3, "wan2.1-vace-1.3b")
+    assert plan.gen_frames == max(w.frames for w in plan.windows) <= 81
     notes = " | ".join(plan.notes)
-    assert "upscaled to 1920x1088" in notes and "stretched over 10 s" in notes
+    assert "upscaled to 1920x1088" in notes and "generated as 3 windows (161 frames at 16 fps)" in notes
     assert "interpolated to 300 frames at 30 fps by optical flow" in notes
     assert (plan.temporal, plan.spatial) == ("flow", "upscale")
     assert "film noir" in plan.prompt and "color" in plan.negative_prompt
     # every output frame maps to a generated frame, in order, covering the whole clip
     sources = [plan.source_index(i) for i in range(plan.out_frames)]
-    assert sources == sorted(sources) and sources[0] == 0 and sources[-1] == plan.gen_frames - 1
+    assert sources == sorted(sources) and sources[0] == 0 and sources[-1] == plan.clip_frames - 1
+    # a model without a continuation model makes one pass and says it is stretched
+    one_pass = make_plan(request, CATALOG["wan2.2-t2v-a14b"], seed=3)
+    assert one_pass.passes == 1 and one_pass.gen_frames == one_pass.clip_frames == 81
+    assert any("stretched over 10 s" in note for note in one_pass.notes)
 
 
 def test_a_native_request_is_generated_as_asked():

@@ -46,9 +46,10 @@ _created: set[str] = set()
 
 
 # Routes whose requests are checked against stored media (the source video's size and length,
-# which inputs a mode needs): a schema-valid body can still be a clear 400 there.
+# which inputs a mode needs) or files (a LoRA must be a safetensors file that fits the model): a
+# schema-valid body can still be a clear 400 there.
 MEDIA_DEPENDENT = ("/v1/genius/inpaint/", "/v1/genius/v2v/", "/v1/genius/lipsync/", "/v1/genius/consistency/",
-                   "/v1/genius/scene/")
+                   "/v1/genius/scene/", "/v1/loras")
 
 
 def _false_positive(failure, response, path: str = "") -> bool:
@@ -60,7 +61,8 @@ def _false_positive(failure, response, path: str = "") -> bool:
     - ``positive_data_acceptance`` with 400 ``InvalidURL``: webhook URLs must name a public,
       resolvable address, which no JSON Schema can say (and this machine has no DNS).
     - ``positive_data_acceptance`` with 400 ``ValueError`` on ``MEDIA_DEPENDENT`` routes: a box
-      outside the video, or a mode without the input it needs (``blend`` without an overlay).
+      outside the video, or a mode without the input it needs (``blend`` without an overlay), or
+      an uploaded LoRA file that is not a LoRA of the model.
     - ``not_a_server_error`` with the documented 503 ``ModelUnavailable``: a hub model asked of
       a server with no GPU (or offline, without it cached) is refused at submit, as it should be.
     """

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 from starlette.convertors import StringConvertor, register_url_convertor
 
 from studio.api.auth import api_key
-from studio.api.routes import COMMON, ERRORS, IdempotencyKey, get_studio
+from studio.api.routes import COMMON, ERRORS, ErrorBody, IdempotencyKey, get_studio
 from studio.core import Studio
 from studio.genius.batch.schema import BatchRequest, BatchStatus, BatchSubmitResponse
 from studio.genius.batch.submit import batch_status, submit_batch
@@ -25,7 +25,8 @@ router = APIRouter(prefix="/v1/genius/batch", tags=["genius: batch"], responses=
 
 
 @router.post("/submit", response_model=BatchSubmitResponse, status_code=202,
-             responses={code: ERRORS[code] for code in (400, 413, 422, 503)})
+             responses={**{code: ERRORS[code] for code in (400, 413, 422, 503)},
+                        404: {"description": "A LoRA in settings.loras is not one of yours", "model": ErrorBody}})
 def submit(body: BatchRequest, idempotency_key: str | None = IdempotencyKey,
            key: ApiKey = Depends(api_key("batch")), studio: Studio = Depends(get_studio)) -> BatchSubmitResponse:
     """Queue every prompt as a task with the batch's priority; tasks of the same shape run

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from studio.api.auth import api_key
-from studio.api.routes import COMMON, ERRORS, get_studio
+from studio.api.routes import COMMON, ERRORS, ErrorBody, get_studio
 from studio.core import Studio
 from studio.genius.scene import submit as scene_submit
 from studio.genius.scene.schema import SceneEditRequest, SceneEditResponse
@@ -15,7 +15,8 @@ router = APIRouter(prefix="/v1/genius/scene", tags=["genius: scene"], responses=
 
 
 @router.post("/edit", response_model=SceneEditResponse, status_code=202,
-             responses={code: ERRORS[code] for code in (400, 413, 503)})
+             responses={**{code: ERRORS[code] for code in (400, 413, 503)},
+                        404: {"description": "A LoRA in settings.loras is not one of yours", "model": ErrorBody}})
 def edit(body: SceneEditRequest, key: ApiKey = Depends(api_key("generate")),
          studio: Studio = Depends(get_studio)) -> SceneEditResponse:
     """Queue a multi-shot edit: one generation task per scene (``shot_task_ids``), then the edit

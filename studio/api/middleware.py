@@ -11,22 +11,24 @@ from studio.errors import MethodNotAllowed, PayloadTooLarge, RouteNotFound, Stud
 class BodySizeLimit:
     """Refuse request bodies over ``max_bytes`` under ``prefix`` with 413, without buffering them.
 
-    A declared ``Content-Length`` over the cap is refused before anything is read; a chunked or
-    lying body is counted as it streams, and once past the cap whatever the app answers is
-    replaced by the 413.
+    ``larger``: paths with a cap of their own (file uploads: ``POST /v1/loras``). A declared
+    ``Content-Length`` over the cap is refused before anything is read; a chunked or lying body
+    is counted as it streams, and once past the cap whatever the app answers is replaced by the 413.
     """
 
-    def __init__(self, app, max_bytes: int, prefix: str = "/v1"):
+    def __init__(self, app, max_bytes: int, prefix: str = "/v1", larger: dict[str, int] | None = None):
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_max_bytes = max_bytes
         self.prefix = prefix
+        self.larger = larger or {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
             return await self.app(scope, receive, send)
+        max_bytes = self.larger.get(scope["path"].rstrip("/"), self.default_max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return await self._refuse(send)
+        if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+            return await self._refuse(send, max_bytes)
 
         received = 0
         too_large = False
@@ -36,7 +38,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     too_large = True
                     return {"type": "http.request", "body": b"", "more_body": False}
             return message
@@ -48,14 +50,14 @@ class BodySizeLimit:
             if too_large:
                 if not refused:
                     refused = True
-                    await self._refuse(send)
+                    await self._refuse(send, max_bytes)
                 return
             await send(message)
 
         await self.app(scope, counting_receive, guarded_send)
 
-    async def _refuse(self, send) -> None:
-        error = PayloadTooLarge(f"request body over {self.max_bytes} bytes")
+    async def _refuse(self, send, max_bytes: int) -> None:
+        error = PayloadTooLarge(f"request body over {max_bytes} bytes")
         body = json.dumps(error.body()).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),

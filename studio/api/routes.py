@@ -66,7 +66,8 @@ IdempotencyKey = Header(None, alias="Idempotency-Key", max_length=255,
 
 
 @router.post("/generate", response_model=SubmitResponse, status_code=202, tags=["core"],
-             responses={code: ERRORS[code] for code in (400, 413, 422, 503)})
+             responses={**{code: ERRORS[code] for code in (400, 413, 422, 503)},
+                        404: {"description": "A LoRA in loras is not one of yours", "model": ErrorBody}})
 def generate(body: GenerationRequest, idempotency_key: str | None = IdempotencyKey,
              key: ApiKey = Depends(api_key("generate")), studio: Studio = Depends(get_studio)) -> SubmitResponse:
     """Start a text-to-video task. The task is stored before the reply; poll ``/v1/status``,

@@ -15,7 +15,7 @@ from sqlalchemy import (Column, Float, Index, Integer, LargeBinary, MetaData, Pr
 from sqlalchemy.dialects.sqlite import REAL
 
 __all__ = ["metadata", "tasks", "batches", "events", "idempotency", "webhook_outbox", "task_dependencies",
-           "timings", "api_keys", "sla_uptime", "sla_violations", "entities"]
+           "timings", "api_keys", "sla_uptime", "sla_violations", "entities", "loras"]
 
 metadata = MetaData()
 
@@ -206,6 +206,24 @@ entities = Table(
     Column("width", Integer, nullable=False),
     Column("height", Integer, nullable=False),
     Column("image", LargeBinary, nullable=False),  # the reference PNG
+    Column("created_at", Seconds, nullable=False),
+    UniqueConstraint("owner", "name"),
+)
+
+# -- LoRA adapters registered per owner (studio.db.loras; files: data_dir/loras/lora-<id>/) -----------
+
+loras = Table(
+    "loras", metadata,
+    Column("id", Text, primary_key=True),
+    Column("owner", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("model", Text, nullable=False),  # the model it was checked against at registration
+    Column("source", Text, nullable=False),  # "upload" or "hub"
+    Column("hub_id", Text),
+    Column("hub_filename", Text),
+    Column("rank", Integer),
+    Column("size_bytes", Integer),
+    Column("targets", Text, nullable=False),  # JSON {module: [in, out]}; {} for a hub file not fetched yet
     Column("created_at", Seconds, nullable=False),
     UniqueConstraint("owner", "name"),
 )

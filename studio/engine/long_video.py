@@ -18,6 +18,7 @@ partial output (``RunOutput.partial``); a cancel during the first raises ``Cance
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import torch
 
 from studio.engine import step_cache
 from studio.engine.decode import iter_decoded_frames
+from studio.engine.loras import Adapter, adapters_applied
 from studio.engine.output_frames import OutputFrames
 from studio.engine.plan import GenerationPlan, Window
 from studio.engine.run import DEFAULT_ADVICE, model_run
@@ -166,14 +168,16 @@ class _Chain:
 
 def run_chain(models: ModelCache, first: LoadedModel, plan: GenerationPlan, hooks: RunHooks, video_path: Path,
               thumbnail_path: Path, *, text_cache: TextEmbeddingCache | None = None, preview_width: int = 256,
-              min_preview_interval: float = 0.2, advice: str = DEFAULT_ADVICE) -> RunOutput:
+              min_preview_interval: float = 0.2, advice: str = DEFAULT_ADVICE,
+              adapters: Sequence[Adapter] = ()) -> RunOutput:
     """Generate a chained ``plan`` (``plan.passes`` > 1) into ``video_path`` and ``thumbnail_path``:
     window 0 with ``first`` (the loaded text-to-video model), the others with the continuation
     model, loaded from ``models`` (evicting ``first``; an out-of-memory there is ``VramExceeded``
     ending with ``advice``).
 
-    Returns the output, ``partial`` when a cancel came after the first window; raises
-    ``Cancelled`` when it came during the first.
+    ``adapters``: LoRAs applied to both models for their windows (removed after). Returns the
+    output, ``partial`` when a cancel came after the first window; raises ``Cancelled`` when it
+    came during the first.
     """
     continuation = get_spec(plan.continuation_model)
     reason = unavailable_reason(continuation)
@@ -189,14 +193,16 @@ def run_chain(models: ModelCache, first: LoadedModel, plan: GenerationPlan, hook
         sink = _ClipSink(plan, hooks, writer, thumbnail_path)
         chain = _Chain(plan, hooks, sink, text_cache or TextEmbeddingCache(), preview_width, min_preview_interval)
         try:
-            chain.run_window(first, plan.windows[0])
+            with adapters_applied(first.pipe, adapters):
+                chain.run_window(first, plan.windows[0])
             loaded_before = models.loaded_model == plan.continuation_model
             with model_run(models, plan.continuation_model, advice=advice,
                            on_progress=lambda fraction, message: hooks.on_phase("loading_model", message)) as run:
                 if not loaded_before:
                     load_seconds = run.model.load_seconds
-                for window in plan.windows[1:]:
-                    chain.run_window(run.model, window)
+                with adapters_applied(run.model.pipe, adapters):
+                    for window in plan.windows[1:]:
+                        chain.run_window(run.model, window)
         except Cancelled:
             if not chain.windows_done:
                 raise

@@ -22,7 +22,8 @@ from studio.engine.genres import apply_genre
 from studio.engine.request import GenerationRequest
 from studio.engine.run import untrained_note
 from studio.engine.windows import CONTEXT_FRAMES, balanced_windows, four_k_plus_1
-from studio.models.catalog import ModelSpec, get_spec
+from studio.errors import InvalidRequest
+from studio.models.catalog import CATALOG, FastMode, ModelSpec, get_spec
 
 SHORT_SIDE = {"480p": 480, "720p": 720, "1080p": 1080, "1440p": 1440, "4k": 2160, "8k": 4320}
 ASPECT = {"16:9": (16, 9), "9:16": (9, 16), "1:1": (1, 1), "4:3": (4, 3)}
@@ -136,6 +137,7 @@ class GenerationPlan:
     temporal: str = "nearest"  # more output frames than generated ones: "flow" (interpolated)
     spatial: str = "resize"  # an output larger than the generated frames: "upscale"
     windows: tuple[Window, ...] = ()  # the passes; empty: one pass of gen_frames (a plan built by hand)
+    mode: str = "standard"  # "fast": the model's few-step distillation (steps and guidance are its own)
 
     @property
     def latent_frames(self) -> int:
@@ -193,12 +195,20 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
     clip_frames = windows[-1].end
     out_frames = max(1, round(request.duration_seconds * request.fps))
     prompt, negative = apply_genre(request.genre, request.prompt, request.negative_prompt)
+    steps, guidance = request.num_inference_steps, request.guidance_scale
+    if request.mode == "fast":
+        fast = fast_mode_of(spec)
+        steps, guidance = fast.steps, fast.guidance
 
     temporal = "flow" if out_frames > clip_frames else "nearest"
     spatial = "upscale" if out_w * out_h > gen_w * gen_h else "resize"
     notes = []
     if not spec.trained:
         notes.append(untrained_note(spec.id))
+    if request.mode == "fast":
+        notes.append(f"fast mode: {steps} denoising steps without classifier-free guidance ({spec.fast.label}); "
+                     f"num_inference_steps ({request.num_inference_steps}) and guidance_scale "
+                     f"({request.guidance_scale:g}) are the standard mode's and were not used")
     if spatial == "upscale":
         notes.append(f"generated at {gen_w}x{gen_h} ({spec.id}'s native area), upscaled to {out_w}x{out_h} "
                      "(bicubic with edge-aware sharpening)")
@@ -233,8 +243,8 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
         prompt=prompt,
         negative_prompt=negative,
         seed=seed,
-        num_inference_steps=request.num_inference_steps,
-        guidance_scale=request.guidance_scale,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
         gen_width=gen_w,
         gen_height=gen_h,
         gen_frames=gen_frames,
@@ -249,7 +259,16 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
         temporal=temporal,
         spatial=spatial,
         windows=windows,
+        mode=request.mode,
     )
+
+
+def fast_mode_of(spec: ModelSpec) -> FastMode:
+    """``spec``'s few-step mode, or ``InvalidRequest`` naming the models that have one."""
+    if spec.fast is None:
+        having = ", ".join(s.id for s in CATALOG.values() if s.fast is not None)
+        raise InvalidRequest(f"mode: {spec.id} has no fast mode here; models with one: {having}")
+    return spec.fast
 
 
 def plan_passes(spec: ModelSpec, duration_seconds: float, seed: int) -> tuple[Window, ...]:

@@ -86,6 +86,19 @@ class JsonModel(BaseModel):
         return data
 
 
+#: LoRAs one generation may use at once.
+MAX_LORAS = 4
+
+
+class LoraChoice(JsonModel):
+    """One LoRA adapter of a generation: a registered adapter's id and how strongly it applies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(..., min_length=1, max_length=64, description="A LoRA id from GET /v1/loras")
+    scale: float = Field(1.0, ge=0, le=2, description="Strength (0-2; 0 leaves the model as it is)")
+
+
 class GenerationRequest(JsonModel):
     """A text-to-video request. Unknown fields are rejected so that typos do not pass silently."""
 
@@ -115,8 +128,17 @@ class GenerationRequest(JsonModel):
                            "balanced / fast skip the remaining blocks of a pass when the first block's output "
                            "changed little since the last full pass (FirstBlockCache; thresholds and measured "
                            "stats: GET /v1/genius/decoder/stats)")
+    loras: list[LoraChoice] = Field(default_factory=list, max_length=MAX_LORAS,
+                                    description=f"LoRA adapters to apply (at most {MAX_LORAS}): [{{id, scale}}] with "
+                                                "ids from GET /v1/loras; they must fit the model")
+    mode: Literal["standard", "fast"] = Field(
+        "standard", description="standard: the full model at num_inference_steps with guidance; fast: the model's "
+                                "few-step distillation (e.g. lightx2v's 4-step LoRA) at its own step count without "
+                                "guidance (num_inference_steps and guidance_scale are then not used; the notes say "
+                                "so). GET /v1/models says which models have one (fast_steps)")
 
     _strip_prompt = field_validator("prompt")(strip_prompt)
+
 
 
 

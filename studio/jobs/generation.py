@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from studio.db.loras import LoraRecords
 from studio.engine.gpu import GPU_LOCK
 from studio.engine.long_video import run_chain
+from studio.engine.loras import Adapter, adapters_applied
 from studio.engine.plan import GenerationPlan, make_plan
 from studio.engine.request import GenerationSpec
 from studio.engine.run import model_run
@@ -38,6 +41,7 @@ from studio.engine.text_cache import TextEmbeddingCache
 from studio.errors import InternalError
 from studio.jobs import events as ev
 from studio.jobs import store as st
+from studio.jobs.adapters import fast_adapters, task_adapters
 from studio.jobs.specs import BatchOptions, load_as
 from studio.jobs.store import Task
 from studio.media.paths import media_url
@@ -126,6 +130,7 @@ class GenerationRunner:
 
     def __init__(self, worker: "Worker"):
         self.worker = worker
+        self.loras = LoraRecords(worker.store.database)
         self.text_cache = TextEmbeddingCache()  # batch similarity caching: equal prompts' encodings
         self.state_cache = DenoisingStateCache()  # and near-identical prompts' early denoising states
 
@@ -173,6 +178,10 @@ class GenerationRunner:
             requests = [load_as(GenerationSpec, t.request) for t in tasks]
             spec = get_spec(requests[0].model)
             plans = [make_plan(r, spec, seed=r.seed) for r in requests]
+            # A group shares its adapters (_shape_key): the fast mode's distillation LoRAs and the task's own.
+            distilled = fast_adapters(spec, self.worker.models.models_dir) if plans[0].mode == "fast" else []
+            adapters = task_adapters(self.loras, self.worker.data_dir / "loras", self.worker.paths, tasks[0].owner,
+                                     requests[0].loras, spec)
             with GPU_LOCK:
                 for task in tasks:
                     self.worker.publish(task.id, ev.PROGRESS, status=st.LOADING_MODEL, progress=0.0, step=f"Loading {spec.id}")
@@ -184,9 +193,11 @@ class GenerationRunner:
                     estimate = self.worker.estimator.estimate(spec, plans[0], model_loaded=True)
                     hooks = [_TaskHooks(self.worker, t, p, estimate.encode_seconds) for t, p in zip(tasks, plans)]
                     if plans[0].passes > 1:
-                        outputs, matches = [self._chain(model, tasks[0], plans[0], hooks[0])], [None]
+                        outputs, matches = [self._chain(model, tasks[0], plans[0], hooks[0], distilled + adapters)], \
+                            [None]
                     else:
-                        outputs, matches = self._generate(model, tasks, plans, hooks, reuse_text)
+                        with adapters_applied(model.pipe, distilled + adapters):
+                            outputs, matches = self._generate(model, tasks, plans, hooks, reuse_text)
                 if not was_loaded:
                     self.worker.estimator.record(spec, plans[0], None, None, model.load_seconds)
             load_seconds = 0.0 if was_loaded else model.load_seconds
@@ -194,7 +205,7 @@ class GenerationRunner:
                 if output is None:
                     self.worker._end_stopped(task)
                 else:
-                    self._complete(task, request, plan, model, output, load_seconds, match)
+                    self._complete(task, request, plan, model, output, load_seconds, match, adapters)
         except Cancelled:
             for task in tasks:
                 self.worker._end_stopped(task)
@@ -244,13 +255,14 @@ class GenerationRunner:
             self._call(model, tasks, plans, hooks, rows, outputs, texts, resume=resume)
         return outputs, matches
 
-    def _chain(self, model, task: Task, plan: GenerationPlan, hooks: _TaskHooks) -> RunOutput | None:
+    def _chain(self, model, task: Task, plan: GenerationPlan, hooks: _TaskHooks,
+               adapters: list[Adapter]) -> RunOutput | None:
         """A long clip, window by window (``studio.engine.long_video``); None when cancelled in
         its first window (a later cancel keeps the finished windows: ``RunOutput.partial``)."""
         try:
             output = run_chain(self.worker.models, model, plan, hooks, self.worker.paths.video(task.id),
                                self.worker.paths.thumbnail(task.id), text_cache=self.text_cache,
-                               preview_width=self.worker.preview_width, advice=T2V_ADVICE)
+                               preview_width=self.worker.preview_width, advice=T2V_ADVICE, adapters=adapters)
         except Cancelled:
             return None
         if not output.partial:  # the first window's steps are the text-to-video model's rate
@@ -291,7 +303,7 @@ class GenerationRunner:
                      download_progress=fraction)
 
     def _complete(self, task: Task, request: GenerationSpec, plan: GenerationPlan, model, output: RunOutput,
-                  load_seconds: float, match: StateMatch | None = None) -> None:
+                  load_seconds: float, match: StateMatch | None = None, adapters: Sequence[Adapter] = ()) -> None:
         load_seconds += output.continuation_load_seconds
         generation_time = output.denoise_seconds + output.decode_encode_seconds + load_seconds
         result = {
@@ -325,7 +337,10 @@ class GenerationRunner:
                     "decode_encode_seconds": round(output.decode_encode_seconds, 3),
                 },
                 "notes": plan.notes + ([_resume_note(match)] if match else [])
-                + ([_partial_note(plan, output)] if output.partial else []),
+                + ([_partial_note(plan, output)] if output.partial else [])
+                + ([_lora_note(adapters, plan)] if adapters else []),
+                "loras": [a.to_dict() for a in adapters] or None,
+                "mode": plan.mode,
                 "windows": output.windows or None,
                 "continuation_model": plan.continuation_model,
                 "decoder": output.decoder.to_dict() if output.decoder else None,
@@ -350,6 +365,12 @@ def _resume_note(match: StateMatch) -> str:
             "was not used")
 
 
+def _lora_note(adapters: list[Adapter], plan: GenerationPlan) -> str:
+    applied = ", ".join(f"{a.name!r} at scale {a.scale:g}" for a in adapters)
+    where = f"{plan.model} and {plan.continuation_model}" if plan.continuation_model else plan.model
+    return f"LoRAs applied to {where}: {applied}; removed after the task"
+
+
 def _partial_note(plan: GenerationPlan, output: RunOutput) -> str:
     return (f"cancelled after {len(output.windows)} of {plan.passes} windows: this partial result holds the finished "
             f"windows ({output.frames} of {plan.out_frames} frames, {output.frames / output.fps:.2f} s)")
@@ -358,7 +379,7 @@ def _partial_note(plan: GenerationPlan, output: RunOutput) -> str:
 def _state_key(task: Task, plan: GenerationPlan) -> tuple:
     """Which cached denoising states a task may start from: its owner's, of the same shape."""
     return (task.owner, plan.model, plan.gen_width, plan.gen_height, plan.gen_frames, plan.num_inference_steps,
-            plan.guidance_scale, plan.acceleration)
+            plan.guidance_scale, plan.acceleration, plan.mode, _loras_key(task))
 
 
 def _plan_of(task: Task) -> GenerationPlan:
@@ -367,7 +388,11 @@ def _plan_of(task: Task) -> GenerationPlan:
 
 
 def _shape_key(task: Task) -> tuple:
-    """What tasks must share to be denoised in one batched call."""
+    """What tasks must share to be denoised in one batched call (the same LoRAs too)."""
     plan = _plan_of(task)
     return (plan.model, plan.gen_width, plan.gen_height, plan.gen_frames, plan.passes, plan.num_inference_steps,
-            plan.guidance_scale, plan.acceleration)
+            plan.guidance_scale, plan.acceleration, plan.mode, _loras_key(task))
+
+
+def _loras_key(task: Task) -> tuple:
+    return tuple((c.id, c.scale) for c in load_as(GenerationSpec, task.request).loras)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from studio.models.cost.timing import CostInputs
 
 if TYPE_CHECKING:
+    from studio.db.loras import LoraRecords
     from studio.engine.estimate import Estimator
     from studio.jobs.events import Event
     from studio.jobs.store import Task, TaskStore
@@ -49,14 +50,16 @@ class FeatureServices:
     refuse_new_work: Callable[[], None]
     #: store a typed spec as a task and queue it: (spec, owner, estimate, depends_on=None)
     submit_spec: Callable[..., "SubmitResponse"]
-    #: a text-to-video request resolved for storage (model, seed) with its own estimate
-    prepare: Callable[[Any], Any]
+    #: an owner's text-to-video request resolved for storage (model, seed) with its own estimate:
+    #: (request, owner) -> Prepared
+    prepare: Callable[[Any, str], Any]
     #: seconds until a task can start (the running and queued work ahead of it)
     queue_wait: Callable[[str], float]
     #: wake the worker after queueing rows directly in the store
     wake: Callable[[], None]
     #: the closing event of an ended task
     final_event: Callable[["Task"], "Event"]
+    loras: "LoraRecords"  # registered LoRA adapters (Generate's loras)
     #: the devices of the Celery workers serving now; empty when tasks run in this process
     worker_devices: Callable[[], list["DeviceMemory"]] = list
 

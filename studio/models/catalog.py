@@ -32,6 +32,31 @@ TASK_LABELS = {"t2v": "Wan text-to-video", "vace": "Wan VACE (masked video gener
 
 
 @dataclass(frozen=True)
+class FastMode:
+    """A model's few-step mode (generate's ``mode: "fast"``): distillation LoRAs with which it
+    samples in ``steps`` steps without classifier-free guidance.
+
+    Attributes:
+        label: what it is, in words (result notes).
+        steps: denoising steps it was distilled for.
+        hub_id: the Hugging Face repository of the LoRA files; None: built offline (``tiny``).
+        files: (filename, expert) pairs: expert 0 is the (high-noise) ``transformer``, 1 the
+            low-noise ``transformer_2`` of Wan2.2-A14B, None every transformer.
+        guidance: the guidance it runs at (1.0: one transformer pass per step).
+    """
+
+    label: str
+    steps: int
+    hub_id: str | None
+    files: tuple[tuple[str, int | None], ...]
+    guidance: float = 1.0
+
+
+#: The offline tiny model's fast-mode LoRA file (built by ``studio.models.tiny``).
+TINY_FAST_LORA = "tiny-fast-lora.safetensors"
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One model the studio can load.
 
@@ -59,6 +84,7 @@ class ModelSpec:
             this model and each later one by the continuation model, conditioned on the last
             frames of the window before it (``studio.engine.long_video``). ``None``: no
             continuation path; a longer request is one pass interpolated over the duration.
+        fast: the model's few-step mode (``FastMode``), None where the studio knows of none.
         similarity_skip_levels: batch similarity caching's (minimum pooled-text cosine, share of
             steps skipped) levels, calibrated on THIS model's text encoder
             (``studio.engine.state_cache``); ``None``: not calibrated, so a batch on this model
@@ -84,6 +110,7 @@ class ModelSpec:
     pipeline: str = "WanPipeline"
     architecture: str | None = None
     continuation: str | None = None
+    fast: FastMode | None = None
     similarity_skip_levels: tuple[tuple[float, float], ...] | None = None
 
     @property
@@ -116,6 +143,8 @@ MODELS: dict[str, ModelSpec] = {
             trained=False,
             notes="Built locally from the real Wan classes with random weights; needs no network.",
             continuation=TINY_VACE,
+            fast=FastMode("tiny's offline 4-step LoRA (random weights: it runs the fast path and distils nothing)", 4,
+                          None, ((TINY_FAST_LORA, None),)),
             # Measured on its own (random) encoder: rewordings of one prompt score 0.84-0.93,
             # unrelated prompts 0.50-0.81 (studio.engine.state_cache).
             similarity_skip_levels=((0.97, 0.40), (0.93, 0.30), (0.90, 0.20)),
@@ -145,6 +174,8 @@ MODELS: dict[str, ModelSpec] = {
             params_b=14.0,
             notes="Wan2.1 README: 720p, 50 steps, 69.1 GB peak on one H800 with offload.",
             continuation="wan2.1-vace-14b",
+            fast=FastMode("lightx2v's 4-step step- and CFG-distillation LoRA, rank 64", 4, "lightx2v/Wan2.1-Distill-Loras",
+                          (("wan2.1_t2v_14b_lora_rank64_lightx2v_4step.safetensors", None),)),
         ),
         ModelSpec(
             id="wan2.2-ti2v-5b",
@@ -172,6 +203,10 @@ MODELS: dict[str, ModelSpec] = {
             default_steps=40,
             default_guidance=4.0,
             notes="Wan2.2 README: needs at least 80 GB for single-GPU 720p; 2 x 14B experts.",
+            fast=FastMode("lightx2v's 4-step distillation LoRAs, one per expert, rank 64", 4,
+                          "lightx2v/Wan2.2-Distill-Loras",
+                          (("wan2.2_t2v_A14b_high_noise_lora_rank64_lightx2v_4step_1217.safetensors", 0),
+                           ("wan2.2_t2v_A14b_low_noise_lora_rank64_lightx2v_4step_1217.safetensors", 1))),
         ),
         ModelSpec(
             id=TINY_VACE,

@@ -191,13 +191,35 @@ def build_tiny_animate_pipeline() -> "diffusers.WanAnimatePipeline":
     return _build(WanAnimatePipeline, WanAnimateTransformer3DModel, animate, _tiny_image_encoder(1))
 
 
+_TEXT_DIM = 32
+
+
+def tiny_transformer_config(**extra) -> dict:
+    """The tiny transformers' settings; ``extra``: a pipeline's own (and overrides, e.g. in_channels)."""
+    return {
+        "patch_size": (1, 2, 2),
+        "num_attention_heads": 2,
+        "attention_head_dim": 12,  # rope splits it 4/4/4 over t/h/w (h = w = 2 * (12 // 6))
+        "in_channels": 16,
+        "out_channels": 16,
+        "text_dim": _TEXT_DIM,
+        "freq_dim": 32,
+        "ffn_dim": 32,
+        "num_layers": 2,
+        "cross_attn_norm": True,
+        "qk_norm": "rms_norm_across_heads",
+        "rope_max_seq_len": _ROPE_MAX_SEQ_LEN,
+        **extra,
+    }
+
+
 def _build(pipeline_cls, transformer_cls, transformer_extra: dict, components: dict | None = None):
     import torch
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler
     from transformers import UMT5Config, UMT5EncoderModel
 
     tokenizer = _build_tokenizer()
-    text_dim = 32
+    text_dim = _TEXT_DIM
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_SEED)
@@ -217,21 +239,7 @@ def _build(pipeline_cls, transformer_cls, transformer_extra: dict, components: d
                 is_encoder_decoder=False,
             )
         ).eval()
-        transformer = transformer_cls(**{
-            "patch_size": (1, 2, 2),
-            "num_attention_heads": 2,
-            "attention_head_dim": 12,  # rope splits it 4/4/4 over t/h/w (h = w = 2 * (12 // 6))
-            "in_channels": 16,
-            "out_channels": 16,
-            "text_dim": text_dim,
-            "freq_dim": 32,
-            "ffn_dim": 32,
-            "num_layers": 2,
-            "cross_attn_norm": True,
-            "qk_norm": "rms_norm_across_heads",
-            "rope_max_seq_len": _ROPE_MAX_SEQ_LEN,
-            **transformer_extra,  # a pipeline's own settings (and overrides, e.g. in_channels)
-        }).eval()
+        transformer = transformer_cls(**tiny_transformer_config(**transformer_extra)).eval()
         # Same temporal (4x) and spatial (8x) compression and z_dim as Wan 2.1's VAE, with a few
         # channels only; keeps the real latent-normalisation statistics in its config.
         # num_res_blocks=0 (the decoder still gets one per stage) decodes ~1.7x faster than 1,
@@ -358,4 +366,37 @@ def ensure_saved(models_dir: Path, dirname: str, build: Callable[[], Any], files
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def build_tiny_fast_lora() -> dict:
+    """The tiny model's fast-mode LoRA (``studio.models.catalog.TINY_FAST_LORA``): rank 4 on
+    every attention projection, random weights from a fixed seed. It distils nothing; it lets
+    the few-step path (adapters loaded, 4 steps, no guidance) run offline."""
+    import torch
+
+    generator = torch.Generator().manual_seed(_SEED + 7)
+    dim, rank = tiny_transformer_config()["attention_head_dim"] * 2, 4  # 2 heads of 12
+    tensors = {}
+    for block in range(tiny_transformer_config()["num_layers"]):
+        for attention in ("attn1", "attn2"):
+            for layer in ("to_q", "to_k", "to_v", "to_out.0"):
+                key = f"transformer.blocks.{block}.{attention}.{layer}"
+                tensors[f"{key}.lora_A.weight"] = torch.randn(rank, dim, generator=generator) * 0.2
+                tensors[f"{key}.lora_B.weight"] = torch.randn(dim, rank, generator=generator) * 0.2
+    return tensors
+
+
+def ensure_tiny_fast_lora(models_dir: Path) -> Path:
+    """``models_dir/tiny-fast-lora.safetensors``, written once (atomically) and reused."""
+    from safetensors.torch import save_file
+
+    from studio.models.catalog import TINY_FAST_LORA
+
+    target = Path(models_dir) / TINY_FAST_LORA
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.part")
+        save_file(build_tiny_fast_lora(), part)
+        os.replace(part, target)
     return target

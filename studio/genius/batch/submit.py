@@ -58,7 +58,7 @@ def submit_batch(services: "FeatureServices", request: BatchRequest, owner: str,
     services.refuse_new_work()
     if request.webhook_url:
         validate_url(request.webhook_url, services.fetch_policy)
-    prepared = [services.prepare(r) for r in _task_requests(request)]
+    prepared = [services.prepare(r, owner) for r in _task_requests(request)]
     uncalibrated = sorted({p.stored.model for p in prepared if not similarity_calibrated(p.stored.model)})
     record = BatchRecord(priority=request.priority, enable_similarity_caching=request.enable_similarity_caching)
     if request.enable_similarity_caching and uncalibrated:

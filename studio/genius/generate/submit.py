@@ -9,6 +9,7 @@ from studio.config import AUTO_MODEL
 from studio.engine.plan import make_plan
 from studio.engine.request import GenerationRequest, GenerationSpec, seed_or_random
 from studio.errors import InvalidRequest
+from studio.genius.generate.loras import check_choices
 from studio.genius.orchestrator.selection import choose_model, device_of_workers
 from studio.jobs.routing import queue_of
 from studio.media.url_policy import validate_url
@@ -29,13 +30,15 @@ class Prepared:
     estimate: float
 
 
-def prepare(services: "FeatureServices", request: GenerationRequest) -> Prepared:
-    """Resolve a request for storage (model, seed) and estimate its own run time."""
+def prepare(services: "FeatureServices", request: GenerationRequest, owner: str) -> Prepared:
+    """Resolve ``owner``'s request for storage (model, seed) and estimate its own run time; its
+    ``loras`` must be ``owner``'s and fit the model (400 otherwise)."""
     model = request.model or services.default_model
     if model == AUTO_MODEL:
         model, _reasons = choose_model(services.costs, request, device_of_workers(services.worker_devices()))
     if model not in CATALOG:
         raise InvalidRequest(f"model must be one of {', '.join(CATALOG)}")
+    check_choices(services.loras, owner, request.loras, model)
     seed = seed_or_random(request.seed)
     stored = GenerationSpec(**{**request.model_dump(), "model": model, "seed": seed})
     spec = CATALOG[model]
@@ -53,7 +56,7 @@ def submit(services: "FeatureServices", request: GenerationRequest, owner: str, 
     services.refuse_new_work()
     if request.webhook_url:
         validate_url(request.webhook_url, services.fetch_policy)
-    prepared = prepare(services, request)
+    prepared = prepare(services, request, owner)
     task, created = services.store.create_task(
         GenerationSpec.KIND, prepared.stored.stored(), priority=priority, estimated_seconds=round(prepared.estimate, 2),
         owner=owner, webhook_url=request.webhook_url, idempotency_key=idempotency_key,

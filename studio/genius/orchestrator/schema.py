@@ -3,6 +3,8 @@ stores nothing: it answers at once)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from studio.engine.request import GenerationRequest, JsonModel, Resolution, strip_prompt
@@ -27,6 +29,8 @@ class SelectModelRequest(JsonModel):
                                                   "memory, or none (CPU only) without a GPU")
     prefer_quality: StrictBool = Field(False, description="Pick the highest-quality model that fits and finishes "
                                                     "within 30 min, instead of the fastest adequate one")
+    mode: Literal["standard", "fast"] = Field(_GEN["mode"].default,
+                                              description="fast: only models with a few-step mode, timed at its steps")
 
     _strip_prompt = field_validator("prompt")(strip_prompt)
 

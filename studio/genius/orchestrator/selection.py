@@ -96,9 +96,12 @@ def device_of_workers(devices: list[DeviceMemory]) -> DeviceInfo | None:
 
 
 def _plan_for(spec: ModelSpec, duration_seconds: float, resolution: str, prompt: str,
-              num_inference_steps: int | None = None, guidance_scale: float | None = None) -> GenerationPlan:
+              num_inference_steps: int | None = None, guidance_scale: float | None = None,
+              mode: str = "standard") -> GenerationPlan:
     values: dict[str, Any] = {"prompt": prompt, "duration_seconds": max(1.0, min(60.0, duration_seconds)),
-                              "resolution": resolution}
+                              "resolution": resolution, "mode": mode}
+    if mode == "fast":  # the model's own steps and guidance
+        return make_plan(GenerationRequest(**values), spec, seed=0)
     if num_inference_steps is not None:
         values["num_inference_steps"] = num_inference_steps
     if guidance_scale is not None:
@@ -129,9 +132,10 @@ def _candidates(costs: CostInputs, request: SelectModelRequest, budget: float | 
     out = []
     for model_id, spec in CATALOG.items():
         arch = ARCHITECTURES.get(model_id)
-        if arch is None or arch.on_cpu:
+        if arch is None or arch.on_cpu or (request.mode == "fast" and spec.fast is None):
             continue
-        plan = _plan_for(spec, request.duration_seconds, request.target_resolution, request.prompt, steps, guidance)
+        plan = _plan_for(spec, request.duration_seconds, request.target_resolution, request.prompt, steps, guidance,
+                         request.mode)
         memory = {p: memory_estimate(arch, plan.gen_width, plan.gen_height, plan.gen_frames, p) for p in PROFILES}
         cand = Candidate(spec, arch, plan, memory)
         cand.profile = next((p for p in profiles if _fits(memory[p], budget)), None)
@@ -245,7 +249,8 @@ def select_model(costs: CostInputs, request: SelectModelRequest, *, device: Devi
 def _tiny_response(costs: CostInputs, request: SelectModelRequest, complexity: ComplexityResult, reasons: list[str],
                    steps: int | None, guidance: float | None) -> SelectModelResponse:
     spec = CATALOG[TINY]
-    plan = _plan_for(spec, request.duration_seconds, request.target_resolution, request.prompt, steps, guidance)
+    plan = _plan_for(spec, request.duration_seconds, request.target_resolution, request.prompt, steps, guidance,
+                     request.mode)
     t = estimate_time(costs, spec, plan, "gpu")
     store = costs.rates.store
     measured = store is not None and store.timing(TINY, STEP_RATE) is not None
@@ -264,7 +269,7 @@ def choose_model(costs: CostInputs, request: GenerationRequest, device: DeviceIn
     fits this device in a memory profile the loader applies (``tiny`` without a GPU), and the
     reasons. Uses the request's own steps, guidance, duration and resolution."""
     question = SelectModelRequest(prompt=request.prompt, duration_seconds=request.duration_seconds,
-                                  target_resolution=request.resolution)
+                                  target_resolution=request.resolution, mode=request.mode)
     answer = select_model(costs, question, device=device, num_inference_steps=request.num_inference_steps,
                           guidance_scale=request.guidance_scale, profiles=LOADER_PROFILES)
     return answer.recommended_model, answer.reasons

@@ -77,7 +77,7 @@ def _boundaries(request: SceneEditRequest) -> list[TransitionSpec]:
     return [TransitionSpec(kind, request.transition_duration_seconds) for _ in range(boundaries)]
 
 
-def _shot_requests(services: "FeatureServices", request: SceneEditRequest) -> list:
+def _shot_requests(services: "FeatureServices", request: SceneEditRequest, owner: str) -> list:
     settings = request.settings.model_dump(exclude_unset=True)
     if request.enable_character_consistency and settings.get("seed") is None:
         settings["seed"] = seed_or_random(None)  # one seed for every shot
@@ -88,7 +88,7 @@ def _shot_requests(services: "FeatureServices", request: SceneEditRequest) -> li
             prompt = f"{prompt}. {request.character_description}"
         try:
             shots.append(services.prepare(parse_request({**settings, "prompt": prompt,
-                                                         "duration_seconds": scene.duration})))
+                                                         "duration_seconds": scene.duration}), owner))
         except InvalidRequest as error:
             raise InvalidRequest(f"scenes[{index}]: {error.detail}") from None
     return shots
@@ -122,7 +122,7 @@ def submit(services: "FeatureServices", request: SceneEditRequest, owner: str) -
     reference), then the scene task that stitches them."""
     services.refuse_new_work()
     boundaries = _boundaries(request)
-    shots = _shot_requests(services, request)
+    shots = _shot_requests(services, request, owner)
     plans = [make_plan(s.stored, get_spec(s.stored.model), s.stored.seed) for s in shots]
     fps = plans[0].fps
     counts = [p.out_frames for p in plans]
