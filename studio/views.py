@@ -121,7 +121,10 @@ class ResultMetadata(BaseModel):
                                    "'nearest' (at most as many as generated: frames dropped, none repeated) or "
                                    "'optical_flow' (more: interpolated, no frame shown twice)")
     scaling_method: str = Field("resize", description="How the output size was reached: 'resize' (not larger "
-                                "than generated) or 'upscale' (bicubic with edge-aware sharpening)")
+                                "than generated), 'upscale' (bicubic with edge-aware sharpening) or 'learned' "
+                                "(the server's ESRGAN-family network, named in upscaler)")
+    upscaler: dict | None = Field(None, description="The learned upscaler that ran: model file, architecture, scale, "
+                                                    "features, blocks, its output size and the resize after it")
     timings: dict[str, float]
     notes: list[str]
     decoder: DecoderRunStats | None = Field(None, description="Step-cache stats of this task (acceleration)")

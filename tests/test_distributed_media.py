@@ -1,9 +1,9 @@
 """Media anywhere (issue 12): API process and workers on "machines" that share no folder — every
 process its own data folder — with media in S3-compatible object storage (a local moto server,
 ``ECHOEL_MEDIA_URL=s3://...``). Videos made by one worker are served by the API process, edit
-inputs submitted to the API (REST and a Gradio upload) reach the worker, a scene's stitch reads
-shots two other workers made, stream frames travel with their notices, and another key still
-sees none of it."""
+inputs submitted to the API (REST and a Gradio upload) and LoRA files registered there reach the
+worker, a scene's stitch reads shots two other workers made, stream frames travel with their
+notices, and another key still sees none of it."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ from tests.conftest import SMALL, free_port, wait_for_terminal
 from tests.distributed import Topology, require_services
 from tests.test_api_contract import test_another_key_cannot_see_a_task  # noqa: F401  (collected here too)
 from tests.test_edit_gradio import clip_file, test_inpaint_an_uploaded_video  # noqa: F401
+from tests.test_loras import (  # noqa: F401  (a LoRA registered on the API reaches the worker's machine)
+    adapters,
+    test_scale_zero_is_the_base_model_another_lora_changes_it_and_nothing_leaks,
+)
 from tests.test_rest_api import test_generate_status_result_and_video  # noqa: F401
 from tests.test_scene_task import test_edit_generates_each_shot_and_stitches_them  # noqa: F401
 from tests.test_streaming import test_stream_announces_previews_and_finals_that_can_be_fetched  # noqa: F401

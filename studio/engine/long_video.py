@@ -18,7 +18,7 @@ partial output (``RunOutput.partial``); a cancel during the first raises ``Cance
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -56,9 +56,10 @@ class _ClipSink:
     """Clip frames in, output frames out: interpolated and sized (``OutputFrames``), encoded,
     streamed, and the thumbnail taken from the middle (or, for a partial clip, the last) frame."""
 
-    def __init__(self, plan: GenerationPlan, hooks: RunHooks, writer: Mp4Writer, thumbnail_path: Path):
+    def __init__(self, plan: GenerationPlan, hooks: RunHooks, writer: Mp4Writer, thumbnail_path: Path,
+                 learned: Callable | None = None):
         self.plan, self.hooks, self.writer, self.thumbnail_path = plan, hooks, writer, thumbnail_path
-        self.output = OutputFrames(plan)
+        self.output = OutputFrames(plan, learned)
         self.last: np.ndarray | None = None
         self.thumbnail_written = False
 
@@ -105,7 +106,7 @@ class _Chain:
         latents, watcher, stats = self._denoise(model, pass_plan, window)
         self.denoise_seconds += time.perf_counter() - started
         self.step_seconds += watcher.step_seconds
-        self.decoder = self.decoder or stats
+        self.decoder = self.decoder or stats  # the first window's (the requested model's) step-cache stats
         frames = [f for chunk in iter_decoded_frames(model.pipe.vae, latents) for f in chunk]
         last = window.index == len(self.plan.windows) - 1
         hold = 0 if last else self.plan.windows[window.index + 1].context
@@ -169,13 +170,14 @@ class _Chain:
 def run_chain(models: ModelCache, first: LoadedModel, plan: GenerationPlan, hooks: RunHooks, video_path: Path,
               thumbnail_path: Path, *, text_cache: TextEmbeddingCache | None = None, preview_width: int = 256,
               min_preview_interval: float = 0.2, advice: str = DEFAULT_ADVICE,
-              adapters: Sequence[Adapter] = ()) -> RunOutput:
+              adapters: Sequence[Adapter] = (), learned: Callable | None = None) -> RunOutput:
     """Generate a chained ``plan`` (``plan.passes`` > 1) into ``video_path`` and ``thumbnail_path``:
     window 0 with ``first`` (the loaded text-to-video model), the others with the continuation
     model, loaded from ``models`` (evicting ``first``; an out-of-memory there is ``VramExceeded``
     ending with ``advice``).
 
-    ``adapters``: LoRAs applied to both models for their windows (removed after). Returns the
+    ``adapters``: LoRAs applied to both models for their windows (removed after); ``learned``:
+    the learned upscaler, for a plan that asks for it. Returns the
     output, ``partial`` when a cancel came after the first window; raises ``Cancelled`` when it
     came during the first.
     """
@@ -190,7 +192,7 @@ def run_chain(models: ModelCache, first: LoadedModel, plan: GenerationPlan, hook
     load_seconds = 0.0
     partial = False
     with Mp4Writer(video_path, plan.out_width, plan.out_height, plan.fps) as writer:
-        sink = _ClipSink(plan, hooks, writer, thumbnail_path)
+        sink = _ClipSink(plan, hooks, writer, thumbnail_path, learned)
         chain = _Chain(plan, hooks, sink, text_cache or TextEmbeddingCache(), preview_width, min_preview_interval)
         try:
             with adapters_applied(first.pipe, adapters):

@@ -12,7 +12,8 @@ Time (``GenerationPlan.temporal``):
 Space (``GenerationPlan.spatial``):
 - ``resize``: the output is not larger than what was generated (area filter down).
 - ``upscale``: it is larger; bicubic resampling and edge-aware sharpening at the new scale
-  (``studio.vision.upscale``), which keeps edges crisp where a plain resize blurs them.
+  (``studio.vision.upscale``), which keeps edges crisp where a plain resize blurs them, or, with
+  ``GenerationPlan.upscaler`` ``learned``, the server's network (``studio.engine.super_resolution``).
 
 Frames are pushed one at a time in order and the output frames come out as soon as they can
 be made, holding only the previous generated frame: memory does not grow with duration.
@@ -20,7 +21,7 @@ be made, holding only the previous generated frame: memory does not grow with du
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -32,10 +33,12 @@ from studio.vision.upscale import upscale_frame
 
 
 class OutputFrames:
-    """Push generated frames in order; get the output frames they complete."""
+    """Push generated frames in order; get the output frames they complete. ``learned``: the
+    learned upscaler, ``(frame, width, height) -> frame``, for a plan that asks for it."""
 
-    def __init__(self, plan: GenerationPlan):
+    def __init__(self, plan: GenerationPlan, learned: Callable[[np.ndarray, int, int], np.ndarray] | None = None):
         self.plan = plan
+        self.learned = learned
         self.out_index = 0  # the next output frame to make
         self._gen_index = -1  # the last generated frame pushed
         self._previous: np.ndarray | None = None
@@ -70,6 +73,8 @@ class OutputFrames:
 
     def _sized(self, frame: np.ndarray) -> np.ndarray:
         plan = self.plan
+        if plan.spatial == "upscale" and self.learned is not None:
+            return self.learned(frame, plan.out_width, plan.out_height)
         if plan.spatial == "upscale":
             return upscale_frame(frame, plan.out_width, plan.out_height)
         return resize(frame, plan.out_width, plan.out_height)

@@ -138,6 +138,7 @@ class GenerationPlan:
     spatial: str = "resize"  # an output larger than the generated frames: "upscale"
     windows: tuple[Window, ...] = ()  # the passes; empty: one pass of gen_frames (a plan built by hand)
     mode: str = "standard"  # "fast": the model's few-step distillation (steps and guidance are its own)
+    upscaler: str = "classical"  # spatial "upscale" by "classical" means or the server's "learned" network
 
     @property
     def latent_frames(self) -> int:
@@ -209,7 +210,10 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
         notes.append(f"fast mode: {steps} denoising steps without classifier-free guidance ({spec.fast.label}); "
                      f"num_inference_steps ({request.num_inference_steps}) and guidance_scale "
                      f"({request.guidance_scale:g}) are the standard mode's and were not used")
-    if spatial == "upscale":
+    if spatial == "upscale" and request.upscaler == "learned":
+        notes.append(f"generated at {gen_w}x{gen_h} ({spec.id}'s native area), upscaled to {out_w}x{out_h} by the "
+                     "server's learned upscaler (metadata.upscaler names the network)")
+    elif spatial == "upscale":
         notes.append(f"generated at {gen_w}x{gen_h} ({spec.id}'s native area), upscaled to {out_w}x{out_h} "
                      "(bicubic with edge-aware sharpening)")
     elif (gen_w, gen_h) != (out_w, out_h):
@@ -260,6 +264,7 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
         spatial=spatial,
         windows=windows,
         mode=request.mode,
+        upscaler=request.upscaler if spatial == "upscale" else "classical",
     )
 
 

@@ -131,6 +131,10 @@ class GenerationRequest(JsonModel):
     loras: list[LoraChoice] = Field(default_factory=list, max_length=MAX_LORAS,
                                     description=f"LoRA adapters to apply (at most {MAX_LORAS}): [{{id, scale}}] with "
                                                 "ids from GET /v1/loras; they must fit the model")
+    upscaler: Literal["classical", "learned"] = Field(
+        "classical", description="An output larger than the model's native size: classical (bicubic with edge-aware "
+                                 "sharpening) or learned (the server's ESRGAN-family network, ECHOEL_UPSCALER_MODEL; "
+                                 "503 when it has none)")
     mode: Literal["standard", "fast"] = Field(
         "standard", description="standard: the full model at num_inference_steps with guidance; fast: the model's "
                                 "few-step distillation (e.g. lightx2v's 4-step LoRA) at its own step count without "

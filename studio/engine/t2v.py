@@ -10,6 +10,7 @@ events are published and cancellation is checked.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -275,11 +276,11 @@ def _call_pipe(pipe, plans: list[GenerationPlan], initial: torch.Tensor, watcher
 
 
 def _decode_and_encode(model: LoadedModel, plan: GenerationPlan, latents: torch.Tensor, hooks: RunHooks,
-                       video_path: Path, thumbnail_path: Path) -> int:
+                       video_path: Path, thumbnail_path: Path, learned: Callable | None = None) -> int:
     """Decode latent chunks, resample/resize them to the output plan and pipe them to the encoder."""
     thumb_index = plan.out_frames // 2
     out_index = 0
-    output = OutputFrames(plan)  # interpolation above the native fps, upscaling above the native size
+    output = OutputFrames(plan, learned)  # interpolation above the native fps, upscaling above the native size
     with Mp4Writer(video_path, plan.out_width, plan.out_height, plan.fps) as writer:
         for chunk in iter_decoded_frames(model.pipe.vae, latents):
             streaming = hooks.streaming()
@@ -316,7 +317,7 @@ def run_text_to_video(model: LoadedModel, plan: GenerationPlan, hooks: RunHooks,
 def run_group(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHooks], video_paths: list[Path],
               thumbnail_paths: list[Path], preview_width: int = 256, min_preview_interval: float = 0.2,
               texts: TextEncoding | None = None, resume: Resume | None = None,
-              capture_steps: tuple[int, ...] = ()) -> list[RunOutput | None]:
+              capture_steps: tuple[int, ...] = (), learned: Callable | None = None) -> list[RunOutput | None]:
     """Generate several plans of one shape (model, size, frames, steps, guidance, acceleration)
     in ONE batched pipeline call, then decode and encode each video.
 
@@ -324,7 +325,7 @@ def run_group(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHo
     ``Cancelled`` when all of them were. ``texts``: prompt encodings made beforehand (see
     ``encode_texts``; without them the pipeline encodes the prompts). ``resume``: start from
     cached latents after some steps. ``capture_steps``: keep the latents after these steps
-    (``RunOutput.states``).
+    (``RunOutput.states``). ``learned``: the learned upscaler, for plans that ask for it.
     """
     for h, plan in zip(hooks, plans):
         done = resume.step if resume else 0
@@ -342,7 +343,7 @@ def run_group(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHo
         encode_started = time.perf_counter()
         h.on_phase("encoding", f"Decoding and encoding {plan.out_frames} frames")
         try:
-            frames = _decode_and_encode(model, plan, latents[row:row + 1], h, video_path, thumbnail_path)
+            frames = _decode_and_encode(model, plan, latents[row:row + 1], h, video_path, thumbnail_path, learned)
         except Cancelled:
             outputs.append(None)
             continue

@@ -27,6 +27,7 @@ from studio.engine.plan import GenerationPlan, make_plan
 from studio.engine.request import GenerationSpec
 from studio.engine.run import model_run
 from studio.engine.state_cache import DenoisingStateCache, StateMatch, capture_steps, pooled_text, reusable
+from studio.engine.super_resolution import LearnedUpscale
 from studio.engine.t2v import (
     DENOISE_SHARE,
     Cancelled,
@@ -38,7 +39,7 @@ from studio.engine.t2v import (
     select_texts,
 )
 from studio.engine.text_cache import TextEmbeddingCache
-from studio.errors import InternalError
+from studio.errors import InternalError, ModelUnavailable
 from studio.jobs import events as ev
 from studio.jobs import store as st
 from studio.jobs.adapters import fast_adapters, task_adapters
@@ -47,6 +48,7 @@ from studio.jobs.store import Task
 from studio.media.paths import media_url
 from studio.media.video import write_jpeg
 from studio.models.catalog import get_spec
+from studio.models.esrgan import load_upscaler
 from studio.models.loader import group_fits_here
 
 if TYPE_CHECKING:
@@ -131,6 +133,7 @@ class GenerationRunner:
     def __init__(self, worker: "Worker"):
         self.worker = worker
         self.loras = LoraRecords(worker.store.database)
+        self.upscalers: dict[tuple[str, str], LearnedUpscale] = {}  # (source, device) -> the loaded network
         self.text_cache = TextEmbeddingCache()  # batch similarity caching: equal prompts' encodings
         self.state_cache = DenoisingStateCache()  # and near-identical prompts' early denoising states
 
@@ -192,12 +195,13 @@ class GenerationRunner:
                     run.size = (plans[0].gen_width, plans[0].gen_height)
                     estimate = self.worker.estimator.estimate(spec, plans[0], model_loaded=True)
                     hooks = [_TaskHooks(self.worker, t, p, estimate.encode_seconds) for t, p in zip(tasks, plans)]
+                    learned = self._learned_upscaler(model) if plans[0].upscaler == "learned" else None
                     if plans[0].passes > 1:
-                        outputs, matches = [self._chain(model, tasks[0], plans[0], hooks[0], distilled + adapters)], \
-                            [None]
+                        outputs = [self._chain(model, tasks[0], plans[0], hooks[0], distilled + adapters, learned)]
+                        matches = [None]
                     else:
                         with adapters_applied(model.pipe, distilled + adapters):
-                            outputs, matches = self._generate(model, tasks, plans, hooks, reuse_text)
+                            outputs, matches = self._generate(model, tasks, plans, hooks, reuse_text, learned)
                 if not was_loaded:
                     self.worker.estimator.record(spec, plans[0], None, None, model.load_seconds)
             load_seconds = 0.0 if was_loaded else model.load_seconds
@@ -205,7 +209,7 @@ class GenerationRunner:
                 if output is None:
                     self.worker._end_stopped(task)
                 else:
-                    self._complete(task, request, plan, model, output, load_seconds, match, adapters)
+                    self._complete(task, request, plan, model, output, load_seconds, match, adapters, learned)
         except Cancelled:
             for task in tasks:
                 self.worker._end_stopped(task)
@@ -218,7 +222,8 @@ class GenerationRunner:
                 self.worker._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
 
     def _generate(self, model, tasks: list[Task], plans: list[GenerationPlan], hooks: list[_TaskHooks],
-                  similarity: bool) -> tuple[list[RunOutput | None], list[StateMatch | None]]:
+                  similarity: bool, learned: LearnedUpscale | None = None
+                  ) -> tuple[list[RunOutput | None], list[StateMatch | None]]:
         """The group's pipeline calls. Without similarity caching: one call. With it (batch
         ``enable_similarity_caching``): equal prompts share text encodings, and prompts
         near-identical to an earlier one (cached, or earlier in this group) start from that
@@ -227,7 +232,7 @@ class GenerationRunner:
         outputs: list[RunOutput | None] = [None] * len(tasks)
         matches: list[StateMatch | None] = [None] * len(tasks)
         if not similarity:
-            self._call(model, tasks, plans, hooks, list(range(len(tasks))), outputs)
+            self._call(model, tasks, plans, hooks, list(range(len(tasks))), outputs, learned=learned)
             return outputs, matches
         with torch.inference_mode():
             texts = encode_texts(model.pipe, plans, self.text_cache)
@@ -241,7 +246,7 @@ class GenerationRunner:
             cached = self.state_cache.match(key, pooled[i], plan.prompt, plan.seed, plan.num_inference_steps)
             (followers if near_leader or cached else leaders).append(i)
         self._call(model, tasks, plans, hooks, leaders, outputs, texts,
-                   capture=tuple(capture_steps(plans[0].num_inference_steps)))
+                   capture=tuple(capture_steps(plans[0].num_inference_steps)), learned=learned)
         for i in leaders:
             if outputs[i] is not None:
                 self.state_cache.add(key, tasks[i].id, plans[i].prompt, plans[i].seed, pooled[i], outputs[i].states)
@@ -252,17 +257,18 @@ class GenerationRunner:
             by_step.setdefault(matches[i].skipped_steps if matches[i] else 0, []).append(i)
         for step, rows in sorted(by_step.items()):
             resume = Resume(step, torch.cat([matches[i].latents for i in rows])) if step else None
-            self._call(model, tasks, plans, hooks, rows, outputs, texts, resume=resume)
+            self._call(model, tasks, plans, hooks, rows, outputs, texts, resume=resume, learned=learned)
         return outputs, matches
 
-    def _chain(self, model, task: Task, plan: GenerationPlan, hooks: _TaskHooks,
-               adapters: list[Adapter]) -> RunOutput | None:
+    def _chain(self, model, task: Task, plan: GenerationPlan, hooks: _TaskHooks, adapters: Sequence[Adapter],
+               learned: LearnedUpscale | None) -> RunOutput | None:
         """A long clip, window by window (``studio.engine.long_video``); None when cancelled in
         its first window (a later cancel keeps the finished windows: ``RunOutput.partial``)."""
         try:
             output = run_chain(self.worker.models, model, plan, hooks, self.worker.paths.video(task.id),
                                self.worker.paths.thumbnail(task.id), text_cache=self.text_cache,
-                               preview_width=self.worker.preview_width, advice=T2V_ADVICE, adapters=adapters)
+                               preview_width=self.worker.preview_width, advice=T2V_ADVICE, adapters=adapters,
+                               learned=learned)
         except Cancelled:
             return None
         if not output.partial:  # the first window's steps are the text-to-video model's rate
@@ -274,7 +280,7 @@ class GenerationRunner:
 
     def _call(self, model, tasks: list[Task], plans: list[GenerationPlan], hooks: list[_TaskHooks],
               rows: list[int], outputs: list, texts: TextEncoding | None = None, resume: Resume | None = None,
-              capture: tuple[int, ...] = ()) -> None:
+              capture: tuple[int, ...] = (), learned: LearnedUpscale | None = None) -> None:
         """One batched pipeline call over ``rows`` of the group; fills ``outputs[row]`` (None
         for a cancelled task) and learns the call's step and encode times."""
         if not rows:
@@ -283,7 +289,8 @@ class GenerationRunner:
             results = run_group(model, [plans[i] for i in rows], [hooks[i] for i in rows],
                                 [self.worker.paths.video(tasks[i].id) for i in rows],
                                 [self.worker.paths.thumbnail(tasks[i].id) for i in rows], self.worker.preview_width,
-                                texts=select_texts(texts, rows), resume=resume, capture_steps=capture)
+                                texts=select_texts(texts, rows), resume=resume, capture_steps=capture,
+                                learned=learned)
         except Cancelled:
             return
         for i, result in zip(rows, results):
@@ -297,13 +304,24 @@ class GenerationRunner:
         if first.decoder:
             self.worker.decoder_stats.add(first.decoder)  # once per pipeline call, not per task
 
+    def _learned_upscaler(self, model) -> LearnedUpscale:
+        """The server's learned upscaler on ``model``'s device, loaded once."""
+        source = self.worker.upscaler_model
+        if source is None:  # the submit refused it; a worker configured apart from its API can still lack one
+            raise ModelUnavailable("upscaler: this worker has no learned upscaler (ECHOEL_UPSCALER_MODEL)")
+        key = (source, str(model.device))
+        if key not in self.upscalers:
+            self.upscalers[key] = LearnedUpscale(load_upscaler(source), model.device)
+        return self.upscalers[key]
+
     def _loading(self, task_id: str, fraction: float, message: str) -> None:
         self.worker.store.update_progress(task_id, 0.0, message, None)
         self.worker.publish(task_id, ev.PROGRESS, status=st.LOADING_MODEL, progress=0.0, step=message,
                      download_progress=fraction)
 
     def _complete(self, task: Task, request: GenerationSpec, plan: GenerationPlan, model, output: RunOutput,
-                  load_seconds: float, match: StateMatch | None = None, adapters: Sequence[Adapter] = ()) -> None:
+                  load_seconds: float, match: StateMatch | None = None, adapters: Sequence[Adapter] = (),
+                  learned: LearnedUpscale | None = None) -> None:
         load_seconds += output.continuation_load_seconds
         generation_time = output.denoise_seconds + output.decode_encode_seconds + load_seconds
         result = {
@@ -329,7 +347,9 @@ class GenerationRunner:
                 "guidance_scale": plan.guidance_scale,
                 "memory_profile": model.memory_profile,
                 "frame_rate_method": "optical_flow" if plan.temporal == "flow" else "nearest",
-                "scaling_method": plan.spatial,
+                "scaling_method": "learned" if learned is not None and plan.spatial == "upscale" else plan.spatial,
+                "upscaler": learned.describe(plan.out_width, plan.out_height, (plan.gen_width, plan.gen_height))
+                if learned is not None and plan.spatial == "upscale" else None,
                 "timings": {
                     "load_seconds": round(load_seconds, 3),
                     "denoise_seconds": round(output.denoise_seconds, 3),
@@ -391,7 +411,7 @@ def _shape_key(task: Task) -> tuple:
     """What tasks must share to be denoised in one batched call (the same LoRAs too)."""
     plan = _plan_of(task)
     return (plan.model, plan.gen_width, plan.gen_height, plan.gen_frames, plan.passes, plan.num_inference_steps,
-            plan.guidance_scale, plan.acceleration, plan.mode, _loras_key(task))
+            plan.guidance_scale, plan.acceleration, plan.mode, plan.upscaler, _loras_key(task))
 
 
 def _loras_key(task: Task) -> tuple:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from studio.config import AUTO_MODEL
 from studio.engine.plan import make_plan
 from studio.engine.request import GenerationRequest, GenerationSpec, seed_or_random
-from studio.errors import InvalidRequest
+from studio.errors import InvalidRequest, ModelUnavailable
 from studio.genius.generate.loras import check_choices
 from studio.genius.orchestrator.selection import choose_model, device_of_workers
 from studio.jobs.routing import queue_of
@@ -39,6 +39,9 @@ def prepare(services: "FeatureServices", request: GenerationRequest, owner: str)
     if model not in CATALOG:
         raise InvalidRequest(f"model must be one of {', '.join(CATALOG)}")
     check_choices(services.loras, owner, request.loras, model)
+    if request.upscaler == "learned" and services.upscaler_model is None:
+        raise ModelUnavailable("upscaler: this server has no learned upscaler (ECHOEL_UPSCALER_MODEL: an ESRGAN-family "
+                               "file or hub:<owner>/<repository>/<file>); use 'classical'")
     seed = seed_or_random(request.seed)
     stored = GenerationSpec(**{**request.model_dump(), "model": model, "seed": seed})
     spec = CATALOG[model]
