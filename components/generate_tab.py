@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
+import numpy as np
 
 # Called through the module, so there is one follower to patch (tests/test_ui_follow.py).
 import components.follow as task_follower
@@ -24,10 +25,11 @@ from components.widgets import bounds, choices
 from studio.core import Studio
 from studio.engine.request import MAX_LORAS, GenerationRequest, LoraChoice, parse_request
 from studio.errors import StudioError
+from studio.media.inputs import encode_png_base64
 from studio.genius.stream.schema import StreamStartRequest
 from studio.genius.stream.start import start_stream
 from studio.jobs import events as ev
-from studio.models.catalog import CATALOG
+from studio.models.catalog import CATALOG, GENERATION_CATALOG
 
 FIELDS = GenerationRequest.model_fields
 
@@ -57,8 +59,10 @@ class GenerateTab:
 
 
 def _model_choices(studio: Studio) -> list[tuple[str, str]]:
-    return [(f"{m.label}" + ("" if m.available else " — unavailable here"), m.id) for m in studio.list_models()
-            if m.task == "t2v"]
+    """Text-to-video models, then those that start from an image (they need the image section)."""
+    models = [m for m in studio.list_models() if m.id in GENERATION_CATALOG]
+    return [(f"{m.label}" + ("" if m.available else " — unavailable here"), m.id)
+            for m in sorted(models, key=lambda m: m.task != "t2v")]
 
 
 def create_ui(studio: Studio) -> GenerateTab:
@@ -86,6 +90,11 @@ def create_ui(studio: Studio) -> GenerateTab:
                 aspect = gr.Dropdown(choices(GenerationRequest, "aspect_ratio"), value=_default("aspect_ratio"),
                                      label="Aspect ratio")
                 genre = gr.Dropdown(choices(GenerationRequest, "genre"), value=_default("genre"), label="Genre")
+            with gr.Accordion("Start from an image", open=False, elem_id="gen-images"):
+                with gr.Row():
+                    first_image = gr.Image(label="First frame", type="numpy", elem_id="gen-first-image")
+                    last_image = gr.Image(label="Last frame (first-and-last-frame models)", type="numpy",
+                                          elem_id="gen-last-image")
             model = gr.Dropdown([AUTO_CHOICE, *_model_choices(studio)], value=studio.default_model, label="Model")
             auto_hint = gr.Markdown(visible=False, elem_id="gen-auto-hint")
             mode = gr.Radio([("Standard", "standard"), ("Fast (few-step distillation, no guidance)", "fast")],
@@ -125,7 +134,7 @@ def create_ui(studio: Studio) -> GenerateTab:
                 task_id = gr.Textbox(label="Task id", interactive=False, elem_id="gen-task-id")
             metadata = gr.JSON(label="Metadata", elem_id="gen-metadata")
     inputs = [prompt, negative, duration, fps, resolution, aspect, genre, seed, guidance, steps, model, preview_every,
-              loras, lora_scale, mode]
+              loras, lora_scale, mode, first_image, last_image]
     return GenerateTab(inputs, generate_button, stop_button, task_id, preview, status, video, thumbnail, metadata,
                        auto_hint, lora_file, lora_name, lora_add, lora_status)
 
@@ -173,6 +182,8 @@ def make_handlers(studio: Studio):
         loras: list[str] | None = None,
         lora_scale: float = LoraChoice.model_fields["scale"].default,
         mode: str = _default("mode"),
+        image: np.ndarray | None = None,
+        last_image: np.ndarray | None = None,
         progress: gr.Progress = gr.Progress(),
         request: gr.Request = None,
     ) -> Iterator[tuple]:
@@ -195,6 +206,8 @@ def make_handlers(studio: Studio):
             lora_scale: the strength of each of them, 0-2.
             mode: 'standard', or 'fast' (the model's few-step distillation: its own step count, no
                 guidance; guidance_scale and num_inference_steps are then not used, as the notes say).
+            image: a first frame to start from (image-to-video; the model defaults to one that takes it).
+            last_image: a last frame to end on (first-and-last-frame models), with image.
 
         Returns:
             Per update: task id, frame strip (gallery of the newest frames: denoising previews,
@@ -208,6 +221,7 @@ def make_handlers(studio: Studio):
                 "guidance_scale": guidance_scale, "num_inference_steps": int(num_inference_steps),
                 "model": model or None, "preview_every_n_steps": int(preview_every_n_steps),
                 "loras": [{"id": lora_id, "scale": lora_scale} for lora_id in loras or []], "mode": mode,
+                **_frames(image, last_image, model),
             })
             with admitted(studio, request) as owner:
                 submitted = studio.submit(generation, owner=owner)
@@ -269,6 +283,19 @@ def make_handlers(studio: Studio):
             raise user_error(error.detail, title=error.title) from None
 
     return generate, get_status, cancel_task, stop
+
+
+def _frames(image: np.ndarray | None, last_image: np.ndarray | None, model: str) -> dict:
+    """The request's ``image`` / ``last_image`` (base64 PNG) from the tab's pictures. With a
+    picture and the text default still chosen, the model is left for the server to pick."""
+    if image is None:
+        return {"last_image": encode_png_base64(last_image)} if last_image is not None else {}
+    frames = {"image": encode_png_base64(image)}
+    if last_image is not None:
+        frames["last_image"] = encode_png_base64(last_image)
+    if model in CATALOG:  # a text-only model chosen (the dropdown's default): the image decides
+        frames["model"] = None
+    return frames
 
 
 def make_lora_handlers(studio: Studio):
@@ -356,7 +383,7 @@ def create_event_handlers(tab: GenerateTab, studio: Studio, demo: gr.Blocks | No
     ``demo``, the visitor's own LoRAs fill the picker when the page loads."""
     generate, get_status, cancel_task, stop = make_handlers(studio)
     prompt, _negative, duration, _fps, resolution, _aspect, _genre, _seed, guidance, steps, model, _every, \
-        lora_pick, _lora_scale, _mode = tab.inputs
+        lora_pick, _lora_scale, _mode, _first, _last = tab.inputs
     list_loras, add_lora, lora_picker = make_lora_handlers(studio)
     tab.lora_add.click(add_lora, [tab.lora_file, tab.lora_name, model], [lora_pick, tab.lora_status],
                        api_name="add_lora")

@@ -135,6 +135,8 @@ class ResultMetadata(BaseModel):
                           "conditioning, colour_correction, seconds)")
     continuation_model: str | None = Field(None, description="The model that generated the windows after the first")
     loras: list[dict] | None = Field(None, description="LoRA adapters applied: [{id, name, scale}]")
+    conditioning: str = Field("text", description="What the video was conditioned on besides the prompt: 'text' "
+                                                  "alone, the given 'first frame', or 'first and last frame'")
     mode: str = Field("standard", description="'fast': the model's few-step distillation ran (num_inference_steps "
                                               "is its step count; the notes name the LoRA)")
 
@@ -191,6 +193,8 @@ class ModelInfo(BaseModel):
     continuation: str | None = Field(None, description="t2v: the model that continues a clip past max_frames "
                                                        "(window by window); null: a longer clip is one pass "
                                                        "interpolated over the duration")
+    images: int = Field(0, description="i2v: the frames it starts from: 1 (generate's image) or 2 (image and "
+                                       "last_image); 0: text only")
     fast_steps: int | None = Field(None, description="t2v: the step count of its fast mode (generate's mode 'fast'); "
                                                      "null: it has none")
     vram_gb: float | None

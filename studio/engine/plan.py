@@ -139,6 +139,7 @@ class GenerationPlan:
     windows: tuple[Window, ...] = ()  # the passes; empty: one pass of gen_frames (a plan built by hand)
     mode: str = "standard"  # "fast": the model's few-step distillation (steps and guidance are its own)
     upscaler: str = "classical"  # spatial "upscale" by "classical" means or the server's "learned" network
+    conditioning: str = "text"  # or "first frame" / "first and last frame" (image-to-video models)
 
     @property
     def latent_frames(self) -> int:
@@ -206,6 +207,10 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
     notes = []
     if not spec.trained:
         notes.append(untrained_note(spec.id))
+    conditioning = {0: "text", 1: "first frame", 2: "first and last frame"}[spec.images]
+    if spec.images:
+        notes.append(f"conditioned on the given {conditioning} ({spec.id}): the video starts from the image"
+                     + (" and ends on the last image" if spec.images == 2 else ""))
     if request.mode == "fast":
         notes.append(f"fast mode: {steps} denoising steps without classifier-free guidance ({spec.fast.label}); "
                      f"num_inference_steps ({request.num_inference_steps}) and guidance_scale "
@@ -265,6 +270,7 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
         windows=windows,
         mode=request.mode,
         upscaler=request.upscaler if spatial == "upscale" else "classical",
+        conditioning=conditioning,
     )
 
 

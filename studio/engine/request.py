@@ -14,12 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from studio.engine.genres import GENRES
 from studio.engine.spec import TaskSpec
 from studio.errors import InvalidRequest
-from studio.models.catalog import CATALOG
+from studio.models.catalog import GENERATION_CATALOG
 
 Resolution = Literal["480p", "720p", "1080p", "1440p", "4k", "8k"]
 AspectRatio = Literal["16:9", "9:16", "1:1", "4:3"]
 GenreName = Literal[tuple(GENRES)]
-ModelName = Literal[("auto", *CATALOG)]
+ModelName = Literal[("auto", *GENERATION_CATALOG)]
+#: An image field's longest value: a base64 image within the body cap, or a URL.
+IMAGE_FIELD_MAX = 16 * 2**20
 # At least one non-space character (JSON Schema patterns are unanchored). Spelled out rather
 # than ``\S``: the server strips what Python's str.strip() does, which includes the separators
 # \x1c-\x1f and \x85 that ECMAScript's ``\s`` (the schema's dialect) does not.
@@ -135,6 +137,12 @@ class GenerationRequest(JsonModel):
         "classical", description="An output larger than the model's native size: classical (bicubic with edge-aware "
                                  "sharpening) or learned (the server's ESRGAN-family network, ECHOEL_UPSCALER_MODEL; "
                                  "503 when it has none)")
+    image: str | None = Field(None, max_length=IMAGE_FIELD_MAX,
+                              description="Start from this frame (image-to-video): a base64 PNG/JPEG/WebP (or a data: "
+                                          "URL), or an http(s) URL the server fetches; needs a model that takes an "
+                                          "image (GET /v1/models: images >= 1), picked for you when model is absent")
+    last_image: str | None = Field(None, max_length=IMAGE_FIELD_MAX,
+                                   description="End on this frame too (first-last-frame models, images 2); needs image")
     mode: Literal["standard", "fast"] = Field(
         "standard", description="standard: the full model at num_inference_steps with guidance; fast: the model's "
                                 "few-step distillation (e.g. lightx2v's 4-step LoRA) at its own step count without "
@@ -146,13 +154,13 @@ class GenerationRequest(JsonModel):
 
 
 
-#: Every generate field except the per-prompt ones (``prompt``, ``webhook_url``), with the same
+#: Every generate field except the per-prompt ones (``prompt``, ``webhook_url``, the images), with the same
 #: defaults and bounds: the settings that many generations share (a batch's prompts, a scene's
 #: shots). Unknown fields are refused as in ``GenerationRequest``.
 GenerationSettings = create_model(
     "GenerationSettings", __base__=JsonModel,
     **{name: (field.annotation, field) for name, field in GenerationRequest.model_fields.items()
-       if name not in ("prompt", "webhook_url")})
+       if name not in ("prompt", "webhook_url", "image", "last_image")})
 GenerationSettings.model_config["extra"] = "forbid"
 GenerationSettings.model_rebuild(force=True)
 
@@ -165,6 +173,9 @@ class GenerationSpec(GenerationRequest, TaskSpec):
     kind: Literal["t2v"] = "t2v"
     model: str = Field(description="The model the task runs (resolved at submit)")
     seed: int = Field(ge=0, le=SEED_MAX, description="The seed the task runs with (drawn at submit when absent)")
+    image: str | None = Field(None, description="The first frame's file in the task's inputs folder (stored at submit)")
+    last_image: str | None = Field(None, description="The last frame's file in the task's inputs folder")
+    inputs_id: str | None = Field(None, description="The task's inputs folder (its images), if it has one")
 
 
 def field_bounds(model: type[BaseModel], name: str) -> tuple[Any, Any]:

@@ -25,9 +25,9 @@ from studio.engine.plan import GenerationPlan
 from studio.engine.preview import estimate_denoised, previewer_of
 from studio.engine.run import seeded_generator
 from studio.engine.state_cache import start_at_step
-from studio.engine.text_cache import TextEmbeddingCache
+from studio.engine.text_cache import TextEmbeddingCache, encode_prompt_embeds
 from studio.media.frame_boards import FINAL, PREVIEW
-from studio.media.video import Mp4Writer, fit_width, write_jpeg
+from studio.media.video import Mp4Writer, fit_width, resize, write_jpeg
 from studio.models.loader import LoadedModel
 
 # Share of the progress bar given to denoising; the rest is decode + encode.
@@ -92,6 +92,33 @@ class RunOutput:
     windows: list[dict] = field(default_factory=list)
     partial: bool = False
     continuation_load_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class FrameImages:
+    """An image-to-video run's frames (RGB uint8): the first, and the last for FLF2V models."""
+
+    first: np.ndarray
+    last: np.ndarray | None = None
+
+    def pipeline_inputs(self, width: int, height: int) -> dict:
+        """``image`` / ``last_image`` for ``WanImageToVideoPipeline`` at the generation size
+        (cover-cropped to its aspect ratio, so nothing is stretched)."""
+        from PIL import Image
+
+        inputs = {"image": Image.fromarray(cover(self.first, width, height))}
+        if self.last is not None:
+            inputs["last_image"] = Image.fromarray(cover(self.last, width, height))
+        return inputs
+
+
+def cover(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``image`` scaled to cover ``width x height`` and centre-cropped to it."""
+    h, w = image.shape[:2]
+    scale = max(width / w, height / h)
+    resized = resize(image, max(width, round(w * scale)), max(height, round(h * scale)))
+    top, left = (resized.shape[0] - height) // 2, (resized.shape[1] - width) // 2
+    return np.ascontiguousarray(resized[top:top + height, left:left + width, :3])
 
 
 @dataclass(frozen=True)
@@ -214,15 +241,21 @@ def select_texts(texts: TextEncoding | None, rows: list[int]) -> TextEncoding | 
 
 
 def initial_latents(pipe, plan: GenerationPlan, device) -> torch.Tensor:
-    """The plan's starting noise from its own seed (what a single run of it would use)."""
-    generator = seeded_generator(plan.seed)
-    return pipe.prepare_latents(1, pipe.transformer.config.in_channels, plan.gen_height, plan.gen_width,
-                                plan.gen_frames, torch.float32, torch.device("cpu"), generator).to(device)
+    """The plan's starting noise from its own seed (what a single run of it would use): the
+    shape and draw of ``WanPipeline.prepare_latents``, with the VAE's latent channels (the
+    transformer's input channels too, except for image-to-video, whose input adds the image's)."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    shape = (1, pipe.vae.config.z_dim, (plan.gen_frames - 1) // pipe.vae_scale_factor_temporal + 1,
+             plan.gen_height // pipe.vae_scale_factor_spatial, plan.gen_width // pipe.vae_scale_factor_spatial)
+    return randn_tensor(shape, generator=seeded_generator(plan.seed), device=torch.device("cpu"),
+                        dtype=torch.float32).to(device)
 
 
 def _denoise(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHooks], preview_width: int,
              min_preview_interval: float, texts: TextEncoding | None, resume: Resume | None,
-             capture_steps: tuple[int, ...]) -> tuple[torch.Tensor, StepWatcher, step_cache.DecoderStats]:
+             capture_steps: tuple[int, ...], images: FrameImages | None = None
+             ) -> tuple[torch.Tensor, StepWatcher, step_cache.DecoderStats]:
     pipe = model.pipe
     device = pipe._execution_device
     if resume is not None:
@@ -234,7 +267,7 @@ def _denoise(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHoo
     clocks = [m.register_forward_pre_hook(watcher.start_clock) for m in step_cache.denoisers(pipe)]
     try:
         with step_cache.apply(pipe, plans[0].acceleration) as recorder, start_at_step(pipe.scheduler, first_step):
-            latents = _call_pipe(pipe, plans, initial, watcher, texts)
+            latents = _call_pipe(pipe, plans, initial, watcher, texts, images)
     finally:
         for handle in clocks:
             handle.remove()
@@ -255,12 +288,17 @@ def baseline_shape(plans: list[GenerationPlan], first_step: int = 0) -> tuple:
 
 
 def _call_pipe(pipe, plans: list[GenerationPlan], initial: torch.Tensor, watcher: StepWatcher,
-               texts: TextEncoding | None) -> torch.Tensor:
+               texts: TextEncoding | None, images: FrameImages | None = None) -> torch.Tensor:
     plan = plans[0]  # the group shares shape, steps, guidance and acceleration
+    if texts is None and images is not None:  # WanImageToVideoPipeline's own prompt encoder needs ftfy
+        negative = encode_prompt_embeds(pipe, plan.negative_prompt) if plan.guidance_scale > 1.0 else None
+        texts = TextEncoding(encode_prompt_embeds(pipe, plan.prompt), negative, [False])
     if texts is not None:
         prompts = {"prompt_embeds": texts.prompt_embeds, "negative_prompt_embeds": texts.negative_prompt_embeds}
     else:
         prompts = {"prompt": [p.prompt for p in plans], "negative_prompt": [p.negative_prompt for p in plans]}
+    if images is not None:  # image-to-video: the pipeline encodes the frames (CLIP tokens, latents)
+        prompts |= images.pipeline_inputs(plan.gen_width, plan.gen_height)
     return pipe(
         **prompts,
         height=plan.gen_height,
@@ -317,7 +355,8 @@ def run_text_to_video(model: LoadedModel, plan: GenerationPlan, hooks: RunHooks,
 def run_group(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHooks], video_paths: list[Path],
               thumbnail_paths: list[Path], preview_width: int = 256, min_preview_interval: float = 0.2,
               texts: TextEncoding | None = None, resume: Resume | None = None,
-              capture_steps: tuple[int, ...] = (), learned: Callable | None = None) -> list[RunOutput | None]:
+              capture_steps: tuple[int, ...] = (), learned: Callable | None = None,
+              images: FrameImages | None = None) -> list[RunOutput | None]:
     """Generate several plans of one shape (model, size, frames, steps, guidance, acceleration)
     in ONE batched pipeline call, then decode and encode each video.
 
@@ -326,6 +365,7 @@ def run_group(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHo
     ``encode_texts``; without them the pipeline encodes the prompts). ``resume``: start from
     cached latents after some steps. ``capture_steps``: keep the latents after these steps
     (``RunOutput.states``). ``learned``: the learned upscaler, for plans that ask for it.
+    ``images``: the frames of an image-to-video run (a group of one).
     """
     for h, plan in zip(hooks, plans):
         done = resume.step if resume else 0
@@ -333,7 +373,7 @@ def run_group(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHo
     started = time.perf_counter()
     with torch.inference_mode():
         latents, watcher, decoder_stats = _denoise(model, plans, hooks, preview_width, min_preview_interval,
-                                                   texts, resume, capture_steps)
+                                                   texts, resume, capture_steps, images)
     denoised_at = time.perf_counter()
     outputs: list[RunOutput | None] = []
     for row, (plan, h, video_path, thumbnail_path) in enumerate(zip(plans, hooks, video_paths, thumbnail_paths)):

@@ -16,10 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 import torch
 
 from studio.db.loras import LoraRecords
+from studio.engine.edit import inputs_folder
 from studio.engine.gpu import GPU_LOCK
 from studio.engine.long_video import run_chain
 from studio.engine.loras import Adapter, adapters_applied
@@ -31,6 +33,7 @@ from studio.engine.super_resolution import LearnedUpscale
 from studio.engine.t2v import (
     DENOISE_SHARE,
     Cancelled,
+    FrameImages,
     Resume,
     RunOutput,
     TextEncoding,
@@ -156,7 +159,7 @@ class GenerationRunner:
         """More tasks of ``head``'s batch that can share its pipeline call: same model and
         shape, within the batch's ``max_concurrent`` (and ``vram_budget_gb``, see ``_fits``)."""
         if options is None or _plan_of(head).passes > 1:  # a chain runs window by window, alone
-            return []
+            return []  # (a task with images is never in a batch: batch settings have no images)
         key = _shape_key(head)
         members = [head]
 
@@ -200,8 +203,9 @@ class GenerationRunner:
                         outputs = [self._chain(model, tasks[0], plans[0], hooks[0], distilled + adapters, learned)]
                         matches = [None]
                     else:
+                        images = self._images(requests[0])
                         with adapters_applied(model.pipe, distilled + adapters):
-                            outputs, matches = self._generate(model, tasks, plans, hooks, reuse_text, learned)
+                            outputs, matches = self._generate(model, tasks, plans, hooks, reuse_text, learned, images)
                 if not was_loaded:
                     self.worker.estimator.record(spec, plans[0], None, None, model.load_seconds)
             load_seconds = 0.0 if was_loaded else model.load_seconds
@@ -222,7 +226,7 @@ class GenerationRunner:
                 self.worker._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
 
     def _generate(self, model, tasks: list[Task], plans: list[GenerationPlan], hooks: list[_TaskHooks],
-                  similarity: bool, learned: LearnedUpscale | None = None
+                  similarity: bool, learned: LearnedUpscale | None = None, images: FrameImages | None = None
                   ) -> tuple[list[RunOutput | None], list[StateMatch | None]]:
         """The group's pipeline calls. Without similarity caching: one call. With it (batch
         ``enable_similarity_caching``): equal prompts share text encodings, and prompts
@@ -232,7 +236,7 @@ class GenerationRunner:
         outputs: list[RunOutput | None] = [None] * len(tasks)
         matches: list[StateMatch | None] = [None] * len(tasks)
         if not similarity:
-            self._call(model, tasks, plans, hooks, list(range(len(tasks))), outputs, learned=learned)
+            self._call(model, tasks, plans, hooks, list(range(len(tasks))), outputs, learned=learned, images=images)
             return outputs, matches
         with torch.inference_mode():
             texts = encode_texts(model.pipe, plans, self.text_cache)
@@ -280,7 +284,8 @@ class GenerationRunner:
 
     def _call(self, model, tasks: list[Task], plans: list[GenerationPlan], hooks: list[_TaskHooks],
               rows: list[int], outputs: list, texts: TextEncoding | None = None, resume: Resume | None = None,
-              capture: tuple[int, ...] = (), learned: LearnedUpscale | None = None) -> None:
+              capture: tuple[int, ...] = (), learned: LearnedUpscale | None = None,
+              images: FrameImages | None = None) -> None:
         """One batched pipeline call over ``rows`` of the group; fills ``outputs[row]`` (None
         for a cancelled task) and learns the call's step and encode times."""
         if not rows:
@@ -290,7 +295,7 @@ class GenerationRunner:
                                 [self.worker.paths.video(tasks[i].id) for i in rows],
                                 [self.worker.paths.thumbnail(tasks[i].id) for i in rows], self.worker.preview_width,
                                 texts=select_texts(texts, rows), resume=resume, capture_steps=capture,
-                                learned=learned)
+                                learned=learned, images=images)
         except Cancelled:
             return
         for i, result in zip(rows, results):
@@ -303,6 +308,19 @@ class GenerationRunner:
         self.worker.estimator.record(model.spec, plans[rows[0]], step_rate / len(rows), first.decode_encode_seconds, None)
         if first.decoder:
             self.worker.decoder_stats.add(first.decoder)  # once per pipeline call, not per task
+
+    def _images(self, request: GenerationSpec) -> FrameImages | None:
+        """The frames an image-to-video task starts (and ends) on, from its inputs folder
+        (fetched from object storage when another process stored them)."""
+        if request.inputs_id is None:
+            return None
+        folder = inputs_folder(self.worker.data_dir, request.inputs_id)
+        self.worker.paths.fetch_inputs(folder)
+
+        def read(name: str | None) -> np.ndarray | None:
+            return cv2.cvtColor(cv2.imread(str(folder / name)), cv2.COLOR_BGR2RGB) if name else None
+
+        return FrameImages(read(request.image), read(request.last_image))
 
     def _learned_upscaler(self, model) -> LearnedUpscale:
         """The server's learned upscaler on ``model``'s device, loaded once."""
@@ -361,6 +379,7 @@ class GenerationRunner:
                 + ([_lora_note(adapters, plan)] if adapters else []),
                 "loras": [a.to_dict() for a in adapters] or None,
                 "mode": plan.mode,
+                "conditioning": plan.conditioning,
                 "windows": output.windows or None,
                 "continuation_model": plan.continuation_model,
                 "decoder": output.decoder.to_dict() if output.decoder else None,

@@ -12,7 +12,9 @@ the orchestrator); ``vace`` models (``WanVACEPipeline``: masked video-to-video, 
 Inpainting) are in :data:`VACE_CATALOG`; ``animate`` models (``WanAnimatePipeline``: a character
 image animated by pose and face videos, used by V2V motion transfer and Lip-Sync's model paths)
 are in :data:`ANIMATE_CATALOG`; ``i2v`` models (``WanImageToVideoPipeline`` with a first and a
-last frame, Wan2.1 FLF2V: the Scene Orchestrator's morph transitions) are in :data:`I2V_CATALOG`.
+last frame, Wan2.1 FLF2V: the Scene Orchestrator's morph transitions) are in :data:`I2V_CATALOG`;
+``i2v`` models with one image (Wan2.1-I2V, Wan2.2-I2V) and with two are also generation models
+(``image`` / ``last_image`` on generate): :data:`GENERATION_CATALOG`.
 :func:`get_spec` finds any kind.
 """
 
@@ -24,11 +26,12 @@ TINY = "tiny"
 TINY_VACE = "tiny-vace"
 TINY_ANIMATE = "tiny-animate"
 TINY_I2V = "tiny-i2v"
+TINY_I2V_FIRST = "tiny-i2v-first"
 TASKS = ("t2v", "vace", "animate", "i2v")
 #: What each task's models are, in words (for messages).
 TASK_LABELS = {"t2v": "Wan text-to-video", "vace": "Wan VACE (masked video generation)",
                "animate": "Wan Animate (pose- and face-driven character video)",
-               "i2v": "Wan first-last-frame-to-video (FLF2V)"}
+               "i2v": "Wan image-to-video (I2V from a first frame, first-last-frame FLF2V)"}
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,8 @@ class ModelSpec:
             frames of the window before it (``studio.engine.long_video``). ``None``: no
             continuation path; a longer request is one pass interpolated over the duration.
         fast: the model's few-step mode (``FastMode``), None where the studio knows of none.
+        images: the frames an ``i2v`` model is conditioned on: 1 a first frame (image-to-video),
+            2 a first and a last frame (FLF2V); 0 for the other tasks.
         similarity_skip_levels: batch similarity caching's (minimum pooled-text cosine, share of
             steps skipped) levels, calibrated on THIS model's text encoder
             (``studio.engine.state_cache``); ``None``: not calibrated, so a batch on this model
@@ -111,6 +116,7 @@ class ModelSpec:
     architecture: str | None = None
     continuation: str | None = None
     fast: FastMode | None = None
+    images: int = 0
     similarity_skip_levels: tuple[tuple[float, float], ...] | None = None
 
     @property
@@ -301,6 +307,72 @@ MODELS: dict[str, ModelSpec] = {
             task="i2v",
             pipeline="WanImageToVideoPipeline",
             architecture=TINY,
+            images=2,
+        ),
+        ModelSpec(
+            id=TINY_I2V_FIRST,
+            label="tiny image-to-video (offline, untrained — output is noise-like, for testing the studio)",
+            repo_id=None,
+            native_width=160,
+            native_height=96,
+            native_fps=8,
+            max_frames=33,
+            params_b=0.00003,
+            trained=False,
+            notes="Built locally from the real Wan image-to-video classes with random weights (a first frame, as "
+                  "Wan2.1-I2V); needs no network.",
+            task="i2v",
+            pipeline="WanImageToVideoPipeline",
+            architecture=TINY,
+            images=1,
+        ),
+        ModelSpec(
+            id="wan2.1-i2v-14b-480p",
+            label="Wan2.1 I2V 14B (480p, from a first frame)",
+            repo_id="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+            native_width=832,
+            native_height=480,
+            native_fps=16,
+            max_frames=81,
+            params_b=14.0,
+            notes="Wan2.1 I2V: 480p, 81 frames at 16 fps from a first frame (CLIP image tokens and the frame's "
+                  "latents); the authors publish no single-GPU VRAM figure for it.",
+            task="i2v",
+            pipeline="WanImageToVideoPipeline",
+            architecture="wan2.1-t2v-14b",
+            images=1,
+        ),
+        ModelSpec(
+            id="wan2.1-i2v-14b-720p",
+            label="Wan2.1 I2V 14B (720p, from a first frame)",
+            repo_id="Wan-AI/Wan2.1-I2V-14B-720P-Diffusers",
+            native_width=1280,
+            native_height=720,
+            native_fps=16,
+            max_frames=81,
+            params_b=14.0,
+            notes="Wan2.1 I2V: 720p, 81 frames at 16 fps from a first frame.",
+            task="i2v",
+            pipeline="WanImageToVideoPipeline",
+            architecture="wan2.1-t2v-14b",
+            images=1,
+        ),
+        ModelSpec(
+            id="wan2.2-i2v-a14b",
+            label="Wan2.2 I2V A14B (MoE, from a first frame)",
+            repo_id="Wan-AI/Wan2.2-I2V-A14B-Diffusers",
+            native_width=1280,
+            native_height=720,
+            native_fps=16,
+            max_frames=81,
+            params_b=27.0,
+            default_steps=40,
+            default_guidance=3.5,
+            notes="Wan2.2 I2V A14B: 480p and 720p, 81 frames at 16 fps from a first frame; two 14B experts.",
+            task="i2v",
+            pipeline="WanImageToVideoPipeline",
+            architecture="wan2.2-t2v-a14b",
+            images=1,
         ),
         ModelSpec(
             id="wan2.1-flf2v-14b",
@@ -316,6 +388,7 @@ MODELS: dict[str, ModelSpec] = {
             task="i2v",
             pipeline="WanImageToVideoPipeline",
             architecture="wan2.1-t2v-14b",
+            images=2,
         ),
     )
 }
@@ -327,7 +400,10 @@ VACE_CATALOG: dict[str, ModelSpec] = {k: v for k, v in MODELS.items() if v.task 
 #: Wan Animate models (pose- and face-driven character video): motion transfer and lip-sync.
 ANIMATE_CATALOG: dict[str, ModelSpec] = {k: v for k, v in MODELS.items() if v.task == "animate"}
 #: Wan first-last-frame-to-video models: the Scene Orchestrator's morph transitions.
-I2V_CATALOG: dict[str, ModelSpec] = {k: v for k, v in MODELS.items() if v.task == "i2v"}
+I2V_CATALOG: dict[str, ModelSpec] = {k: v for k, v in MODELS.items() if v.task == "i2v" and v.images == 2}
+#: Models a generation request may name: text-to-video, and image-to-video (with ``image``, and
+#: ``last_image`` for the first-last-frame ones).
+GENERATION_CATALOG: dict[str, ModelSpec] = {k: v for k, v in MODELS.items() if v.task in ("t2v", "i2v")}
 
 
 def get_spec(model_id: str) -> ModelSpec:

@@ -28,12 +28,23 @@ from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
 from studio.errors import InvalidRequest, ModelUnavailable
-from studio.models.catalog import MODELS, TASK_LABELS, TINY, TINY_ANIMATE, TINY_I2V, TINY_VACE, ModelSpec, get_spec
+from studio.models.catalog import (
+    MODELS,
+    TASK_LABELS,
+    TINY,
+    TINY_ANIMATE,
+    TINY_I2V,
+    TINY_I2V_FIRST,
+    TINY_VACE,
+    ModelSpec,
+    get_spec,
+)
 from studio.models.cost.architectures import ARCHITECTURES
 from studio.models.cost.vram import LOADER_PROFILES, group_fits, memory_estimate
 from studio.models.hub import hub_offline, in_cache
 from studio.models.tiny import (
     ensure_tiny_animate_model,
+    ensure_tiny_i2v_first_model,
     ensure_tiny_i2v_model,
     ensure_tiny_model,
     ensure_tiny_vace_model,
@@ -50,7 +61,8 @@ _PIPELINES = {"WanPipeline": WanPipeline, "WanVACEPipeline": WanVACEPipeline,
               "WanAnimatePipeline": WanAnimatePipeline, "WanImageToVideoPipeline": WanImageToVideoPipeline}
 # The offline models (repo_id None): the function that builds and saves each one.
 _TINY_BUILDERS = {TINY: ensure_tiny_model, TINY_VACE: ensure_tiny_vace_model,
-                  TINY_ANIMATE: ensure_tiny_animate_model, TINY_I2V: ensure_tiny_i2v_model}
+                  TINY_ANIMATE: ensure_tiny_animate_model, TINY_I2V: ensure_tiny_i2v_model,
+                  TINY_I2V_FIRST: ensure_tiny_i2v_first_model}
 
 
 def cuda_available() -> bool:
@@ -82,6 +94,15 @@ def default_model(task: str = "t2v") -> str:
     if cuda_available():
         return min((s for s in specs if s.repo_id is not None), key=lambda s: s.params_b).id
     return _offline_model(task)
+
+
+def default_image_model(images: int) -> str:
+    """The model a generation with ``images`` frames (1: first, 2: first and last) runs when it
+    names none: the offline tiny one without a CUDA device, else the first real one in the catalog
+    (``wan2.1-i2v-14b-480p``, ``wan2.1-flf2v-14b``)."""
+    fitting = [s for s in MODELS.values() if s.task == "i2v" and s.images == images]
+    real = [s for s in fitting if s.repo_id is not None]
+    return (real[0] if cuda_available() and real else next(s for s in fitting if s.repo_id is None)).id
 
 
 def runnable_spec(task: str, model_id: str | None, what: str) -> ModelSpec:

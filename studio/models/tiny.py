@@ -29,6 +29,7 @@ TINY_MODEL_DIRNAME = "tiny"
 TINY_VACE_MODEL_DIRNAME = "tiny-vace"
 TINY_ANIMATE_MODEL_DIRNAME = "tiny-animate"
 TINY_I2V_MODEL_DIRNAME = "tiny-i2v"
+TINY_I2V_FIRST_MODEL_DIRNAME = "tiny-i2v-first"
 
 #: Seed of the weight initialisation; bump together with the layout to get a new model.
 _SEED = 20240611
@@ -166,10 +167,26 @@ def build_tiny_i2v_pipeline() -> "diffusers.WanImageToVideoPipeline":
 
     Deterministic like :func:`build_tiny_pipeline`.
     """
+    return _tiny_image_to_video(images=2)
+
+
+def build_tiny_i2v_first_pipeline() -> "diffusers.WanImageToVideoPipeline":
+    """Build the tiny first-frame WanImageToVideoPipeline: as :func:`build_tiny_i2v_pipeline`,
+    with the image tokens of one image (as Wan2.1-I2V: no positional embedding of two images).
+
+    Deterministic like :func:`build_tiny_pipeline`.
+    """
+    return _tiny_image_to_video(images=1)
+
+
+def _tiny_image_to_video(images: int):
     from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
 
-    i2v = {"in_channels": 16 + 4 + 16, "image_dim": _IMAGE_DIM, "pos_embed_seq_len": 2 * _IMAGE_TOKENS}
-    return _build(WanImageToVideoPipeline, WanTransformer3DModel, i2v, _tiny_image_encoder(2))
+    i2v = {"in_channels": 16 + 4 + 16, "image_dim": _IMAGE_DIM}
+    if images == 2:  # the tokens of two images carry a positional embedding (FLF2V)
+        i2v["pos_embed_seq_len"] = 2 * _IMAGE_TOKENS
+    seed_offset = {2: 2, 1: 3}[images]  # tiny-i2v's encoder kept its first seed
+    return _build(WanImageToVideoPipeline, WanTransformer3DModel, i2v, _tiny_image_encoder(seed_offset))
 
 
 def build_tiny_animate_pipeline() -> "diffusers.WanAnimatePipeline":
@@ -327,6 +344,13 @@ def ensure_tiny_i2v_model(models_dir: Path) -> Path:
     """Like :func:`ensure_tiny_model` for ``models_dir/tiny-i2v``; load it with
     ``WanImageToVideoPipeline.from_pretrained(folder)``."""
     return ensure_saved(models_dir, TINY_I2V_MODEL_DIRNAME, build_tiny_i2v_pipeline, _IMAGE_MODEL_FILES,
+                        _REQUIRED_WEIGHT_DIRS + ("image_encoder",))
+
+
+def ensure_tiny_i2v_first_model(models_dir: Path) -> Path:
+    """Like :func:`ensure_tiny_model` for ``models_dir/tiny-i2v-first``; load it with
+    ``WanImageToVideoPipeline.from_pretrained(folder)``."""
+    return ensure_saved(models_dir, TINY_I2V_FIRST_MODEL_DIRNAME, build_tiny_i2v_first_pipeline, _IMAGE_MODEL_FILES,
                         _REQUIRED_WEIGHT_DIRS + ("image_encoder",))
 
 

@@ -1,19 +1,33 @@
-"""Submitting a text-to-video task: resolve, estimate, store, queue."""
+"""Submitting a generation task: resolve, estimate, store, queue.
+
+A request with ``image`` (and ``last_image``) runs an image-to-video model: the one it names, or,
+when it names none or ``auto``, the default one for that many frames
+(``studio.models.loader.default_image_model``). The images (base64, or URLs fetched through the
+guarded fetcher) are stored as PNGs in the task's inputs folder, published with object storage.
+"""
 
 from __future__ import annotations
 
+import re
+import shutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from studio.config import AUTO_MODEL
+from studio.engine.edit import store_image
 from studio.engine.plan import make_plan
-from studio.engine.request import GenerationRequest, GenerationSpec, seed_or_random
-from studio.errors import InvalidRequest, ModelUnavailable
+from studio.engine.request import HTTP_URL_PATTERN, GenerationRequest, GenerationSpec, seed_or_random
+from studio.errors import InvalidRequest, ModelUnavailable, PayloadTooLarge
+from studio.genius.edit_submit import new_inputs
 from studio.genius.generate.loras import check_choices
 from studio.genius.orchestrator.selection import choose_model, device_of_workers
 from studio.jobs.routing import queue_of
+from studio.media.inputs import InvalidMedia, decode_base64_image, fetch_image
 from studio.media.url_policy import validate_url
-from studio.models.catalog import CATALOG
+from studio.models.catalog import GENERATION_CATALOG, ModelSpec
+from studio.models.loader import default_image_model
 from studio.views import SubmitResponse
 
 if TYPE_CHECKING:
@@ -31,23 +45,78 @@ class Prepared:
 
 
 def prepare(services: "FeatureServices", request: GenerationRequest, owner: str) -> Prepared:
-    """Resolve ``owner``'s request for storage (model, seed) and estimate its own run time; its
-    ``loras`` must be ``owner``'s and fit the model (400 otherwise)."""
-    model = request.model or services.default_model
-    if model == AUTO_MODEL:
-        model, _reasons = choose_model(services.costs, request, device_of_workers(services.worker_devices()))
-    if model not in CATALOG:
-        raise InvalidRequest(f"model must be one of {', '.join(CATALOG)}")
+    """Resolve ``owner``'s request for storage (model, seed, images) and estimate its own run
+    time; its ``loras`` must be ``owner``'s and fit the model, its images the model (400 otherwise)."""
+    model = _model_for(services, request)
+    check_images(GENERATION_CATALOG[model], request)
     check_choices(services.loras, owner, request.loras, model)
     if request.upscaler == "learned" and services.upscaler_model is None:
         raise ModelUnavailable("upscaler: this server has no learned upscaler (ECHOEL_UPSCALER_MODEL: an ESRGAN-family "
                                "file or hub:<owner>/<repository>/<file>); use 'classical'")
     seed = seed_or_random(request.seed)
-    stored = GenerationSpec(**{**request.model_dump(), "model": model, "seed": seed})
-    spec = CATALOG[model]
+    stored = GenerationSpec(**{**request.model_dump(), "model": model, "seed": seed, **_stored_images(services, request)})
+    spec = GENERATION_CATALOG[model]
     estimate = services.estimator.estimate(spec, make_plan(stored, spec, seed),
                                            model_loaded=services.models.loaded_model == model)
     return Prepared(stored, estimate.seconds)
+
+
+def _model_for(services: "FeatureServices", request: GenerationRequest) -> str:
+    """The model a request runs: named, the orchestrator's pick for ``auto``, or the default (the
+    server's for text, the default image-to-video model for a request with images)."""
+    if request.image and request.model in (None, AUTO_MODEL):
+        return default_image_model(2 if request.last_image else 1)
+    model = request.model or services.default_model
+    if model == AUTO_MODEL:
+        model, _reasons = choose_model(services.costs, request, device_of_workers(services.worker_devices()))
+    if model not in GENERATION_CATALOG:
+        raise InvalidRequest(f"model must be one of {', '.join(GENERATION_CATALOG)}")
+    return model
+
+
+def check_images(spec: ModelSpec, request: GenerationRequest) -> None:
+    """400 unless the request gives ``spec`` the frames it is conditioned on (``ModelSpec.images``)."""
+    takes = {n: [s.id for s in GENERATION_CATALOG.values() if s.images == n] for n in (1, 2)}
+    if request.last_image and not request.image:
+        raise InvalidRequest("last_image needs image (the first frame) too")
+    if spec.images == 0 and request.image:
+        raise InvalidRequest(f"image: {spec.id} generates from text only; models that start from an image: "
+                             f"{', '.join(takes[1] + takes[2])}")
+    if spec.images and not request.image:
+        raise InvalidRequest(f"image: {spec.id} generates from an image; give image (base64 or an http(s) URL)")
+    if request.last_image and spec.images < 2:
+        raise InvalidRequest(f"last_image: {spec.id} takes a first frame only; first-and-last-frame models: "
+                             f"{', '.join(takes[2])}")
+    if spec.images == 2 and not request.last_image:
+        raise InvalidRequest(f"last_image: {spec.id} goes from a first to a last frame; give last_image too")
+
+
+def _stored_images(services: "FeatureServices", request: GenerationRequest) -> dict:
+    """The request's images decoded and saved in a new inputs folder: the stored spec's fields."""
+    if not request.image:
+        return {}
+    images = {name: image_from(value, services.fetch_policy, field)
+              for name, field, value in (("first.png", "image", request.image),
+                                         ("last.png", "last_image", request.last_image)) if value}
+    inputs_id, folder = new_inputs(services)
+    try:
+        for name, image in images.items():
+            store_image(folder, name, image)
+        services.paths.publish_inputs(folder)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return {"inputs_id": inputs_id, "image": "first.png", "last_image": "last.png" if request.last_image else None}
+
+
+def image_from(value: str, policy, field: str) -> np.ndarray:
+    """An image field's value: an http(s) URL (fetched through the guarded fetcher) or base64."""
+    if re.match(HTTP_URL_PATTERN, value):
+        return fetch_image(value, policy, field)
+    try:
+        return decode_base64_image(value)
+    except (InvalidMedia, PayloadTooLarge) as error:  # the same status, naming the field
+        raise type(error)(f"{field}: {error.detail}") from None
 
 
 def submit(services: "FeatureServices", request: GenerationRequest, owner: str, priority: int = NORMAL_PRIORITY,

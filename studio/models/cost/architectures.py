@@ -9,8 +9,12 @@ FLOPs is in ``studio.models.cost.vram`` and ``studio.models.cost.timing``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from studio.models.catalog import TINY
+
+if TYPE_CHECKING:
+    from studio.models.catalog import ModelSpec
 
 TEXT_TOKENS = 512                      # UMT5 sequence length the Wan pipelines always use
 
@@ -93,3 +97,10 @@ ARCHITECTURES: dict[str, Architecture] = {
 
 def architecture(model_id: str) -> Architecture:
     """The architecture data of a catalog model; ``KeyError`` for models without any."""
+
+
+def architecture_of(spec: "ModelSpec") -> Architecture:
+    """The architecture a model's estimates start from: its own entry, or the one it names
+    (``ModelSpec.architecture``: an image-to-video model costs what its text-to-video base does,
+    its image encoder aside)."""
+    return ARCHITECTURES[spec.id] if spec.id in ARCHITECTURES else ARCHITECTURES[spec.architecture]

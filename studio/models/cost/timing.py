@@ -46,7 +46,7 @@ from typing import Protocol
 
 from studio.errors import StorageFull, StoreUnavailable
 from studio.models.catalog import CATALOG, TINY, ModelSpec, get_spec
-from studio.models.cost.architectures import ARCHITECTURES, TEXT_TOKENS, Architecture
+from studio.models.cost.architectures import ARCHITECTURES, TEXT_TOKENS, Architecture, architecture_of
 from studio.models.cost.vram import STUDIO_SETUP
 
 
@@ -101,8 +101,9 @@ def latent_tokens(spec: ModelSpec, plan: "PlannedRun") -> int:
 
 def prior_rate(spec: ModelSpec, name: str) -> float:
     """The documented prior of a rate, used until this machine measured it (see the docstring)."""
-    if spec.id in _PRIORS:
-        return _PRIORS[spec.id][name]
+    for key in (spec.id, spec.architecture):  # a tiny variant starts from tiny's priors
+        if key in _PRIORS:
+            return _PRIORS[key][name]
     return {
         STEP_RATE: _H200_13B_STEP_S_PER_KTOKEN * spec.params_b / 1.3,
         ENCODE_RATE: _REAL_PRIOR_ENCODE,
@@ -256,7 +257,7 @@ def estimate_time(inputs: CostInputs, spec: ModelSpec, plan: "PlannedRun", profi
     if plan.continuation_model:  # a chain loads its continuation model after the first window
         load += rates.rate(get_spec(plan.continuation_model), LOAD_SECONDS)[0]
     encode = rates.rate(spec, ENCODE_RATE)[0] * plan.out_frames * plan.out_width * plan.out_height / 1e6
-    arch = ARCHITECTURES[spec.id]
+    arch = architecture_of(spec)
     tokens = latent_tokens(spec, plan)
     step_flops = flops_per_step(arch, tokens, plan.guidance_scale)
     steps = plan.num_inference_steps * plan.passes  # every window at the longest window's step time
