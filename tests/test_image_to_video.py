@@ -116,3 +116,45 @@ def test_the_gradio_api_starts_from_an_uploaded_image(client, live_server, tmp_p
     assert metadata["status"] == "completed"
     assert (metadata["metadata"]["model"], metadata["metadata"]["conditioning"]) == (TINY_I2V_FIRST, "first frame")
     assert live_server.studio.status(task_id, client_owner(live_server.studio, client)).status == "completed"
+
+
+def test_a_ti2v_model_starts_exactly_from_the_image_in_its_latent_space(tmp_path):
+    """Wan2.2 TI2V's image conditioning (``tiny-ti2v``): the first latent frame of the result is
+    the image's own latents, so the first frame is the VAE's rendering of the image whatever the
+    (untrained) transformer does. Text alone still works on the same model."""
+    import torch
+
+    from studio.engine.plan import make_plan
+    from studio.engine.request import GenerationRequest
+    from studio.engine.t2v import FrameImages, QuietHooks, _denoise, image_pipeline
+    from studio.models.catalog import TINY_TI2V, get_spec
+    from studio.models.loader import ModelCache
+
+    model = ModelCache(tmp_path).get(TINY_TI2V)
+    plan = make_plan(GenerationRequest(prompt="a cat", image="stored", num_inference_steps=10), get_spec(TINY_TI2V), 1)
+    assert plan.conditioning == "first frame"
+    frames = {}
+    for name in ("astronaut", "coffee"):
+        image = FrameImages(getattr(data, name)())
+        with torch.inference_mode():
+            latents, *_ = _denoise(model, [plan], [QuietHooks()], 64, 0.2, None, None, (), image)
+            pipe = image_pipeline(model.pipe)
+            inputs = image.pipeline_inputs(plan.gen_width, plan.gen_height)
+            picture = pipe.video_processor.preprocess(inputs["image"], height=plan.gen_height, width=plan.gen_width)
+            _, condition, _ = pipe.prepare_latents(picture, 1, 16, plan.gen_height, plan.gen_width, plan.gen_frames,
+                                                   torch.float32, torch.device("cpu"), None, latents.clone())
+        assert torch.equal(latents[:, :, :1], condition)
+        frames[name] = latents
+    assert not torch.equal(frames["astronaut"][:, :, :1], frames["coffee"][:, :, :1])
+    text_only = make_plan(GenerationRequest(prompt="a cat", num_inference_steps=10), get_spec(TINY_TI2V), 1)
+    assert text_only.conditioning == "text"
+
+
+def test_the_ti2v_model_takes_an_image_or_text_through_rest(http):
+    task_id = _run(http, model="tiny-ti2v", image=b64(data.astronaut()))
+    assert http.get(f"/v1/result/{task_id}").json()["metadata"]["conditioning"] == "first frame"
+    task_id = _run(http, model="tiny-ti2v")
+    assert http.get(f"/v1/result/{task_id}").json()["metadata"]["conditioning"] == "text"
+    response = http.post("/v1/generate", json={**SMALL, "model": "tiny-ti2v", "image": b64(data.astronaut()),
+                                               "last_image": b64(data.coffee())})
+    assert response.status_code == 400 and "takes a first frame only" in response.json()["detail"]

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from studio.engine.plan import GenerationPlan
 from studio.engine.request import GenerationSpec
 from studio.engine.spec import EditSpec, TaskSpec
-from studio.models.catalog import CATALOG, ModelSpec
-from studio.models.cost.architectures import ARCHITECTURES
+from studio.models.catalog import GENERATION_CATALOG, ModelSpec
+from studio.models.cost.architectures import ARCHITECTURES, architecture_of
 from studio.models.cost.timing import (
     ENCODE_RATE,
     LOAD_SECONDS,
@@ -79,10 +79,10 @@ class Estimator(Rates):
         if task.is_terminal:
             return {}
         if isinstance(spec, GenerationSpec):
-            model = CATALOG.get(spec.model)
-            if model is None or model.id not in ARCHITECTURES:
+            model = GENERATION_CATALOG.get(spec.model)
+            if model is None or model.id not in ARCHITECTURES and model.architecture not in ARCHITECTURES:
                 return {}
-            if ARCHITECTURES[model.id].on_cpu:  # tiny: the engine's own per-token rate
+            if architecture_of(model).on_cpu:  # tiny: the engine's own per-token rate
                 measured = self.store.timing(model.id, STEP_RATE) is not None
                 samples = timing_samples(self.store, model.id, STEP_RATE) if measured else 0
                 return {"estimate_basis": "measured" if measured else "prior", "estimate_samples": samples}

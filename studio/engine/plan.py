@@ -207,10 +207,11 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
     notes = []
     if not spec.trained:
         notes.append(untrained_note(spec.id))
-    conditioning = {0: "text", 1: "first frame", 2: "first and last frame"}[spec.images]
-    if spec.images:
+    images = spec.images or (1 if spec.optional_image and request.image else 0)
+    conditioning = {0: "text", 1: "first frame", 2: "first and last frame"}[images]
+    if images:
         notes.append(f"conditioned on the given {conditioning} ({spec.id}): the video starts from the image"
-                     + (" and ends on the last image" if spec.images == 2 else ""))
+                     + (" and ends on the last image" if images == 2 else ""))
     if request.mode == "fast":
         notes.append(f"fast mode: {steps} denoising steps without classifier-free guidance ({spec.fast.label}); "
                      f"num_inference_steps ({request.num_inference_steps}) and guidance_scale "

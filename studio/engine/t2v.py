@@ -112,6 +112,23 @@ class FrameImages:
         return inputs
 
 
+def image_pipeline(pipe):
+    """The pipeline that takes an image for ``pipe``: itself (``WanImageToVideoPipeline``), or, for
+    a TI2V text-to-video pipeline (``expand_timesteps``), an image-to-video pipeline over the same
+    modules, in which the image's latents are the first latent frame all along."""
+    from diffusers import WanImageToVideoPipeline
+
+    if isinstance(pipe, WanImageToVideoPipeline):
+        return pipe
+    if not getattr(pipe.config, "expand_timesteps", False):
+        raise ValueError(f"{type(pipe).__name__} takes no image")
+    if getattr(pipe, "_studio_image_pipe", None) is None:  # built once per loaded model: it only holds references
+        pipe._studio_image_pipe = WanImageToVideoPipeline(
+            tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, vae=pipe.vae, scheduler=pipe.scheduler,
+            transformer=pipe.transformer, expand_timesteps=True)
+    return pipe._studio_image_pipe
+
+
 def cover(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """``image`` scaled to cover ``width x height`` and centre-cropped to it."""
     h, w = image.shape[:2]
@@ -299,6 +316,7 @@ def _call_pipe(pipe, plans: list[GenerationPlan], initial: torch.Tensor, watcher
         prompts = {"prompt": [p.prompt for p in plans], "negative_prompt": [p.negative_prompt for p in plans]}
     if images is not None:  # image-to-video: the pipeline encodes the frames (CLIP tokens, latents)
         prompts |= images.pipeline_inputs(plan.gen_width, plan.gen_height)
+        pipe = image_pipeline(pipe)
     return pipe(
         **prompts,
         height=plan.gen_height,

@@ -27,6 +27,7 @@ TINY_VACE = "tiny-vace"
 TINY_ANIMATE = "tiny-animate"
 TINY_I2V = "tiny-i2v"
 TINY_I2V_FIRST = "tiny-i2v-first"
+TINY_TI2V = "tiny-ti2v"
 TASKS = ("t2v", "vace", "animate", "i2v")
 #: What each task's models are, in words (for messages).
 TASK_LABELS = {"t2v": "Wan text-to-video", "vace": "Wan VACE (masked video generation)",
@@ -90,6 +91,8 @@ class ModelSpec:
         fast: the model's few-step mode (``FastMode``), None where the studio knows of none.
         images: the frames an ``i2v`` model is conditioned on: 1 a first frame (image-to-video),
             2 a first and a last frame (FLF2V); 0 for the other tasks.
+        optional_image: a text-to-video model that can also start from a first frame (Wan2.2
+            TI2V-5B: its first latent frame is the image's, ``expand_timesteps``).
         similarity_skip_levels: batch similarity caching's (minimum pooled-text cosine, share of
             steps skipped) levels, calibrated on THIS model's text encoder
             (``studio.engine.state_cache``); ``None``: not calibrated, so a batch on this model
@@ -117,6 +120,7 @@ class ModelSpec:
     continuation: str | None = None
     fast: FastMode | None = None
     images: int = 0
+    optional_image: bool = False
     similarity_skip_levels: tuple[tuple[float, float], ...] | None = None
 
     @property
@@ -195,6 +199,7 @@ MODELS: dict[str, ModelSpec] = {
             vram_gb=24.0,
             params_b=5.0,
             notes="Wan2.2 README: 720p/121 frames runs on a 24 GB GPU with offload.",
+            optional_image=True,
         ),
         ModelSpec(
             id="wan2.2-t2v-a14b",
@@ -213,6 +218,21 @@ MODELS: dict[str, ModelSpec] = {
                           "lightx2v/Wan2.2-Distill-Loras",
                           (("wan2.2_t2v_A14b_high_noise_lora_rank64_lightx2v_4step_1217.safetensors", 0),
                            ("wan2.2_t2v_A14b_low_noise_lora_rank64_lightx2v_4step_1217.safetensors", 1))),
+        ),
+        ModelSpec(
+            id=TINY_TI2V,
+            label="tiny TI2V (offline, untrained — output is noise-like, for testing the studio)",
+            repo_id=None,
+            native_width=160,
+            native_height=96,
+            native_fps=8,
+            max_frames=33,
+            params_b=0.00002,
+            trained=False,
+            notes="Built locally like tiny, with Wan2.2 TI2V-5B's per-token timesteps (expand_timesteps): text "
+                  "alone, or a first frame that becomes the first latent frame; needs no network.",
+            architecture=TINY,
+            optional_image=True,
         ),
         ModelSpec(
             id=TINY_VACE,

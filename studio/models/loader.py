@@ -35,6 +35,7 @@ from studio.models.catalog import (
     TINY_ANIMATE,
     TINY_I2V,
     TINY_I2V_FIRST,
+    TINY_TI2V,
     TINY_VACE,
     ModelSpec,
     get_spec,
@@ -47,6 +48,7 @@ from studio.models.tiny import (
     ensure_tiny_i2v_first_model,
     ensure_tiny_i2v_model,
     ensure_tiny_model,
+    ensure_tiny_ti2v_model,
     ensure_tiny_vace_model,
 )
 
@@ -62,7 +64,7 @@ _PIPELINES = {"WanPipeline": WanPipeline, "WanVACEPipeline": WanVACEPipeline,
 # The offline models (repo_id None): the function that builds and saves each one.
 _TINY_BUILDERS = {TINY: ensure_tiny_model, TINY_VACE: ensure_tiny_vace_model,
                   TINY_ANIMATE: ensure_tiny_animate_model, TINY_I2V: ensure_tiny_i2v_model,
-                  TINY_I2V_FIRST: ensure_tiny_i2v_first_model}
+                  TINY_I2V_FIRST: ensure_tiny_i2v_first_model, TINY_TI2V: ensure_tiny_ti2v_model}
 
 
 def cuda_available() -> bool:

@@ -118,16 +118,16 @@ def _transformer_on_meta(model_id: str):
     from diffusers import WanTransformer3DModel
 
     from studio.models.catalog import get_spec
-    from studio.models.cost.architectures import ARCHITECTURES
+    from studio.models.cost.architectures import architecture_of
     from studio.models.tiny import tiny_transformer_config
 
     spec = get_spec(model_id)
     if not supports_loras(spec):
         raise InvalidRequest(f"LoRAs apply to the text-to-video models; {spec.id} is a {spec.task} model")
-    if spec.id == TINY:
+    if TINY in (spec.id, spec.architecture):
         config = tiny_transformer_config()
     else:
-        arch = ARCHITECTURES[spec.id]
+        arch = architecture_of(spec)
         config = dict(_WAN_COMMON, num_attention_heads=arch.num_heads, in_channels=arch.in_channels,
                       out_channels=arch.z_dim, ffn_dim=arch.ffn_dim, num_layers=arch.num_layers)
     # The meta device through torch's device context, which is this thread's alone (accelerate's

@@ -30,6 +30,7 @@ TINY_VACE_MODEL_DIRNAME = "tiny-vace"
 TINY_ANIMATE_MODEL_DIRNAME = "tiny-animate"
 TINY_I2V_MODEL_DIRNAME = "tiny-i2v"
 TINY_I2V_FIRST_MODEL_DIRNAME = "tiny-i2v-first"
+TINY_TI2V_MODEL_DIRNAME = "tiny-ti2v"
 
 #: Seed of the weight initialisation; bump together with the layout to get a new model.
 _SEED = 20240611
@@ -124,6 +125,15 @@ def build_tiny_pipeline() -> "diffusers.WanPipeline":
     from diffusers import WanPipeline, WanTransformer3DModel
 
     return _build(WanPipeline, WanTransformer3DModel, {})
+
+
+def build_tiny_ti2v_pipeline() -> "diffusers.WanPipeline":
+    """Build the tiny TI2V pipeline in memory: :func:`build_tiny_pipeline` with Wan2.2 TI2V-5B's
+    ``expand_timesteps`` (a timestep per latent token, so a given first frame can stay clean
+    while the rest is denoised). Deterministic like :func:`build_tiny_pipeline`."""
+    from diffusers import WanPipeline, WanTransformer3DModel
+
+    return _build(WanPipeline, WanTransformer3DModel, {}, {"expand_timesteps": True})
 
 
 def build_tiny_vace_pipeline() -> "diffusers.WanVACEPipeline":
@@ -345,6 +355,11 @@ def ensure_tiny_i2v_model(models_dir: Path) -> Path:
     ``WanImageToVideoPipeline.from_pretrained(folder)``."""
     return ensure_saved(models_dir, TINY_I2V_MODEL_DIRNAME, build_tiny_i2v_pipeline, _IMAGE_MODEL_FILES,
                         _REQUIRED_WEIGHT_DIRS + ("image_encoder",))
+
+
+def ensure_tiny_ti2v_model(models_dir: Path) -> Path:
+    """Like :func:`ensure_tiny_model` for ``models_dir/tiny-ti2v``."""
+    return ensure_saved(models_dir, TINY_TI2V_MODEL_DIRNAME, build_tiny_ti2v_pipeline)
 
 
 def ensure_tiny_i2v_first_model(models_dir: Path) -> Path:

@@ -76,15 +76,16 @@ def _model_for(services: "FeatureServices", request: GenerationRequest) -> str:
 
 def check_images(spec: ModelSpec, request: GenerationRequest) -> None:
     """400 unless the request gives ``spec`` the frames it is conditioned on (``ModelSpec.images``)."""
-    takes = {n: [s.id for s in GENERATION_CATALOG.values() if s.images == n] for n in (1, 2)}
+    takes = {n: [s.id for s in GENERATION_CATALOG.values() if s.images == n or n == 1 and s.optional_image]
+             for n in (1, 2)}
     if request.last_image and not request.image:
         raise InvalidRequest("last_image needs image (the first frame) too")
-    if spec.images == 0 and request.image:
+    if spec.images == 0 and request.image and not spec.optional_image:
         raise InvalidRequest(f"image: {spec.id} generates from text only; models that start from an image: "
                              f"{', '.join(takes[1] + takes[2])}")
     if spec.images and not request.image:
         raise InvalidRequest(f"image: {spec.id} generates from an image; give image (base64 or an http(s) URL)")
-    if request.last_image and spec.images < 2:
+    if request.last_image and spec.images < 2:  # TI2V too: its image conditioning is a first frame
         raise InvalidRequest(f"last_image: {spec.id} takes a first frame only; first-and-last-frame models: "
                              f"{', '.join(takes[2])}")
     if spec.images == 2 and not request.last_image:

@@ -50,7 +50,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from studio.models.cost.architectures import ARCHITECTURES, TEXT_TOKENS, Architecture, TextEncoder
+from studio.models.catalog import get_spec
+from studio.models.cost.architectures import TEXT_TOKENS, Architecture, TextEncoder, architecture_of
 
 GIB = 2**30
 FIT_HEADROOM = 1.05                    # see the module docstring
@@ -166,7 +167,7 @@ def group_vram_gb(plans: list, profile: str = "gpu") -> float:
     denoising phase grows by one task's activations per extra task and the other phases don't.
     """
     first = plans[0]
-    arch = ARCHITECTURES[first.model]
+    arch = architecture_of(get_spec(first.model))
     single = memory_estimate(arch, first.gen_width, first.gen_height, first.gen_frames, profile)
     tokens = ((first.gen_frames - 1) // 4 + 1) * (first.gen_height // (arch.vae_stride * 2)) \
         * (first.gen_width // (arch.vae_stride * 2))
@@ -209,7 +210,7 @@ def group_fits(plans: list, free_bytes: float, weights_loaded: bool, budget_gb: 
 
     Models that run on the CPU (``tiny``) need no GPU memory and always fit the device.
     """
-    arch = ARCHITECTURES[plans[0].model]
+    arch = architecture_of(get_spec(plans[0].model))
     need = group_vram_gb(plans, profile) * GIB
     if budget_gb is not None and need > budget_gb * GIB:
         return False
