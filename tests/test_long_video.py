@@ -18,7 +18,7 @@ from studio.engine.request import GenerationRequest
 from studio.engine.stitch import WindowStitcher, colour_correction
 from studio.engine.t2v import Cancelled, QuietHooks
 from studio.engine.windows import CONTEXT_FRAMES
-from studio.models.catalog import CATALOG, TINY, TINY_VACE
+from studio.models.catalog import CATALOG, GENERATION_CATALOG, TINY, TINY_I2V, TINY_I2V_FIRST, TINY_VACE
 from studio.models.loader import ModelCache
 from tests.conftest import SMALL, client_owner, wait_for_terminal
 
@@ -26,7 +26,7 @@ LONG = {**SMALL, "duration_seconds": 8.0, "fps": 24}  # tiny: 4 s per pass at 8 
 
 
 def _plan(model: str = TINY, **request):
-    return make_plan(GenerationRequest(prompt="a cat", genre="none", **request), CATALOG[model], seed=11)
+    return make_plan(GenerationRequest(prompt="a cat", genre="none", **request), GENERATION_CATALOG[model], seed=11)
 
 
 def _decoded(data: bytes) -> list[np.ndarray]:
@@ -61,10 +61,23 @@ def test_a_clip_longer_than_one_pass_is_planned_as_windows_covering_every_frame(
 def test_a_clip_within_one_pass_and_a_model_without_continuation_stay_one_pass():
     short = _plan(duration_seconds=4, fps=12)
     assert short.passes == 1 and short.continuation_model is None
-    no_sibling = _plan("wan2.2-ti2v-5b", duration_seconds=20, fps=24)
-    assert CATALOG["wan2.2-ti2v-5b"].continuation is None
-    assert no_sibling.passes == 1 and no_sibling.clip_frames == CATALOG["wan2.2-ti2v-5b"].max_frames
+    no_sibling = _plan(TINY_I2V, duration_seconds=20, fps=24)  # first and last frame: nothing to continue from
+    assert GENERATION_CATALOG[TINY_I2V].continuation is None
+    assert no_sibling.passes == 1 and no_sibling.clip_frames == GENERATION_CATALOG[TINY_I2V].max_frames
     assert any("has no continuation model" in note for note in no_sibling.notes)
+
+
+@pytest.mark.parametrize("model, continuation", [
+    ("tiny-ti2v", "tiny-ti2v"), ("tiny-i2v-first", "tiny-i2v-first"), ("wan2.2-ti2v-5b", "wan2.2-ti2v-5b"),
+    ("wan2.2-t2v-a14b", "wan2.2-i2v-a14b"), ("wan2.1-i2v-14b-480p", "wan2.1-i2v-14b-480p"),
+])
+def test_image_models_continue_from_the_previous_windows_last_frame(model, continuation):
+    plan = _plan(model, duration_seconds=20, fps=24)
+    assert plan.passes > 1 and plan.continuation_model == continuation
+    assert all(w.kind == "image" and w.context == 1 for w in plan.windows[1:])
+    assert plan.windows[-1].end == plan.clip_frames and all(w.frames <= GENERATION_CATALOG[model].max_frames
+                                                           for w in plan.windows)
+    assert any("last frame as its first frame" in note for note in plan.notes)
 
 
 def test_the_estimate_counts_every_window():
@@ -217,3 +230,21 @@ def test_the_prepared_gpu_script_runs_on_the_tiny_configurations():
                          timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "| 2 | 41 | 80 |" in run.stdout  # windows, clip frames at 8 fps, output frames at 16 fps
+
+
+def test_a_long_video_from_an_image_continues_window_by_window_through_rest(http):
+    import base64
+
+    import cv2
+    from skimage import data
+
+    ok, png = cv2.imencode(".png", cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    body = {**LONG, "image": base64.b64encode(png.tobytes()).decode()}
+    task_id = http.post("/v1/generate", json=body).json()["task_id"]
+    assert wait_for_terminal(http, task_id)["status"] == "completed"
+    meta = http.get(f"/v1/result/{task_id}").json()["metadata"]
+    assert meta["model"] == TINY_I2V_FIRST and meta["frames"] == 192 and meta["conditioning"] == "first frame"
+    assert [w["conditioning"] for w in meta["windows"]] == [
+        "text + the request's first frame"] + ["text + the previous window's last frame as its first frame "
+                                               "(image conditioning)"] * 2
+    assert _distinct_share(_decoded(http.get(f"/v1/videos/{task_id}.mp4").content)) >= 0.9

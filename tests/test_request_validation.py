@@ -7,7 +7,7 @@ import pytest
 from studio.engine.plan import generation_frames, make_plan, output_size
 from studio.engine.request import GenerationRequest, parse_request
 from studio.errors import InvalidRequest
-from studio.models.catalog import CATALOG
+from studio.models.catalog import CATALOG, GENERATION_CATALOG
 
 BAD_FIELDS = [
     ("prompt", "", "prompt"),
@@ -105,7 +105,7 @@ def test_plan_says_how_the_output_differs_from_what_was_generated():
     sources = [plan.source_index(i) for i in range(plan.out_frames)]
     assert sources == sorted(sources) and sources[0] == 0 and sources[-1] == plan.clip_frames - 1
     # a model without a continuation model makes one pass and says it is stretched
-    one_pass = make_plan(request, CATALOG["wan2.2-t2v-a14b"], seed=3)
+    one_pass = make_plan(request, GENERATION_CATALOG["wan2.1-flf2v-14b"], seed=3)
     assert one_pass.passes == 1 and one_pass.gen_frames == one_pass.clip_frames == 81
     assert any("stretched over 10 s" in note for note in one_pass.notes)
 

@@ -6,7 +6,9 @@ beyond that, more frames are made by optical-flow interpolation and a larger siz
 (``temporal`` / ``spatial``, carried out by ``studio.engine.output_frames``).
 
 A duration longer than one pass (``max_frames``) is generated as a chain of :class:`Window` s
-when the model has a continuation model (``ModelSpec.continuation``, run by
+when the model has a continuation model (``ModelSpec.continuation``: a VACE sibling, or an
+image-to-video model, possibly the model itself, that starts from the previous window's last
+frame; run by
 ``studio.engine.long_video``): the clip's frames at the native fps are all generated. A model
 without one generates one pass, interpolated over the duration. ``notes`` says which, in plain
 words, so the result metadata never overstates what was generated.
@@ -71,6 +73,16 @@ def continuation_of(spec: ModelSpec, duration_seconds: float) -> ModelSpec | Non
     return get_spec(spec.continuation)
 
 
+def continuation_kind(spec: ModelSpec) -> str:
+    """How a continuation model takes the previous window: ``vace`` (its last frames as known
+    frames) or ``image`` (its last frame as the first frame: image-to-video, TI2V)."""
+    return "vace" if spec.task == "vace" else "image"
+
+
+#: Frames of the previous window a later window re-renders, by continuation kind.
+CONTEXT = {"vace": CONTEXT_FRAMES, "image": 1}
+
+
 def window_seed(seed: int, index: int) -> int:
     """The seed of a chain's window ``index``: the task's seed, then the next ones (each window
     draws its own noise; window 0 draws what a one-pass run of the seed would)."""
@@ -91,6 +103,9 @@ class Window:
     end: int
     context: int
     frames: int
+    # what the window is conditioned on besides the prompt: the previous window ("vace", "image"),
+    # or, for the first, the request's "first frame" / "first and last frame", or nothing ("text")
+    kind: str = "text"
 
     @property
     def new_frames(self) -> int:
@@ -103,9 +118,13 @@ class Window:
 
     def conditioning(self) -> str:
         """What the pass was conditioned on, in words (result metadata)."""
-        if not self.context:
-            return "text"
-        return f"text + the previous window's last {self.context} frames (VACE known frames)"
+        if self.kind == "vace":
+            return f"text + the previous window's last {self.context} frames (VACE known frames)"
+        if self.kind == "image":
+            return "text + the previous window's last frame as its first frame (image conditioning)"
+        if self.kind != "text":
+            return f"text + the request's {self.kind}"
+        return "text"
 
     def to_dict(self) -> dict:
         return {"index": self.index, "model": self.model, "seed": self.seed, "generated_frames": self.frames,
@@ -192,7 +211,9 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
     """Resolve ``request`` for ``spec`` with a concrete ``seed``."""
     out_w, out_h = output_size(request.resolution, request.aspect_ratio)
     gen_w, gen_h = generation_size(spec, out_w, out_h)
-    windows = plan_passes(spec, request.duration_seconds, seed)
+    images = spec.images or (1 if spec.optional_image and request.image else 0)
+    conditioning = {0: "text", 1: "first frame", 2: "first and last frame"}[images]
+    windows = plan_passes(spec, request.duration_seconds, seed, first=conditioning)
     gen_frames = max(w.frames for w in windows)
     clip_frames = windows[-1].end
     out_frames = max(1, round(request.duration_seconds * request.fps))
@@ -207,8 +228,6 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
     notes = []
     if not spec.trained:
         notes.append(untrained_note(spec.id))
-    images = spec.images or (1 if spec.optional_image and request.image else 0)
-    conditioning = {0: "text", 1: "first frame", 2: "first and last frame"}[images]
     if images:
         notes.append(f"conditioned on the given {conditioning} ({spec.id}): the video starts from the image"
                      + (" and ends on the last image" if images == 2 else ""))
@@ -225,11 +244,13 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
     elif (gen_w, gen_h) != (out_w, out_h):
         notes.append(f"generated at {gen_w}x{gen_h}, resized to {out_w}x{out_h}")
     if len(windows) > 1:
+        how = (f"last {windows[1].context} frames (VACE known frames)" if windows[1].kind == "vace"
+               else "last frame as its first frame (image conditioning)")
         notes.append(
             f"{request.duration_seconds:g} s is longer than {spec.id}'s {spec.max_seconds:g} s per pass: generated as "
             f"{len(windows)} windows ({clip_frames} frames at {spec.native_fps} fps); the first by {spec.id}, each "
-            f"later one by {windows[1].model} continuing from the previous window's last {CONTEXT_FRAMES} frames "
-            "(VACE known frames), with the overlaps blended and colour drift corrected"
+            f"later one by {windows[1].model} continuing from the previous window's {how}, with the overlaps "
+            "blended and colour drift corrected"
         )
     elif request.duration_seconds * spec.native_fps > clip_frames:
         notes.append(
@@ -283,14 +304,17 @@ def fast_mode_of(spec: ModelSpec) -> FastMode:
     return spec.fast
 
 
-def plan_passes(spec: ModelSpec, duration_seconds: float, seed: int) -> tuple[Window, ...]:
+def plan_passes(spec: ModelSpec, duration_seconds: float, seed: int, first: str = "text") -> tuple[Window, ...]:
     """The passes of a clip of ``duration_seconds`` on ``spec``: one (capped at ``max_frames``)
-    without a continuation, else balanced windows covering every frame at the native fps."""
+    without a continuation, else balanced windows covering every frame at the native fps.
+    ``first``: what the first window is conditioned on besides the prompt (the request's images)."""
     continuation = continuation_of(spec, duration_seconds)
     if continuation is None:
         frames = generation_frames(spec, duration_seconds)
-        return (Window(0, spec.id, seed, 0, frames, 0, frames),)
+        return (Window(0, spec.id, seed, 0, frames, 0, frames, first),)
+    kind = continuation_kind(continuation)
     clip = four_k_plus_1(round(duration_seconds * spec.native_fps))
-    spans = balanced_windows(clip, spec.max_frames, CONTEXT_FRAMES)
-    return tuple(Window(k, spec.id if k == 0 else continuation.id, window_seed(seed, k), start, end, context, frames)
+    spans = balanced_windows(clip, spec.max_frames, CONTEXT[kind])
+    return tuple(Window(k, spec.id if k == 0 else continuation.id, window_seed(seed, k), start, end, context, frames,
+                        kind if k else first)
                  for k, (start, end, context, frames) in enumerate(spans))

@@ -43,9 +43,10 @@ class TextEmbeddingCache:
             if text in seen:
                 reused[i] = True
             seen.add(text)
-        if missing:
-            embeds, _ = pipe.encode_prompt(prompt=missing, do_classifier_free_guidance=False,
-                                           max_sequence_length=MAX_SEQUENCE_LENGTH, device=device)
+        if missing:  # WanPipeline's encoder, which any Wan pipeline's modules run (see encode_prompt_embeds)
+            from diffusers import WanPipeline
+
+            embeds = WanPipeline._get_t5_prompt_embeds(pipe, missing, 1, MAX_SEQUENCE_LENGTH, device)
             for text, embed in zip(missing, embeds):
                 self._entries[(model_id, text)] = embed.unsqueeze(0)
         for text in texts:

@@ -200,7 +200,8 @@ class GenerationRunner:
                     hooks = [_TaskHooks(self.worker, t, p, estimate.encode_seconds) for t, p in zip(tasks, plans)]
                     learned = self._learned_upscaler(model) if plans[0].upscaler == "learned" else None
                     if plans[0].passes > 1:
-                        outputs = [self._chain(model, tasks[0], plans[0], hooks[0], distilled + adapters, learned)]
+                        outputs = [self._chain(model, tasks[0], plans[0], hooks[0], distilled + adapters, learned,
+                                               self._images(requests[0]))]
                         matches = [None]
                     else:
                         images = self._images(requests[0])
@@ -265,14 +266,14 @@ class GenerationRunner:
         return outputs, matches
 
     def _chain(self, model, task: Task, plan: GenerationPlan, hooks: _TaskHooks, adapters: Sequence[Adapter],
-               learned: LearnedUpscale | None) -> RunOutput | None:
+               learned: LearnedUpscale | None, images: FrameImages | None) -> RunOutput | None:
         """A long clip, window by window (``studio.engine.long_video``); None when cancelled in
         its first window (a later cancel keeps the finished windows: ``RunOutput.partial``)."""
         try:
             output = run_chain(self.worker.models, model, plan, hooks, self.worker.paths.video(task.id),
                                self.worker.paths.thumbnail(task.id), text_cache=self.text_cache,
                                preview_width=self.worker.preview_width, advice=T2V_ADVICE, adapters=adapters,
-                               learned=learned)
+                               learned=learned, images=images)
         except Cancelled:
             return None
         if not output.partial:  # the first window's steps are the text-to-video model's rate

@@ -83,11 +83,13 @@ class ModelSpec:
         pipeline: the diffusers pipeline class that loads and runs it.
         architecture: the ``studio.models.cost.architectures.ARCHITECTURES`` entry its memory estimate
             starts from (default: its own id); parameters beyond it are added as weights.
-        continuation: for a ``t2v`` model, the ``vace`` model that continues its clips past one pass
-            (``max_frames``): a longer request is generated as a chain of windows, the first by
-            this model and each later one by the continuation model, conditioned on the last
-            frames of the window before it (``studio.engine.long_video``). ``None``: no
-            continuation path; a longer request is one pass interpolated over the duration.
+        continuation: the model that continues this model's clips past one pass (``max_frames``):
+            a longer request is generated as a chain of windows, the first by this model and each
+            later one by the continuation model, conditioned on the window before it
+            (``studio.engine.long_video``): a ``vace`` sibling on its last 5 frames (known
+            frames), or an image-to-video model (the model itself for I2V and TI2V) on its last
+            frame. ``None``: no continuation path; a longer request is one pass interpolated
+            over the duration.
         fast: the model's few-step mode (``FastMode``), None where the studio knows of none.
         images: the frames an ``i2v`` model is conditioned on: 1 a first frame (image-to-video),
             2 a first and a last frame (FLF2V); 0 for the other tasks.
@@ -200,6 +202,7 @@ MODELS: dict[str, ModelSpec] = {
             params_b=5.0,
             notes="Wan2.2 README: 720p/121 frames runs on a 24 GB GPU with offload.",
             optional_image=True,
+            continuation="wan2.2-ti2v-5b",
         ),
         ModelSpec(
             id="wan2.2-t2v-a14b",
@@ -218,6 +221,7 @@ MODELS: dict[str, ModelSpec] = {
                           "lightx2v/Wan2.2-Distill-Loras",
                           (("wan2.2_t2v_A14b_high_noise_lora_rank64_lightx2v_4step_1217.safetensors", 0),
                            ("wan2.2_t2v_A14b_low_noise_lora_rank64_lightx2v_4step_1217.safetensors", 1))),
+            continuation="wan2.2-i2v-a14b",
         ),
         ModelSpec(
             id=TINY_TI2V,
@@ -233,6 +237,7 @@ MODELS: dict[str, ModelSpec] = {
                   "alone, or a first frame that becomes the first latent frame; needs no network.",
             architecture=TINY,
             optional_image=True,
+            continuation=TINY_TI2V,
         ),
         ModelSpec(
             id=TINY_VACE,
@@ -345,6 +350,7 @@ MODELS: dict[str, ModelSpec] = {
             pipeline="WanImageToVideoPipeline",
             architecture=TINY,
             images=1,
+            continuation=TINY_I2V_FIRST,
         ),
         ModelSpec(
             id="wan2.1-i2v-14b-480p",
@@ -361,6 +367,7 @@ MODELS: dict[str, ModelSpec] = {
             pipeline="WanImageToVideoPipeline",
             architecture="wan2.1-t2v-14b",
             images=1,
+            continuation="wan2.1-i2v-14b-480p",
         ),
         ModelSpec(
             id="wan2.1-i2v-14b-720p",
@@ -376,6 +383,7 @@ MODELS: dict[str, ModelSpec] = {
             pipeline="WanImageToVideoPipeline",
             architecture="wan2.1-t2v-14b",
             images=1,
+            continuation="wan2.1-i2v-14b-720p",
         ),
         ModelSpec(
             id="wan2.2-i2v-a14b",
@@ -393,6 +401,7 @@ MODELS: dict[str, ModelSpec] = {
             pipeline="WanImageToVideoPipeline",
             architecture="wan2.2-t2v-a14b",
             images=1,
+            continuation="wan2.2-i2v-a14b",
         ),
         ModelSpec(
             id="wan2.1-flf2v-14b",

@@ -12,7 +12,7 @@ model has no anchor: its prior (60 s) is an assumption until the first load.
 **Time.** ``total = load (when the model is not resident) + steps x step time + offload transfers
 + decode/encode``. A long clip generated as a chain of windows (``studio.engine.long_video``)
 counts ``passes x steps`` at the longest window's step time, one transfer set per pass, and the
-load of its continuation model.
+load of its continuation model (none when the model continues itself).
 
 - FLOPs per transformer forward (``shared/research/flops.py``): linear ``2 L (6 d^2 + 2 d ffn)``
   per layer plus cross-attention K/V on 512 text tokens ``2 x 512 x 2 d^2``, self-attention
@@ -254,7 +254,7 @@ def estimate_time(inputs: CostInputs, spec: ModelSpec, plan: "PlannedRun", profi
     """Seconds to generate ``plan`` with ``spec`` on this device (see the module docstring)."""
     rates, store = inputs.rates, inputs.rates.store
     load = 0.0 if inputs.loaded_model == spec.id else rates.rate(spec, LOAD_SECONDS)[0]
-    if plan.continuation_model:  # a chain loads its continuation model after the first window
+    if plan.continuation_model not in (None, spec.id):  # a chain loads its continuation model after window 1
         load += rates.rate(get_spec(plan.continuation_model), LOAD_SECONDS)[0]
     encode = rates.rate(spec, ENCODE_RATE)[0] * plan.out_frames * plan.out_width * plan.out_height / 1e6
     arch = architecture_of(spec)
