@@ -141,3 +141,52 @@ def test_generate_in_chromium(live_server, tmp_path):
     assert result.metadata.num_inference_steps == 50
     assert not [e for e in console_errors if "favicon" not in e], console_errors
     assert time.monotonic() - started < 60
+
+
+def test_fast_mode_and_a_first_frame_from_the_page(live_server, tmp_path):
+    """The Generate tab's newer controls, as a user works them: the Fast mode radio, then a first
+    frame uploaded in "Start from an image" (the model follows the picture)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (Debian's chromium package); not downloading a browser")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    import cv2
+    from skimage import data
+
+    picture = tmp_path / "astronaut.png"
+    cv2.imwrite(str(picture), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    task_ids = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.set_default_timeout(15_000)
+            page.goto(live_server.url, wait_until="domcontentloaded")
+            page.wait_for_selector("#gen-run")
+            expect = sync_api.expect
+            page.locator("#gen-prompt textarea").fill("a red fox running through snow")
+            _set_slider(page, "gen-duration", 1)
+            _set_slider(page, "gen-fps", 12)
+            _pick_dropdown(page, "gen-resolution", "480p")
+            status = page.locator("#gen-status")
+            task_box = page.locator("#gen-task-id textarea, #gen-task-id input").first
+
+            page.locator("#gen-mode label", has_text="Fast").click()
+            page.locator("#gen-run").click()
+            expect(status).to_contain_text("Done", timeout=45_000)
+            task_ids.append(task_box.input_value())
+
+            page.locator("#gen-mode label", has_text="Standard").click()
+            page.locator("#gen-images").get_by_text("Start from an image").click()
+            page.locator("#gen-first-image input[type='file']").set_input_files(str(picture))
+            page.wait_for_selector("#gen-first-image img", timeout=15_000)
+            page.locator("#gen-run").click()
+            expect(status).not_to_contain_text("Done", timeout=15_000)  # the new run took over the line
+            expect(status).to_contain_text("Done", timeout=60_000)
+            task_ids.append(task_box.input_value())
+        finally:
+            browser.close()
+
+    studio = live_server.studio
+    fast, pictured = (studio.result(t, studio.store.get(t).owner).metadata for t in task_ids)
+    assert (fast.mode, fast.num_inference_steps, fast.guidance_scale) == ("fast", 4, 1.0)
+    assert (pictured.model, pictured.conditioning) == ("tiny-i2v-first", "first frame")
