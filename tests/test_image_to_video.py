@@ -158,3 +158,14 @@ def test_the_ti2v_model_takes_an_image_or_text_through_rest(http):
     response = http.post("/v1/generate", json={**SMALL, "model": "tiny-ti2v", "image": b64(data.astronaut()),
                                                "last_image": b64(data.coffee())})
     assert response.status_code == 400 and "takes a first frame only" in response.json()["detail"]
+
+
+def test_a_repeated_request_with_an_idempotency_key_keeps_one_copy_of_its_images(http, live_server):
+    inputs = live_server.studio.settings.data_dir / "inputs"
+    before = set(inputs.iterdir()) if inputs.exists() else set()
+    body = {**SMALL, "image": b64(data.astronaut())}
+    headers = {"Idempotency-Key": "i2v-images-once"}
+    first = http.post("/v1/generate", json=body, headers=headers).json()["task_id"]
+    again = http.post("/v1/generate", json=body, headers=headers).json()["task_id"]
+    assert first == again and len(set(inputs.iterdir()) - before) == 1
+    wait_for_terminal(http, first)

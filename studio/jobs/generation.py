@@ -199,12 +199,12 @@ class GenerationRunner:
                     estimate = self.worker.estimator.estimate(spec, plans[0], model_loaded=True)
                     hooks = [_TaskHooks(self.worker, t, p, estimate.encode_seconds) for t, p in zip(tasks, plans)]
                     learned = self._learned_upscaler(model) if plans[0].upscaler == "learned" else None
+                    images = self._images(requests[0])  # a task with images is never grouped
                     if plans[0].passes > 1:
                         outputs = [self._chain(model, tasks[0], plans[0], hooks[0], distilled + adapters, learned,
-                                               self._images(requests[0]))]
+                                               images)]
                         matches = [None]
                     else:
-                        images = self._images(requests[0])
                         with adapters_applied(model.pipe, distilled + adapters):
                             outputs, matches = self._generate(model, tasks, plans, hooks, reuse_text, learned, images)
                 if not was_loaded:

@@ -110,6 +110,12 @@ def _stored_images(services: "FeatureServices", request: GenerationRequest) -> d
     return {"inputs_id": inputs_id, "image": "first.png", "last_image": "last.png" if request.last_image else None}
 
 
+def _discard_inputs(services: "FeatureServices", stored: GenerationSpec) -> None:
+    """Remove the images a request stored when no task of it was created."""
+    if stored.inputs_id:
+        shutil.rmtree(services.data_dir / "inputs" / stored.inputs_id, ignore_errors=True)
+
+
 def image_from(value: str, policy, field: str) -> np.ndarray:
     """An image field's value: an http(s) URL (fetched through the guarded fetcher) or base64."""
     if re.match(HTTP_URL_PATTERN, value):
@@ -130,11 +136,18 @@ def submit(services: "FeatureServices", request: GenerationRequest, owner: str, 
     if request.webhook_url:
         validate_url(request.webhook_url, services.fetch_policy)
     prepared = prepare(services, request, owner)
-    task, created = services.store.create_task(
-        GenerationSpec.KIND, prepared.stored.stored(), priority=priority, estimated_seconds=round(prepared.estimate, 2),
-        owner=owner, webhook_url=request.webhook_url, idempotency_key=idempotency_key,
-        idempotency_body=request.model_dump(),  # what the client sent, before a random seed is drawn
-        queue=queue_of(prepared.stored))
+    try:
+        task, created = services.store.create_task(
+            GenerationSpec.KIND, prepared.stored.stored(), priority=priority,
+            estimated_seconds=round(prepared.estimate, 2), owner=owner, webhook_url=request.webhook_url,
+            idempotency_key=idempotency_key,
+            idempotency_body=request.model_dump(),  # what the client sent, before a random seed is drawn
+            queue=queue_of(prepared.stored))
+    except BaseException:
+        _discard_inputs(services, prepared.stored)
+        raise
+    if not created:  # the earlier task of this Idempotency-Key keeps its own inputs
+        _discard_inputs(services, prepared.stored)
     # Measured before waking the worker, so the reply describes the queue it joined.
     reply = SubmitResponse(
         task_id=task.id,
