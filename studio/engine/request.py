@@ -1,7 +1,8 @@
-"""The one request model for text-to-video, shared by the UI, the Gradio API and REST.
+"""The one request model for generation, shared by the UI, the Gradio API and REST.
 
-Fields, defaults and ranges are the seed's (``POST /generate``); ``model`` is ours (the seed's
-service has a single model). Every violation becomes ``InvalidRequest`` naming the field.
+Fields, defaults and ranges are the seed's (``POST /generate``); ``model`` and the fields after
+``acceleration`` (LoRAs, the upscaler, images, the fast mode) are ours. Every violation becomes
+``InvalidRequest`` naming the field.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ class LoraChoice(JsonModel):
 
 
 class GenerationRequest(JsonModel):
-    """A text-to-video request. Unknown fields are rejected so that typos do not pass silently."""
+    """A generation request: from text, or from a first (and last) frame with ``image``. Unknown
+    fields are rejected so that typos do not pass silently."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -152,8 +154,6 @@ class GenerationRequest(JsonModel):
     _strip_prompt = field_validator("prompt")(strip_prompt)
 
 
-
-
 #: Every generate field except the per-prompt ones (``prompt``, ``webhook_url``, the images), with the same
 #: defaults and bounds: the settings that many generations share (a batch's prompts, a scene's
 #: shots). Unknown fields are refused as in ``GenerationRequest``.
@@ -166,7 +166,8 @@ GenerationSettings.model_rebuild(force=True)
 
 
 class GenerationSpec(GenerationRequest, TaskSpec):
-    """A stored text-to-video task: the request with its model and seed resolved at submit."""
+    """A stored generation task (kind ``t2v``, image-to-video included): the request with its
+    model and seed resolved, and its images stored as files, at submit."""
 
     KIND: ClassVar[str] = "t2v"
 
