@@ -190,3 +190,42 @@ def test_fast_mode_and_a_first_frame_from_the_page(live_server, tmp_path):
     fast, pictured = (studio.result(t, studio.store.get(t).owner).metadata for t in task_ids)
     assert (fast.mode, fast.num_inference_steps, fast.guidance_scale) == ("fast", 4, 1.0)
     assert (pictured.model, pictured.conditioning) == ("tiny-i2v-first", "first frame")
+
+
+def test_a_lora_added_and_picked_in_the_page_is_applied(live_server, tmp_path):
+    """The LoRAs accordion: upload a file, name it, add it (it is picked at once), generate."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (Debian's chromium package); not downloading a browser")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from safetensors.torch import save_file
+
+    from studio.models.tiny import tiny_attention_lora
+
+    lora = tmp_path / "page-style.safetensors"
+    save_file(tiny_attention_lora(11, 0.5), lora)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.set_default_timeout(15_000)
+            page.goto(live_server.url, wait_until="domcontentloaded")
+            page.wait_for_selector("#gen-run")
+            expect = sync_api.expect
+            page.locator("#gen-prompt textarea").fill("a red fox running through snow")
+            _set_slider(page, "gen-duration", 1)
+            _set_slider(page, "gen-fps", 12)
+            _pick_dropdown(page, "gen-resolution", "480p")
+            page.locator("#gen-loras").get_by_text("LoRAs").first.click()
+            page.locator("#gen-lora-file input[type='file']").set_input_files(str(lora))
+            page.locator("#gen-lora-name textarea, #gen-lora-name input").first.fill("page-style")
+            page.locator("#gen-lora-add").click()
+            expect(page.locator("#gen-lora-status")).to_contain_text("Added page-style", timeout=20_000)
+            expect(page.locator("#gen-lora-pick")).to_contain_text("page-style")
+            page.locator("#gen-run").click()
+            expect(page.locator("#gen-status")).to_contain_text("Done", timeout=45_000)
+            task_id = page.locator("#gen-task-id textarea, #gen-task-id input").first.input_value()
+        finally:
+            browser.close()
+    studio = live_server.studio
+    meta = studio.result(task_id, studio.store.get(task_id).owner).metadata
+    assert [(lora["name"], lora["scale"]) for lora in meta.loras] == [("page-style", 1.0)]

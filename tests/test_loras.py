@@ -15,29 +15,20 @@ import pytest
 import torch
 
 from studio.engine.loras import Adapter, adapter_names, adapters_applied
-from studio.models.tiny import build_tiny_pipeline
+from studio.models.tiny import build_tiny_pipeline, tiny_attention_lora
 from tests.conftest import OTHER_KEY, SMALL, client_owner, wait_for_terminal
 
 OTHER = {"Authorization": f"Bearer {OTHER_KEY}"}
-LAYERS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
-def lora_bytes(seed: int, layers: list[str] = LAYERS, rank: int = 4) -> bytes:
-    """A LoRA of the tiny transformer's attention projections (24 -> 24 in both blocks) with
-    random, non-zero A and B, in the diffusers file convention (keys under ``transformer.``).
-    Built from tensors, not by wrapping a model with peft: another thread loading a model
-    (diffusers' ``from_pretrained``) would put a model built meanwhile on the meta device."""
+def lora_bytes(seed: int) -> bytes:
+    """A LoRA of the tiny transformer's attention projections with random, non-zero A and B (a
+    safetensors file). Built from tensors, not by wrapping a model with peft: another thread
+    loading a model (diffusers' ``from_pretrained``) would put a model built meanwhile on the
+    meta device."""
     from safetensors.torch import save
 
-    generator = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for block in range(2):
-        for attention in ("attn1", "attn2"):
-            for layer in layers:
-                key = f"transformer.blocks.{block}.{attention}.{layer}"
-                tensors[f"{key}.lora_A.weight"] = torch.randn(rank, 24, generator=generator) * 0.5
-                tensors[f"{key}.lora_B.weight"] = torch.randn(24, rank, generator=generator) * 0.5
-    return save(tensors)
+    return save(tiny_attention_lora(seed, 0.5))
 
 
 def _frames(http: httpx.Client, task_id: str) -> np.ndarray:

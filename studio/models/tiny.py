@@ -409,20 +409,27 @@ def ensure_saved(models_dir: Path, dirname: str, build: Callable[[], Any], files
 
 
 def build_tiny_fast_lora() -> dict:
-    """The tiny model's fast-mode LoRA (``studio.models.catalog.TINY_FAST_LORA``): rank 4 on
-    every attention projection, random weights from a fixed seed. It distils nothing; it lets
-    the few-step path (adapters loaded, 4 steps, no guidance) run offline."""
+    """The tiny model's fast-mode LoRA (``studio.models.catalog.TINY_FAST_LORA``): random
+    weights from a fixed seed. It distils nothing; it lets the few-step path (adapters loaded,
+    4 steps, no guidance) run offline."""
+    return tiny_attention_lora(_SEED + 7, 0.2)
+
+
+def tiny_attention_lora(seed: int, std: float, rank: int = 4) -> dict:
+    """A LoRA of every attention projection of the tiny transformer (both blocks, self and cross
+    attention), random A and B (``std``), in the diffusers file convention (keys under ``transformer.``)."""
     import torch
 
-    generator = torch.Generator().manual_seed(_SEED + 7)
-    dim, rank = tiny_transformer_config()["attention_head_dim"] * 2, 4  # 2 heads of 12
+    generator = torch.Generator().manual_seed(seed)
+    config = tiny_transformer_config()
+    dim = config["num_attention_heads"] * config["attention_head_dim"]
     tensors = {}
-    for block in range(tiny_transformer_config()["num_layers"]):
+    for block in range(config["num_layers"]):
         for attention in ("attn1", "attn2"):
             for layer in ("to_q", "to_k", "to_v", "to_out.0"):
                 key = f"transformer.blocks.{block}.{attention}.{layer}"
-                tensors[f"{key}.lora_A.weight"] = torch.randn(rank, dim, generator=generator) * 0.2
-                tensors[f"{key}.lora_B.weight"] = torch.randn(dim, rank, generator=generator) * 0.2
+                tensors[f"{key}.lora_A.weight"] = torch.randn(rank, dim, generator=generator) * std
+                tensors[f"{key}.lora_B.weight"] = torch.randn(dim, rank, generator=generator) * std
     return tensors
 
 
