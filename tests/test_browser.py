@@ -143,6 +143,19 @@ def test_generate_in_chromium(live_server, tmp_path):
     assert time.monotonic() - started < 60
 
 
+def _short_run_page(browser, url: str):
+    """The studio's page with a prompt and a short 480p run set (1 s at 12 fps)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(15_000)
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_selector("#gen-run")
+    page.locator("#gen-prompt textarea").fill("a red fox running through snow")
+    _set_slider(page, "gen-duration", 1)
+    _set_slider(page, "gen-fps", 12)
+    _pick_dropdown(page, "gen-resolution", "480p")
+    return page
+
+
 def test_fast_mode_and_a_first_frame_from_the_page(live_server, tmp_path):
     """The Generate tab's newer controls, as a user works them: the Fast mode radio, then a first
     frame uploaded in "Start from an image" (the model follows the picture)."""
@@ -158,15 +171,8 @@ def test_fast_mode_and_a_first_frame_from_the_page(live_server, tmp_path):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.set_default_timeout(15_000)
-            page.goto(live_server.url, wait_until="domcontentloaded")
-            page.wait_for_selector("#gen-run")
+            page = _short_run_page(browser, live_server.url)
             expect = sync_api.expect
-            page.locator("#gen-prompt textarea").fill("a red fox running through snow")
-            _set_slider(page, "gen-duration", 1)
-            _set_slider(page, "gen-fps", 12)
-            _pick_dropdown(page, "gen-resolution", "480p")
             status = page.locator("#gen-status")
             task_box = page.locator("#gen-task-id textarea, #gen-task-id input").first
 
@@ -206,15 +212,8 @@ def test_a_lora_added_and_picked_in_the_page_is_applied(live_server, tmp_path):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.set_default_timeout(15_000)
-            page.goto(live_server.url, wait_until="domcontentloaded")
-            page.wait_for_selector("#gen-run")
+            page = _short_run_page(browser, live_server.url)
             expect = sync_api.expect
-            page.locator("#gen-prompt textarea").fill("a red fox running through snow")
-            _set_slider(page, "gen-duration", 1)
-            _set_slider(page, "gen-fps", 12)
-            _pick_dropdown(page, "gen-resolution", "480p")
             page.locator("#gen-loras").get_by_text("LoRAs").first.click()
             page.locator("#gen-lora-file input[type='file']").set_input_files(str(lora))
             page.locator("#gen-lora-name textarea, #gen-lora-name input").first.fill("page-style")
