@@ -117,14 +117,15 @@ class LoraLibrary:
         row = LoraRow(uuid.uuid4().hex[:16], owner, name, model, "upload", None, None, summary.rank, len(data),
                       time.time(), {k: list(v) for k, v in summary.targets.items()})
         folder = self.folder_of(row.id)
-        part = folder.with_name(folder.name + ".part")
-        part.mkdir(parents=True, exist_ok=True)
-        (part / ADAPTER_FILE).write_bytes(data)
-        part.rename(folder)
+        part = folder.with_name(folder.name + ".part")  # renamed when whole: a crash leaves no half file
         try:
+            part.mkdir(parents=True, exist_ok=True)
+            (part / ADAPTER_FILE).write_bytes(data)
+            part.rename(folder)
             self.paths.publish_inputs(folder)
             self._add(row)
         except BaseException:
+            shutil.rmtree(part, ignore_errors=True)
             shutil.rmtree(folder, ignore_errors=True)
             raise
         return _info(row)
@@ -166,7 +167,8 @@ class LoraLibrary:
 
 
 def check_choices(records: LoraRecords, owner: str, choices: list[LoraChoice], model: str) -> None:
-    """A request's ``loras`` at submit: each one ``owner``'s, each fitting ``model`` (400 otherwise)."""
+    """A request's ``loras`` at submit: each one ``owner``'s (404 ``LoraNotFound`` otherwise), each
+    fitting ``model`` (400 otherwise)."""
     spec = get_spec(model)
     for index, choice in enumerate(choices):
         row = records.get(choice.id)
