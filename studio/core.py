@@ -105,7 +105,7 @@ class Studio:
         self.estimator = Estimator(self.store)
         self.keys = KeyStore(self.database, settings.api_keys)
         self.entities = EntityStore(self.database)  # the Consistency Tracker's registered entities
-        self.loras = LoraLibrary(LoraRecords(self.database), settings.data_dir / "loras", self.paths,
+        self.loras = LoraLibrary(LoraRecords(self.database), settings.data_dir, self.paths,
                                  settings.max_lora_mb * 2**20)  # Generate's LoRA adapters
         self.fetch_policy = FetchPolicy(allow_loopback=settings.allow_loopback_urls)
         self.webhooks = WebhookDispatcher(self.store, self.keys, self.fetch_policy,

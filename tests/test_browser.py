@@ -13,13 +13,9 @@ import shutil
 import time
 from pathlib import Path
 
-import pytest
+from tests.test_browser_tabs import CHROMIUM, LAUNCH_ARGS, MEDIA_JS, require_chromium
+from tests.test_browser_tabs import browser  # noqa: F401  (fixture)
 
-from tests.test_browser_tabs import MEDIA_JS
-
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOT_COPY = Path("/tmp/browser_smoke.png")
 
 # Installed before clicking Generate: records every distinct preview <img> src and every status
@@ -78,16 +74,14 @@ def _pick_dropdown(page, elem_id: str, choice: str) -> None:
 
 
 def test_generate_in_chromium(live_server, tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (Debian's chromium package); not downloading a browser")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = require_chromium()
 
     started = time.monotonic()
     console_errors: list[str] = []
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page = chromium.new_page(viewport={"width": 1280, "height": 1000})
             page.set_default_timeout(15_000)
             page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: console_errors.append(f"pageerror: {e}"))
@@ -122,7 +116,7 @@ def test_generate_in_chromium(live_server, tmp_path):
             page.screenshot(path=str(shot), full_page=True)
             shutil.copyfile(shot, SCREENSHOT_COPY)
         finally:
-            browser.close()
+            chromium.close()
 
     statuses = seen["statuses"]
     assert any(s.startswith("Denoising step") for s in statuses), statuses
@@ -143,7 +137,7 @@ def test_generate_in_chromium(live_server, tmp_path):
     assert time.monotonic() - started < 60
 
 
-def _short_run_page(browser, url: str):
+def _short_run_page(browser, url: str):  # noqa: F811
     """The studio's page with a prompt and a short 480p run set (1 s at 12 fps)."""
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.set_default_timeout(15_000)
@@ -156,41 +150,36 @@ def _short_run_page(browser, url: str):
     return page
 
 
-def test_fast_mode_and_a_first_frame_from_the_page(live_server, tmp_path):
+def test_fast_mode_and_a_first_frame_from_the_page(live_server, browser, tmp_path):  # noqa: F811
     """The Generate tab's newer controls, as a user works them: the Fast mode radio, then a first
     frame uploaded in "Start from an image" (the model follows the picture)."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (Debian's chromium package); not downloading a browser")
-    sync_api = pytest.importorskip("playwright.sync_api")
     import cv2
+    from playwright.sync_api import expect
     from skimage import data
 
     picture = tmp_path / "astronaut.png"
     cv2.imwrite(str(picture), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
     task_ids = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        try:
-            page = _short_run_page(browser, live_server.url)
-            expect = sync_api.expect
-            status = page.locator("#gen-status")
-            task_box = page.locator("#gen-task-id textarea, #gen-task-id input").first
+    page = _short_run_page(browser, live_server.url)
+    try:
+        status = page.locator("#gen-status")
+        task_box = page.locator("#gen-task-id textarea, #gen-task-id input").first
 
-            page.locator("#gen-mode label", has_text="Fast").click()
-            page.locator("#gen-run").click()
-            expect(status).to_contain_text("Done", timeout=45_000)
-            task_ids.append(task_box.input_value())
+        page.locator("#gen-mode label", has_text="Fast").click()
+        page.locator("#gen-run").click()
+        expect(status).to_contain_text("Done", timeout=45_000)
+        task_ids.append(task_box.input_value())
 
-            page.locator("#gen-mode label", has_text="Standard").click()
-            page.locator("#gen-images").get_by_text("Start from an image").click()
-            page.locator("#gen-first-image input[type='file']").set_input_files(str(picture))
-            page.wait_for_selector("#gen-first-image img", timeout=15_000)
-            page.locator("#gen-run").click()
-            expect(status).not_to_contain_text("Done", timeout=15_000)  # the new run took over the line
-            expect(status).to_contain_text("Done", timeout=60_000)
-            task_ids.append(task_box.input_value())
-        finally:
-            browser.close()
+        page.locator("#gen-mode label", has_text="Standard").click()
+        page.locator("#gen-images").get_by_text("Start from an image").click()
+        page.locator("#gen-first-image input[type='file']").set_input_files(str(picture))
+        page.wait_for_selector("#gen-first-image img", timeout=15_000)
+        page.locator("#gen-run").click()
+        expect(status).not_to_contain_text("Done", timeout=15_000)  # the new run took over the line
+        expect(status).to_contain_text("Done", timeout=60_000)
+        task_ids.append(task_box.input_value())
+    finally:
+        page.close()
 
     studio = live_server.studio
     fast, pictured = (studio.result(t, studio.store.get(t).owner).metadata for t in task_ids)
@@ -198,33 +187,28 @@ def test_fast_mode_and_a_first_frame_from_the_page(live_server, tmp_path):
     assert (pictured.model, pictured.conditioning) == ("tiny-i2v-first", "first frame")
 
 
-def test_a_lora_added_and_picked_in_the_page_is_applied(live_server, tmp_path):
+def test_a_lora_added_and_picked_in_the_page_is_applied(live_server, browser, tmp_path):  # noqa: F811
     """The LoRAs accordion: upload a file, name it, add it (it is picked at once), generate."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (Debian's chromium package); not downloading a browser")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    from playwright.sync_api import expect
     from safetensors.torch import save_file
 
     from studio.models.tiny import tiny_attention_lora
 
     lora = tmp_path / "page-style.safetensors"
     save_file(tiny_attention_lora(11, 0.5), lora)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        try:
-            page = _short_run_page(browser, live_server.url)
-            expect = sync_api.expect
-            page.locator("#gen-loras").get_by_text("LoRAs").first.click()
-            page.locator("#gen-lora-file input[type='file']").set_input_files(str(lora))
-            page.locator("#gen-lora-name textarea, #gen-lora-name input").first.fill("page-style")
-            page.locator("#gen-lora-add").click()
-            expect(page.locator("#gen-lora-status")).to_contain_text("Added page-style", timeout=20_000)
-            expect(page.locator("#gen-lora-pick")).to_contain_text("page-style")
-            page.locator("#gen-run").click()
-            expect(page.locator("#gen-status")).to_contain_text("Done", timeout=45_000)
-            task_id = page.locator("#gen-task-id textarea, #gen-task-id input").first.input_value()
-        finally:
-            browser.close()
+    page = _short_run_page(browser, live_server.url)
+    try:
+        page.locator("#gen-loras").get_by_text("LoRAs").first.click()
+        page.locator("#gen-lora-file input[type='file']").set_input_files(str(lora))
+        page.locator("#gen-lora-name textarea, #gen-lora-name input").first.fill("page-style")
+        page.locator("#gen-lora-add").click()
+        expect(page.locator("#gen-lora-status")).to_contain_text("Added page-style", timeout=20_000)
+        expect(page.locator("#gen-lora-pick")).to_contain_text("page-style")
+        page.locator("#gen-run").click()
+        expect(page.locator("#gen-status")).to_contain_text("Done", timeout=45_000)
+        task_id = page.locator("#gen-task-id textarea, #gen-task-id input").first.input_value()
+    finally:
+        page.close()
     studio = live_server.studio
     meta = studio.result(task_id, studio.store.get(task_id).owner).metadata
     assert [(lora["name"], lora["scale"]) for lora in meta.loras] == [("page-style", 1.0)]

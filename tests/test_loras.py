@@ -180,7 +180,7 @@ def test_a_lora_over_the_size_cap_is_refused_before_it_is_read(tmp_path):
 
     database = Database.for_file(tmp_path / "studio.db")
     database.migrate()
-    library = LoraLibrary(LoraRecords(database), tmp_path / "loras", MediaPaths(tmp_path / "media"), max_bytes=1000)
+    library = LoraLibrary(LoraRecords(database), tmp_path, MediaPaths(tmp_path / "media"), max_bytes=1000)
     with pytest.raises(PayloadTooLarge, match="over 0 MiB|over"):
         library.register_upload("someone", "big", "tiny", lora_bytes(1))
     assert library.owned("someone").loras == []

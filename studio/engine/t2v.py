@@ -27,8 +27,9 @@ from studio.engine.run import seeded_generator
 from studio.engine.state_cache import start_at_step
 from studio.engine.text_cache import TextEmbeddingCache, encode_prompt_embeds
 from studio.media.frame_boards import FINAL, PREVIEW
-from studio.media.video import Mp4Writer, fit_width, resize, write_jpeg
+from studio.media.video import Mp4Writer, fit_width, write_jpeg
 from studio.models.loader import LoadedModel
+from studio.vision.pixels import cover_resize
 
 # Share of the progress bar given to denoising; the rest is decode + encode.
 DENOISE_SHARE = 0.9
@@ -106,9 +107,12 @@ class FrameImages:
         (cover-cropped to its aspect ratio, so nothing is stretched)."""
         from PIL import Image
 
-        inputs = {"image": Image.fromarray(cover(self.first, width, height))}
+        def picture(frame: np.ndarray):
+            return Image.fromarray(np.ascontiguousarray(cover_resize(frame[..., :3], width, height)))
+
+        inputs = {"image": picture(self.first)}
         if self.last is not None:
-            inputs["last_image"] = Image.fromarray(cover(self.last, width, height))
+            inputs["last_image"] = picture(self.last)
         return inputs
 
 
@@ -127,15 +131,6 @@ def image_pipeline(pipe):
             tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, vae=pipe.vae, scheduler=pipe.scheduler,
             transformer=pipe.transformer, expand_timesteps=True)
     return pipe._studio_image_pipe
-
-
-def cover(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """``image`` scaled to cover ``width x height`` and centre-cropped to it."""
-    h, w = image.shape[:2]
-    scale = max(width / w, height / h)
-    resized = resize(image, max(width, round(w * scale)), max(height, round(h * scale)))
-    top, left = (resized.shape[0] - height) // 2, (resized.shape[1] - width) // 2
-    return np.ascontiguousarray(resized[top:top + height, left:left + width, :3])
 
 
 @dataclass(frozen=True)

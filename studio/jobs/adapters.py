@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from studio.media.paths import MediaPaths
 
 
-def task_adapters(records: LoraRecords, loras_dir: Path, paths: "MediaPaths", owner: str,
+def task_adapters(records: LoraRecords, data_dir: Path, paths: "MediaPaths", owner: str,
                   choices: list[LoraChoice], spec: ModelSpec) -> list[Adapter]:
     """The adapters of ``owner``'s task on ``spec``, in the order it named them."""
     adapters = []
@@ -32,7 +32,7 @@ def task_adapters(records: LoraRecords, loras_dir: Path, paths: "MediaPaths", ow
         row = records.get(choice.id)
         if row is None or row.owner != owner:
             raise InvalidRequest(f"loras[{index}]: LoRA {choice.id!r} was deleted after this task was queued")
-        path = _hub_file(records, row, spec) if row.source == "hub" else _uploaded_file(paths, loras_dir, row)
+        path = _hub_file(records, row, spec) if row.source == "hub" else _uploaded_file(paths, data_dir, row)
         adapters.append(Adapter(row.id, row.name, path, choice.scale))
     return adapters
 
@@ -62,8 +62,8 @@ def _download(hub_id: str, filename: str, what: str) -> Path:
                                f"{str(error)[:200]}") from None
 
 
-def _uploaded_file(paths: "MediaPaths", loras_dir: Path, row: LoraRow) -> Path:
-    folder = adapter_folder(loras_dir, row.id)
+def _uploaded_file(paths: "MediaPaths", data_dir: Path, row: LoraRow) -> Path:
+    folder = adapter_folder(data_dir, row.id)
     try:
         paths.fetch_inputs(folder)  # object storage: registered by another process
     except FileNotFoundError:

@@ -186,7 +186,7 @@ class GenerationRunner:
             plans = [make_plan(r, spec, seed=r.seed) for r in requests]
             # A group shares its adapters (_shape_key): the fast mode's distillation LoRAs and the task's own.
             distilled = fast_adapters(spec, self.worker.models.models_dir) if plans[0].mode == "fast" else []
-            adapters = task_adapters(self.loras, self.worker.data_dir / "loras", self.worker.paths, tasks[0].owner,
+            adapters = task_adapters(self.loras, self.worker.data_dir, self.worker.paths, tasks[0].owner,
                                      requests[0].loras, spec)
             with GPU_LOCK:
                 for task in tasks:

@@ -177,11 +177,23 @@ def image_input(data: str | None, url: str | None, policy: "FetchPolicy", data_f
     if data and url:
         raise InvalidMedia(f"{data_field}: give the image or {url_field}, not both")
     if data:
-        try:
-            return decode_base64_image(data)
-        except (InvalidMedia, PayloadTooLarge) as error:  # same status, with the field it is about
-            raise type(error)(f"{data_field}: {error.detail}") from None
+        return _base64_image(data, data_field)
     return fetch_image(url, policy, url_field) if url else None
+
+
+def image_from(value: str, policy: "FetchPolicy", field: str) -> np.ndarray:
+    """The image of a field that takes either an http(s) URL (fetched through the guarded
+    fetcher) or base64, as RGB uint8. Errors name the field."""
+    if re.match(r"^[hH][tT][tT][pP][sS]?://", value):
+        return fetch_image(value, policy, field)
+    return _base64_image(value, field)
+
+
+def _base64_image(data: str, field: str) -> np.ndarray:
+    try:
+        return decode_base64_image(data)
+    except (InvalidMedia, PayloadTooLarge) as error:  # same status, with the field it is about
+        raise type(error)(f"{field}: {error.detail}") from None
 
 
 def encode_png_base64(image: np.ndarray) -> str:

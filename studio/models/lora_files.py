@@ -27,14 +27,14 @@ _WAN_COMMON = dict(patch_size=(1, 2, 2), attention_head_dim=128, text_dim=4096, 
                    qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
 
 
-#: A registered adapter's file: ``<loras folder>/lora-<id>/adapter.safetensors`` (the folder is
+#: A registered adapter's file: ``<data dir>/loras/lora-<id>/adapter.safetensors`` (the folder is
 #: what object storage publishes and fetches, ``MediaPaths.publish_inputs``).
 ADAPTER_FILE = "adapter.safetensors"
 
 
-def adapter_folder(loras_dir: Path, lora_id: str) -> Path:
-    """The folder holding registered adapter ``lora_id``'s file."""
-    return Path(loras_dir) / f"lora-{lora_id}"
+def adapter_folder(data_dir: Path, lora_id: str) -> Path:
+    """The folder holding registered adapter ``lora_id``'s file, under a studio's data folder."""
+    return Path(data_dir) / "loras" / f"lora-{lora_id}"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Pixel building blocks shared by the classical video paths (the V2V modes, frame interpolation
-and upscaling in generation): warping, occlusion, blending, noise level and Lab colour
-conversions. Pure: arrays in, arrays out.
+and upscaling in generation): warping, occlusion, blending, noise level, Lab colour
+conversions and cover-cropping. Pure: arrays in, arrays out.
 
 Optical flow (``studio.vision.flow.Flow``): OpenCV's DIS (dense inverse search) on the grey
 image, one helper for every mode; ``auto_preset`` takes ``fast`` from 480p up and ``medium`` for
@@ -84,6 +84,17 @@ def blend(frame: np.ndarray, other: np.ndarray, weight: np.ndarray | float) -> n
     if isinstance(weight, np.ndarray):
         return cv2.add(start, cv2.multiply(difference, per_channel(weight, start.shape[2] if start.ndim == 3 else 1)))
     return cv2.scaleAdd(difference, float(weight), start)
+
+
+def cover_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Scale ``image`` to cover ``width x height`` (keeping its aspect) and centre-crop."""
+    ih, iw = image.shape[:2]
+    scale = max(width / iw, height / ih)
+    rw, rh = max(width, round(iw * scale)), max(height, round(ih * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (rw, rh), interpolation=interp)
+    ox, oy = (rw - width) // 2, (rh - height) // 2
+    return resized[oy:oy + height, ox:ox + width]
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

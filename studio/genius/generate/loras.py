@@ -9,8 +9,9 @@ fetched and checked by the worker that first uses it (503 ``ModelUnavailable`` i
 when the hub cannot be reached). A generation may use it on any model its layers fit (a LoRA
 made for Wan2.1-T2V-1.3B also fits that model's VACE continuation windows).
 
-Files live in ``data_dir/loras/lora-<id>/adapter.safetensors`` and, with object storage, in the
-bucket (``paths.publish_inputs``), so any worker can fetch them.
+Files live in ``data_dir/loras/lora-<id>/adapter.safetensors``
+(``studio.models.lora_files.adapter_folder``) and, with object storage, in the bucket
+(``paths.publish_inputs``), so any worker can fetch them.
 """
 
 from __future__ import annotations
@@ -103,8 +104,8 @@ def _name(name: str) -> str:
 class LoraLibrary:
     """The registered adapters: rows in the database, files beside the media."""
 
-    def __init__(self, records: LoraRecords, folder: Path, paths: "MediaPaths", max_bytes: int):
-        self.records, self.folder, self.paths, self.max_bytes = records, Path(folder), paths, max_bytes
+    def __init__(self, records: LoraRecords, data_dir: Path, paths: "MediaPaths", max_bytes: int):
+        self.records, self.data_dir, self.paths, self.max_bytes = records, Path(data_dir), paths, max_bytes
 
     def register_upload(self, owner: str, name: str, model: str, data: bytes) -> LoraInfo:
         """Check an uploaded file against ``model`` and keep it."""
@@ -150,7 +151,7 @@ class LoraLibrary:
         shutil.rmtree(self.folder_of(lora_id), ignore_errors=True)
 
     def folder_of(self, lora_id: str) -> Path:
-        return adapter_folder(self.folder, lora_id)
+        return adapter_folder(self.data_dir, lora_id)
 
     def _room_for_one(self, owner: str, name: str) -> None:
         owned = self.records.owned(owner)

@@ -8,23 +8,20 @@ guarded fetcher) are stored as PNGs in the task's inputs folder, published with 
 
 from __future__ import annotations
 
-import re
 import shutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from studio.config import AUTO_MODEL
-from studio.engine.edit import store_image
+from studio.engine.edit import inputs_folder, store_image
 from studio.engine.plan import make_plan
-from studio.engine.request import HTTP_URL_PATTERN, GenerationRequest, GenerationSpec, seed_or_random
-from studio.errors import InvalidRequest, ModelUnavailable, PayloadTooLarge
+from studio.engine.request import GenerationRequest, GenerationSpec, seed_or_random
+from studio.errors import InvalidRequest, ModelUnavailable
 from studio.genius.edit_submit import new_inputs
 from studio.genius.generate.loras import check_choices
 from studio.genius.orchestrator.selection import choose_model, device_of_workers
 from studio.jobs.routing import queue_of
-from studio.media.inputs import InvalidMedia, decode_base64_image, fetch_image
+from studio.media.inputs import image_from
 from studio.media.url_policy import validate_url
 from studio.models.catalog import GENERATION_CATALOG, ModelSpec
 from studio.models.loader import default_image_model
@@ -113,17 +110,7 @@ def _stored_images(services: "FeatureServices", request: GenerationRequest) -> d
 def _discard_inputs(services: "FeatureServices", stored: GenerationSpec) -> None:
     """Remove the images a request stored when no task of it was created."""
     if stored.inputs_id:
-        shutil.rmtree(services.data_dir / "inputs" / stored.inputs_id, ignore_errors=True)
-
-
-def image_from(value: str, policy, field: str) -> np.ndarray:
-    """An image field's value: an http(s) URL (fetched through the guarded fetcher) or base64."""
-    if re.match(HTTP_URL_PATTERN, value):
-        return fetch_image(value, policy, field)
-    try:
-        return decode_base64_image(value)
-    except (InvalidMedia, PayloadTooLarge) as error:  # the same status, naming the field
-        raise type(error)(f"{field}: {error.detail}") from None
+        shutil.rmtree(inputs_folder(services.data_dir, stored.inputs_id), ignore_errors=True)
 
 
 def submit(services: "FeatureServices", request: GenerationRequest, owner: str, priority: int = NORMAL_PRIORITY,

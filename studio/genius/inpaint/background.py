@@ -24,6 +24,7 @@ import numpy as np
 from studio.errors import InvalidRequest
 from studio.genius.inpaint.checks import Box, check_frames, check_image, validate_bbox, validate_feather_radius
 from studio.vision.masks import cosine_ramp
+from studio.vision.pixels import cover_resize
 
 GRABCUT_MAX_SIDE = 200
 
@@ -111,17 +112,6 @@ def segment_foreground(frames: Sequence[np.ndarray], boxes: Sequence[Box]) -> li
         full[y0:y1, x0:x1] = fg
         masks.append(full)
     return masks
-
-
-def cover_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Scale ``image`` to cover ``width x height`` (keeping its aspect) and centre-crop."""
-    ih, iw = image.shape[:2]
-    scale = max(width / iw, height / ih)
-    rw, rh = max(width, round(iw * scale)), max(height, round(ih * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (rw, rh), interpolation=interp)
-    ox, oy = (rw - width) // 2, (rh - height) // 2
-    return resized[oy:oy + height, ox:ox + width]
 
 
 def replace_background(frames: Sequence[np.ndarray], boxes: Sequence[Box], background_image: np.ndarray,
