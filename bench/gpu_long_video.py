@@ -15,7 +15,7 @@ to check the script.
     python bench/gpu_long_video.py --duration 30 --steps 20
     python bench/gpu_long_video.py --tiny                # the same code on the CPU (a check)
 
-Helios (``HeliosPipeline``) is not in the studio's catalog yet, so it has no row here.
+Helios makes long clips in one autoregressive pass, not in windows: ``bench/gpu_helios.py`` measures it.
 """
 
 from __future__ import annotations

@@ -418,6 +418,7 @@ class Studio:
                 id=spec.id, task=spec.task, label=spec.label, repo_id=spec.repo_id, trained=spec.trained,
                 native_width=spec.native_width, native_height=spec.native_height, native_fps=spec.native_fps,
                 max_frames=spec.max_frames, continuation=spec.continuation,
+                chunk_frames=spec.chunked.frames if spec.chunked else None,
                 fast_steps=spec.fast.steps if spec.fast else None, images=spec.images, vram_gb=spec.vram_gb,
                 available=available, availability=why,
                 loaded=self.models.loaded_model == spec.id, default=spec.id == self.default_model))

@@ -134,6 +134,9 @@ class ResultMetadata(BaseModel):
                           "generated_frames, new_frames, context_frames, clip_frames [start, end) at the native fps, "
                           "conditioning, colour_correction, seconds)")
     continuation_model: str | None = Field(None, description="The model that generated the windows after the first")
+    chunks: list[dict] | None = Field(
+        None, description="An autoregressive model's clip (Helios): each chunk generated, in order (index, frames, "
+                          "clip_frames [start, end) at the native fps, seconds)")
     loras: list[dict] | None = Field(None, description="LoRA adapters applied: [{id, name, scale}]")
     conditioning: str = Field("text", description="What the video was conditioned on besides the prompt: 'text' "
                                                   "alone, the given 'first frame', or 'first and last frame'")
@@ -191,8 +194,12 @@ class ModelInfo(BaseModel):
     native_fps: int
     max_frames: int
     continuation: str | None = Field(None, description="t2v: the model that continues a clip past max_frames "
-                                                       "(window by window); null: a longer clip is one pass "
-                                                       "interpolated over the duration")
+                                                       "(window by window); null: an autoregressive model "
+                                                       "(chunk_frames) makes long clips itself, any other makes one "
+                                                       "pass interpolated over the duration")
+    chunk_frames: int | None = Field(None, description="t2v, autoregressive models (Helios): frames per chunk; one "
+                                                       "pass makes a clip of up to max_frames chunk by chunk, each "
+                                                       "streamed as it finishes; null: not autoregressive")
     images: int = Field(0, description="i2v: the frames it starts from: 1 (generate's image) or 2 (image and "
                                        "last_image); 0: text only")
     fast_steps: int | None = Field(None, description="t2v: the step count of its fast mode (generate's mode 'fast'); "

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 import cv2
 import numpy as np
 
+from studio.engine.output_frames import THUMBNAIL_WIDTH
 from studio.engine.run import DEFAULT_ADVICE, ModelRun, model_run
 from studio.engine.spec import EditSpec, SourceVideo
 from studio.errors import InvalidRequest
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 MAX_SOURCE_FRAMES = 60 * 60  # one minute at 60 fps
 SOURCE_NAME = "source.mp4"
-THUMBNAIL_WIDTH = 320
 # Seconds per frame assumed for a kind's classical path before any task of it was measured here:
 # the slowest method of the kind in bench/RESULTS.md ("Classical video paths at 480p", 2-vCPU VM,
 # algorithm alone). A prior, and the task status says so (estimate_basis "prior").

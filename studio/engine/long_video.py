@@ -35,13 +35,12 @@ import torch
 from studio.engine import step_cache
 from studio.engine.decode import iter_decoded_frames
 from studio.engine.loras import Adapter, adapters_applied
-from studio.engine.output_frames import OutputFrames
+from studio.engine.output_frames import ClipSink
 from studio.engine.plan import GenerationPlan, Window
 from studio.engine.run import DEFAULT_ADVICE, model_run
 from studio.engine.stitch import WindowStitcher
 from studio.engine.t2v import (
     DENOISE_SHARE,
-    THUMBNAIL_WIDTH,
     Cancelled,
     FrameImages,
     RunHooks,
@@ -55,55 +54,22 @@ from studio.engine.t2v import (
 from studio.engine.text_cache import TextEmbeddingCache, encode_prompt_embeds
 from studio.engine.vace import GREY
 from studio.errors import ModelUnavailable
-from studio.media.frame_boards import FINAL
-from studio.media.video import Mp4Writer, fit_width, write_jpeg
+from studio.media.video import Mp4Writer
 from studio.models.catalog import get_spec
 from studio.models.loader import LoadedModel, ModelCache, unavailable_reason
-
-
-class _ClipSink:
-    """Clip frames in, output frames out: interpolated and sized (``OutputFrames``), encoded,
-    streamed, and the thumbnail taken from the middle (or, for a partial clip, the last) frame."""
-
-    def __init__(self, plan: GenerationPlan, hooks: RunHooks, writer: Mp4Writer, thumbnail_path: Path,
-                 learned: Callable | None = None):
-        self.plan, self.hooks, self.writer, self.thumbnail_path = plan, hooks, writer, thumbnail_path
-        self.output = OutputFrames(plan, learned)
-        self.last: np.ndarray | None = None
-        self.thumbnail_written = False
-
-    def push(self, clip_frames: list[np.ndarray], progress: float) -> None:
-        streaming = self.hooks.streaming()
-        for generated in clip_frames:
-            for frame in self.output.push(generated):
-                index = self.writer.frames_written
-                self.writer.write(frame)
-                if streaming:
-                    self.hooks.on_stream_frame(index, FINAL, frame, progress)
-                if index == self.plan.out_frames // 2:
-                    self._thumbnail(frame)
-                self.last = frame
-
-    def finish(self) -> None:
-        if not self.thumbnail_written and self.last is not None:
-            self._thumbnail(self.last)
-
-    def _thumbnail(self, frame: np.ndarray) -> None:
-        write_jpeg(self.thumbnail_path, fit_width(frame, min(THUMBNAIL_WIDTH, self.plan.out_width)))
-        self.thumbnail_written = True
 
 
 class _Chain:
     """One chained run: its windows, in order, through one sink."""
 
-    def __init__(self, plan: GenerationPlan, hooks: RunHooks, sink: _ClipSink, text_cache: TextEmbeddingCache,
+    def __init__(self, plan: GenerationPlan, hooks: RunHooks, sink: ClipSink, text_cache: TextEmbeddingCache,
                  preview_width: int, min_preview_interval: float, first_images: FrameImages | None = None):
         self.plan, self.hooks, self.sink = plan, hooks, sink
         self.first_images = first_images  # the request's own frames, for the first window
         self.text_cache = text_cache
         self.preview_width, self.min_preview_interval = preview_width, min_preview_interval
         self.stitcher = WindowStitcher()
-        self.total_steps = plan.num_inference_steps * plan.passes
+        self.total_steps = plan.total_steps
         self.step_seconds: list[float] = []
         self.windows_done: list[dict] = []
         self.denoise_seconds = 0.0
@@ -211,12 +177,12 @@ def run_chain(models: ModelCache, first: LoadedModel, plan: GenerationPlan, hook
         raise ModelUnavailable(f"{plan.duration_seconds:g} s takes {plan.passes} windows; the windows after the first "
                                f"run {continuation.id}, and {reason}")
     started = time.perf_counter()
-    hooks.on_phase("generating_base", f"Denoising step 0/{plan.num_inference_steps * plan.passes} "
+    hooks.on_phase("generating_base", f"Denoising step 0/{plan.total_steps} "
                                       f"(window 1/{plan.passes})")
     load_seconds = 0.0
     partial = False
     with Mp4Writer(video_path, plan.out_width, plan.out_height, plan.fps) as writer:
-        sink = _ClipSink(plan, hooks, writer, thumbnail_path, learned)
+        sink = ClipSink(plan, hooks, writer, thumbnail_path, learned)
         chain = _Chain(plan, hooks, sink, text_cache or TextEmbeddingCache(), preview_width, min_preview_interval,
                        images)
         try:

@@ -17,19 +17,27 @@ Space (``GenerationPlan.spatial``):
 
 Frames are pushed one at a time in order and the output frames come out as soon as they can
 be made, holding only the previous generated frame: memory does not grow with duration.
+``ClipSink`` carries them on to the encoder, the stream and the thumbnail, for the runs that
+generate a clip piece by piece (chained windows, autoregressive chunks).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from studio.engine.plan import GenerationPlan
-from studio.media.video import resize
+from studio.media.frame_boards import FINAL
+from studio.media.video import Mp4Writer, fit_width, resize, write_jpeg
 from studio.vision.flow import Flow
 from studio.vision.interpolation import FramePair
 from studio.vision.upscale import upscale_frame
+
+if TYPE_CHECKING:
+    from studio.engine.t2v import RunHooks
 
 
 class OutputFrames:
@@ -79,3 +87,37 @@ class OutputFrames:
             return upscale_frame(frame, plan.out_width, plan.out_height)
         return resize(frame, plan.out_width, plan.out_height)
 
+
+THUMBNAIL_WIDTH = 320
+
+
+class ClipSink:
+    """Clip frames in, output frames out: interpolated and sized (``OutputFrames``), encoded,
+    streamed, and the thumbnail taken from the middle (or, for a partial clip, the last) frame."""
+
+    def __init__(self, plan: GenerationPlan, hooks: RunHooks, writer: Mp4Writer, thumbnail_path: Path,
+                 learned: Callable | None = None):
+        self.plan, self.hooks, self.writer, self.thumbnail_path = plan, hooks, writer, thumbnail_path
+        self.output = OutputFrames(plan, learned)
+        self.last: np.ndarray | None = None
+        self.thumbnail_written = False
+
+    def push(self, clip_frames: list[np.ndarray], progress: float) -> None:
+        streaming = self.hooks.streaming()
+        for generated in clip_frames:
+            for frame in self.output.push(generated):
+                index = self.writer.frames_written
+                self.writer.write(frame)
+                if streaming:
+                    self.hooks.on_stream_frame(index, FINAL, frame, progress)
+                if index == self.plan.out_frames // 2:
+                    self._thumbnail(frame)
+                self.last = frame
+
+    def finish(self) -> None:
+        if not self.thumbnail_written and self.last is not None:
+            self._thumbnail(self.last)
+
+    def _thumbnail(self, frame: np.ndarray) -> None:
+        write_jpeg(self.thumbnail_path, fit_width(frame, min(THUMBNAIL_WIDTH, self.plan.out_width)))
+        self.thumbnail_written = True

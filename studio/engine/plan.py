@@ -10,8 +10,10 @@ when the model has a continuation model (``ModelSpec.continuation``: a VACE sibl
 image-to-video model, possibly the model itself, that starts from the previous window's last
 frame; run by
 ``studio.engine.long_video``): the clip's frames at the native fps are all generated. A model
-without one generates one pass, interpolated over the duration. ``notes`` says which, in plain
-words, so the result metadata never overstates what was generated.
+without one generates one pass, interpolated over the duration. An autoregressive model
+(``ModelSpec.chunked``: Helios) needs neither: its one pass generates the whole clip chunk by
+chunk (``studio.engine.chunked``). ``notes`` says which, in plain words, so the result metadata
+never overstates what was generated.
 """
 
 from __future__ import annotations
@@ -60,8 +62,11 @@ def generation_size(spec: ModelSpec, out_w: int, out_h: int) -> tuple[int, int]:
 
 def generation_frames(spec: ModelSpec, duration_seconds: float) -> int:
     """Frames the model generates: enough for the duration at its native fps, on the 4k+1
-    grid of Wan's causal VAE (one latent frame per 4 video frames, plus the first), capped."""
+    grid of Wan's causal VAE (one latent frame per 4 video frames, plus the first), capped; for
+    an autoregressive model, in whole chunks."""
     wanted = duration_seconds * spec.native_fps
+    if spec.chunked:
+        return min(math.ceil(max(wanted, 1) / spec.chunked.frames) * spec.chunked.frames, spec.max_frames)
     return min(four_k_plus_1(max(wanted, 2)), spec.max_frames)
 
 
@@ -159,11 +164,23 @@ class GenerationPlan:
     mode: str = "standard"  # "fast": the model's few-step distillation (steps and guidance are its own)
     upscaler: str = "classical"  # spatial "upscale" by "classical" means or the server's "learned" network
     conditioning: str = "text"  # or "first frame" / "first and last frame" (image-to-video models)
+    chunk_frames: int = 0  # an autoregressive model's frames per chunk (0: a pass is denoised whole)
+    denoise_steps: int = 0  # denoising steps of the whole run when not num_inference_steps x passes
 
     @property
     def latent_frames(self) -> int:
-        """Latent frames of one pass."""
-        return (self.gen_frames - 1) // 4 + 1
+        """Latent frames one transformer pass denoises: one pass's, or one chunk's."""
+        return ((self.chunk_frames or self.gen_frames) - 1) // 4 + 1
+
+    @property
+    def chunks(self) -> int:
+        """Chunks of an autoregressive model's pass (1 for the others)."""
+        return -(-self.gen_frames // self.chunk_frames) if self.chunk_frames else 1
+
+    @property
+    def total_steps(self) -> int:
+        """Denoising steps of the whole run: every window's, or every chunk's."""
+        return self.denoise_steps or self.num_inference_steps * self.passes
 
     @property
     def clip_frames(self) -> int:
@@ -222,6 +239,10 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
     if request.mode == "fast":
         fast = fast_mode_of(spec)
         steps, guidance = fast.steps, fast.guidance
+    chunked = spec.chunked
+    if chunked and chunked.pyramid_steps:
+        steps, guidance = sum(chunked.pyramid_steps), spec.default_guidance
+    acceleration = "off" if chunked else request.acceleration
 
     temporal = "flow" if out_frames > clip_frames else "nearest"
     spatial = "upscale" if out_w * out_h > gen_w * gen_h else "resize"
@@ -243,6 +264,8 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
                      "(bicubic with edge-aware sharpening)")
     elif (gen_w, gen_h) != (out_w, out_h):
         notes.append(f"generated at {gen_w}x{gen_h}, resized to {out_w}x{out_h}")
+    if chunked:
+        notes.extend(_chunk_notes(spec, request, gen_frames, steps))
     if len(windows) > 1:
         how = (f"last {windows[1].context} frames (VACE known frames)" if windows[1].kind == "vace"
                else "last frame as its first frame (image conditioning)")
@@ -285,7 +308,7 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
         fps=request.fps,
         duration_seconds=request.duration_seconds,
         notes=notes,
-        acceleration=request.acceleration,
+        acceleration=acceleration,
         preview_every=request.preview_every_n_steps,
         temporal=temporal,
         spatial=spatial,
@@ -293,7 +316,28 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
         mode=request.mode,
         upscaler=request.upscaler if spatial == "upscale" else "classical",
         conditioning=conditioning,
+        chunk_frames=chunked.frames if chunked else 0,
+        denoise_steps=chunked.steps(gen_frames // chunked.frames, steps) if chunked else 0,
     )
+
+
+def _chunk_notes(spec: ModelSpec, request: GenerationRequest, gen_frames: int, steps: int) -> list[str]:
+    """What an autoregressive model's run did differently, in words."""
+    chunked = spec.chunked
+    chunks = gen_frames // chunked.frames
+    notes = [f"generated autoregressively by {spec.id}: {chunks} chunk{'s' if chunks > 1 else ''} of "
+             f"{chunked.frames} frames at {spec.native_fps} fps in one pass, each chunk conditioned on the history "
+             "of the clip before it (no windows to stitch); every chunk was encoded and streamed as it finished"]
+    if chunked.pyramid_steps:
+        stages = len(chunked.pyramid_steps)
+        amplified = " (the first chunk twice as many)" if chunked.amplify_first_chunk else ""
+        notes.append(f"{spec.id} samples {steps} steps per chunk over {stages} resolution stages{amplified} at "
+                     f"guidance {spec.default_guidance:g}, the distilled model's own sampling: num_inference_steps "
+                     f"({request.num_inference_steps}) and guidance_scale ({request.guidance_scale:g}) were not used")
+    if request.acceleration != "off":
+        notes.append(f"acceleration={request.acceleration} was not applied: the step cache (FirstBlockCache) does not "
+                     f"support {spec.id}'s transformer blocks in diffusers")
+    return notes
 
 
 def fast_mode_of(spec: ModelSpec) -> FastMode:

@@ -20,7 +20,7 @@ import torch
 
 from studio.engine import step_cache
 from studio.engine.decode import iter_decoded_frames
-from studio.engine.output_frames import OutputFrames
+from studio.engine.output_frames import THUMBNAIL_WIDTH, OutputFrames
 from studio.engine.plan import GenerationPlan
 from studio.engine.preview import estimate_denoised, previewer_of
 from studio.engine.run import seeded_generator
@@ -33,7 +33,6 @@ from studio.vision.pixels import cover_resize
 
 # Share of the progress bar given to denoising; the rest is decode + encode.
 DENOISE_SHARE = 0.9
-THUMBNAIL_WIDTH = 320
 
 
 class Cancelled(Exception):
@@ -91,6 +90,8 @@ class RunOutput:
     # A chained run (studio.engine.long_video): each finished window (Window.to_dict() + colour
     # correction + seconds); partial: a cancel kept only these; the continuation model's load.
     windows: list[dict] = field(default_factory=list)
+    # An autoregressive run (studio.engine.chunked): each finished chunk (index, frames, seconds).
+    chunks: list[dict] = field(default_factory=list)
     partial: bool = False
     continuation_load_seconds: float = 0.0
 

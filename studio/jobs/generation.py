@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from studio.db.loras import LoraRecords
+from studio.engine.chunked import run_chunked
 from studio.engine.edit import inputs_folder
 from studio.engine.gpu import GPU_LOCK
 from studio.engine.long_video import run_chain
@@ -158,7 +159,8 @@ class GenerationRunner:
     def _companions(self, head: Task, options: BatchOptions | None) -> list[Task]:
         """More tasks of ``head``'s batch that can share its pipeline call: same model and
         shape, within the batch's ``max_concurrent`` (and ``vram_budget_gb``, see ``_fits``)."""
-        if options is None or _plan_of(head).passes > 1:  # a chain runs window by window, alone
+        plan = _plan_of(head)
+        if options is None or plan.passes > 1 or plan.chunk_frames:  # a chain or a chunked clip runs alone
             return []  # (a task with images is never in a batch: batch settings have no images)
         key = _shape_key(head)
         members = [head]
@@ -203,6 +205,10 @@ class GenerationRunner:
                     if plans[0].passes > 1:
                         outputs = [self._chain(model, tasks[0], plans[0], hooks[0], distilled + adapters, learned,
                                                images)]
+                        matches = [None]
+                    elif plans[0].chunk_frames:
+                        with adapters_applied(model.pipe, adapters):
+                            outputs = [self._chunked(model, tasks[0], plans[0], hooks[0], learned, images)]
                         matches = [None]
                     else:
                         with adapters_applied(model.pipe, distilled + adapters):
@@ -281,6 +287,21 @@ class GenerationRunner:
             steps = output.step_seconds[:plan.num_inference_steps]
             self.worker.estimator.record(model.spec, replace(plan, gen_frames=first.frames), float(np.mean(steps)),
                                          output.decode_encode_seconds, None)
+        return output
+
+    def _chunked(self, model, task: Task, plan: GenerationPlan, hooks: _TaskHooks, learned: LearnedUpscale | None,
+                 images: FrameImages | None) -> RunOutput | None:
+        """A clip of an autoregressive model, chunk by chunk (``studio.engine.chunked``); None when
+        cancelled in its first chunk (a later cancel keeps the finished chunks: ``RunOutput.partial``)."""
+        try:
+            output = run_chunked(model, plan, hooks, self.worker.paths.video(task.id),
+                                 self.worker.paths.thumbnail(task.id), text_cache=self.text_cache,
+                                 preview_width=self.worker.preview_width, learned=learned, images=images)
+        except Cancelled:
+            return None
+        if not output.partial:
+            self.worker.estimator.record(model.spec, plan, output.mean_step_seconds, output.decode_encode_seconds,
+                                         None)
         return output
 
     def _call(self, model, tasks: list[Task], plans: list[GenerationPlan], hooks: list[_TaskHooks],
@@ -382,6 +403,7 @@ class GenerationRunner:
                 "mode": plan.mode,
                 "conditioning": plan.conditioning,
                 "windows": output.windows or None,
+                "chunks": output.chunks or None,
                 "continuation_model": plan.continuation_model,
                 "decoder": output.decoder.to_dict() if output.decoder else None,
                 "batch": {"batch_id": task.batch_id, "group_size": output.group_size,
@@ -412,6 +434,9 @@ def _lora_note(adapters: list[Adapter], plan: GenerationPlan) -> str:
 
 
 def _partial_note(plan: GenerationPlan, output: RunOutput) -> str:
+    if plan.chunk_frames:
+        return (f"cancelled after {len(output.chunks)} of {plan.chunks} chunks: this partial result holds the "
+                f"finished chunks ({output.frames} of {plan.out_frames} frames, {output.frames / output.fps:.2f} s)")
     return (f"cancelled after {len(output.windows)} of {plan.passes} windows: this partial result holds the finished "
             f"windows ({output.frames} of {plan.out_frames} frames, {output.frames / output.fps:.2f} s)")
 

@@ -14,6 +14,11 @@ The tables are ``studio.db.schema``'s; the claim order is ``studio.jobs.queue_or
 webhook outbox ``studio.jobs.outbox``, idempotency keys ``studio.jobs.idempotency_keys``, the
 decoded row ``studio.jobs.task_row`` (its names are re-exported here). Every write is one
 ``BEGIN IMMEDIATE`` transaction (``Database.transaction``).
+
+Why one module of over 500 lines: it holds every lifecycle transition of a task (create, claim,
+progress, finish, requeue, cancel with its dependants) and nothing else; they share the same
+rows and invariants (a conditional claim, one terminal event and webhook per run, an attempt
+number that a stale run cannot end), which are easier to check when they sit side by side.
 """
 
 from __future__ import annotations

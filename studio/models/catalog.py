@@ -1,10 +1,15 @@
-"""The catalog of models the studio can run: the real Wan variants and the offline ``tiny`` model.
+"""The catalog of models the studio can run: the real Wan variants, Helios, and the offline ``tiny`` models.
 
 Native sizes, frame rates and frame limits are the ones the Wan authors trained and published
 (Wan2.1 / Wan2.2 READMEs and ``wan/configs``); ``vram_gb`` is the published single-GPU peak
 for the model's native setting with the authors' offload flags, where they gave one.
 A request beyond a model's native size, frame rate or length is generated natively and then
 resized / resampled; the result metadata says so (see ``studio.engine.plan``).
+
+Helios (``HeliosPipeline`` / ``HeliosPyramidPipeline``, PKU-YuanGroup's autoregressive fine-tune
+of Wan2.1-14B) is a ``t2v`` model with ``chunked`` set: it makes clips of up to ``max_frames``
+in one pass, 33 frames at a time (native size and fps from the authors' pipeline defaults and
+examples: 640x384 at 24 fps).
 
 Each model has a ``task``: ``t2v`` models (``WanPipeline``) generate from text and are what
 :data:`CATALOG` lists (the ``model`` of a generation request, the Generate tab, ``/v1/models``,
@@ -28,6 +33,8 @@ TINY_ANIMATE = "tiny-animate"
 TINY_I2V = "tiny-i2v"
 TINY_I2V_FIRST = "tiny-i2v-first"
 TINY_TI2V = "tiny-ti2v"
+TINY_HELIOS = "tiny-helios"
+TINY_HELIOS_DISTILLED = "tiny-helios-distilled"
 TASKS = ("t2v", "vace", "animate", "i2v")
 #: What each task's models are, in words (for messages).
 TASK_LABELS = {"t2v": "Wan text-to-video", "vace": "Wan VACE (masked video generation)",
@@ -54,6 +61,30 @@ class FastMode:
     hub_id: str | None
     files: tuple[tuple[str, int | None], ...]
     guidance: float = 1.0
+
+
+@dataclass(frozen=True)
+class Chunked:
+    """An autoregressive model's chunks (Helios): it generates ``frames`` frames at a time, each
+    chunk conditioned on a compressed history of every chunk before it, so ONE pass makes a whole
+    long clip (up to the model's ``max_frames``) with no windows to stitch. The engine streams each
+    chunk's frames as it finishes (``studio.engine.chunked``).
+
+    Attributes:
+        frames: frames per chunk (9 latent frames: 33 for Helios).
+        pyramid_steps: ``HeliosPyramidPipeline`` models: the denoising steps at each resolution stage
+            (coarse to full); their step count and guidance are the model's own. Empty: the plain
+            ``HeliosPipeline`` at the request's steps and guidance.
+        amplify_first_chunk: the first chunk runs twice the pyramid's steps (Helios-Distilled).
+    """
+
+    frames: int = 33
+    pyramid_steps: tuple[int, ...] = ()
+    amplify_first_chunk: bool = False
+
+    def steps(self, chunks: int, steps_per_chunk: int) -> int:
+        """Denoising steps of a clip of ``chunks`` chunks."""
+        return steps_per_chunk * (chunks + (1 if self.amplify_first_chunk else 0))
 
 
 #: The offline tiny model's fast-mode LoRA file (built by ``studio.models.tiny``).
@@ -95,6 +126,8 @@ class ModelSpec:
             2 a first and a last frame (FLF2V); 0 for the other tasks.
         optional_image: a text-to-video model that can also start from a first frame (Wan2.2
             TI2V-5B: its first latent frame is the image's, ``expand_timesteps``).
+        chunked: an autoregressive model's chunks (Helios, ``Chunked``); None for the Wan models,
+            whose one pass is one clip of at most ``max_frames``.
         similarity_skip_levels: batch similarity caching's (minimum pooled-text cosine, share of
             steps skipped) levels, calibrated on THIS model's text encoder
             (``studio.engine.state_cache``); ``None``: not calibrated, so a batch on this model
@@ -123,6 +156,7 @@ class ModelSpec:
     fast: FastMode | None = None
     images: int = 0
     optional_image: bool = False
+    chunked: Chunked | None = None
     similarity_skip_levels: tuple[tuple[float, float], ...] | None = None
 
     @property
@@ -137,6 +171,11 @@ class ModelSpec:
     @property
     def max_seconds(self) -> float:
         return (self.max_frames - 1) / self.native_fps
+
+    @property
+    def pass_frames(self) -> int:
+        """Frames one transformer pass denoises at once: a chunk, or the whole clip (memory)."""
+        return self.chunked.frames if self.chunked else self.max_frames
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -222,6 +261,81 @@ MODELS: dict[str, ModelSpec] = {
                           (("wan2.2_t2v_A14b_high_noise_lora_rank64_lightx2v_4step_1217.safetensors", 0),
                            ("wan2.2_t2v_A14b_low_noise_lora_rank64_lightx2v_4step_1217.safetensors", 1))),
             continuation="wan2.2-i2v-a14b",
+        ),
+        ModelSpec(
+            id="helios-base",
+            label="Helios Base 14B (384p, 24 fps, minute-long, autoregressive)",
+            repo_id="BestWishYsh/Helios-Base",
+            native_width=640,
+            native_height=384,
+            native_fps=24,
+            max_frames=44 * 33,  # 60 s at 24 fps in 33-frame chunks (HeliosBench runs up to 1440 frames)
+            params_b=14.0,
+            default_steps=50,
+            default_guidance=5.0,
+            notes="Helios (PKU-YuanGroup, on Wan2.1-14B): an autoregressive model that generates 33-frame chunks, "
+                  "each conditioned on a compressed history of the whole clip so far; minute-long clips in one pass. "
+                  "Base: best quality, 50 steps with guidance. The authors publish no single-GPU VRAM figure.",
+            pipeline="HeliosPipeline",
+            architecture="wan2.1-t2v-14b",
+            optional_image=True,
+            chunked=Chunked(33),
+        ),
+        ModelSpec(
+            id="helios-distilled",
+            label="Helios Distilled 14B (384p, 24 fps, real-time, 3 pyramid stages)",
+            repo_id="BestWishYsh/Helios-Distilled",
+            native_width=640,
+            native_height=384,
+            native_fps=24,
+            max_frames=44 * 33,
+            size_multiple=64,  # three pyramid stages halve the latent twice, then 2x2 patches
+            params_b=14.0,
+            default_steps=6,
+            default_guidance=1.0,
+            notes="Helios-Distilled: the authors' 19.5 FPS on one H100; 2 steps at each of 3 resolution stages per "
+                  "chunk (the first chunk twice), no classifier-free guidance (the authors' settings).",
+            pipeline="HeliosPyramidPipeline",
+            architecture="wan2.1-t2v-14b",
+            optional_image=True,
+            chunked=Chunked(33, pyramid_steps=(2, 2, 2), amplify_first_chunk=True),
+        ),
+        ModelSpec(
+            id=TINY_HELIOS,
+            label="tiny Helios (offline, untrained — output is noise-like, for testing the studio)",
+            repo_id=None,
+            native_width=160,
+            native_height=96,
+            native_fps=8,
+            max_frames=15 * 33,  # 60 s at 8 fps
+            params_b=0.00002,
+            trained=False,
+            notes="Built locally from the real Helios classes with random weights (33-frame chunks with history); "
+                  "needs no network.",
+            pipeline="HeliosPipeline",
+            architecture=TINY,
+            optional_image=True,
+            chunked=Chunked(33),
+        ),
+        ModelSpec(
+            id=TINY_HELIOS_DISTILLED,
+            label="tiny Helios Distilled (offline, untrained — output is noise-like, for testing the studio)",
+            repo_id=None,
+            native_width=192,
+            native_height=64,
+            native_fps=8,
+            max_frames=15 * 33,
+            size_multiple=64,
+            params_b=0.00002,
+            trained=False,
+            default_steps=3,
+            default_guidance=1.0,
+            notes="Built locally from the real Helios pyramid classes with random weights (1 step at each of 3 "
+                  "stages, the first chunk twice); needs no network.",
+            pipeline="HeliosPyramidPipeline",
+            architecture=TINY,
+            optional_image=True,
+            chunked=Chunked(33, pyramid_steps=(1, 1, 1), amplify_first_chunk=True),
         ),
         ModelSpec(
             id=TINY_TI2V,

@@ -23,7 +23,15 @@ import torch
 
 # Imported here, in whichever thread imports the studio first, and not lazily in the worker:
 # diffusers' lazy module is not safe to import from two threads at once.
-from diffusers import AutoencoderKLWan, WanAnimatePipeline, WanImageToVideoPipeline, WanPipeline, WanVACEPipeline
+from diffusers import (
+    AutoencoderKLWan,
+    HeliosPipeline,
+    HeliosPyramidPipeline,
+    WanAnimatePipeline,
+    WanImageToVideoPipeline,
+    WanPipeline,
+    WanVACEPipeline,
+)
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
@@ -33,6 +41,8 @@ from studio.models.catalog import (
     TASK_LABELS,
     TINY,
     TINY_ANIMATE,
+    TINY_HELIOS,
+    TINY_HELIOS_DISTILLED,
     TINY_I2V,
     TINY_I2V_FIRST,
     TINY_TI2V,
@@ -45,6 +55,8 @@ from studio.models.cost.vram import LOADER_PROFILES, group_fits, memory_estimate
 from studio.models.hub import hub_offline, in_cache
 from studio.models.tiny import (
     ensure_tiny_animate_model,
+    ensure_tiny_helios_distilled_model,
+    ensure_tiny_helios_model,
     ensure_tiny_i2v_first_model,
     ensure_tiny_i2v_model,
     ensure_tiny_model,
@@ -60,11 +72,13 @@ _VRAM_HEADROOM = 1.15
 
 # ModelSpec.pipeline -> class (imported above, not looked up lazily: see the import comment).
 _PIPELINES = {"WanPipeline": WanPipeline, "WanVACEPipeline": WanVACEPipeline,
-              "WanAnimatePipeline": WanAnimatePipeline, "WanImageToVideoPipeline": WanImageToVideoPipeline}
+              "WanAnimatePipeline": WanAnimatePipeline, "WanImageToVideoPipeline": WanImageToVideoPipeline,
+              "HeliosPipeline": HeliosPipeline, "HeliosPyramidPipeline": HeliosPyramidPipeline}
 # The offline models (repo_id None): the function that builds and saves each one.
 _TINY_BUILDERS = {TINY: ensure_tiny_model, TINY_VACE: ensure_tiny_vace_model,
                   TINY_ANIMATE: ensure_tiny_animate_model, TINY_I2V: ensure_tiny_i2v_model,
-                  TINY_I2V_FIRST: ensure_tiny_i2v_first_model, TINY_TI2V: ensure_tiny_ti2v_model}
+                  TINY_I2V_FIRST: ensure_tiny_i2v_first_model, TINY_TI2V: ensure_tiny_ti2v_model,
+                  TINY_HELIOS: ensure_tiny_helios_model, TINY_HELIOS_DISTILLED: ensure_tiny_helios_distilled_model}
 
 
 def cuda_available() -> bool:
@@ -256,7 +270,7 @@ def profile_need_bytes(spec: ModelSpec, profile: str) -> float:
     they stream in like the rest."""
 
     arch = ARCHITECTURES[spec.architecture or spec.id]
-    need = memory_estimate(arch, spec.native_width, spec.native_height, spec.max_frames, profile).peak_bytes
+    need = memory_estimate(arch, spec.native_width, spec.native_height, spec.pass_frames, profile).peak_bytes
     if profile != "group_offload":
         need += max(0.0, spec.params_b * 1e9 - arch.transformer_params) * 2
     return need

@@ -3,7 +3,9 @@
 ``tiny`` is a WanPipeline, ``tiny-vace`` a WanVACEPipeline (masked video generation, for
 Video Inpainting), ``tiny-animate`` a WanAnimatePipeline (pose- and face-driven character
 video, for motion transfer and lip-sync) and ``tiny-i2v`` a WanImageToVideoPipeline (first and
-last frame conditioning, as FLF2V, for the Scene Orchestrator's morphs). They are assembled from the *real* diffusers /
+last frame conditioning, as FLF2V, for the Scene Orchestrator's morphs); ``tiny-helios`` and
+``tiny-helios-distilled`` are a HeliosPipeline and a HeliosPyramidPipeline (autoregressive
+chunks with history, the pyramid one at three resolution stages). They are assembled from the *real* diffusers /
 transformers classes (WanTransformer3DModel / WanVACETransformer3DModel /
 WanAnimateTransformer3DModel, AutoencoderKLWan, UMT5EncoderModel, CLIPVisionModel, a fast
 tokenizer, FlowMatchEulerDiscreteScheduler), so every code path the studio uses with the real
@@ -31,6 +33,8 @@ TINY_ANIMATE_MODEL_DIRNAME = "tiny-animate"
 TINY_I2V_MODEL_DIRNAME = "tiny-i2v"
 TINY_I2V_FIRST_MODEL_DIRNAME = "tiny-i2v-first"
 TINY_TI2V_MODEL_DIRNAME = "tiny-ti2v"
+TINY_HELIOS_MODEL_DIRNAME = "tiny-helios"
+TINY_HELIOS_DISTILLED_MODEL_DIRNAME = "tiny-helios-distilled"
 
 #: Seed of the weight initialisation; bump together with the layout to get a new model.
 _SEED = 20240611
@@ -218,6 +222,41 @@ def build_tiny_animate_pipeline() -> "diffusers.WanAnimatePipeline":
     return _build(WanAnimatePipeline, WanAnimateTransformer3DModel, animate, _tiny_image_encoder(1))
 
 
+def build_tiny_helios_pipeline() -> "diffusers.HeliosPipeline":
+    """Build the tiny HeliosPipeline in memory: the tiny model's tokenizer, text encoder and VAE
+    with a HeliosTransformer3DModel (multi-term memory patches for the history) and a
+    single-stage HeliosScheduler. Deterministic like :func:`build_tiny_pipeline`."""
+    from diffusers import HeliosPipeline, HeliosScheduler
+
+    return _tiny_helios(HeliosPipeline, HeliosScheduler(stage_range=[0, 1], stages=1, use_dynamic_shifting=True))
+
+
+def build_tiny_helios_distilled_pipeline() -> "diffusers.HeliosPyramidPipeline":
+    """Build the tiny HeliosPyramidPipeline in memory (``is_distilled``, HeliosDMDScheduler):
+    :func:`build_tiny_helios_pipeline`'s modules sampled at three resolution stages.
+    Deterministic like :func:`build_tiny_pipeline`."""
+    from diffusers import HeliosDMDScheduler, HeliosPyramidPipeline
+
+    # gamma below 1/3: the stage-change noise's 2x2 covariance (1 + gamma) I - gamma 11^T must stay
+    # positive definite for its Cholesky factor (at 1/3 it is singular and float32 may refuse it).
+    return _tiny_helios(HeliosPyramidPipeline, HeliosDMDScheduler(use_dynamic_shifting=True, gamma=0.25),
+                        is_distilled=True)
+
+
+def _tiny_helios(pipeline_cls, scheduler, **config):
+    import torch
+    from diffusers import HeliosTransformer3DModel, WanPipeline, WanTransformer3DModel
+
+    wan = _build(WanPipeline, WanTransformer3DModel, {})  # the shared tokenizer, text encoder and VAE
+    settings = {k: v for k, v in tiny_transformer_config().items() if k != "rope_max_seq_len"}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_SEED + 5)
+        transformer = HeliosTransformer3DModel(**settings, rope_dim=(4, 4, 4), has_multi_term_memory_patch=True,
+                                               guidance_cross_attn=True, zero_history_timestep=True).eval()
+    return pipeline_cls(tokenizer=wan.tokenizer, text_encoder=wan.text_encoder, vae=wan.vae, scheduler=scheduler,
+                        transformer=transformer, **config)
+
+
 _TEXT_DIM = 32
 
 
@@ -367,6 +406,18 @@ def ensure_tiny_i2v_first_model(models_dir: Path) -> Path:
     ``WanImageToVideoPipeline.from_pretrained(folder)``."""
     return ensure_saved(models_dir, TINY_I2V_FIRST_MODEL_DIRNAME, build_tiny_i2v_first_pipeline, _IMAGE_MODEL_FILES,
                         _REQUIRED_WEIGHT_DIRS + ("image_encoder",))
+
+
+def ensure_tiny_helios_model(models_dir: Path) -> Path:
+    """Like :func:`ensure_tiny_model` for ``models_dir/tiny-helios``; load it with
+    ``HeliosPipeline.from_pretrained(folder)``."""
+    return ensure_saved(models_dir, TINY_HELIOS_MODEL_DIRNAME, build_tiny_helios_pipeline)
+
+
+def ensure_tiny_helios_distilled_model(models_dir: Path) -> Path:
+    """Like :func:`ensure_tiny_model` for ``models_dir/tiny-helios-distilled``; load it with
+    ``HeliosPyramidPipeline.from_pretrained(folder)``."""
+    return ensure_saved(models_dir, TINY_HELIOS_DISTILLED_MODEL_DIRNAME, build_tiny_helios_distilled_pipeline)
 
 
 def ensure_saved(models_dir: Path, dirname: str, build: Callable[[], Any], files: tuple[str, ...] = _REQUIRED_FILES,

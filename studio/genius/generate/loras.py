@@ -89,8 +89,9 @@ def _info(row: LoraRow) -> LoraInfo:
 
 
 def _t2v_model(model: str) -> str:
-    if model not in CATALOG:
-        raise InvalidRequest(f"model must be a text-to-video model: one of {', '.join(CATALOG)}")
+    takes_loras = [m for m, spec in CATALOG.items() if not spec.chunked]
+    if model not in takes_loras:
+        raise InvalidRequest(f"model must be a Wan text-to-video model: one of {', '.join(takes_loras)}")
     return model
 
 
@@ -171,6 +172,9 @@ def check_choices(records: LoraRecords, owner: str, choices: list[LoraChoice], m
     """A request's ``loras`` at submit: each one ``owner``'s (404 ``LoraNotFound`` otherwise), each
     fitting ``model`` (400 otherwise)."""
     spec = get_spec(model)
+    if choices and spec.chunked:
+        raise InvalidRequest(f"loras: {spec.id} takes no LoRAs here yet (LoRAs are checked against the Wan "
+                             "transformers, and the Helios ones were not tried); use a Wan model for LoRAs")
     for index, choice in enumerate(choices):
         row = records.get(choice.id)
         what = f"loras[{index}]"

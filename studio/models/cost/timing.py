@@ -64,6 +64,7 @@ class PlannedRun(Protocol):
     num_inference_steps: int
     guidance_scale: float
     passes: int  # model passes (a long clip's windows; each has the shape above at most)
+    total_steps: int  # denoising steps of the whole run (every window's, or every chunk's)
     continuation_model: str | None  # the model of the passes after the first
 
 
@@ -185,8 +186,8 @@ def _reference_plan(store, spec: ModelSpec) -> tuple[int, float, str]:
         except (StorageFull, StoreUnavailable, KeyError, TypeError, ValueError):
             pass
     stride = spec.size_multiple
-    native = ((spec.max_frames - 1) // 4 + 1) * (spec.native_height // stride) * (spec.native_width // stride)
-    size = f"{spec.native_width}x{spec.native_height}x{spec.max_frames}"
+    native = ((spec.pass_frames - 1) // 4 + 1) * (spec.native_height // stride) * (spec.native_width // stride)
+    size = f"{spec.native_width}x{spec.native_height}x{spec.pass_frames}"
     return native, spec.default_guidance, f"its native size ({size})"
 
 
@@ -260,7 +261,7 @@ def estimate_time(inputs: CostInputs, spec: ModelSpec, plan: "PlannedRun", profi
     arch = architecture_of(spec)
     tokens = latent_tokens(spec, plan)
     step_flops = flops_per_step(arch, tokens, plan.guidance_scale)
-    steps = plan.num_inference_steps * plan.passes  # every window at the longest window's step time
+    steps = plan.total_steps  # every window (or chunk) at the longest one's step time
     if arch.on_cpu:  # overhead-bound: the engine's own per-token rate
         rate, _ = rates.rate(spec, STEP_RATE)
         step = rate * tokens / 1000
