@@ -106,6 +106,13 @@ def create_ui(studio: Studio) -> GenerateTab:
                                   label="Inference steps", elem_id="gen-steps")
                 preview_every = gr.Slider(**bounds(GenerationRequest, "preview_every_n_steps"), step=1,
                                           label="Preview every N steps", elem_id="gen-preview-every")
+            with gr.Accordion("Frames and size beyond the model's", open=False, elem_id="gen-output"):
+                interpolator = gr.Radio(choices(GenerationRequest, "interpolator"), value=_default("interpolator"),
+                                        label="More frames than generated: classical optical flow, or the server's "
+                                              "learned interpolator (RIFE)", elem_id="gen-interpolator")
+                upscaler = gr.Radio(choices(GenerationRequest, "upscaler"), value=_default("upscaler"),
+                                    label="Larger than generated: classical upscaling, or the server's learned "
+                                          "upscaler (ESRGAN)", elem_id="gen-upscaler")
             with gr.Accordion("LoRAs", open=False, elem_id="gen-loras"):
                 loras = gr.Dropdown([], value=[], multiselect=True, max_choices=MAX_LORAS, label="Use LoRAs",
                                     elem_id="gen-lora-pick")
@@ -134,7 +141,7 @@ def create_ui(studio: Studio) -> GenerateTab:
                 task_id = gr.Textbox(label="Task id", interactive=False, elem_id="gen-task-id")
             metadata = gr.JSON(label="Metadata", elem_id="gen-metadata")
     inputs = [prompt, negative, duration, fps, resolution, aspect, genre, seed, guidance, steps, model, preview_every,
-              loras, lora_scale, mode, first_image, last_image]
+              loras, lora_scale, mode, first_image, last_image, upscaler, interpolator]
     return GenerateTab(inputs, generate_button, stop_button, task_id, preview, status, video, thumbnail, metadata,
                        auto_hint, lora_file, lora_name, lora_add, lora_status)
 
@@ -184,6 +191,8 @@ def make_handlers(studio: Studio):
         mode: str = _default("mode"),
         image: np.ndarray | None = None,
         last_image: np.ndarray | None = None,
+        upscaler: str = _default("upscaler"),
+        interpolator: str = _default("interpolator"),
         progress: gr.Progress = gr.Progress(),
         request: gr.Request = None,
     ) -> Iterator[tuple]:
@@ -208,6 +217,10 @@ def make_handlers(studio: Studio):
                 guidance; guidance_scale and num_inference_steps are then not used, as the notes say).
             image: a first frame to start from (image-to-video; the model defaults to one that takes it).
             last_image: a last frame to end on (first-and-last-frame models), with image.
+            upscaler: 'classical', or 'learned' (the server's ESRGAN-family network; an error when it has none)
+                for an output larger than the model generates.
+            interpolator: 'classical' (optical flow), or 'learned' (the server's RIFE network; an error when it
+                has none) for more frames than the model generates.
 
         Returns:
             Per update: task id, frame strip (gallery of the newest frames: denoising previews,
@@ -221,6 +234,7 @@ def make_handlers(studio: Studio):
                 "guidance_scale": guidance_scale, "num_inference_steps": int(num_inference_steps),
                 "model": model or None, "preview_every_n_steps": int(preview_every_n_steps),
                 "loras": [{"id": lora_id, "scale": lora_scale} for lora_id in loras or []], "mode": mode,
+                "upscaler": upscaler, "interpolator": interpolator,
                 **_frames(image, last_image, model),
             })
             with admitted(studio, request) as owner:
@@ -383,7 +397,7 @@ def create_event_handlers(tab: GenerateTab, studio: Studio, demo: gr.Blocks | No
     ``demo``, the visitor's own LoRAs fill the picker when the page loads."""
     generate, get_status, cancel_task, stop = make_handlers(studio)
     prompt, _negative, duration, _fps, resolution, _aspect, _genre, _seed, guidance, steps, model, _every, \
-        lora_pick, _lora_scale, _mode, _first, _last = tab.inputs
+        lora_pick, _lora_scale, _mode, _first, _last, _upscaler, _interpolator = tab.inputs
     list_loras, add_lora, lora_picker = make_lora_handlers(studio)
     tab.lora_add.click(add_lora, [tab.lora_file, tab.lora_name, model], [lora_pick, tab.lora_status],
                        api_name="add_lora")

@@ -114,7 +114,8 @@ class Studio:
         self.worker = Worker(self.store, self.bus, self.models, self.estimator, self.paths,
                              preview_width=settings.preview_width, decoder_stats=self.decoder_stats,
                              data_dir=settings.data_dir, storage=self.storage, edit_runners=EDIT_RUNNERS,
-                             specs=SPECS, upscaler_model=settings.upscaler_model)
+                             specs=SPECS, upscaler_model=settings.upscaler_model,
+                             interpolator_model=settings.interpolator_model)
         # What crosses processes when tasks run on Celery workers (nothing when embedded).
         self.cluster = Cluster(settings, self.database, self.store, self.bus)
         self.sla = SlaMonitor(self.database, default_level=settings.sla_level, queue_depth=self.store.queue_depth,
@@ -136,7 +137,8 @@ class Studio:
             task=self.task, status=self.status,
             result=self.result, refuse_new_work=self.refuse_new_work, submit_spec=self.submit_spec,
             prepare=self.prepare, queue_wait=self.queue_wait, wake=self.cluster.wake, final_event=self.final_event,
-            loras=self.loras.records, worker_devices=self.cluster.devices, upscaler_model=settings.upscaler_model)
+            loras=self.loras.records, worker_devices=self.cluster.devices, upscaler_model=settings.upscaler_model,
+            interpolator_model=settings.interpolator_model)
 
     def start(self) -> None:
         """Start this process's part. Embedded: fail tasks a previous process left running, then

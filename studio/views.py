@@ -91,6 +91,7 @@ class BatchRunInfo(BaseModel):
 
     batch_id: str
     group_size: int = Field(description="Tasks denoised together in one batched pipeline call")
+    group: list[str] = Field(default_factory=list, description="The ids of those tasks (this one included)")
     text_encoding: str = Field(description="'reused' (an equal prompt was encoded before) or 'computed'")
     denoising_state: DenoisingStateReuse | None = Field(
         None, description="Set when the task started from a near-identical prompt's cached state")
@@ -119,12 +120,15 @@ class ResultMetadata(BaseModel):
     memory_profile: str
     frame_rate_method: str = Field("nearest", description="How output frames were made from the generated ones: "
                                    "'nearest' (at most as many as generated: frames dropped, none repeated) or "
-                                   "'optical_flow' (more: interpolated, no frame shown twice)")
+                                   "'optical_flow' (more: interpolated, no frame shown twice) or 'learned' (more, "
+                                   "made by the server's RIFE network, named in interpolator)")
     scaling_method: str = Field("resize", description="How the output size was reached: 'resize' (not larger "
                                 "than generated), 'upscale' (bicubic with edge-aware sharpening) or 'learned' "
                                 "(the server's ESRGAN-family network, named in upscaler)")
     upscaler: dict | None = Field(None, description="The learned upscaler that ran: model file, architecture, scale, "
                                                     "features, blocks, its output size and the resize after it")
+    interpolator: dict | None = Field(None, description="The learned frame interpolator that ran: model file, "
+                                                        "architecture, block widths")
     timings: dict[str, float]
     notes: list[str]
     decoder: DecoderRunStats | None = Field(None, description="Step-cache stats of this task (acceleration)")

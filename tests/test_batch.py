@@ -95,8 +95,15 @@ def test_same_shaped_batch_tasks_share_one_pipeline_call_and_text_encodings(http
     assert final["counts"] == {"completed": 4}
     runs = [http.get(f"/v1/result/{t}").json()["metadata"]["batch"] for t in submitted["task_ids"]]
     assert max(r["group_size"] for r in runs) > 1 and all(r["group_size"] <= 3 for r in runs)
-    assert [r["text_encoding"] for r in runs][2:] == ["reused", "reused"]
+    assert all(len(r["group"]) == r["group_size"] for r in runs)
+    # A repeated prompt in the same pipeline call as its first occurrence reuses that encoding
+    # (any worker); one run later on another worker (distributed) may have to compute it again.
+    ids = submitted["task_ids"]
+    for i, run in enumerate(runs):
+        if any(body["prompts"][j] == body["prompts"][i] and ids[j] in run["group"] for j in range(i)):
+            assert run["text_encoding"] == "reused", (i, runs)
     assert runs[1]["text_encoding"] == "computed"
+    assert "reused" in (runs[2]["text_encoding"], runs[3]["text_encoding"])
 
 
 def test_a_batched_task_equals_the_same_task_run_alone(http):

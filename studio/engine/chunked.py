@@ -29,7 +29,7 @@ import torch
 
 from studio.engine import step_cache
 from studio.engine.decode import to_uint8_frames
-from studio.engine.output_frames import ClipSink
+from studio.engine.output_frames import ClipSink, LearnedNetworks
 from studio.engine.plan import GenerationPlan
 from studio.engine.preview import previewer_of
 from studio.engine.t2v import DENOISE_SHARE, Cancelled, FrameImages, RunHooks, RunOutput, TextEncoding, encode_texts
@@ -153,12 +153,12 @@ def _pipeline_inputs(model: LoadedModel, plan: GenerationPlan, texts: TextEncodi
 
 def run_chunked(model: LoadedModel, plan: GenerationPlan, hooks: RunHooks, video_path: Path, thumbnail_path: Path,
                 *, text_cache: TextEmbeddingCache | None = None, preview_width: int = 256,
-                min_preview_interval: float = 0.2, learned: Callable | None = None,
+                min_preview_interval: float = 0.2, learned: LearnedNetworks | None = None,
                 images: FrameImages | None = None) -> RunOutput:
     """Generate ``plan`` on an autoregressive ``model`` (``ModelSpec.chunked``) into ``video_path``
     and ``thumbnail_path``, each chunk encoded as it finishes.
 
-    ``learned``: the learned upscaler, for a plan that asks for it; ``images``: the request's first
+    ``learned``: the server's networks (upscaler, interpolator), for a plan that asks for them; ``images``: the request's first
     frame (Helios is text- and image-to-video). Returns the output, ``partial`` when a cancel came
     after the first chunk; raises ``Cancelled`` when it came during the first.
     """

@@ -35,7 +35,7 @@ import torch
 from studio.engine import step_cache
 from studio.engine.decode import iter_decoded_frames
 from studio.engine.loras import Adapter, adapters_applied
-from studio.engine.output_frames import ClipSink
+from studio.engine.output_frames import ClipSink, LearnedNetworks
 from studio.engine.plan import GenerationPlan, Window
 from studio.engine.run import DEFAULT_ADVICE, model_run
 from studio.engine.stitch import WindowStitcher
@@ -158,7 +158,7 @@ class _Chain:
 def run_chain(models: ModelCache, first: LoadedModel, plan: GenerationPlan, hooks: RunHooks, video_path: Path,
               thumbnail_path: Path, *, text_cache: TextEmbeddingCache | None = None, preview_width: int = 256,
               min_preview_interval: float = 0.2, advice: str = DEFAULT_ADVICE,
-              adapters: Sequence[Adapter] = (), learned: Callable | None = None,
+              adapters: Sequence[Adapter] = (), learned: LearnedNetworks | None = None,
               images: FrameImages | None = None) -> RunOutput:
     """Generate a chained ``plan`` (``plan.passes`` > 1) into ``video_path`` and ``thumbnail_path``:
     window 0 with ``first`` (the loaded text-to-video model), the others with the continuation
@@ -166,7 +166,7 @@ def run_chain(models: ModelCache, first: LoadedModel, plan: GenerationPlan, hook
     ending with ``advice``).
 
     ``adapters``: LoRAs applied to both models for their windows (removed after); ``learned``:
-    the learned upscaler, for a plan that asks for it; ``images``: the request's frames, which
+    the server's networks (upscaler, interpolator), for a plan that asks for them; ``images``: the request's frames, which
     the first window starts from (image-to-video and TI2V models). Returns the
     output, ``partial`` when a cancel came after the first window; raises ``Cancelled`` when it
     came during the first.

@@ -6,8 +6,10 @@ Time (``GenerationPlan.temporal``):
 - ``flow``: the output has more frames than were generated (an fps above the model's, or a
   duration beyond one pass); output frame ``k`` sits at ``GenerationPlan.position(k)`` =
   ``k (G - 1) / (O - 1)`` on the generated frames, and every position between two of them is synthesised by
-  occlusion-aware optical-flow interpolation (``studio.vision.interpolation``), so no frame is
-  shown twice. The first and last output frames are the first and last generated ones.
+  occlusion-aware optical-flow interpolation (``studio.vision.interpolation``), or, with
+  ``GenerationPlan.interpolator`` ``learned``, the server's RIFE network
+  (``studio.engine.learned_interpolation``), so no frame is shown twice. The first and last
+  output frames are the first and last generated ones.
 
 Space (``GenerationPlan.spatial``):
 - ``resize``: the output is not larger than what was generated (area filter down).
@@ -24,6 +26,7 @@ generate a clip piece by piece (chained windows, autoregressive chunks).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,13 +43,24 @@ if TYPE_CHECKING:
     from studio.engine.t2v import RunHooks
 
 
+@dataclass(frozen=True)
+class LearnedNetworks:
+    """The server's networks a plan asks for (None: the classical path): ``upscale(frame, width,
+    height) -> frame`` (``studio.engine.super_resolution``) and ``interpolate(frame0, frame1, t)
+    -> frame`` (``studio.engine.learned_interpolation``)."""
+
+    upscale: Callable[[np.ndarray, int, int], np.ndarray] | None = None
+    interpolate: Callable[[np.ndarray, np.ndarray, float], np.ndarray] | None = None
+
+
 class OutputFrames:
     """Push generated frames in order; get the output frames they complete. ``learned``: the
-    learned upscaler, ``(frame, width, height) -> frame``, for a plan that asks for it."""
+    server's networks, for a plan that asks for them."""
 
-    def __init__(self, plan: GenerationPlan, learned: Callable[[np.ndarray, int, int], np.ndarray] | None = None):
+    def __init__(self, plan: GenerationPlan, learned: LearnedNetworks | None = None):
         self.plan = plan
-        self.learned = learned
+        learned = learned or LearnedNetworks()
+        self.upscale, self.interpolate = learned.upscale, learned.interpolate
         self.out_index = 0  # the next output frame to make
         self._gen_index = -1  # the last generated frame pushed
         self._previous: np.ndarray | None = None
@@ -73,6 +87,8 @@ class OutputFrames:
             t = position - (self._gen_index - 1)  # in (0, 1] between the previous frame and this one
             if t >= 1 or self._previous is None:
                 frame = current
+            elif self.interpolate is not None:
+                frame = self.interpolate(self._previous, current, float(t))
             else:
                 pair = pair or FramePair.between(self._previous, current, self._flow)
                 frame = pair.at(float(t))
@@ -81,8 +97,8 @@ class OutputFrames:
 
     def _sized(self, frame: np.ndarray) -> np.ndarray:
         plan = self.plan
-        if plan.spatial == "upscale" and self.learned is not None:
-            return self.learned(frame, plan.out_width, plan.out_height)
+        if plan.spatial == "upscale" and self.upscale is not None:
+            return self.upscale(frame, plan.out_width, plan.out_height)
         if plan.spatial == "upscale":
             return upscale_frame(frame, plan.out_width, plan.out_height)
         return resize(frame, plan.out_width, plan.out_height)
@@ -96,7 +112,7 @@ class ClipSink:
     streamed, and the thumbnail taken from the middle (or, for a partial clip, the last) frame."""
 
     def __init__(self, plan: GenerationPlan, hooks: RunHooks, writer: Mp4Writer, thumbnail_path: Path,
-                 learned: Callable | None = None):
+                 learned: LearnedNetworks | None = None):
         self.plan, self.hooks, self.writer, self.thumbnail_path = plan, hooks, writer, thumbnail_path
         self.output = OutputFrames(plan, learned)
         self.last: np.ndarray | None = None

@@ -163,6 +163,7 @@ class GenerationPlan:
     windows: tuple[Window, ...] = ()  # the passes; empty: one pass of gen_frames (a plan built by hand)
     mode: str = "standard"  # "fast": the model's few-step distillation (steps and guidance are its own)
     upscaler: str = "classical"  # spatial "upscale" by "classical" means or the server's "learned" network
+    interpolator: str = "classical"  # temporal "flow" by "classical" optical flow or the server's "learned" network
     conditioning: str = "text"  # or "first frame" / "first and last frame" (image-to-video models)
     chunk_frames: int = 0  # an autoregressive model's frames per chunk (0: a pass is denoised whole)
     denoise_steps: int = 0  # denoising steps of the whole run when not num_inference_steps x passes
@@ -283,9 +284,11 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
             "in full)"
         )
     if temporal == "flow":
+        how = ("the server's learned interpolator (metadata.interpolator names the network)"
+               if request.interpolator == "learned" else "optical flow")
         notes.append(
             f"generated {clip_frames} frames at {spec.native_fps} fps, interpolated to {out_frames} frames "
-            f"at {request.fps} fps by optical flow (no frame is shown twice)"
+            f"at {request.fps} fps by {how} (no frame is shown twice)"
         )
     elif out_frames != clip_frames:
         notes.append(
@@ -315,6 +318,7 @@ def make_plan(request: GenerationRequest, spec: ModelSpec, seed: int) -> Generat
         windows=windows,
         mode=request.mode,
         upscaler=request.upscaler if spatial == "upscale" else "classical",
+        interpolator=request.interpolator if temporal == "flow" else "classical",
         conditioning=conditioning,
         chunk_frames=chunked.frames if chunked else 0,
         denoise_steps=chunked.steps(gen_frames // chunked.frames, steps) if chunked else 0,

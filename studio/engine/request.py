@@ -1,7 +1,7 @@
 """The one request model for generation, shared by the UI, the Gradio API and REST.
 
 Fields, defaults and ranges are the seed's (``POST /generate``); ``model`` and the fields after
-``acceleration`` (LoRAs, the upscaler, images, the fast mode) are ours. Every violation becomes
+``acceleration`` (LoRAs, the upscaler, the interpolator, images, the fast mode) are ours. Every violation becomes
 ``InvalidRequest`` naming the field.
 """
 
@@ -139,6 +139,10 @@ class GenerationRequest(JsonModel):
         "classical", description="An output larger than the model's native size: classical (bicubic with edge-aware "
                                  "sharpening) or learned (the server's ESRGAN-family network, ECHOEL_UPSCALER_MODEL; "
                                  "503 when it has none)")
+    interpolator: Literal["classical", "learned"] = Field(
+        "classical", description="More output frames than the model generates (an fps above its own): classical "
+                                 "(occlusion-aware optical flow) or learned (the server's RIFE network, "
+                                 "ECHOEL_INTERPOLATOR_MODEL; 503 when it has none)")
     image: str | None = Field(None, max_length=IMAGE_FIELD_MAX,
                               description="Start from this frame (image-to-video): a base64 PNG/JPEG/WebP (or a data: "
                                           "URL), or an http(s) URL the server fetches; needs a model that takes an "

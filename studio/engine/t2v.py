@@ -10,7 +10,6 @@ events are published and cancellation is checked.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -20,7 +19,7 @@ import torch
 
 from studio.engine import step_cache
 from studio.engine.decode import iter_decoded_frames
-from studio.engine.output_frames import THUMBNAIL_WIDTH, OutputFrames
+from studio.engine.output_frames import THUMBNAIL_WIDTH, LearnedNetworks, OutputFrames
 from studio.engine.plan import GenerationPlan
 from studio.engine.preview import estimate_denoised, previewer_of
 from studio.engine.run import seeded_generator
@@ -328,7 +327,7 @@ def _call_pipe(pipe, plans: list[GenerationPlan], initial: torch.Tensor, watcher
 
 
 def _decode_and_encode(model: LoadedModel, plan: GenerationPlan, latents: torch.Tensor, hooks: RunHooks,
-                       video_path: Path, thumbnail_path: Path, learned: Callable | None = None) -> int:
+                       video_path: Path, thumbnail_path: Path, learned: LearnedNetworks | None = None) -> int:
     """Decode latent chunks, resample/resize them to the output plan and pipe them to the encoder."""
     thumb_index = plan.out_frames // 2
     out_index = 0
@@ -369,7 +368,7 @@ def run_text_to_video(model: LoadedModel, plan: GenerationPlan, hooks: RunHooks,
 def run_group(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHooks], video_paths: list[Path],
               thumbnail_paths: list[Path], preview_width: int = 256, min_preview_interval: float = 0.2,
               texts: TextEncoding | None = None, resume: Resume | None = None,
-              capture_steps: tuple[int, ...] = (), learned: Callable | None = None,
+              capture_steps: tuple[int, ...] = (), learned: LearnedNetworks | None = None,
               images: FrameImages | None = None) -> list[RunOutput | None]:
     """Generate several plans of one shape (model, size, frames, steps, guidance, acceleration)
     in ONE batched pipeline call, then decode and encode each video.
@@ -378,7 +377,7 @@ def run_group(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHo
     ``Cancelled`` when all of them were. ``texts``: prompt encodings made beforehand (see
     ``encode_texts``; without them the pipeline encodes the prompts). ``resume``: start from
     cached latents after some steps. ``capture_steps``: keep the latents after these steps
-    (``RunOutput.states``). ``learned``: the learned upscaler, for plans that ask for it.
+    (``RunOutput.states``). ``learned``: the server's networks (upscaler, interpolator), for plans that ask for them.
     ``images``: the frames of an image-to-video run (a group of one).
     """
     for h, plan in zip(hooks, plans):

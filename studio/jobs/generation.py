@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -24,8 +24,10 @@ from studio.db.loras import LoraRecords
 from studio.engine.chunked import run_chunked
 from studio.engine.edit import inputs_folder
 from studio.engine.gpu import GPU_LOCK
+from studio.engine.learned_interpolation import LearnedInterpolation
 from studio.engine.long_video import run_chain
 from studio.engine.loras import Adapter, adapters_applied
+from studio.engine.output_frames import LearnedNetworks
 from studio.engine.plan import GenerationPlan, make_plan
 from studio.engine.request import GenerationSpec
 from studio.engine.run import model_run
@@ -54,6 +56,7 @@ from studio.media.video import write_jpeg
 from studio.models.catalog import get_spec
 from studio.models.esrgan import load_upscaler
 from studio.models.loader import group_fits_here
+from studio.models.rife import load_interpolator
 
 if TYPE_CHECKING:
     from studio.jobs.worker import Worker
@@ -137,8 +140,9 @@ class GenerationRunner:
     def __init__(self, worker: "Worker"):
         self.worker = worker
         self.loras = LoraRecords(worker.store.database)
-        self.upscalers: dict[tuple[str, str], LearnedUpscale] = {}  # (source, device) -> the loaded network
+        self.networks: dict[tuple[str, str, str], object] = {}  # (field, source, device) -> the loaded network
         self.text_cache = TextEmbeddingCache()  # batch similarity caching: equal prompts' encodings
+        self.shared_calls: dict[str, list[str]] = {}  # task id -> the tasks of its pipeline call (this run's)
         self.state_cache = DenoisingStateCache()  # and near-identical prompts' early denoising states
 
     def run_claimed(self, task: Task) -> None:
@@ -182,6 +186,7 @@ class GenerationRunner:
     def _run(self, tasks: list[Task], reuse_text: bool = False) -> None:
         """Run a group (usually of one) in one pipeline call; every failure ends all of them.
         ``reuse_text``: batch similarity caching (equal prompts share a text encoding)."""
+        self.shared_calls = {}
         try:
             requests = [load_as(GenerationSpec, t.request) for t in tasks]
             spec = get_spec(requests[0].model)
@@ -200,7 +205,7 @@ class GenerationRunner:
                     run.size = (plans[0].gen_width, plans[0].gen_height)
                     estimate = self.worker.estimator.estimate(spec, plans[0], model_loaded=True)
                     hooks = [_TaskHooks(self.worker, t, p, estimate.encode_seconds) for t, p in zip(tasks, plans)]
-                    learned = self._learned_upscaler(model) if plans[0].upscaler == "learned" else None
+                    learned = self._learned(model, plans[0])
                     images = self._images(requests[0])  # a task with images is never grouped
                     if plans[0].passes > 1:
                         outputs = [self._chain(model, tasks[0], plans[0], hooks[0], distilled + adapters, learned,
@@ -233,7 +238,7 @@ class GenerationRunner:
                 self.worker._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
 
     def _generate(self, model, tasks: list[Task], plans: list[GenerationPlan], hooks: list[_TaskHooks],
-                  similarity: bool, learned: LearnedUpscale | None = None, images: FrameImages | None = None
+                  similarity: bool, learned: LearnedNetworks | None = None, images: FrameImages | None = None
                   ) -> tuple[list[RunOutput | None], list[StateMatch | None]]:
         """The group's pipeline calls. Without similarity caching: one call. With it (batch
         ``enable_similarity_caching``): equal prompts share text encodings, and prompts
@@ -272,7 +277,7 @@ class GenerationRunner:
         return outputs, matches
 
     def _chain(self, model, task: Task, plan: GenerationPlan, hooks: _TaskHooks, adapters: Sequence[Adapter],
-               learned: LearnedUpscale | None, images: FrameImages | None) -> RunOutput | None:
+               learned: LearnedNetworks | None, images: FrameImages | None) -> RunOutput | None:
         """A long clip, window by window (``studio.engine.long_video``); None when cancelled in
         its first window (a later cancel keeps the finished windows: ``RunOutput.partial``)."""
         try:
@@ -289,7 +294,7 @@ class GenerationRunner:
                                          output.decode_encode_seconds, None)
         return output
 
-    def _chunked(self, model, task: Task, plan: GenerationPlan, hooks: _TaskHooks, learned: LearnedUpscale | None,
+    def _chunked(self, model, task: Task, plan: GenerationPlan, hooks: _TaskHooks, learned: LearnedNetworks | None,
                  images: FrameImages | None) -> RunOutput | None:
         """A clip of an autoregressive model, chunk by chunk (``studio.engine.chunked``); None when
         cancelled in its first chunk (a later cancel keeps the finished chunks: ``RunOutput.partial``)."""
@@ -306,7 +311,7 @@ class GenerationRunner:
 
     def _call(self, model, tasks: list[Task], plans: list[GenerationPlan], hooks: list[_TaskHooks],
               rows: list[int], outputs: list, texts: TextEncoding | None = None, resume: Resume | None = None,
-              capture: tuple[int, ...] = (), learned: LearnedUpscale | None = None,
+              capture: tuple[int, ...] = (), learned: LearnedNetworks | None = None,
               images: FrameImages | None = None) -> None:
         """One batched pipeline call over ``rows`` of the group; fills ``outputs[row]`` (None
         for a cancelled task) and learns the call's step and encode times."""
@@ -322,6 +327,7 @@ class GenerationRunner:
             return
         for i, result in zip(rows, results):
             outputs[i] = result
+            self.shared_calls[tasks[i].id] = [tasks[r].id for r in rows]
         first = next(o for o in results if o is not None)
         # The rate learnt is the uncached one (measured where an A/B baseline exists), so step-cache
         # runs do not make later estimates optimistic.
@@ -344,15 +350,23 @@ class GenerationRunner:
 
         return FrameImages(read(request.image), read(request.last_image))
 
-    def _learned_upscaler(self, model) -> LearnedUpscale:
-        """The server's learned upscaler on ``model``'s device, loaded once."""
-        source = self.worker.upscaler_model
+    def _learned(self, model, plan: GenerationPlan) -> LearnedNetworks | None:
+        """The server's networks ``plan`` asks for, on ``model``'s device, each loaded once."""
+        upscale = self._network("upscaler", self.worker.upscaler_model, "ECHOEL_UPSCALER_MODEL", model,
+                                lambda source: LearnedUpscale(load_upscaler(source), model.device)) \
+            if plan.upscaler == "learned" else None
+        interpolate = self._network("interpolator", self.worker.interpolator_model, "ECHOEL_INTERPOLATOR_MODEL", model,
+                                    lambda source: LearnedInterpolation(load_interpolator(source), model.device)) \
+            if plan.interpolator == "learned" else None
+        return LearnedNetworks(upscale, interpolate) if upscale or interpolate else None
+
+    def _network(self, field: str, source: str | None, variable: str, model, load: Callable):
         if source is None:  # the submit refused it; a worker configured apart from its API can still lack one
-            raise ModelUnavailable("upscaler: this worker has no learned upscaler (ECHOEL_UPSCALER_MODEL)")
-        key = (source, str(model.device))
-        if key not in self.upscalers:
-            self.upscalers[key] = LearnedUpscale(load_upscaler(source), model.device)
-        return self.upscalers[key]
+            raise ModelUnavailable(f"{field}: this worker has no learned {field} ({variable})")
+        key = (field, source, str(model.device))
+        if key not in self.networks:
+            self.networks[key] = load(source)
+        return self.networks[key]
 
     def _loading(self, task_id: str, fraction: float, message: str) -> None:
         self.worker.store.update_progress(task_id, 0.0, message, None)
@@ -361,8 +375,10 @@ class GenerationRunner:
 
     def _complete(self, task: Task, request: GenerationSpec, plan: GenerationPlan, model, output: RunOutput,
                   load_seconds: float, match: StateMatch | None = None, adapters: Sequence[Adapter] = (),
-                  learned: LearnedUpscale | None = None) -> None:
+                  learned: LearnedNetworks | None = None) -> None:
         load_seconds += output.continuation_load_seconds
+        upscale = learned.upscale if learned is not None and plan.spatial == "upscale" else None
+        interpolate = learned.interpolate if learned is not None and plan.temporal == "flow" else None
         generation_time = output.denoise_seconds + output.decode_encode_seconds + load_seconds
         result = {
             "duration_seconds": round(output.frames / output.fps, 3),
@@ -386,10 +402,11 @@ class GenerationRunner:
                 "num_inference_steps": plan.num_inference_steps,
                 "guidance_scale": plan.guidance_scale,
                 "memory_profile": model.memory_profile,
-                "frame_rate_method": "optical_flow" if plan.temporal == "flow" else "nearest",
-                "scaling_method": "learned" if learned is not None and plan.spatial == "upscale" else plan.spatial,
-                "upscaler": learned.describe(plan.out_width, plan.out_height, (plan.gen_width, plan.gen_height))
-                if learned is not None and plan.spatial == "upscale" else None,
+                "frame_rate_method": _frame_rate_method(plan, learned),
+                "scaling_method": "learned" if upscale is not None else plan.spatial,
+                "upscaler": upscale.describe(plan.out_width, plan.out_height, (plan.gen_width, plan.gen_height))
+                if upscale is not None else None,
+                "interpolator": interpolate.describe() if interpolate is not None else None,
                 "timings": {
                     "load_seconds": round(load_seconds, 3),
                     "denoise_seconds": round(output.denoise_seconds, 3),
@@ -407,6 +424,7 @@ class GenerationRunner:
                 "continuation_model": plan.continuation_model,
                 "decoder": output.decoder.to_dict() if output.decoder else None,
                 "batch": {"batch_id": task.batch_id, "group_size": output.group_size,
+                          "group": self.shared_calls.get(task.id, [task.id]),
                           "text_encoding": "reused" if output.text_encoding_reused else "computed",
                           "denoising_state": match.to_dict() if match else None}
                 if task.batch_id else None,
@@ -419,6 +437,12 @@ class GenerationRunner:
         if self.worker.store.finish(task.id, st.COMPLETED, result=result, attempt=task.attempt):
             self.worker._generation_done(task, True)
             self.worker._announce_complete(task.id, output.frames)
+
+
+def _frame_rate_method(plan: GenerationPlan, learned: LearnedNetworks | None) -> str:
+    if plan.temporal != "flow":
+        return "nearest"
+    return "learned" if learned is not None and learned.interpolate is not None else "optical_flow"
 
 
 def _resume_note(match: StateMatch) -> str:
@@ -456,7 +480,7 @@ def _shape_key(task: Task) -> tuple:
     """What tasks must share to be denoised in one batched call (the same LoRAs too)."""
     plan = _plan_of(task)
     return (plan.model, plan.gen_width, plan.gen_height, plan.gen_frames, plan.passes, plan.num_inference_steps,
-            plan.guidance_scale, plan.acceleration, plan.mode, plan.upscaler, _loras_key(task))
+            plan.guidance_scale, plan.acceleration, plan.mode, plan.upscaler, plan.interpolator, _loras_key(task))
 
 
 def _loras_key(task: Task) -> tuple:

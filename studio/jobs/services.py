@@ -63,6 +63,7 @@ class FeatureServices:
     #: the devices of the Celery workers serving now; empty when tasks run in this process
     worker_devices: Callable[[], list["DeviceMemory"]] = list
     upscaler_model: str | None = None  # generate's learned upscaler, if the server has one
+    interpolator_model: str | None = None  # generate's learned frame interpolator, if the server has one
 
     @property
     def costs(self) -> CostInputs:

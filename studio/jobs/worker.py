@@ -70,9 +70,10 @@ class Worker:
                  paths: MediaPaths, preview_width: int = 256, decoder_stats: DecoderStatsAggregate | None = None,
                  data_dir: Path | None = None, storage: StorageGuard | None = None,
                  edit_runners: dict[str, EditRunner] | None = None, specs: SpecRegistry | None = None,
-                 upscaler_model: str | None = None):
+                 upscaler_model: str | None = None, interpolator_model: str | None = None):
         self.store, self.bus, self.models, self.estimator, self.paths = store, bus, models, estimator, paths
         self.upscaler_model = upscaler_model  # generate's learned upscaler (Settings.upscaler_model)
+        self.interpolator_model = interpolator_model  # generate's learned interpolator (Settings.interpolator_model)
         self.data_dir = data_dir if data_dir is not None else paths.root.parent  # edit tasks' inputs live here
         self.preview_width = preview_width
         # Step-cache ("speculative decoder") totals of every completed task, for /v1/genius/decoder/stats.

@@ -2,8 +2,8 @@
 
 The network is BasicSR's ``RRDBNet`` (ESRGAN, Real-ESRGAN x4plus / x2plus and the many
 community finetunes in that format), written out here: spandrel, the usual loader, needs
-torchvision, which does not install beside the CPU torch wheel this project uses. A file is a
-``.safetensors`` or ``.pth`` state dict in either key layout: BasicSR's (``conv_first``,
+torchvision, which does not install beside the CPU torch wheel this project uses. A file
+(``studio.models.weight_files``) is a state dict in either key layout: BasicSR's (``conv_first``,
 ``body.N.rdbK.convJ``, ``conv_body``, ``conv_up1``, ...; possibly under ``params_ema``) or the
 original ESRGAN's (``model.0``, ``model.1.sub.N.RDBK.convJ.0``, ...). Its size is read from the
 weights: features, blocks, growth channels, and the scale (2: pixel-unshuffled input, 4: two
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from studio.errors import InvalidRequest, ModelUnavailable
+from studio.errors import InvalidRequest
+from studio.models.weight_files import fetch_weights, read_state_dict
 
 
 class _DenseBlock(nn.Module):
@@ -109,8 +109,8 @@ def load_upscaler(source: str) -> Upscaler:
     """The network in ``source``: a file path, or ``hub:<repo_id>/<filename>`` on the Hugging
     Face Hub (``ModelUnavailable`` when it cannot be fetched, ``InvalidRequest`` when the file is
     not an ESRGAN-family state dict)."""
-    path = _fetch(source)
-    state = _new_layout(_read_state(path))
+    path = fetch_weights(source, "the learned upscaler")
+    state = _new_layout(read_state_dict(path, "upscaler"))
     try:
         num_feat = state["conv_first.weight"].shape[0]
         in_channels = state["conv_first.weight"].shape[1]
@@ -128,41 +128,6 @@ def load_upscaler(source: str) -> Upscaler:
     except RuntimeError as error:
         raise InvalidRequest(f"upscaler {path.name}: the weights do not fit an RRDBNet ({str(error)[:200]})") from None
     return Upscaler(net.eval(), path.name, num_feat, num_block)
-
-
-def _fetch(source: str) -> Path:
-    if not source.startswith("hub:"):
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise ModelUnavailable(f"the learned upscaler file {path} does not exist")
-        return path
-    from huggingface_hub import hf_hub_download
-
-    parts = source[len("hub:"):].split("/")  # owner / repository / file path in it
-    repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
-    if len(parts) < 3 or not filename:
-        raise ModelUnavailable(f"the learned upscaler {source!r} should read hub:<owner>/<repository>/<file>")
-    try:
-        return Path(hf_hub_download(repo_id, filename))
-    except Exception as error:
-        raise ModelUnavailable(f"the learned upscaler {source[4:]} could not be fetched from the Hugging Face Hub: "
-                               f"{str(error)[:200]}") from None
-
-
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise InvalidRequest(f"upscaler {path.name}: not a readable state dict ({str(error)[:160]})") from None
-    for wrapper in ("params_ema", "params", "state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    return state
 
 
 _OLD_TOP = {"model.0": "conv_first", "model.3": "conv_up1", "model.6": "conv_up2", "model.8": "conv_hr",

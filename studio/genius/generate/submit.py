@@ -50,6 +50,9 @@ def prepare(services: "FeatureServices", request: GenerationRequest, owner: str)
     if request.upscaler == "learned" and services.upscaler_model is None:
         raise ModelUnavailable("upscaler: this server has no learned upscaler (ECHOEL_UPSCALER_MODEL: an ESRGAN-family "
                                "file or hub:<owner>/<repository>/<file>); use 'classical'")
+    if request.interpolator == "learned" and services.interpolator_model is None:
+        raise ModelUnavailable("interpolator: this server has no learned interpolator (ECHOEL_INTERPOLATOR_MODEL: a "
+                               "RIFE 4.6 file or hub:<owner>/<repository>/<file>); use 'classical'")
     seed = seed_or_random(request.seed)
     stored = GenerationSpec(**{**request.model_dump(), "model": model, "seed": seed, **_stored_images(services, request)})
     spec = GENERATION_CATALOG[model]
