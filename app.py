@@ -117,6 +117,7 @@ def build_app(settings: Settings) -> FastAPI:
         show_error=not settings.production,
         enable_monitoring=False,
         footer_links=["api", "settings"],
+        mcp_server=settings.mcp_server,
     )
 
 

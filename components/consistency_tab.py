@@ -13,7 +13,15 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 
-from components.edit_common import ends_truthfully, gr_error, or_skip, source_of, source_picker, submit_and_follow
+from components.edit_common import (
+    SourcePicker,
+    ends_truthfully,
+    gr_error,
+    or_skip,
+    source_of,
+    source_picker,
+    submit_and_follow,
+)
 from components.session import owner_of, user_error
 from components.widgets import bounds, choices, default
 from studio.core import Studio
@@ -37,6 +45,7 @@ class ConsistencyTab:
     track_inputs: list
     track_button: gr.Button
     track_outputs: list
+    source: SourcePicker  # where the Library sends a video
 
 
 def create_ui(studio: Studio) -> ConsistencyTab:
@@ -71,7 +80,7 @@ def create_ui(studio: Studio) -> ConsistencyTab:
     return ConsistencyTab([reference, name, entity_type], register_button, [registered, entities], refresh_button,
                           entities, [source.upload, source.task_id, names, detect_every, appearance_model],
                           track_button,
-                          [status, video, timelines])
+                          [status, video, timelines], source)
 
 
 def _appearance_label(model_id: str) -> str:

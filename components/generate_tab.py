@@ -213,14 +213,11 @@ def make_handlers(studio: Studio):
             preview_every_n_steps: a live preview every N denoising steps, 1-50 (first and last always).
             loras: ids of your LoRAs to apply (see /loras; at most 4); empty for none.
             lora_scale: the strength of each of them, 0-2.
-            mode: 'standard', or 'fast' (the model's few-step distillation: its own step count, no
-                guidance; guidance_scale and num_inference_steps are then not used, as the notes say).
+            mode: 'standard', or 'fast': the model's few-step distillation (own steps, no guidance).
             image: a first frame to start from (image-to-video; the model defaults to one that takes it).
             last_image: a last frame to end on (first-and-last-frame models), with image.
-            upscaler: 'classical', or 'learned' (the server's ESRGAN-family network; an error when it has none)
-                for an output larger than the model generates.
-            interpolator: 'classical' (optical flow), or 'learned' (the server's RIFE network; an error when it
-                has none) for more frames than the model generates.
+            upscaler: a size above the model's: 'classical', or 'learned' (the server's ESRGAN network).
+            interpolator: an fps above the model's: 'classical' (optical flow), or 'learned' (the server's RIFE).
 
         Returns:
             Per update: task id, frame strip (gallery of the newest frames: denoising previews,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 
-from components.edit_common import ends_truthfully, or_skip, source_of, source_picker, submit_and_follow
+from components.edit_common import SourcePicker, ends_truthfully, or_skip, source_of, source_picker, submit_and_follow
 from components.widgets import bounds, choices, default
 from studio.core import Studio
 from studio.engine.request import parse_model
@@ -29,6 +29,7 @@ class InpaintTab:
     inputs: list
     run_button: gr.Button
     outputs: list
+    source: SourcePicker  # where the Library sends a video
 
 
 def _vace_choices() -> list[tuple[str, str]]:
@@ -65,7 +66,7 @@ def create_ui(studio: Studio) -> InpaintTab:
             details = gr.JSON(label="Result metadata")
     inputs = [source.upload, source.task_id, mode, x1, y1, x2, y2, feather, image, blend_method, aspect, prompt,
               model, use_model]
-    return InpaintTab(inputs, run_button, [status, video, details])
+    return InpaintTab(inputs, run_button, [status, video, details], source)
 
 
 def make_handler(studio: Studio):

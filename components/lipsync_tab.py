@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from components.edit_common import ends_truthfully, or_skip, source_of, source_picker, submit_and_follow
+from components.edit_common import SourcePicker, ends_truthfully, or_skip, source_of, source_picker, submit_and_follow
 from components.session import user_error
 from components.widgets import bounds, choices, default
 from studio.core import Studio
@@ -29,6 +29,7 @@ class LipSyncTab:
     inputs: list
     run_button: gr.Button
     outputs: list
+    source: SourcePicker  # where the Library sends a video
 
 
 def create_ui(studio: Studio) -> LipSyncTab:
@@ -56,7 +57,7 @@ def create_ui(studio: Studio) -> LipSyncTab:
                                    elem_id="lipsync-timeline")
             details = gr.JSON(label="Result metadata")
     inputs = [source.upload, source.task_id, audio, expression, intensity, face_region, use_model, model]
-    return LipSyncTab(inputs, run_button, [status, video, timeline, details])
+    return LipSyncTab(inputs, run_button, [status, video, timeline, details], source)
 
 
 def viseme_timeline(segments: list[dict]) -> pd.DataFrame:

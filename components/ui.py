@@ -9,6 +9,7 @@ from components import (
     consistency_tab,
     generate_tab,
     inpaint_tab,
+    library_tab,
     lipsync_tab,
     monitor_tab,
     orchestrator_tab,
@@ -26,9 +27,11 @@ def build_ui(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         gr.Markdown(f"# {TITLE}\nText-to-video with Wan 2.x through diffusers. "
                     "REST API at [/docs](/docs); Gradio API under \"Use via API\" below.")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate"):
                 generate = generate_tab.create_ui(studio)
+            with gr.Tab("Library", id="library") as library_page:
+                library = library_tab.create_ui(studio)
             with gr.Tab("Batch", id="batch"):
                 batch = batch_tab.create_ui(studio)
             with gr.Tab("Model Orchestrator", id="orchestrator"):
@@ -54,4 +57,8 @@ def build_ui(studio: Studio) -> gr.Blocks:
         v2v_tab.create_event_handlers(v2v, studio)
         scene_tab.create_event_handlers(scene, studio)
         monitor_tab.create_event_handlers(monitor, studio)
+        sources = {"v2v": v2v.source, "inpaint": inpaint.source, "lipsync": lipsync.source,
+                   "consistency": consistency.source}
+        library_tab.create_event_handlers(library, studio, demo, tabs, library_page, generate.inputs,
+                                          {tab: picker.task_id for tab, picker in sources.items()})
     return demo

@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from components.edit_common import ends_truthfully, or_skip, source_of, source_picker, submit_and_follow
+from components.edit_common import SourcePicker, ends_truthfully, or_skip, source_of, source_picker, submit_and_follow
 from components.widgets import bounds, choices
 from studio.core import Studio
 from studio.engine.request import parse_model
@@ -34,6 +34,7 @@ class V2VTab:
     inputs: list
     run_button: gr.Button
     outputs: list
+    source: SourcePicker  # where the Library sends a video
 
 
 def create_ui(studio: Studio) -> V2VTab:
@@ -77,7 +78,7 @@ def create_ui(studio: Studio) -> V2VTab:
             details = gr.JSON(label="Result metadata")
     inputs = [source.upload, source.task_id, mode, strength, reference, preserve_motion, temporal, scale, factor,
               target_fps, motion_video, prompt, model, steps, use_model]
-    return V2VTab(inputs, run_button, [status, video, details])
+    return V2VTab(inputs, run_button, [status, video, details], source)
 
 
 def make_handler(studio: Studio):

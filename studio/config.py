@@ -62,6 +62,8 @@ class Settings:
         max_lora_mb: the largest LoRA file ``POST /v1/loras`` takes (``ECHOEL_MAX_LORA_MB``).
         upscaler_model: generate's learned upscaler (``ECHOEL_UPSCALER_MODEL``): an ESRGAN-family
             file, or ``hub:<owner>/<repository>/<file>``; None: ``upscaler: "learned"`` gets 503.
+        mcp_server: serve the Gradio API's functions as MCP tools at ``/gradio_api/mcp/`` (``ECHOEL_MCP``,
+            on unless ``0``).
         interpolator_model: generate's learned frame interpolator (``ECHOEL_INTERPOLATOR_MODEL``): a RIFE
             4.6 file, or ``hub:<owner>/<repository>/<file>``; None: ``interpolator: "learned"`` gets 503.
         allow_loopback_urls: let the URL fetcher reach 127.0.0.0/8 and ::1 (tests only; every
@@ -98,6 +100,7 @@ class Settings:
     max_lora_mb: int = 1024
     upscaler_model: str | None = None
     interpolator_model: str | None = None
+    mcp_server: bool = True
     allow_loopback_urls: bool = False
     webhook_retry_base_seconds: float = 5.0
     sla_level: str = "standard"
@@ -129,6 +132,7 @@ class Settings:
             max_lora_mb=_env_int("ECHOEL_MAX_LORA_MB", base.max_lora_mb),
             upscaler_model=os.environ.get("ECHOEL_UPSCALER_MODEL") or None,
             interpolator_model=os.environ.get("ECHOEL_INTERPOLATOR_MODEL") or None,
+            mcp_server=os.environ.get("ECHOEL_MCP", "1").lower() not in ("0", "false", "no", "off"),
             allow_loopback_urls=_env_flag("ECHOEL_ALLOW_LOOPBACK_URLS"),
             webhook_retry_base_seconds=_env_float("ECHOEL_WEBHOOK_RETRY_BASE", base.webhook_retry_base_seconds),
             sla_level=os.environ.get("ECHOEL_SLA_LEVEL", base.sla_level),

@@ -22,7 +22,7 @@ from studio.engine.genres import GENRES
 from studio.engine.request import GenerationRequest, GenerationSpec
 from studio.engine.spec import TaskSpec
 from studio.engine.step_cache import DecoderStatsAggregate
-from studio.errors import InvalidRequest, ServiceUnavailable, TaskNotFound, TaskNotReady
+from studio.errors import InvalidRequest, ServiceUnavailable, TaskInUse, TaskNotFound, TaskNotReady
 from studio.genius.consistency import run as consistency_run
 from studio.genius.consistency.schema import ConsistencySpec
 from studio.genius.consistency.task import EntityStore
@@ -42,6 +42,7 @@ from studio.jobs import events as ev
 from studio.jobs import store as st
 from studio.jobs.cluster import Cluster
 from studio.jobs.events import Event, EventBus
+from studio.jobs.library import TaskLibrary, summary
 from studio.jobs.routing import queue_of
 from studio.jobs.services import FeatureServices
 from studio.jobs.specs import SpecRegistry
@@ -64,6 +65,7 @@ from studio.views import (
     ModelInfo,
     ResultMetadata,
     SubmitResponse,
+    TaskPage,
     TaskResult,
     TaskStatus,
 )
@@ -95,6 +97,7 @@ class Studio:
         self.database = Database(settings.db_url)
         self.database.migrate()
         self.store = TaskStore(self.database)
+        self.task_library = TaskLibrary(self.database)
         self.bus = EventBus()
         self.store.on_dependant_failed = self._announce_dependant_failed
         # The media folder, and object storage when ECHOEL_MEDIA_URL is set (studio.media.object_store).
@@ -310,6 +313,30 @@ class Studio:
         urls = ev.completion(task.id, None)
         return TaskResult(task_id=task.id, status=task.status, metadata=metadata, video_url=urls["video_url"],
                           thumbnail_url=urls["thumbnail_url"], **data)
+
+    def library(self, owner: str = UI_OWNER, *, limit: int = 20, cursor: str | None = None,
+                status: str | None = None, kind: str | None = None) -> TaskPage:
+        """``owner``'s tasks, newest first, ``limit`` at a time (``cursor``: the previous page's
+        ``next_cursor``), optionally of one ``status`` or ``kind`` (``studio.jobs.library``)."""
+        if cursor is not None and not (cursor.isdigit() and len(cursor) <= 18):
+            raise InvalidRequest("cursor: pass the next_cursor of the previous page")
+        found, next_seq = self.task_library.page(owner, limit=limit, before=int(cursor) if cursor else None,
+                                                 status=status, kind=kind)
+        return TaskPage(tasks=[summary(task, _spec_if_loadable(task)) for task in found],
+                        next_cursor=None if next_seq is None else str(next_seq))
+
+    def spec(self, task_id: str, owner: str = UI_OWNER) -> TaskSpec:
+        """The typed request of a task of ``owner``'s (the Library's "reuse settings")."""
+        return SPECS.of(self.task(task_id, owner))
+
+    def forget(self, task_id: str, owner: str = UI_OWNER) -> None:
+        """Delete a finished task of ``owner``'s and its files (``TaskInUse`` while it runs, or
+        while an unfinished task waits on it)."""
+        task = self.task(task_id, owner)
+        why_not = self.task_library.forget(task.id)
+        if why_not is not None:
+            raise TaskInUse(f"task {task.id} cannot be deleted: {why_not}")
+        self.paths.remove(task.id)
 
     def media_file(self, kind: str, task_id: str, owner: str = UI_OWNER) -> Path:
         """The on-disk file behind a media URL, or ``TaskNotFound``."""

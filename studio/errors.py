@@ -58,6 +58,13 @@ class TaskNotReady(StudioError):
     title = "Result not available"
 
 
+class TaskInUse(StudioError):
+    """A task asked to be deleted while it still runs, or while another task waits on it."""
+
+    status_code = 409
+    title = "Task in use"
+
+
 class IdempotencyConflict(StudioError):
     """An ``Idempotency-Key`` reused with a different request body."""
 

@@ -181,6 +181,33 @@ class TaskResult(BaseModel):
     metadata: ResultMetadata | EditMetadata
 
 
+class TaskSummary(BaseModel):
+    """One entry of the Library: a task of yours, and its video when it has one."""
+
+    task_id: str
+    kind: str = Field(description="t2v (Generate), scene, inpaint, lipsync, v2v, consistency, or scene_shot")
+    feature: str = Field(description="The feature that made it, in words (the UI tab's name)")
+    status: str
+    title: str = Field(description="The prompt of a generation; what an edit did otherwise")
+    model: str | None = None
+    seed: int | None = None
+    batch_id: str | None = None
+    created_at: float
+    finished_at: float | None = None
+    progress: float
+    duration_seconds: float | None = Field(None, description="The video's length, once there is one")
+    video_url: str | None = Field(None, description="Set when the task has a video (completed, or a kept partial)")
+    thumbnail_url: str | None = None
+    error: str | None = Field(None, description="Why a failed or cancelled task ended")
+
+
+class TaskPage(BaseModel):
+    """A page of the Library, newest first."""
+
+    tasks: list[TaskSummary]
+    next_cursor: str | None = Field(None, description="Pass as cursor for the next (older) page; null: no more")
+
+
 class ModelInfo(BaseModel):
     """One entry of the model catalog."""
 

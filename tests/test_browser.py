@@ -212,3 +212,41 @@ def test_a_lora_added_and_picked_in_the_page_is_applied(live_server, browser, tm
     studio = live_server.studio
     meta = studio.result(task_id, studio.store.get(task_id).owner).metadata
     assert [(lora["name"], lora["scale"]) for lora in meta.loras] == [("page-style", 1.0)]
+
+
+def test_the_library_survives_a_reload_and_sends_a_video_on(live_server, browser):  # noqa: F811
+    """Make a clip, reload the page: it is in the Library. Pick it: it plays; "Send to V2V" opens
+    V2V with the clip as its source; "Reuse settings" fills Generate again. No id is typed."""
+    from playwright.sync_api import expect
+
+    page = _short_run_page(browser, live_server.url)
+    try:
+        page.locator("#gen-prompt textarea").fill("a lantern drifting on a lake")
+        page.locator("#gen-run").click()
+        expect(page.locator("#gen-status")).to_contain_text("Done", timeout=45_000)
+        task_id = page.locator("#gen-task-id textarea, #gen-task-id input").first.input_value()
+
+        page.reload(wait_until="domcontentloaded")
+        page.wait_for_selector("#gen-run")
+        page.get_by_role("tab", name="Library", exact=True).click()
+        thumbnail = page.locator("#library-gallery button img").first
+        expect(thumbnail).to_be_visible(timeout=15_000)
+        expect(page.locator("#library-gallery")).to_contain_text("a lantern drifting on a lake")
+        thumbnail.click()
+        expect(page.locator("#library-task-id textarea, #library-task-id input").first).to_have_value(task_id)
+        expect(page.locator("#library-details")).to_contain_text("a lantern drifting on a lake")
+        video = page.locator("#library-video video")
+        expect(video).to_be_visible(timeout=15_000)
+        media = video.evaluate(MEDIA_JS)
+        assert media["readyState"] >= 1 and media["duration"] > 0 and not media["error"], media
+
+        page.locator("#library-send-v2v").click()
+        expect(page.get_by_role("tab", name="V2V", exact=True)).to_have_attribute("aria-selected", "true")
+        expect(page.locator("#v2v-task-id textarea, #v2v-task-id input").first).to_have_value(task_id)
+
+        page.get_by_role("tab", name="Library", exact=True).click()
+        page.locator("#library-reuse").click()
+        expect(page.get_by_role("tab", name="Generate", exact=True)).to_have_attribute("aria-selected", "true")
+        expect(page.locator("#gen-prompt textarea")).to_have_value("a lantern drifting on a lake")
+    finally:
+        page.close()

@@ -31,6 +31,7 @@ SCREENSHOTS = Path("/tmp/browser_tabs")
 # Tab name (as the UI shows it) -> selectors of its main controls, primary button first.
 TABS: dict[str, list[str]] = {
     "Generate": ["#gen-run", "#gen-stop", "#gen-prompt textarea", "#gen-status", "#gen-video"],
+    "Library": ["#library-refresh", "#library-gallery", "#library-video", "#library-details", "#library-send-v2v"],
     "Batch": ["#batch-run", "#batch-prompts textarea", "#batch-totals", "#batch-table"],
     "Model Orchestrator": ["#orch-run", "#orch-prompt textarea", "#orch-resolution", "#orch-result"],
     "Scenes": ["#scene-run", "#scene-table", "#scene-status", "#scene-video"],

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Literal
 
-from fastapi import APIRouter, Depends, Header, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 from starlette.convertors import StringConvertor, register_url_convertor
@@ -18,9 +19,11 @@ from studio.api.auth import api_key, websocket_key
 from studio.core import Studio
 from studio.engine.request import GenerationRequest
 from studio.errors import StudioError, TaskNotFound
+from studio.jobs.library import FEATURES
+from studio.jobs.task_row import ALL_STATUSES
 from studio.keys import ApiKey
 from studio.media.paths import MEDIA_KINDS
-from studio.views import GenreInfo, Health, ModelInfo, SubmitResponse, TaskResult, TaskStatus
+from studio.views import GenreInfo, Health, ModelInfo, SubmitResponse, TaskPage, TaskResult, TaskStatus
 
 
 class TaskUuidConvertor(StringConvertor):
@@ -100,6 +103,29 @@ def result(task_id: str, key: ApiKey = Depends(api_key()), studio: Studio = Depe
 def cancel(task_id: str, key: ApiKey = Depends(api_key()), studio: Studio = Depends(get_studio)) -> TaskStatus:
     """Cancel a task: at once while pending, at the next denoising step while running."""
     return studio.cancel(task_id, owner=key.id)
+
+
+@router.get("/tasks", response_model=TaskPage, tags=["library"], responses={400: ERRORS[400]})
+def list_tasks(limit: int = Query(20, ge=1, le=100, description="Tasks per page (1-100)"),
+               cursor: str | None = Query(None, pattern=r"^[0-9]{1,18}$",
+                                          description="next_cursor of the previous page"),
+               status: Literal[ALL_STATUSES] | None = Query(None, description="Only tasks in this state"),
+               kind: Literal[tuple(FEATURES)] | None = Query(None, description="Only tasks of this kind (t2v: "
+                                                                              "Generate); scene shots only so"),
+               key: ApiKey = Depends(api_key()), studio: Studio = Depends(get_studio)) -> TaskPage:
+    """Your library: every task your key made, newest first, a page at a time, each with its
+    video and thumbnail URLs once it has them. A scene's shots are listed only with
+    ``kind=scene_shot``."""
+    return studio.library(key.id, limit=limit, cursor=cursor, status=status, kind=kind)
+
+
+@router.delete("/tasks/{task_id}", status_code=204, tags=["library"],
+               responses={404: ERRORS[404], 409: {"description": "The task still runs, or a task waits on it",
+                                                  "model": ErrorBody}})
+def delete_task(task_id: str, key: ApiKey = Depends(api_key()), studio: Studio = Depends(get_studio)) -> None:
+    """Delete a finished task of yours: its row, events and files. A running task is a 409
+    (cancel it first), as is one an unfinished task waits on (a scene's shot)."""
+    studio.forget(task_id, owner=key.id)
 
 
 @router.get("/models", response_model=list[ModelInfo], tags=["catalog"])

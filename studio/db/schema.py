@@ -58,6 +58,7 @@ tasks = Table(
 )
 Index("tasks_queue", tasks.c.status, tasks.c.priority.desc(), tasks.c.seq)
 Index("tasks_owner", tasks.c.owner)
+Index("tasks_owner_seq", tasks.c.owner, tasks.c.seq)  # the Library: an owner's tasks, newest first
 Index("tasks_batch", tasks.c.batch_id)
 Index("tasks_queue_name", tasks.c.queue, tasks.c.status)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from studio.errors import MediaUnavailable
-from studio.media.paths import MediaPaths
+from studio.media.paths import MEDIA_KINDS, MediaPaths
 
 NOT_FOUND = ("404", "NoSuchKey", "NotFound")
 
@@ -72,6 +72,15 @@ class ObjectMediaPaths(MediaPaths):
             return path
         self._download(self._media_key(kind, task_id), path)
         return path
+
+    def remove(self, task_id: str) -> None:
+        super().remove(task_id)
+        try:
+            self.client.delete_objects(Bucket=self.bucket, Delete={
+                "Objects": [{"Key": self._media_key(kind, task_id)} for kind in MEDIA_KINDS], "Quiet": True})
+        except Exception as error:
+            raise MediaUnavailable(f"could not delete the files of task {task_id} from {self.url}: "
+                                   f"{_short(error)}") from error
 
     # -- inputs folders ---------------------------------------------------------------------
 

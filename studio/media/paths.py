@@ -47,6 +47,11 @@ class MediaPaths:
             raise FileNotFoundError(path)
         return path
 
+    def remove(self, task_id: str) -> None:
+        """Delete every file of ``task_id`` (a task forgotten from the Library), wherever it lives."""
+        for kind in MEDIA_KINDS:
+            self.path(kind, task_id).unlink(missing_ok=True)
+
     def publish_inputs(self, folder: Path) -> None:
         """A task's inputs folder (``data_dir/inputs/<id>``) is complete: make it reachable from every process."""
 
