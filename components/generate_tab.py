@@ -26,6 +26,7 @@ from studio.core import Studio
 from studio.engine.request import MAX_LORAS, GenerationRequest, LoraChoice, parse_request
 from studio.errors import StudioError
 from studio.media.inputs import encode_png_base64
+from studio.genius.generate.submit import forecast
 from studio.genius.stream.schema import StreamStartRequest
 from studio.genius.stream.start import start_stream
 from studio.jobs import events as ev
@@ -36,6 +37,21 @@ FIELDS = GenerationRequest.model_fields
 
 def _default(name: str) -> Any:
     return FIELDS[name].default
+
+
+#: One click to a run's size: Standard is the API's own defaults; Draft is quick to look at;
+#: Quality is longer, upscaled to 1080p. Checked against the request model at import.
+PRESETS: dict[str, dict[str, Any]] = {
+    "Draft": {"duration_seconds": 2.0, "fps": 12, "resolution": "480p", "num_inference_steps": 20},
+    "Standard": {name: _default(name) for name in ("duration_seconds", "fps", "resolution", "num_inference_steps")},
+    "Quality": {"duration_seconds": 5.0, "fps": 24, "resolution": "1080p", "num_inference_steps": 50},
+}
+for _preset in PRESETS.values():
+    GenerationRequest(prompt="a preset check", **_preset)
+EXAMPLE_PROMPTS = [["A majestic dragon soaring over misty mountains at sunrise"],
+                   ["A paper boat drifting down a rain-soaked city street, reflections of neon signs"],
+                   ["Slow dolly shot of a cozy cabin in a snowy forest at dusk, warm light in the windows"],
+                   ["A hummingbird hovering at a red flower, macro, shallow depth of field"]]
 
 
 @dataclass
@@ -56,6 +72,8 @@ class GenerateTab:
     lora_name: gr.Textbox
     lora_add: gr.Button
     lora_status: gr.Markdown
+    preset: gr.Radio
+    estimate: gr.Markdown
 
 
 def _model_choices(studio: Studio) -> list[tuple[str, str]]:
@@ -80,6 +98,9 @@ def create_ui(studio: Studio) -> GenerateTab:
             prompt = gr.Textbox(label="Prompt", lines=3, max_length=2000, elem_id="gen-prompt",
                                 placeholder="A majestic dragon soaring over misty mountains at sunrise")
             negative = gr.Textbox(label="Negative prompt", value=_default("negative_prompt"), max_length=2000)
+            gr.Examples(EXAMPLE_PROMPTS, inputs=[prompt], label="Try a prompt")
+            preset = gr.Radio(list(PRESETS), value="Standard", label="Preset (duration, fps, resolution, steps)",
+                              elem_id="gen-preset")
             with gr.Row():
                 duration = gr.Slider(**bounds(GenerationRequest, "duration_seconds"), step=0.5,
                                      label="Duration (seconds)", elem_id="gen-duration")
@@ -97,6 +118,7 @@ def create_ui(studio: Studio) -> GenerateTab:
                                           elem_id="gen-last-image")
             model = gr.Dropdown([AUTO_CHOICE, *_model_choices(studio)], value=studio.default_model, label="Model")
             auto_hint = gr.Markdown(visible=False, elem_id="gen-auto-hint")
+            estimate = gr.Markdown(elem_id="gen-estimate")
             mode = gr.Radio([("Standard", "standard"), ("Fast (few-step distillation, no guidance)", "fast")],
                             value=_default("mode"), label="Mode", elem_id="gen-mode")
             with gr.Accordion("Sampling (standard mode)", open=False):
@@ -106,6 +128,9 @@ def create_ui(studio: Studio) -> GenerateTab:
                                   label="Inference steps", elem_id="gen-steps")
                 preview_every = gr.Slider(**bounds(GenerationRequest, "preview_every_n_steps"), step=1,
                                           label="Preview every N steps", elem_id="gen-preview-every")
+                acceleration = gr.Radio(choices(GenerationRequest, "acceleration"), value=_default("acceleration"),
+                                        label="Step cache (skips work when steps change little; 'off' computes all)",
+                                        elem_id="gen-acceleration")
             with gr.Accordion("Frames and size beyond the model's", open=False, elem_id="gen-output"):
                 interpolator = gr.Radio(choices(GenerationRequest, "interpolator"), value=_default("interpolator"),
                                         label="More frames than generated: classical optical flow, or the server's "
@@ -139,11 +164,12 @@ def create_ui(studio: Studio) -> GenerateTab:
                 thumbnail = gr.Image(label="Thumbnail", interactive=False, format="jpeg", elem_id="gen-thumb",
                                      height=120)
                 task_id = gr.Textbox(label="Task id", interactive=False, elem_id="gen-task-id")
-            metadata = gr.JSON(label="Metadata", elem_id="gen-metadata")
+            with gr.Accordion("Details (metadata)", open=False, elem_id="gen-details"):
+                metadata = gr.JSON(label="Metadata", elem_id="gen-metadata")
     inputs = [prompt, negative, duration, fps, resolution, aspect, genre, seed, guidance, steps, model, preview_every,
-              loras, lora_scale, mode, first_image, last_image, upscaler, interpolator]
+              loras, lora_scale, mode, first_image, last_image, upscaler, interpolator, acceleration]
     return GenerateTab(inputs, generate_button, stop_button, task_id, preview, status, video, thumbnail, metadata,
-                       auto_hint, lora_file, lora_name, lora_add, lora_status)
+                       auto_hint, lora_file, lora_name, lora_add, lora_status, preset, estimate)
 
 
 class _FrameStrip:
@@ -193,6 +219,7 @@ def make_handlers(studio: Studio):
         last_image: np.ndarray | None = None,
         upscaler: str = _default("upscaler"),
         interpolator: str = _default("interpolator"),
+        acceleration: str = _default("acceleration"),
         progress: gr.Progress = gr.Progress(),
         request: gr.Request = None,
     ) -> Iterator[tuple]:
@@ -218,6 +245,7 @@ def make_handlers(studio: Studio):
             last_image: a last frame to end on (first-and-last-frame models), with image.
             upscaler: a size above the model's: 'classical', or 'learned' (the server's ESRGAN network).
             interpolator: an fps above the model's: 'classical' (optical flow), or 'learned' (the server's RIFE).
+            acceleration: the step cache: 'off' (every pass computed), 'balanced' or 'fast' (skips more).
 
         Returns:
             Per update: task id, frame strip (gallery of the newest frames: denoising previews,
@@ -231,7 +259,7 @@ def make_handlers(studio: Studio):
                 "guidance_scale": guidance_scale, "num_inference_steps": int(num_inference_steps),
                 "model": model or None, "preview_every_n_steps": int(preview_every_n_steps),
                 "loras": [{"id": lora_id, "scale": lora_scale} for lora_id in loras or []], "mode": mode,
-                "upscaler": upscaler, "interpolator": interpolator,
+                "upscaler": upscaler, "interpolator": interpolator, "acceleration": acceleration,
                 **_frames(image, last_image, model),
             })
             with admitted(studio, request) as owner:
@@ -393,8 +421,8 @@ def create_event_handlers(tab: GenerateTab, studio: Studio, demo: gr.Blocks | No
     """Wire the tab: Generate streams, Stop cancels; both exposed through the Gradio API. With
     ``demo``, the visitor's own LoRAs fill the picker when the page loads."""
     generate, get_status, cancel_task, stop = make_handlers(studio)
-    prompt, _negative, duration, _fps, resolution, _aspect, _genre, _seed, guidance, steps, model, _every, \
-        lora_pick, _lora_scale, _mode, _first, _last, _upscaler, _interpolator = tab.inputs
+    prompt, _negative, duration, fps, resolution, _aspect, _genre, _seed, guidance, steps, model, _every, \
+        lora_pick, _lora_scale, mode, _first, _last, _upscaler, _interpolator, _acceleration = tab.inputs
     list_loras, add_lora, lora_picker = make_lora_handlers(studio)
     tab.lora_add.click(add_lora, [tab.lora_file, tab.lora_name, model], [lora_pick, tab.lora_status],
                        api_name="add_lora")
@@ -403,6 +431,8 @@ def create_event_handlers(tab: GenerateTab, studio: Studio, demo: gr.Blocks | No
         demo.load(lora_picker, None, lora_pick, api_visibility="private")
     attach_auto_hint(studio, model=model, prompt=prompt, duration=duration, resolution=resolution,
                      guidance=guidance, steps=steps, output=tab.auto_hint)
+    attach_presets(studio, tab, demo, duration=duration, fps=fps, resolution=resolution, steps=steps, model=model,
+                   mode=mode)
     outputs = [tab.task_id, tab.preview, tab.status, tab.video, tab.thumbnail, tab.metadata]
     # Gradio's own progress timer restarts with every streamed update (it showed "0.0s"): hidden,
     # the status line carries the step and the task's real elapsed time instead.
@@ -413,3 +443,41 @@ def create_event_handlers(tab: GenerateTab, studio: Studio, demo: gr.Blocks | No
     # API-only twins of the REST status/cancel routes, for gradio_client users.
     gr.api(get_status, api_name="status")
     gr.api(cancel_task, api_name="cancel")
+
+
+def estimate_line(studio: Studio, model: str, duration: float, fps: int, resolution: str, steps: int,
+                  mode: str) -> str:
+    """How long the form's run would take here, before it is submitted (the cost model's estimate,
+    for the model the submit would pick)."""
+    try:
+        request = parse_request({"prompt": "an estimate", "duration_seconds": duration, "fps": int(fps),
+                                 "resolution": resolution, "num_inference_steps": int(steps), "model": model or None,
+                                 "mode": mode})
+        found = forecast(studio.services, request)
+    except StudioError as error:
+        return f"Not runnable as set: {error.detail}"
+    basis = "measured here" if found.basis == "measured" else "a rough estimate: nothing like it ran here yet"
+    return f"Estimated time: about {_duration(found.seconds)} on `{found.model}` ({basis})."
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def attach_presets(studio: Studio, tab: GenerateTab, demo: gr.Blocks | None, *, duration: gr.Slider, fps: gr.Slider,
+                   resolution: gr.Dropdown, steps: gr.Slider, model: gr.Dropdown, mode: gr.Radio) -> None:
+    """The preset radio sets the run's size; the estimate line follows every input it depends on.
+    Private UI plumbing: not API endpoints."""
+    def apply(name: str) -> tuple:
+        preset = PRESETS[name]
+        return (preset["duration_seconds"], preset["fps"], preset["resolution"], preset["num_inference_steps"])
+
+    tab.preset.input(apply, tab.preset, [duration, fps, resolution, steps], api_visibility="private")
+    sized = [model, duration, fps, resolution, steps, mode]
+    triggers = [model.change, duration.change, fps.change, resolution.change, steps.change, mode.change]
+    if demo is not None:
+        triggers.append(demo.load)
+    gr.on(triggers, lambda *values: estimate_line(studio, *values), sized, tab.estimate, api_visibility="private",
+          show_progress="hidden", concurrency_limit=None)

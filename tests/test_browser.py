@@ -250,3 +250,25 @@ def test_the_library_survives_a_reload_and_sends_a_video_on(live_server, browser
         expect(page.locator("#gen-prompt textarea")).to_have_value("a lantern drifting on a lake")
     finally:
         page.close()
+
+
+def test_a_preset_sets_the_run_and_the_estimate_follows(live_server, browser):  # noqa: F811
+    """Generate opens with an estimate for the form as it is; the Draft preset makes the run small,
+    and the estimate follows before anything is submitted."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(15_000)
+    try:
+        page.goto(live_server.url, wait_until="domcontentloaded")
+        estimate = page.locator("#gen-estimate")
+        expect(estimate).to_contain_text("Estimated time: about", timeout=15_000)
+        standard = estimate.inner_text()
+        page.locator("#gen-preset label", has_text="Draft").click()
+        expect(page.locator("#gen-duration input[data-testid='number-input']")).to_have_value("2")
+        expect(page.locator("#gen-fps input[data-testid='number-input']")).to_have_value("12")
+        expect(page.locator("#gen-resolution input[role='combobox']")).to_have_value("480p")
+        expect(estimate).not_to_have_text(standard, timeout=15_000)
+        expect(estimate).to_contain_text("on tiny")
+    finally:
+        page.close()

@@ -163,8 +163,10 @@ class GenerationRunner:
     def _companions(self, head: Task, options: BatchOptions | None) -> list[Task]:
         """More tasks of ``head``'s batch that can share its pipeline call: same model and
         shape, within the batch's ``max_concurrent`` (and ``vram_budget_gb``, see ``_fits``)."""
+        if options is None:  # not in a batch (and a row that does not load fails in _run, not here)
+            return []
         plan = _plan_of(head)
-        if options is None or plan.passes > 1 or plan.chunk_frames:  # a chain or a chunked clip runs alone
+        if plan.passes > 1 or plan.chunk_frames:  # a chain or a chunked clip runs alone
             return []  # (a task with images is never in a batch: batch settings have no images)
         key = _shape_key(head)
         members = [head]

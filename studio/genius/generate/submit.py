@@ -61,6 +61,26 @@ def prepare(services: "FeatureServices", request: GenerationRequest, owner: str)
     return Prepared(stored, estimate.seconds)
 
 
+@dataclass(frozen=True)
+class Forecast:
+    """What a request would run on here, and for how long, before it is queued."""
+
+    model: str
+    seconds: float
+    basis: str  # "prior" or "measured" (the cost model's step rate)
+
+
+def forecast(services: "FeatureServices", request: GenerationRequest) -> Forecast:
+    """The model and the estimated seconds of ``request`` on this server, without queueing it (the
+    Generate tab shows it before you press Generate); the same model choice and cost model as a
+    submit, so the number is the one the task would report."""
+    model = _model_for(services, request)
+    spec = GENERATION_CATALOG[model]
+    estimate = services.estimator.estimate(spec, make_plan(request, spec, seed=0),
+                                           model_loaded=services.models.loaded_model == model)
+    return Forecast(model, estimate.seconds, estimate.basis)
+
+
 def _model_for(services: "FeatureServices", request: GenerationRequest) -> str:
     """The model a request runs: named, the orchestrator's pick for ``auto``, or the default (the
     server's for text, the default image-to-video model for a request with images)."""
