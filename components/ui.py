@@ -34,8 +34,6 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 library = library_tab.create_ui(studio)
             with gr.Tab("Batch", id="batch"):
                 batch = batch_tab.create_ui(studio)
-            with gr.Tab("Model Orchestrator", id="orchestrator"):
-                orchestrator = orchestrator_tab.create_ui(studio)
             with gr.Tab("Scenes", id="scene"):
                 scene = scene_tab.create_ui(studio)
             with gr.Tab("Inpaint", id="inpaint"):
@@ -46,8 +44,13 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 consistency = consistency_tab.create_ui(studio)
             with gr.Tab("V2V", id="v2v"):
                 v2v = v2v_tab.create_ui(studio)
-            with gr.Tab("Monitor", id="monitor"):
-                monitor = monitor_tab.create_ui(studio, decoder_stats=studio.decoder_stats.snapshot)
+            # The operator's tools, out of the creators' way: which model fits a budget, and the SLA.
+            with gr.Tab("Admin", id="admin"):
+                with gr.Tabs():
+                    with gr.Tab("Model Orchestrator", id="orchestrator"):
+                        orchestrator = orchestrator_tab.create_ui(studio)
+                    with gr.Tab("Monitor", id="monitor"):
+                        monitor = monitor_tab.create_ui(studio, decoder_stats=studio.decoder_stats.snapshot)
         generate_tab.create_event_handlers(generate, studio, demo)
         batch_tab.create_event_handlers(batch, studio)
         orchestrator_tab.create_event_handlers(orchestrator, studio)

@@ -13,7 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
-from tests.test_browser_tabs import CHROMIUM, LAUNCH_ARGS, MEDIA_JS, require_chromium
+from tests.test_browser_tabs import CHROMIUM, LAUNCH_ARGS, MEDIA_JS, OVERFLOW_JS, require_chromium
 from tests.test_browser_tabs import browser  # noqa: F401  (fixture)
 
 SCREENSHOT_COPY = Path("/tmp/browser_smoke.png")
@@ -109,6 +109,7 @@ def test_generate_in_chromium(live_server, tmp_path):
                 " return v && v.getAttribute('src'); }", timeout=15_000)
             media = video.evaluate(MEDIA_JS)
             seen = page.evaluate("() => window.__smoke")
+            filled = page.evaluate(OVERFLOW_JS)  # the frame strip full of frames stays inside the page
 
             task_id = page.locator("#gen-task-id textarea, #gen-task-id input").first.input_value()
             page.wait_for_timeout(300)  # let the video's first frame paint for the screenshot
@@ -126,6 +127,7 @@ def test_generate_in_chromium(live_server, tmp_path):
     assert media["src"], media
     assert media["error"] is None, media
     assert media["readyState"] >= 1 and media["duration"] > 0, media
+    assert filled["scroll"] <= filled["width"] + 1, filled
 
     # The run used what was set in the page, not the defaults.
     result = live_server.studio.result(task_id, live_server.studio.store.get(task_id).owner)

@@ -28,19 +28,20 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
                "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOTS = Path("/tmp/browser_tabs")
 
-# Tab name (as the UI shows it) -> selectors of its main controls, primary button first.
+# Tab name (as the UI shows it; "Admin › X" is tab X inside Admin) -> selectors of its main controls,
+# primary button first.
 TABS: dict[str, list[str]] = {
     "Generate": ["#gen-run", "#gen-stop", "#gen-prompt textarea", "#gen-status", "#gen-video"],
     "Library": ["#library-refresh", "#library-gallery", "#library-video", "#library-details", "#library-send-v2v"],
     "Batch": ["#batch-run", "#batch-prompts textarea", "#batch-totals", "#batch-table"],
-    "Model Orchestrator": ["#orch-run", "#orch-prompt textarea", "#orch-resolution", "#orch-result"],
+    "Admin › Model Orchestrator": ["#orch-run", "#orch-prompt textarea", "#orch-resolution", "#orch-result"],
     "Scenes": ["#scene-run", "#scene-table", "#scene-status", "#scene-video"],
     "Inpaint": ["#inpaint-run", "#inpaint-upload", "#inpaint-task-id", "#inpaint-status", "#inpaint-video"],
     "Lip-Sync": ["#lipsync-run", "#lipsync-upload", "#lipsync-audio", "#lipsync-face", "#lipsync-status"],
     "Consistency": ["#consistency-run", "#consistency-register", "#consistency-reference", "#consistency-upload",
                     "#consistency-status"],
     "V2V": ["#v2v-run", "#v2v-upload", "#v2v-status", "#v2v-video"],
-    "Monitor": ["#sla-level", "#sla-live", "#sla-badge", "#sla-latency-plot", "#sla-violations"],
+    "Admin › Monitor": ["#sla-level", "#sla-live", "#sla-badge", "#sla-latency-plot", "#sla-violations"],
 }
 # Buttons whose visible label is checked too (the primary action of each tab).
 BUTTON_TEXT = {"#gen-run": "Generate", "#batch-run": "Submit batch", "#orch-run": "Recommend a model",
@@ -98,7 +99,7 @@ def _real_errors(console_errors: list[str]) -> list[str]:
 
 
 def _slug(name: str) -> str:
-    return name.lower().replace(" ", "_")
+    return name.lower().replace(" › ", "-").replace(" ", "_")
 
 
 def test_every_tab_renders(live_server, browser):
@@ -110,11 +111,12 @@ def test_every_tab_renders(live_server, browser):
     page = _open(browser, live_server.url, console_errors)
     try:
         tabs = page.get_by_role("tab")
-        expect(tabs).to_have_count(len(TABS))
+        expect(tabs).to_have_count(len({name.split(" › ")[0] for name in TABS}))  # the visible, top-level ones
         for name, selectors in TABS.items():
-            tab = page.get_by_role("tab", name=name, exact=True)
-            tab.click()
-            expect(tab).to_have_attribute("aria-selected", "true")
+            for level in name.split(" › "):  # Admin first, then its inner tab
+                tab = page.get_by_role("tab", name=level, exact=True)
+                tab.click()
+                expect(tab).to_have_attribute("aria-selected", "true")
             for selector in selectors:
                 expect(page.locator(selector).first, f"{name}: {selector}").to_be_visible()
                 if selector in BUTTON_TEXT:
@@ -127,7 +129,7 @@ def test_every_tab_renders(live_server, browser):
                     expect(page.locator(other_selectors[0])).to_be_hidden()
             # No error toast on any tab.
             expect(page.locator(".toast-body.error, [data-testid='toast-body'].error")).to_have_count(0)
-            if name == "Monitor":
+            if name.endswith("Monitor"):
                 # The Live timer's first tick (every 2 s once the tab is shown) fills the badge
                 # and the plots.
                 expect(page.locator("#sla-badge")).to_contain_text(re.compile("(MEETS|VIOLATES) .* SLA"),
@@ -140,6 +142,63 @@ def test_every_tab_renders(live_server, browser):
 
     assert not _real_errors(console_errors), console_errors
     assert time.monotonic() - started < 60
+
+
+#: Content wider than the viewport (CSS px): (tab, element id or tag, its right edge, the viewport's width).
+OVERFLOW_JS = """() => {
+  const width = document.documentElement.clientWidth;
+  const wide = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const box = el.getBoundingClientRect();
+    if (box.width > 0 && box.height > 0 && box.right > width + 1 && getComputedStyle(el).position !== 'fixed') {
+      wide.push([el.id || el.tagName.toLowerCase(), Math.round(box.right), width]);
+    }
+  }
+  return {scroll: document.documentElement.scrollWidth, width, wide: wide.slice(0, 5)};
+}"""
+
+
+def _open_tab(page, name: str) -> None:
+    """Click tab ``name``, through the "More tabs" menu where a narrow screen folded it away."""
+    tab = page.get_by_role("tab", name=name, exact=True)
+    if tab.first.is_visible():
+        tab.first.click()
+    else:
+        menu = page.locator(".overflow-menu:visible").first
+        menu.get_by_role("button", name="More tabs").click()
+        menu.locator(".overflow-dropdown button", has_text=name).first.click()
+    from playwright.sync_api import expect
+
+    expect(page.get_by_role("tab", name=name, exact=True).first).to_have_attribute("aria-selected", "true")
+
+
+@pytest.mark.parametrize("width, height", [(1280, 900), (390, 844)], ids=["desktop", "phone"])
+def test_no_tab_overflows_a_desktop_or_a_phone_screen(live_server, browser, width, height):
+    """Every tab at a 1280 px desktop and a 390 px phone: nothing wider than the screen (no
+    sideways scrolling); a screenshot of each at that width lands in /tmp/browser_tabs/."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(15_000)
+    overflowing = {}
+    try:
+        page.goto(live_server.url, wait_until="domcontentloaded")
+        page.wait_for_selector("#gen-run")
+        # The check itself: a 3000 px strip is caught, and gone again.
+        page.evaluate("() => { const strip = document.createElement('div'); strip.id = 'too-wide'; "
+                      "strip.style.cssText = 'width: 3000px; height: 4px'; document.body.appendChild(strip); }")
+        assert page.evaluate(OVERFLOW_JS)["scroll"] > width
+        page.evaluate("() => document.getElementById('too-wide').remove()")
+        for name in TABS:
+            for level in name.split(" › "):
+                _open_tab(page, level)
+            page.wait_for_timeout(300)
+            found = page.evaluate(OVERFLOW_JS)
+            if found["scroll"] > found["width"] + 1:
+                overflowing[name] = found
+            page.screenshot(path=str(SCREENSHOTS / f"{_slug(name)}-{width}px.png"), full_page=True)
+    finally:
+        page.close()
+    assert not overflowing, overflowing
 
 
 def _source_clip(path: Path, width: int = 192, height: int = 128, frames: int = 8, fps: int = 8) -> Path:
