@@ -22,6 +22,9 @@ from components.edit_common import (
     source_picker,
     submit_and_follow,
 )
+from components.region_picker import RegionPicker
+from components.region_picker import attach as region_picker_events
+from components.region_picker import region_picker
 from components.session import owner_of, user_error
 from components.widgets import bounds, choices, default
 from studio.core import Studio
@@ -46,6 +49,7 @@ class ConsistencyTab:
     track_button: gr.Button
     track_outputs: list
     source: SourcePicker  # where the Library sends a video
+    region: RegionPicker  # the reference cut from a frame of that video
 
 
 def create_ui(studio: Studio) -> ConsistencyTab:
@@ -55,6 +59,8 @@ def create_ui(studio: Studio) -> ConsistencyTab:
             gr.Markdown("### 1. Register entities")
             reference = gr.Image(label="Reference image (16-2048 px per side)", type="numpy",
                                  elem_id="consistency-reference")
+            region = region_picker("consistency", "entity in a frame of the video (step 2's), to cut it out as the "
+                                   "reference")
             with gr.Row():
                 name = gr.Textbox(label="Name", placeholder="e.g. hero", elem_id="consistency-name")
                 entity_type = gr.Dropdown(choices(RegisterEntityRequest, "entity_type"),
@@ -80,7 +86,7 @@ def create_ui(studio: Studio) -> ConsistencyTab:
     return ConsistencyTab([reference, name, entity_type], register_button, [registered, entities], refresh_button,
                           entities, [source.upload, source.task_id, names, detect_every, appearance_model],
                           track_button,
-                          [status, video, timelines], source)
+                          [status, video, timelines], source, region)
 
 
 def _appearance_label(model_id: str) -> str:
@@ -176,6 +182,8 @@ def create_event_handlers(tab: ConsistencyTab, studio: Studio, demo: gr.Blocks |
     """Wire the tab; with ``demo``, the visitor's own entities are listed when the page loads."""
     if demo is not None:
         demo.load(make_list_handler(studio), None, tab.entities, api_visibility="private")
+    region_picker_events(tab.region, studio, tab.source, outputs=[tab.register_inputs[0]],
+                         fill=lambda box, frame: [frame[box[1]:box[3], box[0]:box[2]]])  # the reference image
     tab.register_button.click(make_register_handler(studio), tab.register_inputs, tab.register_outputs,
                               api_name="register_entity")
     tab.refresh_button.click(make_list_handler(studio), None, tab.entities, api_name="list_entities")

@@ -14,6 +14,9 @@ import gradio as gr
 import numpy as np
 
 from components.edit_common import SourcePicker, ends_truthfully, or_skip, source_of, source_picker, submit_and_follow
+from components.region_picker import RegionPicker
+from components.region_picker import attach as region_picker_events
+from components.region_picker import region_picker
 from components.widgets import bounds, choices, default
 from studio.core import Studio
 from studio.engine.request import parse_model
@@ -30,6 +33,7 @@ class InpaintTab:
     run_button: gr.Button
     outputs: list
     source: SourcePicker  # where the Library sends a video
+    region: RegionPicker  # the box drawn on a frame instead of typed
 
 
 def _vace_choices() -> list[tuple[str, str]]:
@@ -45,10 +49,11 @@ def create_ui(studio: Studio) -> InpaintTab:
             mode = gr.Radio(choices(InpaintRequest, "mode"), value="remove", label="Mode",
                             info="replace (and background / extend with a prompt) run Wan VACE")
             with gr.Row(equal_height=True):  # min_width keeps the four boxes on one row
-                x1 = gr.Number(20, precision=0, label="x1", min_width=60)
-                y1 = gr.Number(20, precision=0, label="y1", min_width=60)
-                x2 = gr.Number(80, precision=0, label="x2", min_width=60)
-                y2 = gr.Number(80, precision=0, label="y2", min_width=60)
+                x1 = gr.Number(20, precision=0, label="x1", min_width=60, elem_id="inpaint-x1")
+                y1 = gr.Number(20, precision=0, label="y1", min_width=60, elem_id="inpaint-y1")
+                x2 = gr.Number(80, precision=0, label="x2", min_width=60, elem_id="inpaint-x2")
+                y2 = gr.Number(80, precision=0, label="y2", min_width=60, elem_id="inpaint-y2")
+            region = region_picker("inpaint", "object (remove / blend / replace: the box)")
             feather = gr.Slider(**bounds(InpaintRequest, "feather_radius"), step=1, label="Feather radius (px)")
             image = gr.Image(label="Overlay (blend), new background (background) or reference (replace)",
                              type="numpy")
@@ -66,7 +71,7 @@ def create_ui(studio: Studio) -> InpaintTab:
             details = gr.JSON(label="Result metadata")
     inputs = [source.upload, source.task_id, mode, x1, y1, x2, y2, feather, image, blend_method, aspect, prompt,
               model, use_model]
-    return InpaintTab(inputs, run_button, [status, video, details], source)
+    return InpaintTab(inputs, run_button, [status, video, details], source, region)
 
 
 def make_handler(studio: Studio):
@@ -116,5 +121,7 @@ def make_handler(studio: Studio):
 
 
 def create_event_handlers(tab: InpaintTab, studio: Studio) -> None:
+    box = tab.inputs[3:7]  # x1, y1, x2, y2
+    region_picker_events(tab.region, studio, tab.source, fill=lambda box, frame: list(box), outputs=box)
     tab.run_button.click(ends_truthfully(make_handler(studio), status=0, outputs=3), tab.inputs, tab.outputs,
                          api_name="inpaint", concurrency_limit=None)

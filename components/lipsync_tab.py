@@ -16,6 +16,9 @@ import gradio as gr
 import pandas as pd
 
 from components.edit_common import SourcePicker, ends_truthfully, or_skip, source_of, source_picker, submit_and_follow
+from components.region_picker import RegionPicker
+from components.region_picker import attach as region_picker_events
+from components.region_picker import region_picker
 from components.session import user_error
 from components.widgets import bounds, choices, default
 from studio.core import Studio
@@ -30,6 +33,7 @@ class LipSyncTab:
     run_button: gr.Button
     outputs: list
     source: SourcePicker  # where the Library sends a video
+    region: RegionPicker  # the face box drawn on a frame instead of typed
 
 
 def create_ui(studio: Studio) -> LipSyncTab:
@@ -44,6 +48,7 @@ def create_ui(studio: Studio) -> LipSyncTab:
             intensity = gr.Slider(**bounds(LipSyncRequest, "intensity"), step=0.05, label="Intensity")
             face_region = gr.Textbox(label="Face region x1, y1, x2, y2 (optional)", elem_id="lipsync-face",
                                      placeholder="empty: the face is detected")
+            region = region_picker("lipsync", "face")
             with gr.Accordion("Model path (Wan Animate)", open=False):
                 use_model = gr.Checkbox(False, label="Repaint the face with Wan Animate, driven by the lip-synced "
                                                      "face crops")
@@ -57,7 +62,7 @@ def create_ui(studio: Studio) -> LipSyncTab:
                                    elem_id="lipsync-timeline")
             details = gr.JSON(label="Result metadata")
     inputs = [source.upload, source.task_id, audio, expression, intensity, face_region, use_model, model]
-    return LipSyncTab(inputs, run_button, [status, video, timeline, details], source)
+    return LipSyncTab(inputs, run_button, [status, video, timeline, details], source, region)
 
 
 def viseme_timeline(segments: list[dict]) -> pd.DataFrame:
@@ -112,5 +117,7 @@ def make_handler(studio: Studio):
 
 
 def create_event_handlers(tab: LipSyncTab, studio: Studio) -> None:
+    region_picker_events(tab.region, studio, tab.source, fill=lambda box, frame: [", ".join(map(str, box))],
+                         outputs=[tab.inputs[5]])  # the face region box
     tab.run_button.click(ends_truthfully(make_handler(studio), status=0, outputs=4), tab.inputs, tab.outputs,
                          api_name="lipsync", concurrency_limit=None)

@@ -275,3 +275,46 @@ def test_inpaint_extend_through_the_ui(live_server, browser, tmp_path):
     assert meta.source and meta.source.get("upload"), meta.source
     assert not _real_errors(console_errors), console_errors
     assert time.monotonic() - started < 75
+
+
+def test_the_inpaint_box_is_drawn_on_a_frame_not_typed(live_server, browser, tmp_path):
+    """Upload a clip to Inpaint, show its first frame, paint over the red square: the box fields
+    become the painted region (in the clip's own pixels), no coordinate typed."""
+    from playwright.sync_api import expect
+
+    source = _source_clip(tmp_path / "source.mp4")  # 192 x 128; the square covers x 20-52, y 40-72 at first
+    console_errors: list[str] = []
+    page = _open(browser, live_server.url, console_errors)
+    try:
+        _open_tab(page, "Inpaint")
+        page.locator("#inpaint-upload input[type='file']").set_input_files(str(source))
+        page.wait_for_function(
+            "() => { const v = document.querySelector('#inpaint-upload video');"
+            " return v && v.getAttribute('src'); }", timeout=20_000)
+        page.locator("#inpaint-draw").get_by_text("Draw the object").click()
+        page.locator("#inpaint-draw-show").click()
+        canvas = page.locator("#inpaint-draw-editor canvas").first
+        expect(canvas).to_be_visible(timeout=15_000)
+        zoom = page.locator("#inpaint-draw-editor .zoom-number span")
+        expect(zoom).to_contain_text("%")
+        page.wait_for_timeout(1000)  # the frame is painted into the canvas
+        page.locator("#inpaint-draw-editor button[aria-label='Brush']").first.click()
+        # The frame sits centred in the canvas at the shown zoom: frame pixel (x, y) is on screen at
+        # origin + (x, y) * scale.
+        box, scale = canvas.bounding_box(), float(zoom.inner_text().rstrip("%")) / 100
+        origin = (box["x"] + box["width"] / 2 - 96 * scale, box["y"] + box["height"] / 2 - 64 * scale)
+        page.mouse.move(origin[0] + 26 * scale, origin[1] + 46 * scale)
+        page.mouse.down()
+        for x, y in ((46, 46), (46, 66), (26, 66), (36, 56)):
+            page.mouse.move(origin[0] + x * scale, origin[1] + y * scale, steps=8)
+        page.mouse.up()
+        fields = [page.locator(f"#inpaint-{name} input") for name in ("x1", "y1", "x2", "y2")]
+        expect(fields[0]).not_to_have_value("20", timeout=15_000)
+        x1, y1, x2, y2 = (float(field.input_value()) for field in fields)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "inpaint_drawn_box.png"), full_page=True)
+    finally:
+        page.close()
+    # A stroke over 26-46 x 46-66 with a brush of about 12-24 px: the box covers the stroke, and not
+    # much more (its own clip's pixels, whatever the zoom on screen).
+    assert 10 <= x1 <= 26 and 30 <= y1 <= 46 and 46 <= x2 <= 62 and 66 <= y2 <= 82, (x1, y1, x2, y2)
