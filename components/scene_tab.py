@@ -39,6 +39,9 @@ class SceneTab:
     inputs: list
     run_button: gr.Button
     outputs: list
+    picked: gr.Number
+    shot_buttons: dict[str, gr.Button]  # add, remove, up, down
+    shot_hint: gr.Markdown
 
 
 def create_ui(studio: Studio) -> SceneTab:
@@ -47,6 +50,14 @@ def create_ui(studio: Studio) -> SceneTab:
         with gr.Column(scale=1):
             scenes = gr.Dataframe(value=EXAMPLE, headers=["prompt", "duration (s)"], datatype=["str", "number"],
                                   column_count=(2, "fixed"), interactive=True, label="Scenes", elem_id="scene-table")
+            picked = gr.Number(value=None, visible=False, precision=0)  # the shot (row) last clicked
+            with gr.Row():
+                add_shot = gr.Button("Add shot", size="sm", elem_id="scene-add")
+                remove_shot = gr.Button("Remove shot", size="sm", elem_id="scene-remove")
+                move_up = gr.Button("Move up", size="sm", elem_id="scene-up")
+                move_down = gr.Button("Move down", size="sm", elem_id="scene-down")
+            shot_hint = gr.Markdown("Click a shot, then remove or move it; new shots go at the end.",
+                                    elem_id="scene-shot-hint")
             with gr.Row():
                 transition = gr.Dropdown(TRANSITION_CHOICES, value="auto", label="Transitions",
                                          info="auto: chosen per boundary from measured colour and motion")
@@ -76,7 +87,8 @@ def create_ui(studio: Studio) -> SceneTab:
             details = gr.JSON(label="Timeline and transitions")
     inputs = [scenes, transition, transition_seconds, consistency, character, fps, resolution, steps,
               morph_with_model, reference, morph_model]
-    return SceneTab(inputs, run_button, [status, video, details])
+    return SceneTab(inputs, run_button, [status, video, details], picked,
+                    {"add": add_shot, "remove": remove_shot, "up": move_up, "down": move_down}, shot_hint)
 
 
 def _scenes(table) -> list[dict]:
@@ -152,7 +164,57 @@ def make_handler(studio: Studio):
     return scene_edit
 
 
+def _rows(table) -> list[list]:
+    """The shots as [prompt, seconds] rows (Gradio hands a DataFrame, a list or a dict)."""
+    if table is None:
+        return []
+    if hasattr(table, "values") and hasattr(table, "columns"):
+        return [list(row) for row in table.values.tolist()]
+    if isinstance(table, dict):
+        return [list(row) for row in table.get("data", [])]
+    return [list(row) for row in table]
+
+
+def add_shot(table) -> tuple[list[list], int]:
+    """The shots with an empty one at the end (the length of the last, or 2 s), and its row."""
+    rows = _rows(table)
+    seconds = rows[-1][1] if rows else 2
+    return rows + [["", seconds]], len(rows)
+
+
+def remove_shot(table, row: int | None) -> tuple[list[list], int | None]:
+    """The shots without ``row`` (nothing picked: the last one); at least one shot stays."""
+    rows = _rows(table)
+    if len(rows) <= 1:
+        return rows, row
+    index = len(rows) - 1 if row is None or not 0 <= int(row) < len(rows) else int(row)
+    return rows[:index] + rows[index + 1:], min(index, len(rows) - 2)
+
+
+def move_shot(table, row: int | None, step: int) -> tuple[list[list], int | None]:
+    """The shots with ``row`` moved ``step`` places (-1 up, +1 down), and where it went."""
+    rows = _rows(table)
+    if row is None or not 0 <= int(row) < len(rows):
+        return rows, row
+    index, target = int(row), min(max(int(row) + step, 0), len(rows) - 1)
+    rows.insert(target, rows.pop(index))
+    return rows, target
+
+
 def create_event_handlers(tab: SceneTab, studio: Studio) -> None:
+    scenes = tab.inputs[0]
+
+    def picked(event: gr.SelectData) -> int:
+        return event.index[0] if isinstance(event.index, (list, tuple)) else event.index
+
+    private = {"api_visibility": "private", "show_progress": "hidden"}
+    scenes.select(picked, None, tab.picked, **private)
+    tab.shot_buttons["add"].click(add_shot, scenes, [scenes, tab.picked], **private)
+    tab.shot_buttons["remove"].click(remove_shot, [scenes, tab.picked], [scenes, tab.picked], **private)
+    tab.shot_buttons["up"].click(lambda table, row: move_shot(table, row, -1), [scenes, tab.picked],
+                                 [scenes, tab.picked], **private)
+    tab.shot_buttons["down"].click(lambda table, row: move_shot(table, row, 1), [scenes, tab.picked],
+                                   [scenes, tab.picked], **private)
     tab.run_button.click(ends_truthfully(make_handler(studio), status=0, outputs=3), tab.inputs, tab.outputs,
                          api_name="scene_edit", concurrency_limit=None)
     gr.api(transitions_catalog, api_name="scene_transitions")

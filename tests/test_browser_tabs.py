@@ -318,3 +318,26 @@ def test_the_inpaint_box_is_drawn_on_a_frame_not_typed(live_server, browser, tmp
     # A stroke over 26-46 x 46-66 with a brush of about 12-24 px: the box covers the stroke, and not
     # much more (its own clip's pixels, whatever the zoom on screen).
     assert 10 <= x1 <= 26 and 30 <= y1 <= 46 and 46 <= x2 <= 62 and 66 <= y2 <= 82, (x1, y1, x2, y2)
+
+
+def test_shots_are_added_picked_and_moved_with_buttons(live_server, browser):
+    """Scenes: Add shot appends a row; clicking a shot and Move up reorders the table."""
+    from playwright.sync_api import expect
+
+    console_errors: list[str] = []
+    page = _open(browser, live_server.url, console_errors)
+    try:
+        _open_tab(page, "Scenes")
+        table = page.locator("#scene-table")
+        rows = table.locator("[role='row']")  # the header row, then one per shot
+        expect(rows).to_have_count(4)
+        page.locator("#scene-add").click()
+        expect(rows).to_have_count(5)
+        table.get_by_text("Action: knight rides through forest").click()
+        page.keyboard.press("Escape")  # leave the cell's editor: the click was only to pick the shot
+        page.locator("#scene-up").click()
+        expect(rows.nth(2)).to_contain_text("Action: knight rides through forest")
+        expect(rows.nth(3)).to_contain_text("Close-up: knight preparing armor")
+    finally:
+        page.close()
+    assert not _real_errors(console_errors), console_errors
