@@ -18,7 +18,7 @@ import gradio as gr
 
 from components.edit_common import ends_truthfully
 from components.follow import SERVER_RESTARTING
-from components.session import admitted, ui_file, user_error
+from components.session import admitted, owner_of, ui_file, user_error
 from components.widgets import bounds, choices
 from studio.core import Studio
 from studio.engine.request import GenerationSettings, parse_model
@@ -36,7 +36,9 @@ START = {"duration_seconds": 2, "fps": 12, "resolution": "480p", "num_inference_
 class BatchTab:
     inputs: list[gr.components.Component]
     submit_button: gr.Button
-    outputs: list[gr.components.Component]
+    outputs: list[gr.components.Component]  # the last: the gallery's task ids (a State, not in the API)
+    gallery: gr.Gallery
+    video: gr.Video
 
 
 def create_ui(studio: Studio) -> BatchTab:
@@ -62,12 +64,15 @@ def create_ui(studio: Studio) -> BatchTab:
             submit_button = gr.Button("Submit batch", variant="primary", elem_id="batch-run")
         with gr.Column(scale=1):
             totals = gr.Markdown("No batch yet.", elem_id="batch-totals")
-            gallery = gr.Gallery(label="Results", columns=3, height=320, elem_id="batch-gallery")
+            gallery = gr.Gallery(label="Results (pick one to play it)", columns=3, height=320, allow_preview=False,
+                                 elem_id="batch-gallery")
+            video = gr.Video(label="Picked result", interactive=False, buttons=["download"], elem_id="batch-video")
             table = gr.Dataframe(headers=["#", "prompt", "status", "progress", "step"], label="Tasks",
                                  interactive=False, elem_id="batch-table")
             batch_id = gr.Textbox(label="Batch id", interactive=False)
     inputs = [prompts, priority, caching, max_concurrent, duration, fps, resolution, steps]
-    return BatchTab(inputs, submit_button, [batch_id, totals, gallery, table])
+    shown = gr.State([])
+    return BatchTab(inputs, submit_button, [batch_id, totals, gallery, table, shown], gallery, video)
 
 
 def make_handler(studio: Studio):
@@ -88,7 +93,8 @@ def make_handler(studio: Studio):
             num_inference_steps: denoising steps.
 
         Returns:
-            Per update: batch id, totals, gallery of finished thumbnails, task table.
+            Per update: batch id, totals, gallery of finished thumbnails (pick one in the page to play it), task
+            table.
         """
         lines = [line.strip() for line in prompts.splitlines() if line.strip()]
         try:
@@ -108,8 +114,8 @@ def make_handler(studio: Studio):
             for t in status.tasks:
                 if t.status == "completed" and t.task_id not in thumbnails:
                     thumbnails[t.task_id] = ui_file(studio.paths.fetch("thumbnails", t.task_id))
-            gallery = [(thumbnails[t.task_id], lines[i]) for i, t in enumerate(status.tasks)
-                       if t.task_id in thumbnails]
+            finished = [(i, t) for i, t in enumerate(status.tasks) if t.task_id in thumbnails]
+            gallery = [(thumbnails[t.task_id], lines[i]) for i, t in finished]
             rows = [[i + 1, lines[i][:60], t.status, f"{t.progress:.0%}", t.current_step]
                     for i, t in enumerate(status.tasks)]
             counts = ", ".join(f"{n} {s}" for s, n in status.counts.items())
@@ -117,11 +123,11 @@ def make_handler(studio: Studio):
             totals = (f"**{done}/{status.total} finished** ({counts}) — {status.progress:.0%} overall · "
                       f"similarity caching: {saved.text_encodings_reused} text encodings and "
                       f"{saved.denoising_states_reused} denoising states reused, {saved.steps_skipped} steps skipped")
-            yield submitted.batch_id, totals, gallery, rows
+            yield submitted.batch_id, totals, gallery, rows, [t.task_id for _, t in finished]
             if done == status.total:
                 return
             if studio.shutting_down:  # its tasks are requeued and run after the restart: say so, stop polling
-                yield submitted.batch_id, SERVER_RESTARTING, gr.skip(), gr.skip()
+                yield submitted.batch_id, SERVER_RESTARTING, gr.skip(), gr.skip(), gr.skip()
                 return
             time.sleep(POLL_SECONDS)
 
@@ -129,5 +135,16 @@ def make_handler(studio: Studio):
 
 
 def create_event_handlers(tab: BatchTab, studio: Studio) -> None:
-    tab.submit_button.click(ends_truthfully(make_handler(studio), status=1, outputs=4), tab.inputs, tab.outputs,
+    tab.submit_button.click(ends_truthfully(make_handler(studio), status=1, outputs=5), tab.inputs, tab.outputs,
                             api_name="batch_submit", concurrency_limit=None)
+
+    def play(shown: list[str], event: gr.SelectData, request: gr.Request) -> str | None:
+        """The picked result's video (the visitor's own task; a copy Gradio may serve)."""
+        if not 0 <= event.index < len(shown):
+            return None
+        try:
+            return ui_file(studio.media_file("videos", shown[event.index], owner_of(studio, request)))
+        except StudioError as error:
+            raise user_error(error.detail, title=error.title) from None
+
+    tab.gallery.select(play, tab.outputs[-1], tab.video, api_visibility="private")

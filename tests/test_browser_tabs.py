@@ -48,11 +48,14 @@ BUTTON_TEXT = {"#gen-run": "Generate", "#batch-run": "Submit batch", "#orch-run"
                "#scene-run": "Create edit", "#inpaint-run": "Inpaint", "#lipsync-run": "Lip-sync",
                "#consistency-run": "Track", "#v2v-run": "Transform"}
 
+# Resolves once the <video> has its current frame decoded (readyState >= 2, HAVE_CURRENT_DATA: it
+# can show a frame, not just its length), on an error, or after 10 s.
 MEDIA_JS = """v => new Promise(resolve => {
   const report = () => resolve({src: v.currentSrc || v.src, readyState: v.readyState,
                                 duration: v.duration, error: v.error && v.error.code});
-  if (v.readyState >= 1) return report();
-  v.addEventListener('loadedmetadata', report, {once: true});
+  if (v.readyState >= 2) return report();
+  v.preload = 'auto';
+  v.addEventListener('loadeddata', report, {once: true});
   v.addEventListener('error', report, {once: true});
   setTimeout(report, 10000);
 })"""
@@ -262,7 +265,7 @@ def test_inpaint_extend_through_the_ui(live_server, browser, tmp_path):
 
     assert media["src"], media
     assert media["error"] is None, media
-    assert media["readyState"] >= 1 and media["duration"] > 0, media
+    assert media["readyState"] >= 2 and media["duration"] > 0, media
     # 192x128 grown to the default 1:1 aspect: the height grows to match the width.
     assert "192x192" in status_text, status_text
 
@@ -340,4 +343,25 @@ def test_shots_are_added_picked_and_moved_with_buttons(live_server, browser):
         expect(rows.nth(3)).to_contain_text("Close-up: knight preparing armor")
     finally:
         page.close()
+    assert not _real_errors(console_errors), console_errors
+
+
+def test_a_batch_result_plays_in_the_batch_tab(live_server, browser):
+    """Batch: two prompts run; picking a result in the gallery plays its video (not a thumbnail only)."""
+    from playwright.sync_api import expect
+
+    console_errors: list[str] = []
+    page = _open(browser, live_server.url, console_errors)
+    try:
+        _open_tab(page, "Batch")
+        page.locator("#batch-prompts textarea").fill("a paper crane in the wind\na glass whale at night")
+        page.locator("#batch-run").click()
+        expect(page.locator("#batch-totals")).to_contain_text("2/2 finished", timeout=90_000)
+        page.locator("#batch-gallery button img").first.click()
+        video = page.locator("#batch-video video")
+        expect(video).to_be_visible(timeout=15_000)
+        media = video.evaluate(MEDIA_JS)
+    finally:
+        page.close()
+    assert media["readyState"] >= 2 and media["duration"] > 0 and not media["error"], media
     assert not _real_errors(console_errors), console_errors
