@@ -7,10 +7,8 @@ classes (HeliosPipeline, HeliosPyramidPipeline) with random weights."""
 from __future__ import annotations
 
 import base64
-import io
 import time
 
-import av
 import cv2
 import numpy as np
 import pytest
@@ -22,22 +20,13 @@ from studio.engine.t2v import Cancelled, QuietHooks
 from studio.models.catalog import GENERATION_CATALOG, TINY_HELIOS, TINY_HELIOS_DISTILLED
 from studio.models.loader import ModelCache
 from tests.conftest import SMALL, wait_for_terminal
+from tests.test_long_video import _decoded, _distinct_share
 
 LONG = {**SMALL, "duration_seconds": 8.0, "fps": 24, "model": TINY_HELIOS}  # tiny-helios: 8 fps, 33-frame chunks
 
 
 def _plan(model: str = TINY_HELIOS, **request):
     return make_plan(GenerationRequest(prompt="a cat", genre="none", **request), GENERATION_CATALOG[model], seed=5)
-
-
-def _decoded(data: bytes) -> list[np.ndarray]:
-    with av.open(io.BytesIO(data)) as container:
-        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-
-
-def _distinct_share(frames: list[np.ndarray]) -> float:
-    repeats = sum(np.abs(a.astype(int) - b.astype(int)).mean() < 0.5 for a, b in zip(frames, frames[1:]))
-    return 1 - repeats / len(frames)
 
 
 # -- the plan -------------------------------------------------------------------------------
@@ -79,7 +68,7 @@ def test_the_estimate_counts_every_chunk():
 # -- the engine -----------------------------------------------------------------------------
 
 class _Recorder(QuietHooks):
-    """Records steps and encoded-frame counts in the order they happen; cancels after ``stop_after`` steps."""
+    """Records steps and streamed final frames in the order they happen; cancels after ``stop_after`` steps."""
 
     def __init__(self, stop_after: int | None = None):
         self.events: list[tuple[str, int]] = []
@@ -90,8 +79,15 @@ class _Recorder(QuietHooks):
         self.events.append(("step", step))
         self.previews += preview is not None
 
+    def streaming(self) -> bool:
+        return True
+
+    def on_stream_frame(self, frame_index, quality, rgb, progress):
+        if quality == "final":
+            self.events.append(("encoded", frame_index + 1))
+
     def on_encoded(self, frames_done, total):
-        self.events.append(("encoded", frames_done))
+        self.events.append(("done", frames_done))
 
     def should_cancel(self) -> bool:
         steps = [n for kind, n in self.events if kind == "step"]
@@ -111,7 +107,9 @@ def test_each_chunk_is_encoded_as_soon_as_it_is_denoised(models, tmp_path, model
     steps = [n for kind, n in hooks.events if kind == "step"]
     assert steps == list(range(1, plan.total_steps + 1))
     first_encoded = hooks.events.index(next(e for e in hooks.events if e[0] == "encoded"))
-    # The first chunk's frames reached the encoder before the second chunk's first step.
+    # The first chunk's frames were encoded and streamed before the second chunk's first step;
+    # "encoding" progress is reported once, at the end (the progress never goes back).
+    assert [e for e in hooks.events if e[0] == "done"] == [("done", plan.out_frames)] == [hooks.events[-1]]
     chunk_one_steps = plan.num_inference_steps * (2 if model == TINY_HELIOS_DISTILLED else 1)  # amplified
     assert 0 < hooks.events[first_encoded][1] < plan.out_frames
     assert [n for kind, n in hooks.events[:first_encoded] if kind == "step"][-1] == chunk_one_steps

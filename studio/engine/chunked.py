@@ -92,7 +92,6 @@ class _ChunkedRun:
                                                  + len(frames)],
                                  "seconds": round(now - self.chunk_started, 3)})
         self.chunk_started = now
-        self.hooks.on_encoded(self.sink.writer.frames_written, self.plan.out_frames)
 
     def _stream_previews(self, latents: torch.Tensor) -> None:
         """The current chunk's latent frames as previews of the output frames they start."""
@@ -182,6 +181,8 @@ def run_chunked(model: LoadedModel, plan: GenerationPlan, hooks: RunHooks, video
         finally:
             clock.remove()
         sink.finish()
+    if not partial:  # once, at the end: the chunks' frames were encoded while the progress still counted steps
+        hooks.on_encoded(writer.frames_written, plan.out_frames)
     elapsed = time.perf_counter() - started
     denoise = sum(run.step_seconds)
     return RunOutput(
