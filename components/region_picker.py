@@ -43,7 +43,7 @@ def region_picker(prefix: str, what: str) -> RegionPicker:
 
 def source_frame(studio: Studio, owner: str, upload: str | None, task_id: str | None, position: float) -> np.ndarray:
     """The frame at ``position`` (0-1) of the source a tab was given: its upload, else ``owner``'s
-    finished task (``StudioError`` when it has none)."""
+    finished task (``TaskNotFound`` when it is not one; a ``gr.Error`` when the tab has neither)."""
     source_task, upload_path = source_of(task_id, upload)
     if upload_path is not None:
         path = upload_path

@@ -20,7 +20,7 @@ from studio.engine.t2v import Cancelled, QuietHooks
 from studio.models.catalog import GENERATION_CATALOG, TINY_HELIOS, TINY_HELIOS_DISTILLED
 from studio.models.loader import ModelCache
 from tests.conftest import SMALL, wait_for_terminal
-from tests.test_long_video import _decoded, _distinct_share
+from tests.test_long_video import _decoded, _distinct_share, run_tiny_gpu_script
 
 LONG = {**SMALL, "duration_seconds": 8.0, "fps": 24, "model": TINY_HELIOS}  # tiny-helios: 8 fps, 33-frame chunks
 
@@ -196,12 +196,4 @@ def test_the_models_list_says_helios_is_autoregressive(http):
 
 def test_the_prepared_gpu_script_runs_on_the_tiny_helios_models():
     """``bench/gpu_helios.py`` waits for a GPU session; ``--tiny`` runs its code on the CPU."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parent.parent / "bench" / "gpu_helios.py"
-    run = subprocess.run([sys.executable, str(script), "--tiny", "--duration", "5"], capture_output=True, text=True,
-                         timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "| 2 | 66 | 120 |" in run.stdout  # chunks, clip frames at 8 fps, output frames at 24 fps
+    assert "| 2 | 66 | 120 |" in run_tiny_gpu_script("gpu_helios.py")  # chunks, clip frames at 8 fps, out at 24

@@ -219,17 +219,23 @@ def test_the_gradio_api_generates_a_long_video_in_windows(client, live_server):
     assert live_server.studio.result(task_id, owner).metadata.windows[2]["model"] == TINY_VACE
 
 
-def test_the_prepared_gpu_script_runs_on_the_tiny_configurations():
-    """``bench/gpu_long_video.py`` waits for a GPU session; ``--tiny`` runs its code on the CPU."""
+def run_tiny_gpu_script(name: str) -> str:
+    """The output of a prepared GPU script (``bench/<name>``) run with ``--tiny`` on the CPU: the
+    same code on the tiny configurations, which checks the script while it waits for a GPU."""
     import subprocess
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "bench" / "gpu_long_video.py"
+    script = Path(__file__).resolve().parent.parent / "bench" / name
     run = subprocess.run([sys.executable, str(script), "--tiny", "--duration", "5"], capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "| 2 | 41 | 80 |" in run.stdout  # windows, clip frames at 8 fps, output frames at 16 fps
+    return run.stdout
+
+
+def test_the_prepared_gpu_script_runs_on_the_tiny_configurations():
+    """``bench/gpu_long_video.py`` waits for a GPU session; ``--tiny`` runs its code on the CPU."""
+    assert "| 2 | 41 | 80 |" in run_tiny_gpu_script("gpu_long_video.py")  # windows, clip frames at 8 fps, out at 16
 
 
 def test_a_long_video_from_an_image_continues_window_by_window_through_rest(http):
