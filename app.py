@@ -9,6 +9,13 @@ processes (README, "Scale out"): ECHOEL_DATABASE_URL, ECHOEL_BROKER_URL, ECHOEL_
 
 from __future__ import annotations
 
+# isort: off
+try:  # Hugging Face ZeroGPU needs ``spaces`` imported before torch (README, "Hugging Face Space")
+    import spaces
+except ImportError:  # not on a Space: nothing to do
+    spaces = None
+# isort: on
+
 import argparse
 import logging
 import threading
@@ -51,6 +58,7 @@ from studio.ui_access import OwnerCookieMiddleware
 ASSETS = Path(__file__).resolve().parent / "assets"
 log = logging.getLogger("studio")
 GRACEFUL_SHUTDOWN_SECONDS = 10  # open HTTP streams get this long to finish once a shutdown starts
+UI_QUEUE_SIZE = 1024  # Gradio events waiting at once on ZeroGPU (elsewhere unbounded)
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
 
 
@@ -105,8 +113,14 @@ def build_app(settings: Settings) -> FastAPI:
                                    headers={"Allow": ", ".join(allowed)})
         raise RouteNotFound(f"no route {path[:100]!r} under /v1; see /docs")
 
+    if spaces is not None:
+        # On Spaces, Gradio may wrap every event function in spaces.GPU: ours only follow tasks
+        # (for minutes); the runs themselves take the GPU (studio.jobs.zero_gpu).
+        spaces.disable_gradio_auto_wrap()
     demo = build_ui(studio)
-    demo.queue(api_open=False)
+    # On ZeroGPU Gradio's queue would hold one waiting event by default; ours are light (tasks
+    # wait in the studio's own queue), so visitors' clicks must not be refused.
+    demo.queue(api_open=False, max_size=UI_QUEUE_SIZE if settings.zero_gpu else None)
     return gr.mount_gradio_app(
         api, demo, path="/",
         theme=gr.themes.Soft(), css_paths=[ASSETS / "style.css"],

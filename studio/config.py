@@ -86,6 +86,10 @@ class Settings:
         s3_endpoint_url: an S3-compatible service's endpoint (``ECHOEL_S3_ENDPOINT_URL``); None: AWS.
         worker_models: the models a Celery worker serves (``ECHOEL_WORKER_MODELS``,
             comma-separated; empty: every model in the catalog); its queues follow from them.
+        zero_gpu: on a Hugging Face ZeroGPU Space (``SPACES_ZERO_GPU``): each task runs inside a
+            ``spaces.GPU`` call charged to its submitter (``studio.jobs.zero_gpu``).
+        zero_gpu_max_seconds: the longest GPU call to ask ZeroGPU for
+            (``ECHOEL_ZERO_GPU_MAX_SECONDS``; the platform refuses longer ones).
     """
 
     host: str = "127.0.0.1"
@@ -112,6 +116,8 @@ class Settings:
     media_url: str | None = None
     s3_endpoint_url: str | None = None
     worker_models: tuple[str, ...] = ()
+    zero_gpu: bool = False
+    zero_gpu_max_seconds: int = 300
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -143,6 +149,9 @@ class Settings:
             media_url=os.environ.get("ECHOEL_MEDIA_URL") or None,
             s3_endpoint_url=os.environ.get("ECHOEL_S3_ENDPOINT_URL") or None,
             worker_models=tuple(m.strip() for m in os.environ.get("ECHOEL_WORKER_MODELS", "").split(",") if m.strip()),
+            # Set by Hugging Face on ZeroGPU hardware; read as the ``spaces`` package reads it.
+            zero_gpu=os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true"),
+            zero_gpu_max_seconds=_env_int("ECHOEL_ZERO_GPU_MAX_SECONDS", base.zero_gpu_max_seconds),
         )
 
     # Folders under data_dir, one job each.

@@ -49,6 +49,7 @@ from studio.jobs.specs import SpecRegistry
 from studio.jobs.store import Task, TaskStore
 from studio.jobs.webhooks import WebhookDispatcher
 from studio.jobs.worker import Worker
+from studio.jobs.zero_gpu import ZeroGpu
 from studio.keys import KeyStore
 from studio.media.frame_boards import StreamHub
 from studio.media.object_store import ObjectMediaPaths
@@ -114,11 +115,7 @@ class Studio:
         self.webhooks = WebhookDispatcher(self.store, self.keys, self.fetch_policy,
                                           settings.webhook_retry_base_seconds)
         self.decoder_stats = DecoderStatsAggregate()
-        self.worker = Worker(self.store, self.bus, self.models, self.estimator, self.paths,
-                             preview_width=settings.preview_width, decoder_stats=self.decoder_stats,
-                             data_dir=settings.data_dir, storage=self.storage, edit_runners=EDIT_RUNNERS,
-                             specs=SPECS, upscaler_model=settings.upscaler_model,
-                             interpolator_model=settings.interpolator_model)
+        self.worker = self._new_worker(self.store, self.bus, self.estimator)
         # What crosses processes when tasks run on Celery workers (nothing when embedded).
         self.cluster = Cluster(settings, self.database, self.store, self.bus)
         self.sla = SlaMonitor(self.database, default_level=settings.sla_level, queue_depth=self.store.queue_depth,
@@ -131,6 +128,7 @@ class Studio:
         self.ui_limits = AnonymousLimits(self.store.active_count)
         self.worker.streams = self.streams
         self.cluster.wire(self.worker, self.streams)
+        self.zero_gpu = self._zero_gpu() if settings.zero_gpu else None
         self.default_model = default_model() if settings.model == AUTO_MODEL else settings.model
         if self.default_model not in CATALOG:
             raise ValueError(f"unknown default model {self.default_model!r}; choose one of {', '.join(CATALOG)}")
@@ -142,6 +140,32 @@ class Studio:
             prepare=self.prepare, queue_wait=self.queue_wait, wake=self.cluster.wake, final_event=self.final_event,
             loras=self.loras.records, worker_devices=self.cluster.devices, upscaler_model=settings.upscaler_model,
             interpolator_model=settings.interpolator_model)
+
+    def _new_worker(self, store: TaskStore, bus: EventBus, estimator: Estimator | None = None) -> Worker:
+        """A task worker over ``store`` and ``bus`` with this studio's models, media and features."""
+        settings = self.settings
+        return Worker(store, bus, self.models, estimator or Estimator(store), self.paths,
+                      preview_width=settings.preview_width, decoder_stats=self.decoder_stats,
+                      data_dir=settings.data_dir, storage=self.storage, edit_runners=EDIT_RUNNERS,
+                      specs=SPECS, upscaler_model=settings.upscaler_model,
+                      interpolator_model=settings.interpolator_model)
+
+    def _zero_gpu(self) -> ZeroGpu:
+        """On a ZeroGPU Space: every claimed task runs inside a ``spaces.GPU`` call, charged to
+        the visitor who submitted it (``studio.jobs.zero_gpu``)."""
+        if self.cluster.distributed:
+            raise ValueError("ZeroGPU runs tasks in the server process: unset ECHOEL_BROKER_URL")
+        try:
+            import spaces
+        except ImportError as error:
+            raise RuntimeError("SPACES_ZERO_GPU is set but the `spaces` package is missing "
+                               "(ZeroGPU Spaces provide it)") from error
+        gate = ZeroGpu(self.worker, self._new_worker, self.settings.db_url, self.streams,
+                       self.settings.zero_gpu_max_seconds, gpu=spaces.GPU)
+        gate.install()
+        self.worker.gate = gate
+        self.store.on_created = gate.remember_callers
+        return gate
 
     def start(self) -> None:
         """Start this process's part. Embedded: fail tasks a previous process left running, then
@@ -155,11 +179,27 @@ class Studio:
             return
         self.sla.start()  # first: the uptime history starts when the process is up
         self.bus.closed = False  # a stopped studio that starts again has followers again
-        if not self.cluster.distributed:
+        if self.zero_gpu is not None:
+            self.store.fail_interrupted(INTERRUPTED_REASON)
+            self._start_zero_gpu()
+        elif not self.cluster.distributed:
             self.store.fail_interrupted(INTERRUPTED_REASON)
             self.worker.start(preload=TINY if self.default_model == TINY else None)
         self.cluster.start_api()
         self.webhooks.start()
+
+    def _start_zero_gpu(self) -> None:
+        """ZeroGPU wants models loaded in the server before it starts: the platform packs their
+        weights once and moves them onto each call's GPU. ``spaces`` runs that step from
+        ``gr.Blocks.launch``, which a mounted app never calls, so it runs here."""
+        import spaces.zero
+
+        self.worker.preload(self.default_model)
+        startup = getattr(spaces.zero, "startup", None)
+        if startup is None:
+            raise RuntimeError("this `spaces` package has no zero.startup: ZeroGPU cannot start the studio")
+        startup()
+        self.worker.start()
 
     def stop(self) -> None:
         self.begin_shutdown()

@@ -90,6 +90,10 @@ class TaskStore:
         # measured its reply (``Studio.wake``).
         self.on_ready: Callable[[list[tuple[str, str]]], None] | None = None
         self._ready_now: list[tuple[str, str]] = []
+        # Called after the commit, in the creating thread, with the ids of the tasks it created
+        # (ZeroGPU keeps that call's context to run them in: ``studio.jobs.zero_gpu``).
+        self.on_created: Callable[[list[str]], None] | None = None
+        self._created_now: list[str] = []
         self._last_claim_ui = -1  # class of the last claim (1 UI, 0 keyed; -1 none yet): see claim_next
 
     def close(self) -> None:
@@ -104,11 +108,14 @@ class TaskStore:
     def _transaction(self) -> Iterator[Connection]:
         """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error), holding the store's lock."""
         with self._lock:
-            self._failed_dependants, self._ready_now = [], []
+            self._failed_dependants, self._ready_now, self._created_now = [], [], []
             with self._db.transaction() as db:
                 yield db
             failed, self._failed_dependants = self._failed_dependants, []
             ready, self._ready_now = self._ready_now, []
+            created, self._created_now = self._created_now, []
+        if created and self.on_created is not None:
+            self.on_created(created)
         if self.on_dependant_failed is not None:  # committed: now followers may hear of it
             for task_id, detail in failed:
                 self.on_dependant_failed(task_id, detail)
@@ -181,6 +188,7 @@ class TaskStore:
             estimated_seconds=estimated_seconds, current_step="Queued", owner=owner, webhook_url=webhook_url,
             batch_id=batch_id, queue=queue))
         self._add_event(db, task_id, "task.created", {"status": PENDING, "batch_id": batch_id})
+        self._created_now.append(task_id)
         return task_id
 
     def _fail_dependants(self, db: Connection, task_id: str) -> None:
@@ -409,6 +417,12 @@ class TaskStore:
         with self._reading() as db:
             return list(db.execute(select(tasks.c.id).where(PENDING_READY, tasks.c.queue == queue)
                                    .order_by(tasks.c.seq).limit(limit)).scalars())
+
+    def running_ids(self) -> list[str]:
+        """The tasks in a running status (loading, generating, encoding), oldest first."""
+        with self._reading() as db:
+            return list(db.execute(select(tasks.c.id).where(tasks.c.status.in_(RUNNING_STATUSES))
+                                   .order_by(tasks.c.seq)).scalars())
 
     def fail_interrupted(self, reason: str) -> list[str]:
         """At start-up: tasks a dead process left running end as failed (never running forever)."""

@@ -95,6 +95,8 @@ class Worker:
         self.generation = GenerationRunner(self)  # text-to-video runs (studio.jobs.generation)
         self.live = None  # cancel flags shared between processes (studio.jobs.live.RedisLive), when set
         self.worker_id: str | None = None  # this worker's row in ``workers`` (Celery workers)
+        # Where claimed tasks run: None, here; on ZeroGPU, a GPU process (studio.jobs.zero_gpu).
+        self.gate = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -109,6 +111,8 @@ class Worker:
         queue: a shutdown is not its owner's cancel). Returns at once; ``stop`` waits."""
         self._stopping.set()
         self._wake.set()
+        if self.gate is not None:
+            self.gate.begin_stop()
 
     @property
     def stopping(self) -> bool:
@@ -204,6 +208,13 @@ class Worker:
         return task
 
     def _run_guarded(self, task: Task) -> None:
+        if self.gate is not None:
+            self.gate.run(task)
+        else:
+            self.run_task(task)
+
+    def run_task(self, task: Task) -> None:
+        """Run the claimed ``task`` here to its end, whatever happens (never raises)."""
         try:
             self._run_claimed(task)
         except Exception:  # every path below ends its tasks; this is the last line of defence
@@ -338,6 +349,10 @@ class Worker:
                          partial=True, **done)
             self._stream_outcome(task.id, ev.CANCELLED, error="Task cancelled", detail=detail,
                                  error_type="TaskCancelled", partial=True, video_url=done["video_url"])
+
+    def end_failed(self, task: Task, detail: str, error_type: str, title: str) -> None:
+        """End a running ``task`` failed from outside its run (its run was lost); never raises."""
+        self._end(task, st.FAILED, detail, error_type, ev.ERROR, title=title)
 
     def _end(self, task: Task, status: str, detail: str, error_type: str, event_type: str,
              title: str | None = None) -> None:
