@@ -16,6 +16,7 @@ import gradio as gr
 # Called through the module, so there is one follower to patch (tests/test_ui_follow.py).
 import components.follow as task_follower
 from components.edit_common import ends_truthfully, gr_error, or_skip
+from components.scene_timeline import finished_shots, timeline_html
 from components.session import admitted
 from components.widgets import bounds, choices
 from studio.core import Studio
@@ -42,6 +43,7 @@ class SceneTab:
     picked: gr.Number
     shot_buttons: dict[str, gr.Button]  # add, remove, up, down
     shot_hint: gr.Markdown
+    timeline: gr.HTML
 
 
 def create_ui(studio: Studio) -> SceneTab:
@@ -58,6 +60,7 @@ def create_ui(studio: Studio) -> SceneTab:
                 move_down = gr.Button("Move down", size="sm", elem_id="scene-down")
             shot_hint = gr.Markdown("Click a shot, then remove or move it; new shots go at the end.",
                                     elem_id="scene-shot-hint")
+            timeline = gr.HTML(timeline_html(EXAMPLE, "auto"), elem_id="scene-timeline")
             with gr.Row():
                 transition = gr.Dropdown(TRANSITION_CHOICES, value="auto", label="Transitions",
                                          info="auto: chosen per boundary from measured colour and motion")
@@ -84,11 +87,14 @@ def create_ui(studio: Studio) -> SceneTab:
         with gr.Column(scale=1):
             status = gr.Markdown("Ready.", elem_id="scene-status")
             video = gr.Video(label="Edit", interactive=False, elem_id="scene-video")
-            details = gr.JSON(label="Timeline and transitions")
+            shots = gr.Gallery(label="Shots (first frames, as each finishes)", columns=4, height="auto",
+                               interactive=False, elem_id="scene-shots")
+            with gr.Accordion("Details", open=False):
+                details = gr.JSON(label="Timeline and transitions")
     inputs = [scenes, transition, transition_seconds, consistency, character, fps, resolution, steps,
               morph_with_model, reference, morph_model]
-    return SceneTab(inputs, run_button, [status, video, details], picked,
-                    {"add": add_shot, "remove": remove_shot, "up": move_up, "down": move_down}, shot_hint)
+    return SceneTab(inputs, run_button, [status, video, details, shots], picked,
+                    {"add": add_shot, "remove": remove_shot, "up": move_up, "down": move_down}, shot_hint, timeline)
 
 
 def _scenes(table) -> list[dict]:
@@ -120,7 +126,8 @@ def make_handler(studio: Studio):
             morph_model: the morphs' model: a Wan VACE or FLF2V (i2v) model; empty: the VACE default.
 
         Returns:
-            Per update: status text, the edit video, timeline and transitions.
+            Per update: status text, the edit video, timeline and transitions, and the finished
+            shots' first frames with captions.
         """
         rows = _scenes(scenes)
         body = {"scenes": rows, "transition_duration_seconds": float(transition_duration_seconds),
@@ -155,11 +162,16 @@ def make_handler(studio: Studio):
         # Studio.status), which no event of the stitch task carries.
         updates = task_follower.follow_task(studio, reply.task_id, owner, running_line=running,
                                             finished_line=done, poll_seconds=POLL_SECONDS)
+        prompts, shown = [row["prompt"] for row in rows], -1
         with closing(updates):  # closed early (the page went away): the follower cancels the edit
             for update in updates:
                 if update.status_line is not None:
                     details = update.result["metadata"]["details"] if update.result else None
-                    yield or_skip(update.status_line, update.video, details)
+                    shots = finished_shots(studio, reply.shot_task_ids, prompts)
+                    # When a shot finished, and in the last update (an API caller's result).
+                    gallery = shots if len(shots) != shown or update.finished else None
+                    shown = len(shots)
+                    yield or_skip(update.status_line, update.video, details, gallery)
 
     return scene_edit
 
@@ -215,6 +227,8 @@ def create_event_handlers(tab: SceneTab, studio: Studio) -> None:
                                  [scenes, tab.picked], **private)
     tab.shot_buttons["down"].click(lambda table, row: move_shot(table, row, 1), [scenes, tab.picked],
                                    [scenes, tab.picked], **private)
-    tab.run_button.click(ends_truthfully(make_handler(studio), status=0, outputs=3), tab.inputs, tab.outputs,
+    gr.on([scenes.change, tab.inputs[1].change], lambda table, transition: timeline_html(_rows(table), transition),
+          [scenes, tab.inputs[1]], tab.timeline, **private)
+    tab.run_button.click(ends_truthfully(make_handler(studio), status=0, outputs=4), tab.inputs, tab.outputs,
                          api_name="scene_edit", concurrency_limit=None)
     gr.api(transitions_catalog, api_name="scene_transitions")

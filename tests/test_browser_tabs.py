@@ -324,7 +324,8 @@ def test_the_inpaint_box_is_drawn_on_a_frame_not_typed(live_server, browser, tmp
 
 
 def test_shots_are_added_picked_and_moved_with_buttons(live_server, browser):
-    """Scenes: Add shot appends a row; clicking a shot and Move up reorders the table."""
+    """Scenes: Add shot appends a row (and a segment to the timeline strip); clicking a shot and
+    Move up reorders the table, and the strip follows."""
     from playwright.sync_api import expect
 
     console_errors: list[str] = []
@@ -333,14 +334,18 @@ def test_shots_are_added_picked_and_moved_with_buttons(live_server, browser):
         _open_tab(page, "Scenes")
         table = page.locator("#scene-table")
         rows = table.locator("[role='row']")  # the header row, then one per shot
+        segments = page.locator("#scene-timeline .scene-shot")
         expect(rows).to_have_count(4)
+        expect(segments).to_have_count(3)
         page.locator("#scene-add").click()
         expect(rows).to_have_count(5)
+        expect(segments).to_have_count(4)
         table.get_by_text("Action: knight rides through forest").click()
         page.keyboard.press("Escape")  # leave the cell's editor: the click was only to pick the shot
         page.locator("#scene-up").click()
         expect(rows.nth(2)).to_contain_text("Action: knight rides through forest")
         expect(rows.nth(3)).to_contain_text("Close-up: knight preparing armor")
+        expect(segments.nth(1)).to_contain_text("Action: knight rides through forest")
     finally:
         page.close()
     assert not _real_errors(console_errors), console_errors

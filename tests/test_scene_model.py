@@ -132,8 +132,8 @@ def test_model_paths_through_the_gradio_api(live_server, tmp_path):
     client = Client(live_server.url, verbose=False, download_files=False)
     try:
         scenes = {"headers": ["prompt", "duration (s)"], "data": [[s["prompt"], 1] for s in SCENES]}
-        status, _video, details = client.predict(scenes, "morph", 0.25, True, "a fox", 12, "480p", 10, True,
-                                                 handle_file(str(image)), api_name="/scene_edit")
+        status, _video, details, _shots = client.predict(scenes, "morph", 0.25, True, "a fox", 12, "480p", 10,
+                                                         True, handle_file(str(image)), api_name="/scene_edit")
     finally:
         client.close()
     assert status.startswith("Done") and details["total_frames"] == 21

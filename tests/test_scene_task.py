@@ -85,8 +85,11 @@ def test_scene_edit_through_the_gradio_api(live_server):
     try:
         scenes = {"headers": ["prompt", "duration (s)"], "data": [["a cat sleeping on a sofa", 1],
                                                                   ["a forest in autumn", 1]]}
-        status, video, details = client.predict(scenes, "crossfade", 0.5, False, "", 12, "480p", 10,
-                                                api_name="/scene_edit")
+        status, video, details, shots = client.predict(scenes, "crossfade", 0.5, False, "", 12, "480p", 10,
+                                                       api_name="/scene_edit")
     finally:
         client.close()
     assert status.startswith("Done") and details["total_frames"] == 24 - 6
+    # Each shot's first frame, captioned with its place and prompt.
+    assert [shot["caption"] for shot in shots] == ["1 · a cat sleeping on a sofa", "2 · a forest in autumn"]
+    assert all(shot["image"]["path"].endswith(".jpg") for shot in shots), shots
