@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from components import examples
 from components.edit_common import ends_truthfully
 from components.follow import SERVER_RESTARTING
 from components.session import admitted, owner_of, ui_file, user_error
@@ -62,6 +63,9 @@ def create_ui(studio: Studio) -> BatchTab:
                 steps = gr.Slider(**bounds(GenerationSettings, "num_inference_steps", START["num_inference_steps"]),
                                   step=1, label="Steps")
             submit_button = gr.Button("Submit batch", variant="primary", elem_id="batch-run")
+            gr.Examples([["a paper crane in the wind\na glass whale at night"],
+                         ["Sunset over ocean waves\nSunset over ocean waves, golden light\nCity skyline at night"]],
+                        inputs=[prompts], label=examples.LABEL + " (the second shares work between similar prompts)")
         with gr.Column(scale=1):
             totals = gr.Markdown("No batch yet.", elem_id="batch-totals")
             gallery = gr.Gallery(label="Results (pick one to play it)", columns=3, height=320, allow_preview=False,

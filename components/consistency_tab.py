@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 
+from components import examples
 from components.edit_common import (
     SourcePicker,
     ends_truthfully,
@@ -66,6 +67,8 @@ def create_ui(studio: Studio) -> ConsistencyTab:
                 entity_type = gr.Dropdown(choices(RegisterEntityRequest, "entity_type"),
                                           value=default(RegisterEntityRequest, "entity_type"), label="Type")
             register_button = gr.Button("Register entity", elem_id="consistency-register")
+            gr.Examples([[examples.BALL, "ball", "object"]], inputs=[reference, name, entity_type],
+                        label=examples.LABEL + " (the red ball)")
             registered = gr.Markdown("", elem_id="consistency-registered")
             with gr.Row():
                 refresh_button = gr.Button("Refresh list", size="sm")
@@ -80,6 +83,7 @@ def create_ui(studio: Studio) -> ConsistencyTab:
                 [(_appearance_label(m), m) for m in APPEARANCE_MODELS], value=HISTOGRAM,
                 label="Appearance similarity (classical histogram, or a CLIP model)", elem_id="consistency-appearance")
             track_button = gr.Button("Track", variant="primary", elem_id="consistency-run")
+            gr.Examples([[examples.CLIP, "ball"]], inputs=[source.upload, names], label=examples.LABEL)
             status = gr.Markdown("Ready.", elem_id="consistency-status")
             video = gr.Video(label="Annotated video", interactive=False, elem_id="consistency-video")
             timelines = gr.JSON(label="Consistency score and timelines")

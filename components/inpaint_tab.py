@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 
+from components import examples
 from components.edit_common import SourcePicker, ends_truthfully, or_skip, source_of, source_picker, submit_and_follow
 from components.region_picker import RegionPicker
 from components.region_picker import attach as region_picker_events
@@ -65,6 +66,8 @@ def create_ui(studio: Studio) -> InpaintTab:
             model = gr.Dropdown(_vace_choices(), value=default_model("vace"), label="VACE model")
             use_model = gr.Checkbox(False, label="Use the model for remove / extend without a prompt")
             run_button = gr.Button("Inpaint", variant="primary", elem_id="inpaint-run")
+            gr.Examples([[examples.CLIP, "remove", *examples.BOX]], inputs=[source.upload, mode, x1, y1, x2, y2],
+                        label=examples.LABEL + " (removes the blue box)")
         with gr.Column(scale=1):
             status = gr.Markdown("Ready.", elem_id="inpaint-status")
             video = gr.Video(label="Result", interactive=False, elem_id="inpaint-video")

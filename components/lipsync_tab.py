@@ -15,6 +15,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from components import examples
 from components.edit_common import SourcePicker, ends_truthfully, or_skip, source_of, source_picker, submit_and_follow
 from components.region_picker import RegionPicker
 from components.region_picker import attach as region_picker_events
@@ -55,6 +56,8 @@ def create_ui(studio: Studio) -> LipSyncTab:
                 model = gr.Dropdown(choices(LipSyncRequest, "model"), value=None,
                                     label="Model (empty: the server default)")
             run_button = gr.Button("Lip-sync", variant="primary", elem_id="lipsync-run")
+            gr.Examples([[examples.CLIP, examples.SPEECH, "happy", "200, 20, 300, 120"]],
+                        inputs=[source.upload, audio, expression, face_region], label=examples.LABEL)
         with gr.Column(scale=1):
             status = gr.Markdown("Ready.", elem_id="lipsync-status")
             video = gr.Video(label="Result", interactive=False, elem_id="lipsync-video")

@@ -15,6 +15,7 @@ import gradio as gr
 
 # Called through the module, so there is one follower to patch (tests/test_ui_follow.py).
 import components.follow as task_follower
+from components import examples
 from components.edit_common import ends_truthfully, gr_error, or_skip
 from components.scene_timeline import finished_shots, timeline_html
 from components.session import admitted
@@ -33,6 +34,8 @@ TRANSITION_CHOICES = choices(Transition, "type")
 START = {"fps": 12, "resolution": "480p", "num_inference_steps": 20}
 EXAMPLE = [["Establishing shot: medieval castle at dawn", 2], ["Close-up: knight preparing armor", 2],
            ["Action: knight rides through forest", 2]]
+SEASONS = [["A tree in spring blossom", 1.5], ["The same tree in summer sun", 1.5], ["The tree in autumn leaves", 1.5],
+           ["The tree in winter snow", 1.5]]
 
 
 @dataclass
@@ -61,6 +64,7 @@ def create_ui(studio: Studio) -> SceneTab:
             shot_hint = gr.Markdown("Click a shot, then remove or move it; new shots go at the end.",
                                     elem_id="scene-shot-hint")
             timeline = gr.HTML(timeline_html(EXAMPLE, "auto"), elem_id="scene-timeline")
+            gr.Examples([[EXAMPLE], [SEASONS]], inputs=[scenes], label=examples.LABEL)
             with gr.Row():
                 transition = gr.Dropdown(TRANSITION_CHOICES, value="auto", label="Transitions",
                                          info="auto: chosen per boundary from measured colour and motion")

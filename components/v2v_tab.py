@@ -15,6 +15,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
+from components import examples
 from components.edit_common import SourcePicker, ends_truthfully, or_skip, source_of, source_picker, submit_and_follow
 from components.widgets import bounds, choices
 from studio.core import Studio
@@ -72,6 +73,8 @@ def create_ui(studio: Studio) -> V2VTab:
                     steps = gr.Slider(**bounds(V2VRequest, "num_inference_steps", START["num_inference_steps"]),
                                       step=1, label="Denoising steps (strength x steps run)")
             run_button = gr.Button("Transform", variant="primary", elem_id="v2v-run")
+            gr.Examples([[examples.CLIP, "interpolation"], [examples.CLIP, "enhancement"]], inputs=[source.upload, mode],
+                        label=examples.LABEL)
         with gr.Column(scale=1):
             status = gr.Markdown("Ready.", elem_id="v2v-status")
             video = gr.Video(label="Result", interactive=False, elem_id="v2v-video")

@@ -370,3 +370,30 @@ def test_a_batch_result_plays_in_the_batch_tab(live_server, browser):
         page.close()
     assert media["readyState"] >= 2 and media["duration"] > 0 and not media["error"], media
     assert not _real_errors(console_errors), console_errors
+
+
+def test_an_example_fills_the_tab_and_runs(live_server, browser):
+    """Inpaint: one click on the example puts its clip and the blue box in the form; Inpaint
+    then removes the box (issue 14, part 3: gr.Examples on the creative tabs)."""
+    from playwright.sync_api import expect
+
+    from components import examples
+
+    console_errors: list[str] = []
+    page = _open(browser, live_server.url, console_errors)
+    try:
+        _open_tab(page, "Inpaint")
+        page.get_by_text("Try an example (removes the blue box)").locator("..").locator("tbody tr, button").first.click()
+        page.wait_for_function(
+            "() => { const v = document.querySelector('#inpaint-upload video');"
+            " return v && v.getAttribute('src'); }", timeout=20_000)
+        expect(page.locator("#inpaint-x2 input")).to_have_value(str(examples.BOX[2]))
+        page.locator("#inpaint-run").click()
+        expect(page.locator("#inpaint-status")).to_contain_text("Done", timeout=60_000)
+    finally:
+        page.close()
+    task_id = _last_task_id(live_server.studio, "inpaint")
+    spec = live_server.studio.store.get(task_id).request
+    x1, y1, x2, y2 = examples.BOX
+    assert (spec["mode"], list(spec["bbox_xywh"])) == ("remove", [x1, y1, x2 - x1, y2 - y1]), spec
+    assert not _real_errors(console_errors), console_errors

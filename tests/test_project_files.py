@@ -28,3 +28,18 @@ def test_the_core_never_imports_gradio():
                  if any(line.strip().startswith(("import gradio", "from gradio"))
                         for line in p.read_text().splitlines())]
     assert offenders == []
+
+
+def test_the_examples_the_creative_tabs_offer_are_real_media():
+    import librosa
+
+    from components import examples
+    from studio.media.video import probe_video
+
+    clip = probe_video(Path(examples.CLIP))
+    assert (clip.width, clip.height, clip.frames) == (320, 192, 24)
+    x1, y1, x2, y2 = examples.BOX
+    assert 0 <= x1 < x2 <= clip.width and 0 <= y1 < y2 <= clip.height
+    speech, rate = librosa.load(examples.SPEECH, sr=None)
+    assert len(speech) / rate > 1.0 and abs(speech).max() > 0.1  # spoken, not silence
+    assert Path(examples.BALL).stat().st_size > 0
