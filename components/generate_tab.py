@@ -74,6 +74,8 @@ class GenerateTab:
     lora_status: gr.Markdown
     preset: gr.Radio
     estimate: gr.Markdown
+    images: gr.Accordion  # "Start from an image" (the Library's Continue video opens it)
+    first_image: gr.Image
 
 
 def _model_choices(studio: Studio) -> list[tuple[str, str]]:
@@ -111,7 +113,7 @@ def create_ui(studio: Studio) -> GenerateTab:
                 aspect = gr.Dropdown(choices(GenerationRequest, "aspect_ratio"), value=_default("aspect_ratio"),
                                      label="Aspect ratio")
                 genre = gr.Dropdown(choices(GenerationRequest, "genre"), value=_default("genre"), label="Genre")
-            with gr.Accordion("Start from an image", open=False, elem_id="gen-images"):
+            with gr.Accordion("Start from an image", open=False, elem_id="gen-images") as images:
                 with gr.Row():
                     first_image = gr.Image(label="First frame", type="numpy", elem_id="gen-first-image")
                     last_image = gr.Image(label="Last frame (first-and-last-frame models)", type="numpy",
@@ -169,7 +171,7 @@ def create_ui(studio: Studio) -> GenerateTab:
     inputs = [prompt, negative, duration, fps, resolution, aspect, genre, seed, guidance, steps, model, preview_every,
               loras, lora_scale, mode, first_image, last_image, upscaler, interpolator, acceleration]
     return GenerateTab(inputs, generate_button, stop_button, task_id, preview, status, video, thumbnail, metadata,
-                       auto_hint, lora_file, lora_name, lora_add, lora_status, preset, estimate)
+                       auto_hint, lora_file, lora_name, lora_add, lora_status, preset, estimate, images, first_image)
 
 
 class _FrameStrip:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from components.region_picker import source_frame
+from components.scene_tab import append_shot
 from components.session import owner_of, ui_file, ui_files, user_error
 from studio.core import Studio
 from studio.engine.request import GenerationSpec
@@ -38,6 +40,8 @@ class LibraryTab:
     reuse: gr.Button
     delete: gr.Button
     send: dict[str, gr.Button]  # tab id -> its "Send to" button
+    send_to_scenes: gr.Button  # a Generate video's prompt becomes a shot
+    continue_video: gr.Button  # Generate, starting from the video's last frame
     entries: gr.JSON  # the shown page's task ids, in gallery order (hidden; part of the API's answer)
     cursor: gr.Textbox  # the shown page's next_cursor (hidden; part of the API's answer)
     selected: gr.Textbox
@@ -66,10 +70,12 @@ def create_ui(studio: Studio) -> LibraryTab:
             with gr.Row():
                 send = {tab: gr.Button(f"Send to {label}", size="sm", elem_id=f"library-send-{tab}")
                         for label, tab in SEND_TO}
+                send_to_scenes = gr.Button("Send to Scenes", size="sm", elem_id="library-send-scene")
+                continue_video = gr.Button("Continue video", size="sm", elem_id="library-continue")
     entries = gr.JSON([], visible=False, elem_id="library-entries")
     cursor = gr.Textbox(visible=False, elem_id="library-cursor")
     return LibraryTab(gallery, refresh, older, newest, page_line, video, details, download, reuse, delete, send,
-                      entries, cursor, selected)
+                      send_to_scenes, continue_video, entries, cursor, selected)
 
 
 def _caption(entry: TaskSummary) -> str:
@@ -147,11 +153,13 @@ def make_handlers(studio: Studio):
 
 
 def create_event_handlers(tab: LibraryTab, studio: Studio, demo: gr.Blocks, tabs: gr.Tabs, page: gr.Tab,
-                          generate_inputs: list, sources: dict[str, gr.Textbox]) -> None:
+                          generate_inputs: list, sources: dict[str, gr.Textbox], start_image: gr.Image,
+                          start_images: gr.Accordion, scenes: gr.Dataframe) -> None:
     """Wire the tab. ``tabs``: the page's tab set (send-to switches to the tool); ``page``: this
     tab (opening it shows what was made since); ``generate_inputs``:
     the Generate tab's inputs, in its handler's order (Reuse fills them); ``sources``: each video
-    tool's source task id box, by tab id (Send to fills it)."""
+    tool's source task id box, by tab id (Send to fills it); ``start_image`` and ``start_images``:
+    Generate's first frame and its accordion (Continue video); ``scenes``: the Scenes shot table."""
     library, library_item, delete_from_library = make_handlers(studio)
     page_outputs = [tab.gallery, tab.entries, tab.cursor, tab.page_line]
     tab.refresh.click(library, None, page_outputs, api_name="library")  # first: the public one keeps the name
@@ -176,6 +184,10 @@ def create_event_handlers(tab: LibraryTab, studio: Studio, demo: gr.Blocks, tabs
                     api_visibility="private")
     for tab_id, button in tab.send.items():
         button.click(_send(tab_id), tab.selected, [sources[tab_id], tabs], api_visibility="private")
+    tab.send_to_scenes.click(_send_to_scenes(studio), [tab.selected, scenes], [scenes, tabs],
+                             api_visibility="private")
+    tab.continue_video.click(_continue(studio, generate_inputs, start_image), tab.selected,
+                             [*generate_inputs, start_images, tabs], api_visibility="private")
 
 
 #: Generate's inputs, in its handler's order, that a task's settings fill (the rest keep their values).
@@ -185,18 +197,55 @@ REUSED = ("prompt", "negative_prompt", "duration_seconds", "fps", "resolution", 
 
 def _reuse(studio: Studio, inputs: int):
     def reuse(task_id: str, request: gr.Request = None) -> list:
-        if not task_id:
-            raise user_error("Pick a video first.")
-        try:
-            spec = studio.spec(task_id, owner_of(studio, request))
-        except StudioError as error:
-            raise user_error(error.detail, title=error.title) from None
-        if not isinstance(spec, GenerationSpec):
+        spec = _generation_spec(studio, task_id, request)
+        if spec is None:
             raise user_error("Only a Generate video has settings to reuse; send this one to a video tool instead.")
         values = [getattr(spec, name) for name in REUSED]
         return values + [gr.skip()] * (inputs - len(values)) + [gr.Tabs(selected="generate")]
 
     return reuse
+
+
+def _generation_spec(studio: Studio, task_id: str, request: gr.Request | None) -> GenerationSpec | None:
+    """The picked task's stored request if it is a generation (None for the video tools' results)."""
+    if not task_id:
+        raise user_error("Pick a video first.")
+    try:
+        spec = studio.spec(task_id, owner_of(studio, request))
+    except StudioError as error:
+        raise user_error(error.detail, title=error.title) from None
+    return spec if isinstance(spec, GenerationSpec) else None
+
+
+def _send_to_scenes(studio: Studio):
+    def send_to_scenes(task_id: str, table, request: gr.Request = None) -> tuple:
+        spec = _generation_spec(studio, task_id, request)
+        if spec is None:
+            raise user_error("Only a Generate video has a prompt to add as a shot.")
+        return append_shot(table, spec.prompt, spec.duration_seconds), gr.Tabs(selected="scene")
+
+    return send_to_scenes
+
+
+def _continue(studio: Studio, inputs: list, start_image: gr.Image):
+    """Continue video: Generate starts from the picked video's last frame (image-to-video; a
+    text-only model gives way to one that takes it), with a generation's settings and a new seed."""
+    image_at = next(i for i, component in enumerate(inputs) if component is start_image)
+
+    def continue_video(task_id: str, request: gr.Request = None) -> list:
+        spec = _generation_spec(studio, task_id, request)
+        try:
+            last_frame = source_frame(studio, owner_of(studio, request), None, task_id, 1.0)
+        except StudioError as error:
+            raise user_error(error.detail, title=error.title) from None
+        values = [gr.skip()] * len(inputs)
+        if spec is not None:
+            values[:len(REUSED)] = [getattr(spec, name) for name in REUSED]
+            values[REUSED.index("seed")] = -1  # what comes next is a new take, not the same one
+        values[image_at] = last_frame
+        return values + [gr.Accordion(open=True), gr.Tabs(selected="generate")]
+
+    return continue_video
 
 
 def _send(tab_id: str):

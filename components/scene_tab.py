@@ -191,6 +191,14 @@ def _rows(table) -> list[list]:
     return [list(row) for row in table]
 
 
+def append_shot(table, prompt: str, seconds: float) -> list[list]:
+    """The shots with [prompt, seconds] at the end; the untouched example shots make way for it."""
+    rows = _rows(table)
+    if rows == [list(row) for row in EXAMPLE]:
+        rows = []
+    return rows + [[prompt, seconds]]
+
+
 def add_shot(table) -> tuple[list[list], int]:
     """The shots with an empty one at the end (the length of the last, or 2 s), and its row."""
     rows = _rows(table)

@@ -63,5 +63,6 @@ def build_ui(studio: Studio) -> gr.Blocks:
         sources = {"v2v": v2v.source, "inpaint": inpaint.source, "lipsync": lipsync.source,
                    "consistency": consistency.source}
         library_tab.create_event_handlers(library, studio, demo, tabs, library_page, generate.inputs,
-                                          {tab: picker.task_id for tab, picker in sources.items()})
+                                          {tab: picker.task_id for tab, picker in sources.items()},
+                                          generate.first_image, generate.images, scene.inputs[0])
     return demo

@@ -218,7 +218,8 @@ def test_a_lora_added_and_picked_in_the_page_is_applied(live_server, browser, tm
 
 def test_the_library_survives_a_reload_and_sends_a_video_on(live_server, browser):  # noqa: F811
     """Make a clip, reload the page: it is in the Library. Pick it: it plays; "Send to V2V" opens
-    V2V with the clip as its source; "Reuse settings" fills Generate again. No id is typed."""
+    V2V with the clip as its source; "Reuse settings" fills Generate again; "Continue video" starts
+    Generate from its last frame; "Send to Scenes" makes its prompt a shot. No id is typed."""
     from playwright.sync_api import expect
 
     page = _short_run_page(browser, live_server.url)
@@ -250,6 +251,18 @@ def test_the_library_survives_a_reload_and_sends_a_video_on(live_server, browser
         page.locator("#library-reuse").click()
         expect(page.get_by_role("tab", name="Generate", exact=True)).to_have_attribute("aria-selected", "true")
         expect(page.locator("#gen-prompt textarea")).to_have_value("a lantern drifting on a lake")
+
+        page.get_by_role("tab", name="Library", exact=True).click()
+        page.locator("#library-continue").click()
+        expect(page.get_by_role("tab", name="Generate", exact=True)).to_have_attribute("aria-selected", "true")
+        expect(page.locator("#gen-first-image img")).to_be_visible()  # the clip's last frame, to go on from
+
+        page.get_by_role("tab", name="Library", exact=True).click()
+        page.locator("#library-send-scene").click()
+        expect(page.get_by_role("tab", name="Scenes", exact=True)).to_have_attribute("aria-selected", "true")
+        rows = page.locator("#scene-table [role='row']")
+        expect(rows).to_have_count(2)  # the header, and the sent shot in place of the examples
+        expect(rows.nth(1)).to_contain_text("a lantern drifting on a lake")
     finally:
         page.close()
 

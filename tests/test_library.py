@@ -116,3 +116,25 @@ def test_the_library_tab_lists_plays_and_deletes_what_this_visitor_made(server):
         assert client.predict(api_name="/library")[1] == []
     finally:
         client.close()
+
+
+def test_continue_video_starts_generate_from_the_videos_last_frame(server):
+    import numpy as np
+
+    from components.library_tab import REUSED, _continue
+    from studio.engine.request import parse_request
+    from studio.media.video import read_frames
+
+    studio = server.studio
+    task_id = studio.submit(parse_request({**SMALL, "prompt": "a paper boat", "seed": 9})).task_id
+    deadline = time.monotonic() + 60
+    while not studio.store.get(task_id).is_terminal:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    inputs = [object() for _ in range(len(REUSED) + 3)]  # Generate's inputs: the reused ones come first
+    first_frame = inputs[-2]
+    values = _continue(studio, inputs, first_frame)(task_id)
+    assert values[REUSED.index("prompt")] == "a paper boat"
+    assert values[REUSED.index("seed")] == -1  # a new take on what comes next
+    *_frames, last = read_frames(studio.paths.video(task_id))
+    assert np.array_equal(values[len(inputs) - 2], last)
