@@ -31,7 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_gpu_models import COMMON, WAN_14B, _cast  # noqa: E402  (bench/bench_gpu_models.py)
+from bench_gpu_models import (  # noqa: E402  (bench/bench_gpu_models.py)
+    COMMON,
+    WAN_14B,
+    bf16_transformer,
+    standin_text_encoder,
+)
 
 TINY_OF = {"helios-base": "tiny-helios", "helios-distilled": "tiny-helios-distilled"}
 HELIOS = dict(rope_dim=(44, 42, 42), has_multi_term_memory_patch=True, guidance_cross_attn=True,
@@ -48,23 +53,13 @@ def _real_pipeline(model: str, device: torch.device):
         HeliosScheduler,
         HeliosTransformer3DModel,
     )
-    from transformers import UMT5Config, UMT5EncoderModel
 
     from studio.models.tiny import _build_tokenizer
 
     tokenizer = _build_tokenizer()
-    default = torch.get_default_dtype()
-    try:
-        torch.set_default_dtype(torch.bfloat16)  # 14B parameters built in fp32 first would need 56 GB
-        with torch.device(device):
-            transformer = HeliosTransformer3DModel(**COMMON, **WAN_14B, **HELIOS).eval()
-    finally:
-        torch.set_default_dtype(default)
-    _cast(transformer, torch.bfloat16)
+    transformer = bf16_transformer(HeliosTransformer3DModel, {**COMMON, **WAN_14B, **HELIOS}, device)
+    text = standin_text_encoder(tokenizer, device)
     with torch.device(device):
-        text = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), d_model=4096, d_kv=8, d_ff=256, num_layers=1,
-                                           num_heads=512, is_encoder_decoder=False, pad_token_id=0,
-                                           eos_token_id=1)).eval()
         vae = AutoencoderKLWan().eval()
     shared = dict(tokenizer=tokenizer, text_encoder=text, vae=vae, transformer=transformer)
     if model == "helios-distilled":

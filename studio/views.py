@@ -142,6 +142,9 @@ class ResultMetadata(BaseModel):
         None, description="An autoregressive model's clip (Helios): each chunk generated, in order (index, frames, "
                           "clip_frames [start, end) at the native fps, seconds)")
     loras: list[dict] | None = Field(None, description="LoRA adapters applied: [{id, name, scale}]")
+    speed: dict | None = Field(None, description="How the model ran (studio.models.speed): regional compile, "
+                                                 "attention backend, VAE dtype and tiling, and notes on what was "
+                                                 "not used and why")
     conditioning: str = Field("text", description="What the video was conditioned on besides the prompt: 'text' "
                                                   "alone, the given 'first frame', or 'first and last frame'")
     mode: str = Field("standard", description="'fast': the model's few-step distillation ran (num_inference_steps "

@@ -219,16 +219,15 @@ def test_the_gradio_api_generates_a_long_video_in_windows(client, live_server):
     assert live_server.studio.result(task_id, owner).metadata.windows[2]["model"] == TINY_VACE
 
 
-def run_tiny_gpu_script(name: str) -> str:
-    """The output of a prepared GPU script (``bench/<name>``) run with ``--tiny`` on the CPU: the
-    same code on the tiny configurations, which checks the script while it waits for a GPU."""
+def run_tiny_gpu_script(name: str, args: tuple[str, ...] = ("--duration", "5")) -> str:
+    """The output of a prepared GPU script (``bench/<name>``) run with ``--tiny`` (and ``args``) on
+    the CPU: the same code on the tiny configurations, which checks the script while it waits for a GPU."""
     import subprocess
     import sys
     from pathlib import Path
 
     script = Path(__file__).resolve().parent.parent / "bench" / name
-    run = subprocess.run([sys.executable, str(script), "--tiny", "--duration", "5"], capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run([sys.executable, str(script), "--tiny", *args], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     return run.stdout
 

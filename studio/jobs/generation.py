@@ -419,6 +419,7 @@ class GenerationRunner:
                 + ([_partial_note(plan, output)] if output.partial else [])
                 + ([_lora_note(adapters, plan)] if adapters else []),
                 "loras": [a.to_dict() for a in adapters] or None,
+                "speed": model.speed.to_dict(),
                 "mode": plan.mode,
                 "conditioning": plan.conditioning,
                 "windows": output.windows or None,

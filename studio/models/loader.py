@@ -16,7 +16,7 @@ import gc
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -53,6 +53,7 @@ from studio.models.catalog import (
 from studio.models.cost.architectures import ARCHITECTURES
 from studio.models.cost.vram import LOADER_PROFILES, group_fits, memory_estimate
 from studio.models.hub import hub_offline, in_cache
+from studio.models.speed import SpeedPolicy, SpeedSettings, apply_speed, attention_probe, choose_speed, read_device
 from studio.models.tiny import (
     ensure_tiny_animate_model,
     ensure_tiny_helios_distilled_model,
@@ -167,6 +168,7 @@ class LoadedModel:
     load_seconds: float
     previewer_path: Path  # where the engine caches this VAE's latent->RGB preview projection
     previewer: object | None = None  # the engine's, fitted on first use (studio.engine.preview)
+    speed: SpeedSettings = field(default_factory=SpeedSettings)  # compile, attention, VAE (studio.models.speed)
 
 
 def _download(spec: ModelSpec, on_progress: ProgressFn) -> Path:
@@ -222,6 +224,13 @@ class ModelCache:
             self._current = self._load(get_spec(model_id), on_progress)
             return self._current
 
+    def adopt(self, model: LoadedModel) -> None:
+        """Make ``model``, built elsewhere, the resident model (benchmarks of random-weight
+        pipelines at real size, which no hub holds)."""
+        with self._lock:
+            self.evict()
+            self._current = model
+
     def evict(self) -> None:
         """Drop the resident pipeline and return its memory (also used after CUDA OOM)."""
         self._current = None
@@ -255,9 +264,11 @@ class ModelCache:
             device = torch.device("cuda")
             profile = choose_memory_profile(spec, torch.cuda.mem_get_info()[0])
             apply_memory_profile(pipe, profile, device)
+        speed = choose_speed(read_device(device), profile, SpeedPolicy.from_env(), attention_probe(device))
+        apply_speed(pipe, speed)
         pipe.set_progress_bar_config(disable=True)
         return LoadedModel(spec, pipe, device, profile, time.perf_counter() - started,
-                           previewer_path=self.models_dir / "previewers" / f"{spec.id}.npz")
+                           previewer_path=self.models_dir / "previewers" / f"{spec.id}.npz", speed=speed)
 
 
 # -- memory profiles ------------------------------------------------------------------------------

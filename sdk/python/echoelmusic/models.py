@@ -98,6 +98,7 @@ class ResultMetadata(_Model):
     memory_profile: str | None = None
     timings: dict[str, float] | None = None
     notes: list[str] | None = None
+    speed: dict[str, Any] | None = None  # compile, attention backend, VAE dtype and tiling, notes
 
 
 @dataclass

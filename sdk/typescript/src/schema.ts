@@ -2183,6 +2183,13 @@ export interface components {
             scaling_method: string;
             /** Seed */
             seed: number;
+            /**
+             * Speed
+             * @description How the model ran (studio.models.speed): regional compile, attention backend, VAE dtype and tiling, and notes on what was not used and why
+             */
+            speed?: {
+                [key: string]: unknown;
+            } | null;
             /** Timings */
             timings: {
                 [key: string]: number;

@@ -1,0 +1,176 @@
+"""Speed settings of a loaded pipeline, chosen per device (issue 15, part 2), with diffusers' own APIs.
+
+What is chosen, and why:
+
+- **Regional compile** (``ModelMixin.compile_repeated_blocks``: ``torch.compile`` of each
+  transformer block, not the whole model). Measured on an H200 for Wan2.1-1.3B 480p: 1.244 s ->
+  1.046 s per step (issue 15). On a CUDA device with Triton, for a model resident on the GPU
+  (offload hooks and compiled blocks do not mix). The first run of a shape pays the compile
+  (``bench/bench_gpu_engine.py`` reports it: a first task against a warm one); later runs reuse
+  it. A compile that fails is undone and the run goes on eagerly (``studio.engine.t2v``), noted
+  in the metadata. ``ECHOEL_COMPILE=0`` turns it off.
+- **Attention backend**: diffusers' dispatcher picks among the kernels installed here, fastest
+  first (FlashAttention 3 on Hopper, SageAttention, FlashAttention 2), each accepted only when a
+  probe on this device agrees with PyTorch's SDPA within ``ATTENTION_TOLERANCE``; else PyTorch's
+  own (``native``: SDPA with its cuDNN / flash kernels, measured fastest of the built-in ones).
+  Kernels fetched from the hub (``*_hub``) are never used: nothing is downloaded at run time.
+- **VAE**: fp32 as the Wan authors decode (bf16 only with ``ECHOEL_VAE_DTYPE=bfloat16``),
+  tiled when the memory profile streams weights (``group_offload``).
+
+The offline models on the CPU keep every default (eager, ``native``, fp32, untiled).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, replace
+from typing import Callable
+
+import torch
+
+log = logging.getLogger(__name__)
+
+NATIVE = "native"
+#: Installed-kernel backends, fastest first: (diffusers backend name, the lowest CUDA compute
+#: capability it runs on, the highest or None).
+ATTENTION_CANDIDATES = (
+    ("_flash_3", (9, 0), (9, 0)),
+    ("sage", (8, 0), None),
+    ("flash", (8, 0), None),
+)
+ATTENTION_TOLERANCE = 0.02  # the most relative L2 error against SDPA a kernel may show on a bf16 probe
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What the choice depends on, read once per load (``read_device``)."""
+
+    kind: str  # "cuda" or "cpu"
+    capability: tuple[int, int] | None = None
+    triton: bool = False  # torch.compile's GPU backend can run
+    kernels: frozenset[str] = frozenset()  # ATTENTION_CANDIDATES whose package is installed here
+
+
+@dataclass(frozen=True)
+class SpeedPolicy:
+    """The operator's say (environment): compile allowed, and the VAE's dtype."""
+
+    compile: bool = True
+    vae_dtype: str = "float32"
+
+    @classmethod
+    def from_env(cls) -> "SpeedPolicy":
+        vae = os.environ.get("ECHOEL_VAE_DTYPE", "float32").lower()
+        return cls(compile=os.environ.get("ECHOEL_COMPILE", "1").lower() not in ("0", "false", "no", "off"),
+                   vae_dtype=vae if vae in ("float32", "bfloat16") else "float32")
+
+
+@dataclass(frozen=True)
+class SpeedSettings:
+    """How a pipeline runs; stored with the loaded model and in each task's metadata."""
+
+    compile: bool = False
+    attention: str = NATIVE
+    vae_dtype: str = "float32"
+    vae_tiling: bool = False
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "notes": list(self.notes)}
+
+
+def read_device(device: torch.device) -> DeviceFacts:
+    """This process's facts about ``device``."""
+    if device.type != "cuda":
+        return DeviceFacts("cpu")
+    from diffusers.utils import is_flash_attn_3_available, is_flash_attn_available, is_sageattention_available
+    from torch.utils._triton import has_triton
+
+    installed = {"_flash_3": is_flash_attn_3_available(), "sage": is_sageattention_available(),
+                 "flash": is_flash_attn_available()}
+    return DeviceFacts("cuda", torch.cuda.get_device_capability(device), triton=has_triton(),
+                       kernels=frozenset(name for name, present in installed.items() if present))
+
+
+def choose_speed(device: DeviceFacts, profile: str, policy: SpeedPolicy,
+                 attention_agrees: Callable[[str], bool]) -> SpeedSettings:
+    """The settings for a model loaded in memory ``profile`` on ``device``. ``attention_agrees(name)``
+    probes a candidate backend against SDPA (``attention_probe``; tests pass their own)."""
+    if device.kind != "cuda":
+        return SpeedSettings()
+    notes = []
+    compile_ = policy.compile and device.triton and profile == "gpu"
+    if policy.compile and not compile_:
+        notes.append("no regional compile: " + ("Triton is not installed" if not device.triton
+                                                else f"the {profile} memory profile offloads weights"))
+    attention = NATIVE
+    for name, lowest, highest in ATTENTION_CANDIDATES:
+        runs_here = name in device.kernels and device.capability is not None and device.capability >= lowest \
+            and (highest is None or device.capability <= highest)
+        if not runs_here:
+            continue
+        if attention_agrees(name):
+            attention = name
+            break
+        notes.append(f"attention {name} refused: it disagrees with SDPA beyond {ATTENTION_TOLERANCE:g}")
+    return SpeedSettings(compile_, attention, policy.vae_dtype, profile == "group_offload", tuple(notes))
+
+
+def attention_probe(device: torch.device) -> Callable[[str], bool]:
+    """``attention_agrees`` for ``device``: the backend's output on random bf16 inputs of a Wan
+    head size against ``native`` SDPA, within ``ATTENTION_TOLERANCE`` (relative L2)."""
+    def agrees(name: str) -> bool:
+        from diffusers.models.attention_dispatch import AttentionBackendName, dispatch_attention_fn
+
+        generator = torch.Generator(device=device).manual_seed(0)
+        q, k, v = (torch.randn(1, 512, 4, 128, generator=generator, device=device, dtype=torch.bfloat16)
+                   for _ in range(3))
+        try:
+            reference = dispatch_attention_fn(q, k, v, backend=AttentionBackendName(NATIVE)).float()
+            candidate = dispatch_attention_fn(q, k, v, backend=AttentionBackendName(name)).float()
+        except Exception as error:  # not built for this device, a missing symbol, ...
+            log.warning("attention backend %s does not run here: %s", name, error)
+            return False
+        return relative_error(candidate, reference) <= ATTENTION_TOLERANCE
+
+    return agrees
+
+
+def relative_error(candidate: torch.Tensor, reference: torch.Tensor) -> float:
+    return float((candidate - reference).norm() / reference.norm().clamp_min(1e-12))
+
+
+def apply_speed(pipe, settings: SpeedSettings, compile_options: dict | None = None) -> None:
+    """Put ``settings`` on ``pipe`` (after its memory profile placed it). ``compile_options``:
+    ``torch.compile``'s arguments (default ``fullgraph=True``; tests pass their own backend)."""
+    if settings.attention != NATIVE:
+        pipe.transformer.set_attention_backend(settings.attention)
+    if settings.vae_dtype == "bfloat16":
+        pipe.vae.to(torch.bfloat16)
+    if settings.vae_tiling:
+        pipe.vae.enable_tiling()
+    if settings.compile:
+        for transformer in _transformers(pipe):
+            if getattr(transformer, "_repeated_blocks", None):
+                transformer.compile_repeated_blocks(**(compile_options or {"fullgraph": True}))
+
+
+def uncompile(pipe, settings: SpeedSettings, reason: str) -> SpeedSettings:
+    """Undo a regional compile that failed: the blocks run eagerly again. Returns the settings
+    as they now are, with ``reason`` in their notes."""
+    for transformer in _transformers(pipe):
+        for block in transformer.modules():
+            if getattr(block, "_compiled_call_impl", None) is not None:
+                block._compiled_call_impl = None
+    return replace(settings, compile=False, notes=settings.notes + (f"regional compile failed ({reason}); eager",))
+
+
+def is_compile_failure(error: BaseException) -> bool:
+    """Whether ``error`` came from torch.compile (Dynamo tracing or the Inductor backend)."""
+    return type(error).__module__.startswith(("torch._dynamo", "torch._inductor"))
+
+
+def _transformers(pipe) -> list:
+    return [m for m in (getattr(pipe, "transformer", None), getattr(pipe, "transformer_2", None)) if m is not None]
+
