@@ -15,6 +15,8 @@ real speed). Per model, runs of one request (same shapes, steps and guidance):
   Three engine runs: with plain's settings (the engine's own overhead), then with the default
   speed settings (``studio.models.speed``: compile, attention, VAE) twice, the first paying the
   compile and the second warm (other seeds: the state cache would resume an equal request).
+  On a GPU that computes in fp8 (8.9+), a last run with fp8 layers (``ECHOEL_FP8``'s setting;
+  compile is kept, its blocks recompile) with the layers' measured error in its name.
 
 The pipeline is built once per model and shared by both runs (the engine adopts it as its
 resident model). Stand-in where the speed does not depend on the weights: a one-layer UMT5 text
@@ -34,7 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -175,7 +177,14 @@ def main() -> None:
     from studio.engine.request import GenerationRequest
     from studio.models.catalog import get_spec
     from studio.models.loader import LoadedModel
-    from studio.models.speed import SpeedPolicy, apply_speed, attention_probe, choose_speed, read_device
+    from studio.models.speed import (
+        FP8_CAPABILITY,
+        SpeedPolicy,
+        apply_speed,
+        attention_probe,
+        choose_speed,
+        read_device,
+    )
     from studio.models.tiny import build_tiny_pipeline
 
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
@@ -202,11 +211,19 @@ def main() -> None:
         try:
             runs["engine, plain's settings"] = run_engine(studio, request, device)
             loaded.speed = choose_speed(read_device(device), profile, SpeedPolicy.from_env(), attention_probe(device))
-            apply_speed(pipe, loaded.speed)
+            loaded.speed = apply_speed(pipe, loaded.speed)
             # A new seed: the studio's state cache would resume an equal request's denoising.
             runs["engine, default speed, first task"] = run_engine(studio, request.model_copy(update={"seed": 1}),
                                                                    device)
             runs["engine, default speed"] = run_engine(studio, request.model_copy(update={"seed": 2}), device)
+            default_speed = loaded.speed
+            facts = read_device(device)
+            if facts.capability is not None and facts.capability >= FP8_CAPABILITY:  # last: it changes the weights
+                # The blocks stay compiled (compile=False: not compiled twice); they recompile for fp8.
+                fp8 = apply_speed(pipe, replace(default_speed, fp8=True, compile=False))
+                loaded.speed = replace(fp8, compile=default_speed.compile)
+                runs[f"engine, default speed + fp8 (layer error {fp8.fp8_error})"] = run_engine(
+                    studio, request.model_copy(update={"seed": 3}), device)
         finally:
             studio.stop()
         size = f"{plan.gen_width}x{plan.gen_height}x{plan.clip_frames}"
@@ -217,7 +234,8 @@ def main() -> None:
             print(f"| {model} | {size} | {run} | {r['step']:.3f} | {r['end_to_end']:.1f} | {against} | "
                   f"{r['decode']:.2f} | {r['preview']:.3f} | {r['peak']:.1f} |")
         first, warm = runs["engine, default speed, first task"], runs["engine, default speed"]
-        print(f"| {model} | {size} | speed settings: {loaded.speed.to_dict()}; first task's extra (compile) "
+        # (an fp8 run recompiles its blocks at its first step: its end to end includes that)
+        print(f"| {model} | {size} | speed settings: {default_speed.to_dict()}; first task's extra (compile) "
               f"{first['end_to_end'] - warm['end_to_end']:.1f} s | | | | | | |")
         del pipe, studio
         if device.type == "cuda":

@@ -380,3 +380,16 @@ def test_mux_failure_leaves_no_file(tmp_path):
     with pytest.raises(EncodingFailed, match="ffmpeg exit"):  # a task error type, not an internal error
         mux_audio(tmp_path / "broken.mp4", tmp_path / "broken.mp4", tmp_path / "out.mp4")
     assert not list(tmp_path.glob("out.mp4*"))
+
+
+def test_the_viseme_timeline_is_a_step_chart(track):
+    """The UI's plot of the track (issue 14, part 3): each segment is a flat run at its viseme and
+    the change to the next is vertical, never a diagonal between two visemes."""
+    from components.lipsync_tab import viseme_timeline
+
+    segments = track.segments()  # what the result metadata carries (viseme_track)
+    points = list(viseme_timeline(segments).itertuples(index=False))
+    assert len(points) == 2 * len(segments) >= 4
+    for (t0, v0), (t1, v1) in zip(points, points[1:]):
+        assert t0 == t1 or v0 == v1, (t0, v0, t1, v1)  # flat, or a vertical change: no diagonal
+    assert [v for _, v in points[::2]] == [s["viseme"] for s in segments]

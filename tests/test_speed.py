@@ -4,6 +4,8 @@ including a compile that fails and is undone (the run goes on eagerly, and says 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 
@@ -107,4 +109,49 @@ def test_every_result_says_how_its_model_ran(http):
     task_id = http.post("/v1/generate", json={**SMALL, "seed": 6}).json()["task_id"]
     assert wait_for_terminal(http, task_id)["status"] == "completed"
     speed = http.get(f"/v1/result/{task_id}").json()["metadata"]["speed"]
-    assert speed == {"compile": False, "attention": "native", "vae_dtype": "float32", "vae_tiling": False, "notes": []}
+    assert speed == {"compile": False, "attention": "native", "vae_dtype": "float32", "vae_tiling": False,
+                     "fp8": False, "fp8_error": None, "notes": []}
+
+
+def test_fp8_is_opt_in_and_needs_a_gpu_that_computes_in_fp8(monkeypatch):
+    assert not choose_speed(H100, "gpu", SpeedPolicy(), agrees_with()).fp8  # off unless asked for
+    monkeypatch.setenv("ECHOEL_FP8", "1")
+    assert choose_speed(H100, "gpu", SpeedPolicy.from_env(), agrees_with()).fp8
+    ampere = choose_speed(A100, "gpu", SpeedPolicy.from_env(), agrees_with())
+    assert not ampere.fp8 and any("no fp8: it needs compute capability 8.9+ (this GPU: 8.0)" in n for n in ampere.notes)
+
+
+def test_fp8_layers_run_with_their_error_measured(monkeypatch):
+    """torchao's fp8 on a small Wan transformer whose layers have fp8-sized dimensions (multiples
+    of 16). torchao refuses CPUs by policy, not by kernel (its fp8 matmuls run here), so the test
+    lifts that check: the CPU stands in for an fp8 GPU."""
+    import torchao.quantization.quant_api as quant_api
+    from diffusers import WanTransformer3DModel
+
+    from studio.models.speed import relative_error
+    from studio.models.tiny import tiny_transformer_config
+
+    monkeypatch.setattr(quant_api, "_check_hardware_support", lambda granularity: None)
+    torch.manual_seed(0)
+    transformer = WanTransformer3DModel(**{**tiny_transformer_config(), "attention_head_dim": 16, "ffn_dim": 64})
+    transformer = transformer.to(torch.bfloat16).eval()
+    inputs = (torch.randn(1, 16, 2, 8, 8, dtype=torch.bfloat16), torch.tensor([500]),
+              torch.randn(1, 8, 32, dtype=torch.bfloat16))
+    with torch.no_grad():
+        full = transformer(*inputs, return_dict=False)[0].float()
+    settings = apply_speed(SimpleNamespace(transformer=transformer), SpeedSettings(fp8=True))
+    assert settings.fp8 and 0 < settings.fp8_error < 0.1, settings  # measured per layer, and small
+    assert type(transformer.blocks[0].ffn.net[2].weight).__name__ == "Float8Tensor"
+    assert type(transformer.proj_out.weight) is torch.nn.Parameter  # outside the blocks: untouched
+    with torch.no_grad():
+        fp8 = transformer(*inputs, return_dict=False)[0].float()
+    assert 0 < relative_error(fp8, full) < 0.05  # the whole forward: close, not equal
+
+
+def test_fp8_is_dropped_with_a_note_where_no_layer_can_take_it(tiny, monkeypatch):
+    import torchao.quantization.quant_api as quant_api
+
+    monkeypatch.setattr(quant_api, "_check_hardware_support", lambda granularity: None)
+    settings = apply_speed(tiny.pipe, SpeedSettings(fp8=True))  # the tiny model's sizes are 24 and 32
+    assert not settings.fp8 and settings.fp8_error is None
+    assert "no fp8: no block layer has fp8-sized dimensions" in settings.notes

@@ -265,7 +265,7 @@ class ModelCache:
             profile = choose_memory_profile(spec, torch.cuda.mem_get_info()[0])
             apply_memory_profile(pipe, profile, device)
         speed = choose_speed(read_device(device), profile, SpeedPolicy.from_env(), attention_probe(device))
-        apply_speed(pipe, speed)
+        speed = apply_speed(pipe, speed)
         pipe.set_progress_bar_config(disable=True)
         return LoadedModel(spec, pipe, device, profile, time.perf_counter() - started,
                            previewer_path=self.models_dir / "previewers" / f"{spec.id}.npz", speed=speed)
