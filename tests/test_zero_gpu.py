@@ -29,7 +29,9 @@ from studio.jobs.worker import REQUEUED_STEP
 from studio.jobs.zero_gpu import MIN_GPU_SECONDS
 from tests.conftest import API_KEY, AUTH, SMALL, free_port
 
-pytest.importorskip("spaces")
+# scripts/setup.sh --dev installs it (requirements-dev.txt): missing under CI is a failure.
+if not os.environ.get("CI"):
+    pytest.importorskip("spaces")
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATE = ["", 1.0, 12, "480p", "16:9", "cinematic", 1, 7.5]  # the Gradio API's fields after the prompt
