@@ -21,6 +21,7 @@ from studio.models.speed import (
     apply_speed,
     attention_probe,
     choose_speed,
+    in_effect,
 )
 from tests import test_memory_profiles
 from tests.conftest import SMALL
@@ -90,17 +91,32 @@ def test_regional_compile_runs_the_same_video(tiny, tmp_path):
     assert np.abs(_frames(tmp_path / "eager.mp4") - _frames(tmp_path / "compiled.mp4")).mean() < 0.5
 
 
-def test_a_compile_that_fails_is_undone_and_the_run_goes_on_eagerly(tiny, tmp_path):
-    def broken_backend(graph, example_inputs):
-        raise RuntimeError("no compiler for this device")
+def _broken_backend(graph, example_inputs):
+    """A torch.compile backend that cannot compile (as on a machine without a compiler)."""
+    raise RuntimeError("no compiler for this device")
 
+
+def test_a_compile_that_fails_is_undone_and_the_run_goes_on_eagerly(tiny, tmp_path):
     plan = make_plan(parse_request({**SMALL, "seed": 4}), CATALOG[TINY], seed=4)
     tiny.speed = SpeedSettings(compile=True)
-    apply_speed(tiny.pipe, tiny.speed, compile_options={"backend": broken_backend})
+    apply_speed(tiny.pipe, tiny.speed, compile_options={"backend": _broken_backend})
     output = run_text_to_video(tiny, plan, QuietHooks(), tmp_path / "out.mp4", tmp_path / "out.jpg")
     assert output.frames > 0 and (tmp_path / "out.mp4").stat().st_size > 0
-    assert not tiny.speed.compile
-    assert any(note.startswith("regional compile failed (BackendCompilerFailed)") for note in tiny.speed.notes)
+    blocks = [m for m in tiny.pipe.transformer.modules() if type(m).__name__ == "WanTransformerBlock"]
+    assert all(b._compiled_call_impl is None for b in blocks)  # every block eager from the first failure on
+    ran = in_effect(tiny.pipe, tiny.speed)
+    assert not ran.compile and "regional compile failed (BackendCompilerFailed); eager" in ran.notes
+
+
+def test_the_way_back_to_eager_is_in_the_blocks_so_every_pipeline_has_it(tiny):
+    """Not only text-to-video: a direct call of the transformer (as the editing features' and
+    Helios's pipelines make) survives a compile that fails too."""
+    apply_speed(tiny.pipe, SpeedSettings(compile=True), compile_options={"backend": _broken_backend})
+    transformer = tiny.pipe.transformer
+    inputs = (torch.randn(1, 16, 2, 8, 8), torch.tensor([500]), torch.randn(1, 8, 32))
+    with torch.no_grad():
+        out = transformer(*inputs, return_dict=False)[0]
+    assert out.shape == (1, 16, 2, 8, 8) and transformer.compile_failure == "BackendCompilerFailed"
 
 
 def test_every_result_says_how_its_model_ran(http):

@@ -9,7 +9,6 @@ events are published and cancellation is checked.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +28,7 @@ from studio.engine.text_cache import TextEmbeddingCache, encode_prompt_embeds
 from studio.media.frame_boards import FINAL, PREVIEW
 from studio.media.video import Mp4Writer, fit_width, write_jpeg
 from studio.models.loader import LoadedModel
-from studio.models.speed import is_compile_failure, uncompile
 from studio.vision.pixels import cover_resize
-
-log = logging.getLogger(__name__)
 
 # Share of the progress bar given to denoising; the rest is decode + encode.
 DENOISE_SHARE = 0.9
@@ -283,7 +279,7 @@ def _denoise(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHoo
     clocks = [m.register_forward_pre_hook(watcher.start_clock) for m in step_cache.denoisers(pipe)]
     try:
         with step_cache.apply(pipe, plans[0].acceleration) as recorder, start_at_step(pipe.scheduler, first_step):
-            latents = _call_compiled(model, plans, initial, watcher, texts, images)
+            latents = _call_pipe(pipe, plans, initial, watcher, texts, images)
     finally:
         for handle in clocks:
             handle.remove()
@@ -301,20 +297,6 @@ def baseline_shape(plans: list[GenerationPlan], first_step: int = 0) -> tuple:
     plan = plans[0]
     return (plan.model, plan.gen_width, plan.gen_height, plan.gen_frames, plan.num_inference_steps,
             plan.guidance_scale, len(plans), first_step)
-
-
-def _call_compiled(model: LoadedModel, plans: list[GenerationPlan], initial: torch.Tensor, watcher: StepWatcher,
-                   texts: TextEncoding | None, images: FrameImages | None) -> torch.Tensor:
-    """``_call_pipe``; a regional compile that fails (it fails at the first step, while compiling)
-    is undone and the call runs eagerly, noted in ``model.speed`` (and so in the metadata)."""
-    try:
-        return _call_pipe(model.pipe, plans, initial, watcher, texts, images)
-    except Exception as error:
-        if not (model.speed.compile and is_compile_failure(error) and not watcher.step_seconds):
-            raise
-        log.warning("regional compile of %s failed; running eagerly: %s", model.spec.id, error)
-        model.speed = uncompile(model.pipe, model.speed, type(error).__name__)
-        return _call_pipe(model.pipe, plans, initial, watcher, texts, images)
 
 
 def _call_pipe(pipe, plans: list[GenerationPlan], initial: torch.Tensor, watcher: StepWatcher,

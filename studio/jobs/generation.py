@@ -57,6 +57,7 @@ from studio.models.catalog import get_spec
 from studio.models.esrgan import load_upscaler
 from studio.models.loader import group_fits_here
 from studio.models.rife import load_interpolator
+from studio.models.speed import in_effect
 
 if TYPE_CHECKING:
     from studio.jobs.worker import Worker
@@ -419,7 +420,7 @@ class GenerationRunner:
                 + ([_partial_note(plan, output)] if output.partial else [])
                 + ([_lora_note(adapters, plan)] if adapters else []),
                 "loras": [a.to_dict() for a in adapters] or None,
-                "speed": model.speed.to_dict(),
+                "speed": in_effect(model.pipe, model.speed).to_dict(),
                 "mode": plan.mode,
                 "conditioning": plan.conditioning,
                 "windows": output.windows or None,

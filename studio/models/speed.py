@@ -7,8 +7,8 @@ What is chosen, and why:
   1.046 s per step (issue 15). On a CUDA device with Triton, for a model resident on the GPU
   (offload hooks and compiled blocks do not mix). The first run of a shape pays the compile
   (``bench/bench_gpu_engine.py`` reports it: a first task against a warm one); later runs reuse
-  it. A compile that fails is undone and the run goes on eagerly (``studio.engine.t2v``), noted
-  in the metadata. ``ECHOEL_COMPILE=0`` turns it off.
+  it. A block whose compile fails undoes the compile and runs eagerly, in every pipeline
+  (``in_effect`` notes it in the task's metadata). ``ECHOEL_COMPILE=0`` turns it off.
 - **Attention backend**: diffusers' dispatcher picks among the kernels installed here, fastest
   first (FlashAttention 3 on Hopper, SageAttention, FlashAttention 2), each accepted only when a
   probe on this device agrees with PyTorch's SDPA within ``ATTENTION_TOLERANCE``; else PyTorch's
@@ -175,8 +175,47 @@ def apply_speed(pipe, settings: SpeedSettings, compile_options: dict | None = No
     if settings.compile:
         for transformer in _transformers(pipe):
             if getattr(transformer, "_repeated_blocks", None):
-                transformer.compile_repeated_blocks(**(compile_options or {"fullgraph": True}))
+                _compile_blocks(transformer, compile_options or {"fullgraph": True})
     return settings
+
+
+def in_effect(pipe, settings: SpeedSettings) -> SpeedSettings:
+    """``settings`` as ``pipe`` runs now: a compile that failed (and was undone) shows as eager,
+    with the reason in the notes. What a task's metadata reports."""
+    failures = [t.compile_failure for t in _transformers(pipe) if getattr(t, "compile_failure", None)]
+    if not (settings.compile and failures):
+        return settings
+    return replace(settings, compile=False, notes=settings.notes + (f"regional compile failed ({failures[0]}); eager",))
+
+
+def _compile_blocks(transformer: torch.nn.Module, options: dict) -> None:
+    """Regional compile, with a way back: a block whose compile fails (at its first call, inside
+    any pipeline) undoes the compile of every block of ``transformer`` and runs eagerly, so no
+    feature fails for want of a compiler; ``in_effect`` then says so."""
+    transformer.compile_repeated_blocks(**options)
+    blocks = [m for m in transformer.modules() if getattr(m, "_compiled_call_impl", None) is not None]
+
+    def undo(reason: str) -> None:
+        for block in blocks:
+            block._compiled_call_impl = None
+        transformer.compile_failure = reason
+
+    for block in blocks:
+        block._compiled_call_impl = _eager_on_failure(block, block._compiled_call_impl, undo)
+
+
+def _eager_on_failure(block: torch.nn.Module, compiled: Callable, undo: Callable[[str], None]) -> Callable:
+    def call(*args, **kwargs):
+        try:
+            return compiled(*args, **kwargs)
+        except Exception as error:
+            if not is_compile_failure(error):
+                raise
+            log.warning("regional compile failed (%s); the transformer runs eagerly: %s", type(error).__name__, error)
+            undo(type(error).__name__)
+            return block._call_impl(*args, **kwargs)
+
+    return call
 
 
 def quantize_fp8(pipe) -> tuple[float, int]:
@@ -204,16 +243,6 @@ def quantize_fp8(pipe) -> tuple[float, int]:
             errors += [relative_error(layers[name](x).float(), before[name]) for name, x in probes.items()
                        if type(layers[name].weight) is not kinds[name]]  # quantized: a tensor of torchao's
     return (sum(errors) / len(errors) if errors else 0.0), len(errors)
-
-
-def uncompile(pipe, settings: SpeedSettings, reason: str) -> SpeedSettings:
-    """Undo a regional compile that failed: the blocks run eagerly again. Returns the settings
-    as they now are, with ``reason`` in their notes."""
-    for transformer in _transformers(pipe):
-        for block in transformer.modules():
-            if getattr(block, "_compiled_call_impl", None) is not None:
-                block._compiled_call_impl = None
-    return replace(settings, compile=False, notes=settings.notes + (f"regional compile failed ({reason}); eager",))
 
 
 def is_compile_failure(error: BaseException) -> bool:
