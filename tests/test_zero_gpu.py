@@ -223,3 +223,23 @@ def test_sigterm_requeues_the_run_in_the_gpu_process(tmp_path, device):
     with sqlite3.connect(tmp_path / "studio.sqlite3") as db:
         status, step = db.execute("SELECT status, current_step FROM tasks WHERE id = ?", (task_id,)).fetchone()
     assert (status, step) == ("pending", REQUEUED_STEP)
+
+
+def test_a_message_that_cannot_be_delivered_costs_one_update_not_the_run(tmp_path):
+    """The server side of the crossing on its own (no fork): a malformed message from the GPU
+    process is logged and dropped; the next one still reaches the task's followers."""
+    from types import SimpleNamespace
+
+    from studio.jobs.events import EventBus
+    from studio.jobs.zero_gpu import ZeroGpu
+    from studio.media.frame_boards import StreamHub
+
+    bus = EventBus()
+    worker = SimpleNamespace(bus=bus, on_generation=None, store=None)
+    gate = ZeroGpu(worker, make_worker=None, database_url="sqlite://", streams=StreamHub(tmp_path / "stream"),
+                   max_seconds=60, gpu=lambda duration: (lambda function: function))
+    with bus.subscribe("task-1") as follower:
+        gate._deliver(("event", "task-1"))  # cut short
+        gate._deliver(("event", "task-1", "progress", {"progress": 0.5}))
+        event = follower.get(timeout=1)
+    assert (event.type, event.data) == ("progress", {"progress": 0.5})

@@ -38,7 +38,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from studio.db import Database
 from studio.jobs import store as st
@@ -65,7 +65,7 @@ _gate: ZeroGpu | None = None
 
 def run_task_on_gpu(task_id: str) -> Iterator[tuple]:
     """Run the claimed task ``task_id`` here, in the GPU process; yields what the server must
-    deliver (see ``ChildRelay``). Decorated with ``spaces.GPU`` by ``ZeroGpu.install``."""
+    deliver (see ``ChildRelay``). ``ZeroGpu`` calls it through ``spaces.GPU``."""
     if _gate is None:
         raise RuntimeError("no ZeroGPU gate is installed in this process")
     yield from _gate.run_here(task_id)
@@ -76,10 +76,9 @@ class ChildRelay:
     the current call (yielded to the server); cancel flags come from the task row; Progressive
     Streaming counts a task as streamed when the server made its board (the board's folder)."""
 
-    def __init__(self, store: TaskStore, streamed_root: Path, stopping: Any):
+    def __init__(self, store: TaskStore, streamed_root: Path):
         self.store = store
         self.streamed_root = streamed_root
-        self.stopping = stopping  # the server's multiprocessing Event, inherited through the fork
         self.outbox: queue.Queue = queue.Queue()
 
     # EventBus.relay
@@ -174,13 +173,27 @@ class ZeroGpu:
         except Exception as error:  # the platform refused the GPU, or the GPU process died
             refusal = str(error) or type(error).__name__
             log.warning("ZeroGPU call for task %s failed: %s", task.id, refusal)
-        # This thread is the only runner: whatever still runs was this call's and never will end.
-        unfinished = [t for t in map(self.worker.store.get, self.worker.store.running_ids()) if t is not None]
-        for lost in unfinished:
-            detail = f"ZeroGPU: {refusal}" if refusal else "ZeroGPU: the GPU process ended without ending the task"
+        try:
+            self._end_unfinished(refusal)
+        except Exception:  # the store failed: the next start fails them as interrupted
+            log.exception("could not end the tasks of the ZeroGPU call for task %s", task.id)
+
+    def _end_unfinished(self, refusal: str | None) -> None:
+        """This thread is the only runner: what still runs after the call was the call's, and
+        nothing will ever end it but this."""
+        detail = f"ZeroGPU: {refusal}" if refusal else "ZeroGPU: the GPU process ended without ending the task"
+        for lost in filter(None, map(self.worker.store.get, self.worker.store.running_ids())):
             self.worker.end_failed(lost, detail, GPU_UNAVAILABLE, title="GPU unavailable")
 
     def _deliver(self, message: tuple) -> None:
+        """Hand a message of the GPU process to this process's followers. A message that cannot be
+        delivered costs its followers one update (the task row holds the truth), not the run."""
+        try:
+            self._deliver_one(message)
+        except Exception:
+            log.exception("a message from the ZeroGPU process could not be delivered: %r", message[:2])
+
+    def _deliver_one(self, message: tuple) -> None:
         kind = message[0]
         if kind == "event":
             event = Event(message[1], message[2], message[3])
@@ -218,7 +231,7 @@ class ZeroGpu:
         """This GPU process's worker, built on its first call (the platform reuses the process)."""
         if self._here is None:
             store = TaskStore(Database(self.database_url))  # the server's connections are not ours
-            relay = ChildRelay(store, self.streams.root, self._stopping)
+            relay = ChildRelay(store, self.streams.root)
             bus = EventBus()
             bus.relay = relay
             worker = self.make_worker(store, bus)
