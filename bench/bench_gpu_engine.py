@@ -237,7 +237,7 @@ def main() -> None:
         # (an fp8 run recompiles its blocks at its first step: its end to end includes that)
         print(f"| {model} | {size} | speed settings: {default_speed.to_dict()}; first task's extra (compile) "
               f"{first['end_to_end'] - warm['end_to_end']:.1f} s | | | | | | |")
-        del pipe, studio
+        del pipe, studio, loaded  # before the next model is built: one in GPU memory at a time
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
