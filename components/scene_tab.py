@@ -17,7 +17,7 @@ import gradio as gr
 import components.follow as task_follower
 from components import examples
 from components.edit_common import ends_truthfully, gr_error, or_skip
-from components.scene_timeline import finished_shots, timeline_html
+from components.scene_timeline import finished_shots, shot_gallery, timeline_html
 from components.session import admitted
 from components.widgets import bounds, choices
 from studio.core import Studio
@@ -171,10 +171,11 @@ def make_handler(studio: Studio):
             for update in updates:
                 if update.status_line is not None:
                     details = update.result["metadata"]["details"] if update.result else None
-                    shots = finished_shots(studio, reply.shot_task_ids, prompts)
-                    # When a shot finished, and in the last update (an API caller's result).
-                    gallery = shots if len(shots) != shown or update.finished else None
-                    shown = len(shots)
+                    finished = finished_shots(studio, reply.shot_task_ids)
+                    gallery = None  # sent when a shot finished, and in the last update (an API caller's result)
+                    if len(finished) != shown or update.finished:
+                        gallery = shot_gallery(studio, reply.shot_task_ids, prompts, finished)
+                    shown = len(finished)
                     yield or_skip(update.status_line, update.video, details, gallery)
 
     return scene_edit

@@ -34,18 +34,24 @@ def timeline_html(rows: list[list], transition: str) -> str:
             + "".join(parts) + "</div>")
 
 
-def finished_shots(studio: Studio, shot_ids: list[str], prompts: list[str]) -> list[tuple[str, str]]:
-    """(thumbnail file, caption) of each shot of ``shot_ids`` that has completed, in order."""
+def finished_shots(studio: Studio, shot_ids: list[str]) -> list[int]:
+    """The places (0-based) of the shots of ``shot_ids`` that have completed: a cheap check, made
+    at every poll of an edit."""
+    return [index for index, shot_id in enumerate(shot_ids)
+            if (task := studio.store.get(shot_id)) is not None and task.status == st.COMPLETED]
+
+
+def shot_gallery(studio: Studio, shot_ids: list[str], prompts: list[str], finished: list[int]
+                 ) -> list[tuple[str, str]]:
+    """(thumbnail file, caption) of each ``finished`` shot, in order; each thumbnail is handed to
+    Gradio (a copy), so this runs only when the gallery changes."""
     shown = []
-    for index, (shot_id, prompt) in enumerate(zip(shot_ids, prompts)):
-        task = studio.store.get(shot_id)
-        if task is None or task.status != st.COMPLETED:
-            continue
+    for index in finished:
         try:
-            thumbnail = ui_file(studio.paths.fetch("thumbnails", shot_id))
+            thumbnail = ui_file(studio.paths.fetch("thumbnails", shot_ids[index]))
         except FileNotFoundError:
             continue
-        shown.append((thumbnail, f"{index + 1} · {_short(prompt, MAX_LABEL_CHARS)}"))
+        shown.append((thumbnail, f"{index + 1} · {_short(prompts[index], MAX_LABEL_CHARS)}"))
     return shown
 
 

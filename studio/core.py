@@ -179,12 +179,12 @@ class Studio:
             return
         self.sla.start()  # first: the uptime history starts when the process is up
         self.bus.closed = False  # a stopped studio that starts again has followers again
-        if self.zero_gpu is not None:
+        if not self.cluster.distributed:
             self.store.fail_interrupted(INTERRUPTED_REASON)
-            self._start_zero_gpu()
-        elif not self.cluster.distributed:
-            self.store.fail_interrupted(INTERRUPTED_REASON)
-            self.worker.start(preload=TINY if self.default_model == TINY else None)
+            if self.zero_gpu is not None:
+                self._start_zero_gpu()
+            else:
+                self.worker.start(preload=TINY if self.default_model == TINY else None)
         self.cluster.start_api()
         self.webhooks.start()
 
