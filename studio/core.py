@@ -106,7 +106,7 @@ class Studio:
             if settings.media_url else MediaPaths(settings.media_dir)
         self.storage = StorageGuard(settings.data_dir, settings.min_free_mb * 2**20)
         self.models = ModelCache(settings.models_dir)
-        self.estimator = Estimator(self.store)
+        self.estimator = Estimator(self.store, self.models)
         self.keys = KeyStore(self.database, settings.api_keys)
         self.entities = EntityStore(self.database)  # the Consistency Tracker's registered entities
         self.loras = LoraLibrary(LoraRecords(self.database), settings.data_dir, self.paths,
@@ -144,7 +144,7 @@ class Studio:
     def _new_worker(self, store: TaskStore, bus: EventBus, estimator: Estimator | None = None) -> Worker:
         """A task worker over ``store`` and ``bus`` with this studio's models, media and features."""
         settings = self.settings
-        return Worker(store, bus, self.models, estimator or Estimator(store), self.paths,
+        return Worker(store, bus, self.models, estimator or Estimator(store, self.models), self.paths,
                       preview_width=settings.preview_width, decoder_stats=self.decoder_stats,
                       data_dir=settings.data_dir, storage=self.storage, edit_runners=EDIT_RUNNERS,
                       specs=SPECS, upscaler_model=settings.upscaler_model,

@@ -11,9 +11,16 @@ import pytest
 
 from studio.engine.plan import make_plan
 from studio.engine.request import GenerationRequest
-from studio.models.cost.architectures import ARCHITECTURES
-from studio.models.cost.vram import FIT_HEADROOM, GIB, group_fits, group_vram_gb, resident_weight_bytes
 from studio.models.catalog import CATALOG, TINY
+from studio.models.cost.architectures import ARCHITECTURES
+from studio.models.cost.vram import (
+    FIT_HEADROOM,
+    GIB,
+    STUDIO_SETUP,
+    group_fits,
+    group_vram_gb,
+    resident_weight_bytes,
+)
 
 M14, M13 = "wan2.1-t2v-14b", "wan2.1-t2v-1.3b"
 CARD_80GB = 80 * GIB
@@ -98,10 +105,14 @@ def test_tiny_runs_on_the_cpu_and_always_fits_the_device(free):
 
 
 class FakeModels:
-    """A ModelCache as the worker sees it: which model is resident, in which profile."""
+    """A ModelCache as the worker sees it: which model is resident, in which profile, with which
+    precisions (the defaults: bf16 transformer, fp32 VAE)."""
 
     def __init__(self, loaded_model=None, loaded_profile=None):
         self.loaded_model, self.loaded_profile = loaded_model, loaded_profile
+
+    def memory_setup(self):
+        return STUDIO_SETUP
 
 
 def test_group_fits_here_with_simulated_device_memory():

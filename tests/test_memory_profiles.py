@@ -20,8 +20,15 @@ from studio.genius.orchestrator.schema import SelectModelRequest
 from studio.genius.orchestrator.selection import DeviceInfo, select_model
 from studio.models.catalog import CATALOG, TINY, get_spec
 from studio.models.cost import vram
+from studio.models.cost.architectures import ARCHITECTURES
 from studio.models.cost.timing import CostInputs
-from studio.models.loader import ModelCache, apply_memory_profile, choose_memory_profile, profile_need_bytes
+from studio.models.loader import (
+    _VRAM_HEADROOM,
+    ModelCache,
+    apply_memory_profile,
+    choose_memory_profile,
+    profile_need_bytes,
+)
 from tests.conftest import SMALL
 
 GIB = 2**30
@@ -36,11 +43,11 @@ def test_loader_and_orchestrator_share_the_profiles():
 @pytest.mark.parametrize("model", [M13, "wan2.1-t2v-14b", "wan2.2-ti2v-5b", A14, "wan2.1-vace-14b"])
 def test_the_fastest_profile_that_fits_the_free_memory(model):
     spec = get_spec(model)
-    gpu, offload, group = (profile_need_bytes(spec, p) for p in vram.PROFILES)
-    assert gpu > offload > group > 0
-    assert choose_memory_profile(spec, gpu * 1.2) == "gpu"
-    assert choose_memory_profile(spec, gpu * 1.1) == "model_cpu_offload"
-    assert choose_memory_profile(spec, offload * 1.1) == "group_offload"
+    needs = [profile_need_bytes(spec, p) for p in vram.PROFILES]
+    assert needs == sorted(needs, reverse=True) and len(set(needs)) == len(needs) and needs[-1] > 0
+    for profile, need in zip(vram.PROFILES, needs):  # just enough for it: it, not a faster one
+        assert choose_memory_profile(spec, need * _VRAM_HEADROOM) == profile
+    assert choose_memory_profile(spec, needs[0] * 1.1) == "text_encoder_offload"
     assert choose_memory_profile(spec, 1 * GIB) == "group_offload"  # the leanest; VramExceeded if it fails
 
 
@@ -106,3 +113,55 @@ def test_tiled_decode_hands_out_the_streaming_chunks(tiny):
         vae.disable_tiling()
     assert [len(c) for c in tiled] == [len(c) for c in untiled] == [1, 4, 4]
     assert all(t.shape == u.shape for t, u in zip(tiled, untiled))
+
+
+def test_text_encoder_offload_streams_the_encoder_alone_and_generates_the_same_video(tiny, tmp_path):
+    from diffusers.hooks import HookRegistry
+    from diffusers.hooks.group_offloading import _get_group_onload_device
+
+    plan = make_plan(parse_request({**SMALL, "seed": 6}), CATALOG[TINY], seed=6)
+    plain = run_text_to_video(tiny, plan, QuietHooks(), tmp_path / "plain.mp4", tmp_path / "plain.jpg")
+
+    apply_memory_profile(tiny.pipe, "text_encoder_offload", torch.device("cpu"))
+    pipe = tiny.pipe
+    assert _get_group_onload_device(pipe.text_encoder) == torch.device("cpu")  # the encoder: hooked
+    for name in ("transformer", "vae"):  # the rest: resident whole, no hooks (regional compile applies)
+        assert not any("group_offloading" in HookRegistry.check_if_exists_or_initialize(m).hooks
+                       for m in getattr(pipe, name).modules()), name
+    assert not pipe.vae.use_tiling
+
+    offloaded = run_text_to_video(tiny, plan, QuietHooks(), tmp_path / "text.mp4", tmp_path / "text.jpg")
+    assert offloaded.frames == plain.frames
+    assert np.abs(_frames(tmp_path / "plain.mp4") - _frames(tmp_path / "text.mp4")).mean() < 0.5
+
+
+def test_a_24gb_card_keeps_the_13b_transformer_resident_with_the_encoder_offloaded():
+    arch, spec = ARCHITECTURES[M13], get_spec(M13)
+    gpu = vram.memory_estimate(arch, 832, 480, 81, "gpu")
+    offloaded = vram.memory_estimate(arch, 832, 480, 81, "text_encoder_offload")
+    encoder = arch.text_encoder.params * vram.STUDIO_SETUP.text_bytes
+    for phase in ("denoise", "decode"):  # the encoder's 11 GiB are gone where the peak is set
+        assert gpu.phases[phase] - offloaded.phases[phase] == pytest.approx(encoder)
+    free = 24 * GIB * 0.95  # an RTX 4090 with the desktop's share taken
+    assert free < profile_need_bytes(spec, "gpu") * _VRAM_HEADROOM
+    assert choose_memory_profile(spec, free) == "text_encoder_offload"
+
+
+def test_a_decode_too_big_for_the_free_memory_runs_tiled_and_says_so(tiny, tmp_path, monkeypatch):
+    from studio.engine import t2v
+    from studio.engine.decode import tiling_note, untiled_decode_bytes
+
+    vae, latents = tiny.pipe.vae, torch.randn(1, 16, 3, 12, 20)
+    need = untiled_decode_bytes(vae, latents)
+    assert need == pytest.approx(4870 * (12 * 8) * (20 * 8) * 4)  # fp32 Wan2.1 VAE, 96x160 frames
+    assert tiling_note(vae, latents, None) is None  # the CPU: no separate memory to run out of
+    assert tiling_note(vae, latents, need * 2) is None
+    assert "decoded in tiles" in tiling_note(vae, latents, need)  # within the headroom: too tight
+
+    plan = make_plan(parse_request({**SMALL, "seed": 7}), CATALOG[TINY], seed=7)
+    whole = run_text_to_video(tiny, plan, QuietHooks(), tmp_path / "whole.mp4", tmp_path / "whole.jpg")
+    monkeypatch.setattr(t2v, "free_gpu_bytes", lambda vae: 1024.0)  # a GPU with 1 KiB left
+    tiled = run_text_to_video(tiny, plan, QuietHooks(), tmp_path / "tiled.mp4", tmp_path / "tiled.jpg")
+    assert whole.notes == [] and len(tiled.notes) == 1 and "decoded in tiles" in tiled.notes[0]
+    assert tiled.frames == whole.frames and not vae.use_tiling  # tiled for that decode only
+    assert np.abs(_frames(tmp_path / "whole.mp4") - _frames(tmp_path / "tiled.mp4")).mean() < 0.5

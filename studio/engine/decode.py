@@ -47,19 +47,58 @@ def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
     return (frames * 255).round().astype(np.uint8)
 
 
-def iter_decoded_frames(vae, latents: torch.Tensor) -> Iterator[np.ndarray]:
+def free_gpu_bytes(vae) -> float | None:
+    """Memory the VAE's GPU can still give: free on the device plus what this process's allocator
+    holds unused; None when the VAE runs on the CPU (no separate memory to run out of)."""
+    device = vae_execution_device(vae)
+    if device.type != "cuda":
+        return None
+    free, _total = torch.cuda.mem_get_info(device)
+    return float(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+
+
+def untiled_decode_bytes(vae, latents: torch.Tensor) -> float:
+    """The activation peak of decoding ``latents`` untiled, one latent frame at a time: the cost
+    model's per-pixel figure (``studio.models.cost.vram``; Wan2.1's VAE or Wan2.2's, told apart by
+    their latent channels) x the frame's pixels x the VAE's bytes per value."""
+    from studio.models.cost.vram import VAE_DECODE_VALUES_PER_PIXEL
+
+    values = VAE_DECODE_VALUES_PER_PIXEL["wan2.2" if vae.config.z_dim == 48 else "wan2.1"]
+    scale = getattr(vae.config, "scale_factor_spatial", 8)
+    pixels = latents.shape[-2] * scale * latents.shape[-1] * scale
+    return float(values * pixels * torch.empty((), dtype=vae.dtype).element_size())
+
+
+def tiling_note(vae, latents: torch.Tensor, free_bytes: float | None) -> str | None:
+    """Why this decode must run tiled though the VAE is set to decode whole frames: the untiled
+    decode's peak (``untiled_decode_bytes``, with the cost model's headroom) would not fit
+    ``free_bytes``; None when it fits, when the VAE tiles anyway, or on the CPU (None free).
+    Tiling instead of running out of memory keeps a finished denoising from being lost."""
+    from studio.models.cost.vram import FIT_HEADROOM
+
+    if free_bytes is None or getattr(vae, "use_tiling", False):
+        return None
+    need = untiled_decode_bytes(vae, latents)
+    if need * FIT_HEADROOM <= free_bytes:
+        return None
+    return (f"decoded in tiles: decoding whole {latents.shape[-1] * getattr(vae.config, 'scale_factor_spatial', 8)}-"
+            f"pixel-wide frames needs about {need / 2**30:.1f} GiB and {free_bytes / 2**30:.1f} GiB were free")
+
+
+def iter_decoded_frames(vae, latents: torch.Tensor, tiled: bool = False) -> Iterator[np.ndarray]:
     """Decode normalized pipeline latents ``[1, C, T, h, w]`` chunk by chunk.
 
     Yields, per latent frame, a uint8 array ``[n, H, W, 3]``: one frame for the first latent
     frame, then ``scale_factor_temporal`` (4) frames each, i.e. ``4 * (T - 1) + 1`` in total.
     Only one chunk of decoded pixels exists at a time, unless the VAE decodes tiled
-    (``vae.enable_tiling``, the group-offload memory profile): then diffusers' tiled decode runs
-    (one spatial tile through every frame at a time, whose peak the orchestrator's tiled formula
+    (``vae.enable_tiling``, the group-offload memory profile, or ``tiled``: ``tiling_note`` found
+    the whole frames too big for the memory free now): then diffusers' tiled decode runs (one
+    spatial tile through every frame at a time, whose peak the orchestrator's tiled formula
     describes) and its output is handed out in the same chunks.
     """
     if latents.ndim != 5 or latents.shape[0] != 1:
         raise ValueError(f"expected latents of shape [1, C, T, h, w], got {tuple(latents.shape)}")
-    if getattr(vae, "use_tiling", False):
+    if tiled or getattr(vae, "use_tiling", False):
         yield from _iter_tiled(vae, latents)
         return
     from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, unpatchify
@@ -96,9 +135,15 @@ def _decode_one(vae, z: torch.Tensor, i: int, feat_cache: list, patch_size, unpa
 
 
 def _iter_tiled(vae, latents: torch.Tensor) -> Iterator[np.ndarray]:
-    """``vae.decode`` (tiled when the frame exceeds a tile) in the streaming path's chunks."""
-    with torch.no_grad():
-        video = vae.decode(unnormalize_latents(vae, latents), return_dict=False)[0]
+    """``vae.decode`` tiled (where the frame exceeds a tile) in the streaming path's chunks."""
+    set_to_tile = vae.use_tiling
+    vae.enable_tiling()  # kept only for this decode when the VAE was set untiled: the next may fit whole frames
+    try:
+        with torch.no_grad():
+            video = vae.decode(unnormalize_latents(vae, latents), return_dict=False)[0]
+    finally:
+        if not set_to_tile:
+            vae.disable_tiling()
     # Wan's causal VAE: the first latent frame is one frame, every later one scale_factor_temporal.
     ratio = getattr(vae.config, "scale_factor_temporal", 4)
     yield to_uint8_frames(video[:, :, :1])

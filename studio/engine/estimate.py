@@ -17,7 +17,10 @@ how many measured runs the step rate averages (0 for a prior); the task status s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from studio.engine.plan import GenerationPlan
 from studio.engine.request import GenerationSpec
@@ -28,8 +31,10 @@ from studio.models.cost.timing import (
     ENCODE_RATE,
     LOAD_SECONDS,
     STEP_RATE,
+    WARMUP_SECONDS,
     CostInputs,
     Rates,
+    ServerModels,
     TimingStore,
     device_throughput,
     estimate_time,
@@ -51,13 +56,26 @@ class Estimate:
 
 class Estimator(Rates):
     """Estimates from the store's measured rates (falling back to documented priors), and the
-    recording of every finished run's rates."""
+    recording of every finished run's rates. With the server's loader (``models``), estimates
+    follow its speed settings and compiled shapes, and the memory profile a model has or would
+    get here."""
 
     store: TimingStore
 
-    def estimate(self, spec: ModelSpec, plan: GenerationPlan, model_loaded: bool, profile: str = "gpu") -> Estimate:
-        """The orchestrator's estimate of ``plan`` on ``spec`` (the one cost model), with its basis."""
-        time = estimate_time(CostInputs(self, spec.id if model_loaded else None), spec, plan, profile)
+    def __init__(self, store: TimingStore | None, models: "ServerModels | None" = None):
+        super().__init__(store)
+        self.models = models
+
+    def estimate(self, spec: ModelSpec, plan: GenerationPlan, model_loaded: bool, profile: str | None = None
+                 ) -> Estimate:
+        """The orchestrator's estimate of ``plan`` on ``spec`` (the one cost model), with its basis;
+        ``profile`` None: the one the model has here (or would be loaded with)."""
+        if self.models is None:
+            inputs = CostInputs(self, spec.id if model_loaded else None)
+        else:
+            inputs = CostInputs.here(self, self.models, loaded=model_loaded)
+        profile = profile or (self.models.profile_for(spec.id) if self.models is not None else "gpu")
+        time = estimate_time(inputs, spec, plan, profile)
         if time.throughput is None:  # tiny: the engine's own per-token rate
             _rate, measured = self.rate(spec, STEP_RATE)
             samples = timing_samples(self.store, spec.id, STEP_RATE) if measured else 0
@@ -95,13 +113,30 @@ class Estimator(Rates):
         return {"estimate_basis": "measured" if samples else "prior", "estimate_samples": samples}
 
     def record(self, spec: ModelSpec, plan: GenerationPlan, mean_step_seconds: float | None,
-               encode_seconds: float | None, load_seconds: float | None) -> None:
-        """Fold one finished run's measurements (those not None) into the model's rates."""
+               encode_seconds: float | None, load_seconds: float | None, warmup_seconds: float | None = None) -> None:
+        """Fold one finished run's measurements (those not None) into the model's rates;
+        ``mean_step_seconds`` is a steady step's (``split_warmup``), ``warmup_seconds`` a cold
+        compiled run's first-call cost."""
         tokens = latent_tokens(spec, plan)
         if mean_step_seconds and tokens:
             self.store.record_timing(spec.id, STEP_RATE, mean_step_seconds / tokens * 1000)
+        if warmup_seconds is not None:
+            self.store.record_timing(spec.id, WARMUP_SECONDS, warmup_seconds)
         megapixels = plan.out_frames * plan.out_width * plan.out_height / 1e6
         if encode_seconds is not None and megapixels:
             self.store.record_timing(spec.id, ENCODE_RATE, encode_seconds / megapixels)
         if load_seconds is not None:
             self.store.record_timing(spec.id, LOAD_SECONDS, load_seconds)
+
+
+def split_warmup(step_seconds: Sequence[float], cold: bool) -> tuple[float, float | None]:
+    """(the run's total step seconds less its first-call compile, that compile's seconds).
+
+    A cold compiled run (``LoadedModel.is_cold``) compiles inside its first step: that step's
+    excess over the median of the others is the compile (None for a warm run, or one too short to
+    tell). Taking it out keeps the learnt step rate a steady one; the compile is learnt apart."""
+    total = float(sum(step_seconds))
+    if not cold or len(step_seconds) < 3:
+        return total, None
+    warmup = max(0.0, step_seconds[0] - float(np.median(step_seconds[1:])))
+    return total - warmup, warmup

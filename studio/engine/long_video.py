@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from studio.engine import step_cache
-from studio.engine.decode import iter_decoded_frames
+from studio.engine.decode import free_gpu_bytes, iter_decoded_frames, tiling_note
 from studio.engine.loras import Adapter, adapters_applied
 from studio.engine.output_frames import ClipSink, LearnedNetworks
 from studio.engine.plan import GenerationPlan, Window
@@ -74,6 +74,7 @@ class _Chain:
         self.windows_done: list[dict] = []
         self.denoise_seconds = 0.0
         self.decoder: step_cache.DecoderStats | None = None
+        self.notes: list[str] = []  # what the windows' decodes had to do (tiling_note)
 
     def run_window(self, model: LoadedModel, window: Window) -> None:
         """Generate ``window``, stitch it on and send its final frames to the sink."""
@@ -83,7 +84,11 @@ class _Chain:
         self.denoise_seconds += time.perf_counter() - started
         self.step_seconds += watcher.step_seconds
         self.decoder = self.decoder or stats  # the first window's (the requested model's) step-cache stats
-        frames = [f for chunk in iter_decoded_frames(model.pipe.vae, latents) for f in chunk]
+        vae = model.pipe.vae
+        tiling = tiling_note(vae, latents, free_gpu_bytes(vae))
+        if tiling and not self.notes:  # the first window that had to: later ones likely did too
+            self.notes.append(f"window {window.index + 1} and after as needed: {tiling}")
+        frames = [f for chunk in iter_decoded_frames(vae, latents, tiled=tiling is not None) for f in chunk]
         last = window.index == len(self.plan.windows) - 1
         hold = 0 if last else self.plan.windows[window.index + 1].context
         final, correction = self.stitcher.add(frames, window.context, window.new_frames, hold)
@@ -211,4 +216,4 @@ def run_chain(models: ModelCache, first: LoadedModel, plan: GenerationPlan, hook
         decode_encode_seconds=max(0.0, elapsed - chain.denoise_seconds - load_seconds),
         mean_step_seconds=float(np.mean(chain.step_seconds)) if chain.step_seconds else 0.0,
         step_seconds=chain.step_seconds, decoder=chain.decoder, windows=chain.windows_done, partial=partial,
-        continuation_load_seconds=load_seconds)
+        continuation_load_seconds=load_seconds, notes=chain.notes)

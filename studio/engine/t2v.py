@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from studio.engine import step_cache
-from studio.engine.decode import iter_decoded_frames
+from studio.engine.decode import free_gpu_bytes, iter_decoded_frames, tiling_note
 from studio.engine.output_frames import THUMBNAIL_WIDTH, LearnedNetworks, OutputFrames
 from studio.engine.plan import GenerationPlan
 from studio.engine.preview import estimate_denoised, previewer_of
@@ -93,6 +93,7 @@ class RunOutput:
     chunks: list[dict] = field(default_factory=list)
     partial: bool = False
     continuation_load_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what the run itself decided (a tiled decode), for metadata
 
 
 @dataclass(frozen=True)
@@ -327,13 +328,17 @@ def _call_pipe(pipe, plans: list[GenerationPlan], initial: torch.Tensor, watcher
 
 
 def _decode_and_encode(model: LoadedModel, plan: GenerationPlan, latents: torch.Tensor, hooks: RunHooks,
-                       video_path: Path, thumbnail_path: Path, learned: LearnedNetworks | None = None) -> int:
-    """Decode latent chunks, resample/resize them to the output plan and pipe them to the encoder."""
+                       video_path: Path, thumbnail_path: Path, learned: LearnedNetworks | None = None
+                       ) -> tuple[int, list[str]]:
+    """Decode latent chunks, resample/resize them to the output plan and pipe them to the encoder;
+    returns the frames written and what the decode had to do (``tiling_note``)."""
     thumb_index = plan.out_frames // 2
     out_index = 0
     output = OutputFrames(plan, learned)  # interpolation above the native fps, upscaling above the native size
+    vae = model.pipe.vae
+    tiling = tiling_note(vae, latents, free_gpu_bytes(vae))
     with Mp4Writer(video_path, plan.out_width, plan.out_height, plan.fps) as writer:
-        for chunk in iter_decoded_frames(model.pipe.vae, latents):
+        for chunk in iter_decoded_frames(vae, latents, tiled=tiling is not None):
             streaming = hooks.streaming()
             for generated in chunk:
                 for frame in output.push(generated):
@@ -347,7 +352,7 @@ def _decode_and_encode(model: LoadedModel, plan: GenerationPlan, latents: torch.
             hooks.on_encoded(out_index, plan.out_frames)
             if hooks.should_cancel():
                 raise Cancelled()
-    return writer.frames_written
+    return writer.frames_written, [tiling] if tiling else []
 
 
 def run_text_to_video(model: LoadedModel, plan: GenerationPlan, hooks: RunHooks, video_path: Path,
@@ -396,7 +401,8 @@ def run_group(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHo
         encode_started = time.perf_counter()
         h.on_phase("encoding", f"Decoding and encoding {plan.out_frames} frames")
         try:
-            frames = _decode_and_encode(model, plan, latents[row:row + 1], h, video_path, thumbnail_path, learned)
+            frames, notes = _decode_and_encode(model, plan, latents[row:row + 1], h, video_path, thumbnail_path,
+                                               learned)
         except Cancelled:
             outputs.append(None)
             continue
@@ -415,6 +421,7 @@ def run_group(model: LoadedModel, plans: list[GenerationPlan], hooks: list[RunHo
             group_size=len(plans),
             text_encoding_reused=texts.reused[row] if texts else False,
             states={step: state[row:row + 1] for step, state in watcher.states.items()},
+            notes=notes,
         ))
     if all(o is None for o in outputs):
         raise Cancelled()

@@ -23,6 +23,7 @@ import torch
 from studio.db.loras import LoraRecords
 from studio.engine.chunked import run_chunked
 from studio.engine.edit import inputs_folder
+from studio.engine.estimate import split_warmup
 from studio.engine.gpu import GPU_LOCK
 from studio.engine.learned_interpolation import LearnedInterpolation
 from studio.engine.long_video import run_chain
@@ -93,7 +94,10 @@ class _TaskHooks:
     def on_step(self, step: int, total: int, step_seconds: float, preview: np.ndarray | None) -> None:
         self.step_seconds.append(step_seconds)
         progress = DENOISE_SHARE * step / total
-        eta = float(np.mean(self.step_seconds)) * (total - step) + self.encode_estimate
+        # The first step carries one-time costs (a compiled model's compile, kernel autotuning):
+        # the later steps set the pace as soon as there are any.
+        pace = float(np.mean(self.step_seconds[1:] or self.step_seconds))
+        eta = pace * (total - step) + self.encode_estimate
         message = f"Denoising step {step}/{total}"
         preview_url = preview_file = None
         if preview is not None:
@@ -283,6 +287,8 @@ class GenerationRunner:
                learned: LearnedNetworks | None, images: FrameImages | None) -> RunOutput | None:
         """A long clip, window by window (``studio.engine.long_video``); None when cancelled in
         its first window (a later cancel keeps the finished windows: ``RunOutput.partial``)."""
+        first_window = replace(plan, gen_frames=plan.windows[0].frames)
+        cold = model.is_cold(first_window)
         try:
             output = run_chain(self.worker.models, model, plan, hooks, self.worker.paths.video(task.id),
                                self.worker.paths.thumbnail(task.id), text_cache=self.text_cache,
@@ -290,26 +296,30 @@ class GenerationRunner:
                                learned=learned, images=images)
         except Cancelled:
             return None
+        model.ran(first_window)
         if not output.partial:  # the first window's steps are the text-to-video model's rate
-            first = plan.windows[0]
             steps = output.step_seconds[:plan.num_inference_steps]
-            self.worker.estimator.record(model.spec, replace(plan, gen_frames=first.frames), float(np.mean(steps)),
-                                         output.decode_encode_seconds, None)
+            seconds, warmup = split_warmup(steps, cold)
+            self.worker.estimator.record(model.spec, first_window, seconds / len(steps), output.decode_encode_seconds,
+                                         None, warmup)
         return output
 
     def _chunked(self, model, task: Task, plan: GenerationPlan, hooks: _TaskHooks, learned: LearnedNetworks | None,
                  images: FrameImages | None) -> RunOutput | None:
         """A clip of an autoregressive model, chunk by chunk (``studio.engine.chunked``); None when
         cancelled in its first chunk (a later cancel keeps the finished chunks: ``RunOutput.partial``)."""
+        cold = model.is_cold(plan)
         try:
             output = run_chunked(model, plan, hooks, self.worker.paths.video(task.id),
                                  self.worker.paths.thumbnail(task.id), text_cache=self.text_cache,
                                  preview_width=self.worker.preview_width, learned=learned, images=images)
         except Cancelled:
             return None
-        if not output.partial:
-            self.worker.estimator.record(model.spec, plan, output.mean_step_seconds, output.decode_encode_seconds,
-                                         None)
+        model.ran(plan)
+        if not output.partial and output.step_seconds:
+            seconds, warmup = split_warmup(output.step_seconds, cold)
+            self.worker.estimator.record(model.spec, plan, seconds / len(output.step_seconds),
+                                         output.decode_encode_seconds, None, warmup)
         return output
 
     def _call(self, model, tasks: list[Task], plans: list[GenerationPlan], hooks: list[_TaskHooks],
@@ -320,6 +330,7 @@ class GenerationRunner:
         for a cancelled task) and learns the call's step and encode times."""
         if not rows:
             return
+        cold = model.is_cold(plans[rows[0]], len(rows))
         try:
             results = run_group(model, [plans[i] for i in rows], [hooks[i] for i in rows],
                                 [self.worker.paths.video(tasks[i].id) for i in rows],
@@ -328,15 +339,18 @@ class GenerationRunner:
                                 learned=learned, images=images)
         except Cancelled:
             return
+        model.ran(plans[rows[0]], len(rows))
         for i, result in zip(rows, results):
             outputs[i] = result
             self.shared_calls[tasks[i].id] = [tasks[r].id for r in rows]
         first = next(o for o in results if o is not None)
+        steady, warmup = split_warmup(first.step_seconds, cold)
         # The rate learnt is the uncached one (measured where an A/B baseline exists), so step-cache
-        # runs do not make later estimates optimistic.
-        step_rate = (first.decoder.uncached_seconds / first.decoder.steps
-                     if first.decoder and first.decoder.steps else first.mean_step_seconds)
-        self.worker.estimator.record(model.spec, plans[rows[0]], step_rate / len(rows), first.decode_encode_seconds, None)
+        # runs do not make later estimates optimistic; a first-call compile is learnt apart.
+        step_rate = ((first.decoder.uncached_seconds - (warmup or 0.0)) / first.decoder.steps
+                     if first.decoder and first.decoder.steps else steady / max(1, len(first.step_seconds)))
+        self.worker.estimator.record(model.spec, plans[rows[0]], step_rate / len(rows), first.decode_encode_seconds,
+                                     None, warmup)
         if first.decoder:
             self.worker.decoder_stats.add(first.decoder)  # once per pipeline call, not per task
 
@@ -416,7 +430,7 @@ class GenerationRunner:
                     "mean_step_seconds": round(output.mean_step_seconds, 4),
                     "decode_encode_seconds": round(output.decode_encode_seconds, 3),
                 },
-                "notes": plan.notes + ([_resume_note(match)] if match else [])
+                "notes": plan.notes + output.notes + ([_resume_note(match)] if match else [])
                 + ([_partial_note(plan, output)] if output.partial else [])
                 + ([_lora_note(adapters, plan)] if adapters else []),
                 "loras": [a.to_dict() for a in adapters] or None,

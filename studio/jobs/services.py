@@ -68,4 +68,4 @@ class FeatureServices:
     @property
     def costs(self) -> CostInputs:
         """What the cost model reads of this server now: the measured rates, the resident model."""
-        return CostInputs(self.estimator, self.models.loaded_model)
+        return CostInputs.here(self.estimator, self.models)

@@ -12,6 +12,7 @@ Hub models are downloaded only when a task asks for them, with download progress
 
 from __future__ import annotations
 
+import functools
 import gc
 import threading
 import time
@@ -51,9 +52,29 @@ from studio.models.catalog import (
     get_spec,
 )
 from studio.models.cost.architectures import ARCHITECTURES
-from studio.models.cost.vram import LOADER_PROFILES, group_fits, memory_estimate
+from studio.models.cost.timing import Acceleration, PlannedRun, run_shape
+from studio.models.cost.vram import (
+    LOADER_PROFILES,
+    STUDIO_SETUP,
+    PipelineSetup,
+    group_fits,
+    memory_estimate,
+    speed_setup,
+)
 from studio.models.hub import hub_offline, in_cache
-from studio.models.speed import SpeedPolicy, SpeedSettings, apply_speed, attention_probe, choose_speed, read_device
+from studio.models.speed import (
+    PLANNING_DEVICE,
+    DeviceFacts,
+    SpeedPolicy,
+    SpeedSettings,
+    apply_speed,
+    attention_probe,
+    choose_speed,
+    expected_acceleration,
+    expected_setup,
+    in_effect,
+    read_device,
+)
 from studio.models.tiny import (
     ensure_tiny_animate_model,
     ensure_tiny_helios_distilled_model,
@@ -169,6 +190,16 @@ class LoadedModel:
     previewer_path: Path  # where the engine caches this VAE's latent->RGB preview projection
     previewer: object | None = None  # the engine's, fitted on first use (studio.engine.preview)
     speed: SpeedSettings = field(default_factory=SpeedSettings)  # compile, attention, VAE (studio.models.speed)
+    warm_shapes: set[tuple[int, int, int, int]] = field(default_factory=set)  # run_shape()s run since the load
+
+    def is_cold(self, plan: PlannedRun, rows: int = 1) -> bool:
+        """Whether running ``plan`` (``rows`` at once) compiles first: a compiled transformer that
+        has not run this shape since the load."""
+        return self.speed.compile and run_shape(plan, rows) not in self.warm_shapes
+
+    def ran(self, plan: PlannedRun, rows: int = 1) -> None:
+        """Note that ``plan``'s shape has run (its compile, if any, is paid)."""
+        self.warm_shapes.add(run_shape(plan, rows))
 
 
 def _download(spec: ModelSpec, on_progress: ProgressFn) -> Path:
@@ -211,9 +242,45 @@ class ModelCache:
 
     @property
     def loaded_profile(self) -> str | None:
-        """The memory profile of the resident model (``gpu``, ``model_cpu_offload``,
-        ``group_offload``, or ``cpu`` for the offline models), or None."""
+        """The memory profile of the resident model (one of ``LOADER_PROFILES``, or ``cpu`` for
+        the offline models), or None."""
         return self._current.memory_profile if self._current else None
+
+    def acceleration(self, model_id: str, profile: str) -> Acceleration:
+        """The speed settings ``model_id`` runs with in ``profile`` here: the resident model's own
+        (a failed compile shows as eager), else what a load would choose on this device (on a
+        server without a GPU, on ``PLANNING_DEVICE``)."""
+        current = self._current
+        if current is not None and current.spec.id == model_id:
+            return in_effect(current.pipe, current.speed).acceleration
+        device = _cuda_facts() if cuda_available() else PLANNING_DEVICE
+        return expected_acceleration(device, profile, SpeedPolicy.from_env())
+
+    def is_warm(self, model_id: str, plan: PlannedRun) -> bool:
+        """Whether ``model_id`` is resident and already ran ``plan``'s shape (no compile ahead)."""
+        current = self._current
+        return current is not None and current.spec.id == model_id and not current.is_cold(plan)
+
+    def profile_for(self, model_id: str) -> str:
+        """The memory profile ``model_id`` runs in here: the resident model's, else the one a load
+        would choose now (free memory plus what this process's allocator holds: a resident model is
+        evicted first); ``gpu`` for the offline models, which need no GPU memory."""
+        current = self._current
+        if current is not None and current.spec.id == model_id:
+            return current.memory_profile if current.memory_profile in LOADER_PROFILES else "gpu"
+        spec = get_spec(model_id)
+        if spec.repo_id is None or not cuda_available():
+            return "gpu"
+        return choose_memory_profile(spec, torch.cuda.mem_get_info()[0] + torch.cuda.memory_reserved(),
+                                     self.memory_setup())
+
+    def memory_setup(self) -> PipelineSetup:
+        """The precisions a model's memory takes here (fp8 blocks, the VAE's dtype): the resident
+        model's, else what a load would choose on this device (``PLANNING_DEVICE`` without one)."""
+        current = self._current
+        if current is not None and current.memory_profile in LOADER_PROFILES:
+            return speed_setup(current.speed.fp8, current.speed.vae_dtype)
+        return expected_setup(_cuda_facts() if cuda_available() else PLANNING_DEVICE, SpeedPolicy.from_env())
 
     def get(self, model_id: str, on_progress: ProgressFn = lambda f, msg: None) -> LoadedModel:
         """The loaded model, loading it (and evicting another) when needed."""
@@ -262,7 +329,7 @@ class ModelCache:
             vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", dtype=torch.float32)
             pipe = pipeline_cls.from_pretrained(folder, vae=vae, dtype=torch.bfloat16)
             device = torch.device("cuda")
-            profile = choose_memory_profile(spec, torch.cuda.mem_get_info()[0])
+            profile = choose_memory_profile(spec, torch.cuda.mem_get_info()[0], self.memory_setup())
             apply_memory_profile(pipe, profile, device)
         speed = choose_speed(read_device(device), profile, SpeedPolicy.from_env(), attention_probe(device))
         speed = apply_speed(pipe, speed)
@@ -271,32 +338,37 @@ class ModelCache:
                            previewer_path=self.models_dir / "previewers" / f"{spec.id}.npz", speed=speed)
 
 
+@functools.cache
+def _cuda_facts() -> DeviceFacts:
+    return read_device(torch.device("cuda"))
+
+
 # -- memory profiles ------------------------------------------------------------------------------
 
-def profile_need_bytes(spec: ModelSpec, profile: str) -> float:
-    """Peak GPU bytes of ``spec`` in ``profile`` at its native size and length: the
-    cost model's formula (``studio.models.cost.vram.memory_estimate``). A model estimated
-    from another's architecture (VACE on its T2V base) adds its extra parameters as bf16 weights
-    where the transformer is resident whole (``gpu``, ``model_cpu_offload``); with group offload
-    they stream in like the rest."""
+def profile_need_bytes(spec: ModelSpec, profile: str, setup: PipelineSetup = STUDIO_SETUP) -> float:
+    """Peak GPU bytes of ``spec`` in ``profile`` at its native size and length, with ``setup``'s
+    precisions: the cost model's formula (``studio.models.cost.vram.memory_estimate``). A model
+    estimated from another's architecture (VACE on its T2V base) adds its extra parameters as bf16
+    weights where the transformer is resident whole; with group offload they stream in like the
+    rest."""
 
     arch = ARCHITECTURES[spec.architecture or spec.id]
-    need = memory_estimate(arch, spec.native_width, spec.native_height, spec.pass_frames, profile).peak_bytes
+    need = memory_estimate(arch, spec.native_width, spec.native_height, spec.pass_frames, profile, setup).peak_bytes
     if profile != "group_offload":
         need += max(0.0, spec.params_b * 1e9 - arch.transformer_params) * 2
     return need
 
 
-def choose_memory_profile(spec: ModelSpec, free_bytes: float) -> str:
+def choose_memory_profile(spec: ModelSpec, free_bytes: float, setup: PipelineSetup = STUDIO_SETUP) -> str:
     """The fastest memory profile whose peak (``profile_need_bytes``, with ``_VRAM_HEADROOM``)
-    fits ``free_bytes``: ``gpu`` (everything resident), ``model_cpu_offload`` (one component at a
-    time) or ``group_offload`` (weights streamed layer by layer, VAE resident and tiled). When
+    fits ``free_bytes``: ``gpu`` (everything resident), ``text_encoder_offload`` (all but the text
+    encoder, which comes in to encode), ``model_cpu_offload`` (one component at a time) or ``group_offload`` (weights streamed layer by layer, VAE resident and tiled). When
     none fits, ``group_offload``, the leanest: the run may still fit (the formula is a bound), and
     if not it fails with ``VramExceeded``. The same profiles, in the same order, as the
     orchestrator recommends (``studio.models.cost.vram.LOADER_PROFILES``)."""
 
     for profile in LOADER_PROFILES:
-        if free_bytes >= profile_need_bytes(spec, profile) * _VRAM_HEADROOM:
+        if free_bytes >= profile_need_bytes(spec, profile, setup) * _VRAM_HEADROOM:
             return profile
     return LOADER_PROFILES[-1]
 
@@ -304,7 +376,9 @@ def choose_memory_profile(spec: ModelSpec, free_bytes: float) -> str:
 def apply_memory_profile(pipe, profile: str, device: torch.device) -> None:
     """Place ``pipe`` on ``device`` in ``profile`` with diffusers' own mechanisms.
 
-    ``group_offload`` is the orchestrator's recipe: diffusers' group offloading
+    ``text_encoder_offload`` group-offloads the text encoder alone (the transformer stays whole on
+    ``device``, so regional compile still applies). ``group_offload`` is the orchestrator's recipe:
+    diffusers' group offloading
     (``DiffusionPipeline.enable_group_offload``) at leaf level for every component but the VAE,
     with CUDA-stream prefetch of the next layer on a CUDA device; the VAE stays on ``device`` and
     decodes tiled (``enable_tiling``; ``studio.engine.decode`` then uses diffusers' tiled decode).
@@ -312,6 +386,13 @@ def apply_memory_profile(pipe, profile: str, device: torch.device) -> None:
     no streams, same hooks)."""
     if profile == "gpu":
         pipe.to(device)
+    elif profile == "text_encoder_offload":
+        # The UMT5 encoder (11 GiB) streams in leaf by leaf while it encodes and rests on the CPU
+        # otherwise; every other component goes to ``device`` whole.
+        resident = [name for name, part in pipe.components.items()
+                    if isinstance(part, torch.nn.Module) and name != "text_encoder"]
+        pipe.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"), offload_type="leaf_level",
+                                  use_stream=device.type == "cuda", exclude_modules=resident)
     elif profile == "model_cpu_offload":
         pipe.enable_model_cpu_offload(device=device)
     elif profile == "group_offload":
@@ -337,7 +418,8 @@ def group_fits_here(plans: list, models: "ModelCache", budget_gb: float | None,
         mem_get_info = torch.cuda.mem_get_info
     free = float(mem_get_info()[0])
     loaded = models.loaded_model == plans[0].model
-    profile = models.loaded_profile if loaded else choose_memory_profile(get_spec(plans[0].model), free)
-    if profile not in ("gpu", "model_cpu_offload", "group_offload"):  # "cpu": an offline model
+    profile = models.loaded_profile if loaded else choose_memory_profile(get_spec(plans[0].model), free,
+                                                                         models.memory_setup())
+    if profile not in LOADER_PROFILES:  # "cpu": an offline model
         profile = "gpu"
     return group_fits(plans, free, weights_loaded=loaded, budget_gb=budget_gb, profile=profile)

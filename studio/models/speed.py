@@ -4,10 +4,10 @@ What is chosen, and why:
 
 - **Regional compile** (``ModelMixin.compile_repeated_blocks``: ``torch.compile`` of each
   transformer block, not the whole model). Measured on an H200 for Wan2.1-1.3B 480p: 1.244 s ->
-  1.046 s per step (issue 15). On a CUDA device with Triton, for a model resident on the GPU
-  (offload hooks and compiled blocks do not mix). The first run of a shape pays the compile
-  (``bench/bench_gpu_engine.py`` reports it: a first task against a warm one); later runs reuse
-  it. A block whose compile fails undoes the compile and runs eagerly, in every pipeline
+  1.046 s per step (issue 15). On a CUDA device with Triton, for a transformer resident on the
+  GPU (``TRANSFORMER_RESIDENT`` profiles: offload hooks and compiled blocks do not mix). The
+  first run of a shape pays the compile (``bench/bench_gpu_engine.py`` reports it: a first task
+  against a warm one; the cost model adds it to a cold model's estimate); later runs reuse it. A block whose compile fails undoes the compile and runs eagerly, in every pipeline
   (``in_effect`` notes it in the task's metadata). ``ECHOEL_COMPILE=0`` turns it off.
 - **Attention backend**: diffusers' dispatcher picks among the kernels installed here, fastest
   first (FlashAttention 3 on Hopper, SageAttention, FlashAttention 2), each accepted only when a
@@ -15,7 +15,10 @@ What is chosen, and why:
   own (``native``: SDPA with its cuDNN / flash kernels, measured fastest of the built-in ones).
   Kernels fetched from the hub (``*_hub``) are never used: nothing is downloaded at run time.
 - **VAE**: fp32 as the Wan authors decode (bf16 only with ``ECHOEL_VAE_DTYPE=bfloat16``),
-  tiled when the memory profile streams weights (``group_offload``).
+  tiled when the memory profile streams weights (``group_offload``), and for any one decode
+  whose whole frames would not fit the GPU memory free at that moment (high resolutions:
+  ``studio.engine.decode.tiling_note``; the task's notes say so) rather than running out of
+  memory after the denoising is done.
 - **fp8** (opt-in, ``ECHOEL_FP8=1``: it trades accuracy for speed): torchao's dynamic fp8
   activations and weights with per-row scales on the linear layers of the transformer blocks,
   on GPUs that compute in fp8 (compute capability 8.9+). Measured on an H200 with compile:
@@ -33,6 +36,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import torch
+
+from studio.models.cost.timing import Acceleration
+from studio.models.cost.vram import TRANSFORMER_RESIDENT, PipelineSetup, speed_setup
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +96,16 @@ class SpeedSettings:
     def to_dict(self) -> dict:
         return {**asdict(self), "notes": list(self.notes)}
 
+    @property
+    def acceleration(self) -> Acceleration:
+        """What of these settings the cost model's step time depends on."""
+        return Acceleration(self.compile, self.fp8)
+
+
+#: The GPU an estimate plans for on a server without one: the H200 the cost model's priors were
+#: measured on (compute capability 9.0, Triton), with no extra attention kernels assumed.
+PLANNING_DEVICE = DeviceFacts("cuda", (9, 0), triton=True)
+
 
 def read_device(device: torch.device) -> DeviceFacts:
     """This process's facts about ``device``."""
@@ -111,7 +127,7 @@ def choose_speed(device: DeviceFacts, profile: str, policy: SpeedPolicy,
     if device.kind != "cuda":
         return SpeedSettings()
     notes = []
-    compile_ = policy.compile and device.triton and profile == "gpu"
+    compile_ = policy.compile and device.triton and profile in TRANSFORMER_RESIDENT
     if policy.compile and not compile_:
         notes.append("no regional compile: " + ("Triton is not installed" if not device.triton
                                                 else f"the {profile} memory profile offloads weights"))
@@ -131,6 +147,19 @@ def choose_speed(device: DeviceFacts, profile: str, policy: SpeedPolicy,
                      f"(this GPU: {device.capability[0]}.{device.capability[1]})" if device.capability
                      else "no fp8: the GPU's compute capability is unknown")
     return SpeedSettings(compile_, attention, policy.vae_dtype, profile == "group_offload", fp8, None, tuple(notes))
+
+
+def expected_acceleration(device: DeviceFacts, profile: str, policy: SpeedPolicy) -> Acceleration:
+    """What ``choose_speed`` would give a model loaded in ``profile`` on ``device``, for the cost
+    model, before any load (no attention probe: the backend does not enter the step time)."""
+    return choose_speed(device, profile, policy, lambda name: False).acceleration
+
+
+def expected_setup(device: DeviceFacts, policy: SpeedPolicy) -> PipelineSetup:
+    """The memory setup (``studio.models.cost.vram``) of a model ``choose_speed`` would load on
+    ``device``: fp8 blocks where fp8 is wanted and computed, the VAE in the policy's dtype."""
+    chosen = choose_speed(device, "gpu", policy, lambda name: False)
+    return speed_setup(chosen.fp8, chosen.vae_dtype)
 
 
 def attention_probe(device: torch.device) -> Callable[[str], bool]:

@@ -53,10 +53,10 @@ from studio.engine.request import GenerationRequest
 from studio.genius.orchestrator.complexity import COMPLEX_FROM, SIMPLE_BELOW, ComplexityResult, classify_prompt
 from studio.genius.orchestrator.schema import Alternative, SelectModelRequest, SelectModelResponse
 from studio.models.catalog import CATALOG, TINY, ModelSpec
-from studio.models.loader import DeviceMemory
 from studio.models.cost.architectures import ARCHITECTURES, Architecture
 from studio.models.cost.timing import STEP_RATE, CostInputs, TimeEstimate, estimate_time, latent_tokens
 from studio.models.cost.vram import FIT_HEADROOM, GIB, LOADER_PROFILES, PROFILES, MemoryEstimate, memory_estimate
+from studio.models.loader import DeviceMemory
 
 TIME_BUDGET_S = 1800.0                 # "reasonable time" for prefer_quality: a policy
 _TIER = {"simple": 1, "moderate": 2, "complex": 3}
@@ -136,7 +136,8 @@ def _candidates(costs: CostInputs, request: SelectModelRequest, budget: float | 
             continue
         plan = _plan_for(spec, request.duration_seconds, request.target_resolution, request.prompt, steps, guidance,
                          request.mode)
-        memory = {p: memory_estimate(arch, plan.gen_width, plan.gen_height, plan.gen_frames, p) for p in PROFILES}
+        memory = {p: memory_estimate(arch, plan.gen_width, plan.gen_height, plan.gen_frames, p, costs.setup)
+                  for p in PROFILES}
         cand = Candidate(spec, arch, plan, memory)
         cand.profile = next((p for p in profiles if _fits(memory[p], budget)), None)
         cand.time = estimate_time(costs, spec, plan, cand.profile or "gpu")
@@ -156,6 +157,8 @@ def _describe(c: Candidate) -> str:
             f"~{_fmt_time(t.seconds)} = {t.steps} steps x {t.step_seconds:.2f} s "
             f"({t.flops_per_step / 1e12:.0f} TFLOP/step at {t.throughput.flop_per_s / 1e12:.0f} TFLOP/s)"
             + (f" + {t.load_seconds:.0f} s load" if t.load_seconds else "")
+            + (f" + {t.warmup_seconds:.0f} s first-run compile" if t.warmup_seconds else "")
+            + (f" + {t.transfer_seconds:.1f} s weight transfers" if t.transfer_seconds else "")
             + f" + {t.encode_seconds:.1f} s decode/encode")
 
 

@@ -9,8 +9,8 @@ its VAE decode + postprocess, 3.10 s for 480x832x81), and for ``tiny`` what
 ``bench/bench_stack.py`` measured on the 2-core CPU (bench/RESULTS.md). The load time of a real
 model has no anchor: its prior (60 s) is an assumption until the first load.
 
-**Time.** ``total = load (when the model is not resident) + steps x step time + offload transfers
-+ decode/encode``. A long clip generated as a chain of windows (``studio.engine.long_video``)
+**Time.** ``total = load (when the model is not resident) + first-run compile (a compiled model
+that has not run this shape yet) + steps x step time + offload transfers + decode/encode``. A long clip generated as a chain of windows (``studio.engine.long_video``)
 counts ``passes x steps`` at the longest window's step time, one transfer set per pass, and the
 load of its continuation model (none when the model continues itself).
 
@@ -26,10 +26,20 @@ load of its continuation model (none when the model continues itself).
   2. measured here for another real model (the mean of their FLOP/s): at these token counts
      the achieved FLOP/s hardly depends on the model (H200: 447-522 TFLOP/s from 1.3B to 14B);
   3. prior: the H200's plain-diffusers pipeline step (Wan2.1-1.3B, 480x832x81, 1.244 s per CFG
-     step, ``gpu_anchor_h200.md``) = 455 TFLOP/s, labelled "prior (H200)" in the reasons.
+     step, ``gpu_anchor_h200.md``) = 455 TFLOP/s, labelled "prior (H200)" in the reasons, times
+     the speed-up of the settings the model runs with (``Acceleration``, from
+     ``studio.models.speed``), as the same H200 run measured them on the same shapes: regional
+     compile 1.249 -> 1.046 s (x1.19), fp8 + compile 0.976 s (x1.28), fp8 eager 1.527 s (x0.82).
+  Measured rates (1 and 2) need no factor: they were timed with this server's settings.
+- first-run compile: a compiled transformer compiles at its first call of a shape. Its cost is
+  what this machine measured for the model (``warmup_s``: the first step's excess over the
+  steady ones, recorded by the engine), else the H200's first call less a warm step (regional
+  compile 11.9 s, fp8 + compile 123 s), once per transformer (A14B: two). None when the
+  resident model already ran the plan's shape (``CostInputs.warm``).
   With group offload the weights cross PCIe every forward pass, overlapped with compute:
   ``max(compute, weight bytes / 31.5 GB/s)`` (PCIe 4.0 x16 nominal; a lower bound on transfer
-  time); with model offload each component crosses once per video.
+  time); with model offload each component crosses once per video; with text-encoder offload
+  the encoder's weights cross once per task.
 - ``tiny`` runs on the CPU and is overhead-bound, not FLOP-bound: its step time is its measured
   seconds per step per 1000 tokens x tokens (or that rate's prior).
 - load and decode/encode time: the measured rates (``load_s``, ``encode_s_per_mpx``), or their
@@ -42,12 +52,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 from studio.errors import StorageFull, StoreUnavailable
 from studio.models.catalog import CATALOG, TINY, ModelSpec, get_spec
 from studio.models.cost.architectures import ARCHITECTURES, TEXT_TOKENS, Architecture, architecture_of
-from studio.models.cost.vram import STUDIO_SETUP
+from studio.models.cost.vram import STUDIO_SETUP, PipelineSetup
 
 
 class PlannedRun(Protocol):
@@ -83,6 +93,7 @@ class TimingStore(Protocol):
 STEP_RATE = "step_s_per_ktoken"     # seconds per CFG step per 1000 latent tokens
 ENCODE_RATE = "encode_s_per_mpx"    # seconds to decode+encode one megapixel of output frames
 LOAD_SECONDS = "load_s"
+WARMUP_SECONDS = "warmup_s"         # a compiled model's first run of a shape: seconds beyond its steady steps
 
 _H200_13B_STEP_S_PER_KTOKEN = 1.244 / 32.76
 _PRIORS = {
@@ -91,6 +102,43 @@ _PRIORS = {
 # H200, plain diffusers, Wan2.1 VAE decode + postprocess of 480x832x81: 3.10 s (gpu_anchor_h200.md).
 _REAL_PRIOR_ENCODE = 3.10 / (832 * 480 * 81 / 1e6)
 _REAL_PRIOR_LOAD = 60.0  # an assumption, not a measurement: replaced by the first measured load
+
+
+@dataclass(frozen=True)
+class Acceleration:
+    """The speed settings a run's step time depends on (``studio.models.speed`` chooses them)."""
+
+    compile: bool = False  # regional compile of the transformer blocks
+    fp8: bool = False      # torchao fp8 linear layers in the blocks
+
+    def words(self) -> str:
+        return " + ".join(n for n, on in (("regional compile", self.compile), ("fp8", self.fp8)) if on) or "eager"
+
+
+EAGER = Acceleration()
+#: H200, Wan2.1-1.3B transformer, 480x832x81, one CFG step (two forwards), each variant measured
+#: in the same run (``gpu_anchor_h200.md``, second run): the step, and for the compiled variants
+#: the first call, compile included.
+H200_VARIANT_STEP_S = {EAGER: 1.249, Acceleration(compile=True): 1.046, Acceleration(fp8=True): 1.527,
+                       Acceleration(compile=True, fp8=True): 0.976}
+H200_FIRST_CALL_S = {Acceleration(compile=True): 12.9, Acceleration(compile=True, fp8=True): 124.0}
+
+
+def prior_speedup(acceleration: Acceleration) -> float:
+    """How much faster than eager a step runs with ``acceleration`` (the H200 ratio, same shapes)."""
+    return H200_VARIANT_STEP_S[EAGER] / H200_VARIANT_STEP_S[acceleration]
+
+
+def prior_warmup_seconds(acceleration: Acceleration) -> float:
+    """A compiled transformer's first-call cost beyond a warm step (H200; 0 when eager)."""
+    if not acceleration.compile:
+        return 0.0
+    return H200_FIRST_CALL_S[acceleration] - H200_VARIANT_STEP_S[acceleration]
+
+
+def run_shape(plan: "PlannedRun", rows: int = 1) -> tuple[int, int, int, int]:
+    """What a compiled transformer compiles for: (rows batched, frames, height, width)."""
+    return rows, plan.gen_frames, plan.gen_height, plan.gen_width
 
 
 def latent_tokens(spec: ModelSpec, plan: "PlannedRun") -> int:
@@ -200,9 +248,10 @@ def _measured_flop_s(store, spec: ModelSpec) -> tuple[float, str] | None:
     return flops_per_step(ARCHITECTURES[spec.id], tokens, guidance) / step_seconds, what
 
 
-def device_throughput(store, model_id: str) -> Throughput:
+def device_throughput(store, model_id: str, acceleration: Acceleration = EAGER) -> Throughput:
     """This device's FLOP/s for ``model_id``: measured for it, measured for another real model,
-    or the H200 prior (see the module docstring)."""
+    or the H200 prior, made faster by ``acceleration`` as measured there (see the module
+    docstring). Measured rates already carry the speed settings they ran with."""
     own = _measured_flop_s(store, CATALOG[model_id])
     if own is not None:
         return Throughput(own[0], "measured",
@@ -220,8 +269,11 @@ def device_throughput(store, model_id: str) -> Throughput:
         names = ", ".join(m for m, _ in others)
         return Throughput(mean, "measured", f"measured here on {names} (same GPU, FLOP/s carried over)",
                           sum(timing_samples(store, m, STEP_RATE) for m, _ in others))
-    return Throughput(H200_PRIOR_FLOP_S, "prior",
-                      "prior (H200): Wan2.1-1.3B plain diffusers, 1.244 s per CFG step at 480x832x81")
+    source = "prior (H200): Wan2.1-1.3B plain diffusers, 1.244 s per CFG step at 480x832x81"
+    speedup = prior_speedup(acceleration)
+    if acceleration != EAGER:
+        source += f", x{speedup:.2f} with {acceleration.words()} (H200, same shapes)"
+    return Throughput(H200_PRIOR_FLOP_S * speedup, "prior", source)
 
 
 @dataclass(frozen=True)
@@ -231,23 +283,60 @@ class TimeEstimate:
     steps: int
     load_seconds: float
     encode_seconds: float
-    transfer_seconds: float
+    transfer_seconds: float  # weights crossing PCIe, the whole run
     flops_per_step: float
     throughput: Throughput | None
+    warmup_seconds: float = 0.0  # a compiled model's first run of this shape
+
+
+class ServerModels(Protocol):
+    """What a time estimate reads of the server's loader (``studio.models.loader.ModelCache``)."""
+
+    @property
+    def loaded_model(self) -> str | None: ...
+
+    def acceleration(self, model_id: str, profile: str) -> Acceleration: ...
+
+    def is_warm(self, model_id: str, plan: "PlannedRun") -> bool: ...
+
+    def profile_for(self, model_id: str) -> str: ...
+
+    def memory_setup(self) -> PipelineSetup: ...
+
+
+def _eager(model_id: str, profile: str) -> Acceleration:
+    return EAGER
+
+
+def _cold(model_id: str, plan: "PlannedRun") -> bool:
+    return False
 
 
 @dataclass(frozen=True)
 class CostInputs:
     """What a time estimate reads of this server: its rates (measured in the task store, else
-    the priors) and which model is resident (loading that one costs nothing)."""
+    the priors), which model is resident (loading that one costs nothing), the speed settings a
+    model runs with in a memory profile, and whether a compiled model already ran a plan's shape
+    (then it pays no compile), and the precisions its memory estimates assume. Without a loader:
+    eager, nothing warm, the default precisions."""
 
     rates: Rates
     loaded_model: str | None = None
+    acceleration: Callable[[str, str], Acceleration] = _eager
+    warm: Callable[[str, "PlannedRun"], bool] = _cold
+    setup: PipelineSetup = STUDIO_SETUP  # precisions the memory estimates assume (fp8, the VAE's dtype)
 
     @classmethod
     def of(cls, store: TimingStore | None, loaded_model: str | None = None) -> "CostInputs":
         """The inputs from a task store's measurements (None: the priors alone)."""
         return cls(Rates(store), loaded_model)
+
+    @classmethod
+    def here(cls, rates: Rates, models: ServerModels, loaded: bool = True) -> "CostInputs":
+        """The inputs of a server: its rates and its loader's state (``loaded=False``: estimate as
+        if no model were resident)."""
+        return cls(rates, models.loaded_model if loaded else None, models.acceleration, models.is_warm,
+                   models.memory_setup())
 
 
 def estimate_time(inputs: CostInputs, spec: ModelSpec, plan: "PlannedRun", profile: str = "gpu",
@@ -266,16 +355,24 @@ def estimate_time(inputs: CostInputs, spec: ModelSpec, plan: "PlannedRun", profi
         rate, _ = rates.rate(spec, STEP_RATE)
         step = rate * tokens / 1000
         return TimeEstimate(load + step * steps + encode, step, steps, load, encode, 0.0, step_flops, None)
-    tp = throughput or device_throughput(store, spec.id)
+    acceleration = inputs.acceleration(spec.id, profile)
+    tp = throughput or device_throughput(store, spec.id, acceleration)
     step = step_flops / tp.flop_per_s
     transfer = 0.0
     weights = arch.transformer_params * STUDIO_SETUP.dit_bytes * arch.experts
+    text_weights = arch.text_encoder.params * STUDIO_SETUP.text_bytes
     if profile == "group_offload":  # weights stream in every pass, overlapped with compute
         passes = cfg_passes(plan.guidance_scale)
         per_pass = max(step / passes, arch.transformer_params * STUDIO_SETUP.dit_bytes / PCIE_BYTES_PER_S)
         step = per_pass * passes
     elif profile == "model_cpu_offload":  # each component crosses once per video
-        transfer = (weights + arch.text_encoder.params * STUDIO_SETUP.text_bytes
-                    + arch.vae_params * STUDIO_SETUP.vae_bytes) / PCIE_BYTES_PER_S
-    total = load + step * steps + transfer * plan.passes + encode
-    return TimeEstimate(total, step, steps, load, encode, transfer, step_flops, tp)
+        transfer = (weights + text_weights + arch.vae_params * STUDIO_SETUP.vae_bytes) / PCIE_BYTES_PER_S
+    warmup = 0.0
+    if acceleration.compile and not inputs.warm(spec.id, plan):
+        measured = store.timing(spec.id, WARMUP_SECONDS) if store is not None else None
+        warmup = measured if measured is not None else prior_warmup_seconds(acceleration) * arch.experts
+    transfer *= plan.passes
+    if profile == "text_encoder_offload":  # the encoder crosses once: the text cache serves later windows
+        transfer += text_weights / PCIE_BYTES_PER_S
+    total = load + warmup + step * steps + transfer + encode
+    return TimeEstimate(total, step, steps, load, encode, transfer, step_flops, tp, warmup)

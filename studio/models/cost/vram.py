@@ -6,8 +6,11 @@ in that phase + that phase's activations:
 
 - weights: parameter counts of the real configs (diffusers' ``WanTransformer3DModel`` /
   ``AutoencoderKLWan`` and transformers' ``UMT5EncoderModel`` instantiated on the meta device;
-  ``studio.models.cost.architectures.ARCHITECTURES``, checked in the tests) x bytes per parameter: transformer bf16 (2),
-  UMT5-XXL text encoder bf16 (2), VAE fp32 (4), as ``studio.models.loader`` loads them.
+  ``studio.models.cost.architectures.ARCHITECTURES``, checked in the tests) x bytes per
+  parameter: transformer bf16 (2), UMT5-XXL text encoder bf16 (2), VAE fp32 (4), as
+  ``studio.models.loader`` loads them; with the speed settings' fp8 (``ECHOEL_FP8``) the
+  transformer blocks' weights take 1 byte, with ``ECHOEL_VAE_DTYPE=bfloat16`` the VAE 2
+  (``speed_setup``; its decode activations too).
 - denoising activations (one forward pass; diffusers runs the conditional and unconditional
   passes one after the other): ``L x (2 (2 ffn + 5 d) + [36 d if the timestep is per token])``
   bytes. At the peak, inside the feed-forward block, the up-projection and its GELU output
@@ -28,6 +31,11 @@ Memory profiles (fastest first; the first that fits is used):
 
 - ``gpu``: everything resident: text encoder + transformer(s) (both A14B experts) + VAE, plus
   the largest phase's activations.
+- ``text_encoder_offload``: the transformer(s) and the VAE resident, the UMT5 encoder on the CPU,
+  streamed in with diffusers' group offloading (leaf level, CUDA-stream prefetch) only while it
+  encodes: about 11 GiB less in the denoising and decoding phases, which usually set the peak,
+  for one PCIe crossing of the encoder's weights per task. Its text phase counts the encoder's
+  groups as ``group_offload`` does (below).
 - ``model_cpu_offload`` (diffusers ``enable_model_cpu_offload``): one component on the GPU at a
   time, so the peak is max(text encoder + its activations, one transformer + denoising
   activations, VAE + decode activations).
@@ -56,12 +64,14 @@ from studio.models.cost.architectures import TEXT_TOKENS, Architecture, TextEnco
 GIB = 2**30
 FIT_HEADROOM = 1.05                    # see the module docstring
 VAE_TILE = 256                         # diffusers AutoencoderKLWan tile_sample_min_height/width
-PROFILES = ("gpu", "model_cpu_offload", "group_offload")
+PROFILES = ("gpu", "text_encoder_offload", "model_cpu_offload", "group_offload")
 #: The profiles ``studio.models.loader`` applies (``choose_memory_profile`` tries them in this
 #: order); ``model="auto"`` and the recommendations only use these, so nothing is recommended
 #: that the loader cannot run.
 LOADER_PROFILES = PROFILES
-Profile = Literal["gpu", "model_cpu_offload", "group_offload"]
+Profile = Literal["gpu", "text_encoder_offload", "model_cpu_offload", "group_offload"]
+#: The profiles that keep the transformer whole on the GPU (regional compile applies to them).
+TRANSFORMER_RESIDENT = ("gpu", "text_encoder_offload")
 
 #: c_vae: values alive per output pixel while decoding one latent frame (traced, see docstring).
 VAE_DECODE_VALUES_PER_PIXEL = {"wan2.1": 4870.0, "wan2.2": 5375.0}
@@ -84,9 +94,25 @@ class PipelineSetup:
     text_encoder_on_gpu: bool = True
     vae_always_resident: bool = False
     per_token_timestep: bool | None = None  # None: as the architecture says
+    fp8_blocks: bool = False  # the blocks' weights in fp8, 1 byte each (studio.models.speed's fp8)
+
+    def transformer_bytes(self, arch: Architecture) -> float:
+        """One transformer's weight bytes: with fp8 blocks, every repeated block's weights take
+        one byte (their norms and per-row scales are a fraction of a percent), the rest
+        ``dit_bytes``."""
+        if not self.fp8_blocks:
+            return float(arch.transformer_params * self.dit_bytes)
+        in_blocks = arch.block_params * arch.num_layers
+        return float(in_blocks + (arch.transformer_params - in_blocks) * self.dit_bytes)
 
 
 STUDIO_SETUP = PipelineSetup()
+
+
+def speed_setup(fp8: bool, vae_dtype: str) -> PipelineSetup:
+    """The studio's setup for a model loaded with these speed settings (``studio.models.speed``):
+    fp8 blocks, and the VAE's weights and decode in bf16 (2 bytes) or fp32 (4)."""
+    return PipelineSetup(vae_bytes=2 if vae_dtype == "bfloat16" else 4, fp8_blocks=fp8)
 
 
 def denoise_activation_bytes(arch: Architecture, tokens: int, per_token_timestep: bool | None = None) -> float:
@@ -140,19 +166,21 @@ def memory_estimate(arch: Architecture, width: int, height: int, frames: int, pr
     te = arch.text_encoder
     text_w = te.params * setup.text_bytes if setup.text_encoder_on_gpu else 0.0
     text_act = text_activation_bytes(te) if setup.text_encoder_on_gpu else 0.0
-    dit_w = arch.transformer_params * setup.dit_bytes
+    dit_w = setup.transformer_bytes(arch)
     vae_w = arch.vae_params * setup.vae_bytes
     act = denoise_activation_bytes(arch, tokens, setup.per_token_timestep)
     decode = vae_decode_bytes(arch, width, height, frames, setup.vae_bytes, tiled=profile == "group_offload")
+    text_groups = (te.embedding_params + 4 * te.block_params) * setup.text_bytes if setup.text_encoder_on_gpu else 0.0
     if profile == "gpu":
         resident = text_w + dit_w * arch.experts + vae_w
         phases = {"text": resident + text_act, "denoise": resident + act, "decode": resident + decode}
+    elif profile == "text_encoder_offload":
+        resident = dit_w * arch.experts + vae_w
+        phases = {"text": resident + text_groups + text_act, "denoise": resident + act, "decode": resident + decode}
     elif profile == "model_cpu_offload":
         vae_idle = vae_w if setup.vae_always_resident else 0.0
         phases = {"text": text_w + text_act + vae_idle, "denoise": dit_w + act + vae_idle, "decode": vae_w + decode}
     else:  # group_offload: the VAE stays on the GPU, the rest streams in group by group
-        text_groups = ((te.embedding_params + 4 * te.block_params) * setup.text_bytes
-                       if setup.text_encoder_on_gpu else 0.0)
         leaves = 2 * arch.largest_linear_params * setup.dit_bytes
         phases = {"text": vae_w + text_groups + text_act, "denoise": vae_w + leaves + act, "decode": vae_w + decode}
     return MemoryEstimate(profile, max(phases.values()), phases)
@@ -179,7 +207,8 @@ def group_vram_gb(plans: list, profile: str = "gpu") -> float:
 def resident_weight_bytes(arch: Architecture, profile: str, setup: PipelineSetup = STUDIO_SETUP) -> float:
     """Weight bytes that stay on the GPU between runs once a model is loaded in ``profile``.
 
-    ``gpu``: every component; ``model_cpu_offload``: none (each component goes back to the CPU
+    ``gpu``: every component; ``text_encoder_offload``: all but the text encoder;
+    ``model_cpu_offload``: none (each component goes back to the CPU
     after use, unless the setup keeps the VAE resident); ``group_offload``: the VAE (the rest
     streams in group by group). These bytes are already missing from the free memory the
     device reports after loading, so a fit check must not count them twice.
@@ -191,7 +220,9 @@ def resident_weight_bytes(arch: Architecture, profile: str, setup: PipelineSetup
     vae_w = arch.vae_params * setup.vae_bytes
     if profile == "gpu":
         text_w = arch.text_encoder.params * setup.text_bytes if setup.text_encoder_on_gpu else 0.0
-        return text_w + arch.transformer_params * setup.dit_bytes * arch.experts + vae_w
+        return text_w + setup.transformer_bytes(arch) * arch.experts + vae_w
+    if profile == "text_encoder_offload":
+        return setup.transformer_bytes(arch) * arch.experts + vae_w
     if profile == "model_cpu_offload":
         return vae_w if setup.vae_always_resident else 0.0
     return vae_w
