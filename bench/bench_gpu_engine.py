@@ -18,6 +18,10 @@ real speed). Per model, runs of one request (same shapes, steps and guidance):
   On a GPU that computes in fp8 (8.9+), a last run with fp8 layers (``ECHOEL_FP8``'s setting;
   compile is kept, its blocks recompile) with the layers' measured error in its name.
 
+Beside each run, what the cost model (``studio.models.cost``) predicts for it from its priors
+(the H200 anchor and its speed-up for the run's settings; memory without the stand-in text
+encoder): a GPU session's table shows at once how far the priors are off (issue 15, part 3).
+
 The pipeline is built once per model and shared by both runs (the engine adopts it as its
 resident model). Stand-in where the speed does not depend on the weights: a one-layer UMT5 text
 encoder with the real 4096-wide output (prompt encoding is a one-off), and the tiny model's
@@ -160,6 +164,21 @@ def run_engine(studio, request, device: torch.device) -> dict:
             "preview": max(0.0, per_step - timings["mean_step_seconds"]), "peak": _peak_gib(device)}
 
 
+def predicted(spec, plan, acceleration, fp8: bool = False, vae_dtype: str = "float32") -> tuple[float, float]:
+    """(seconds per step, peak GiB) the cost model predicts for ``plan`` run warm in the ``gpu``
+    profile with ``acceleration``, from its priors alone (no measurement of this machine), and
+    without the text encoder's weights (the benchmark's stand-in weighs nothing)."""
+    from studio.models.cost.architectures import architecture_of
+    from studio.models.cost.timing import CostInputs, Rates, estimate_time
+    from studio.models.cost.vram import memory_estimate, speed_setup
+
+    inputs = CostInputs(Rates(None), spec.id, acceleration=lambda model, profile: acceleration,
+                        warm=lambda model, plan: True)
+    setup = replace(speed_setup(fp8, vae_dtype), text_encoder_on_gpu=False)
+    memory = memory_estimate(architecture_of(spec), plan.gen_width, plan.gen_height, plan.gen_frames, "gpu", setup)
+    return estimate_time(inputs, spec, plan, "gpu").step_seconds, memory.peak_gib
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=list(CASES), choices=list(CASES))
@@ -176,6 +195,7 @@ def main() -> None:
     from studio.engine.plan import make_plan
     from studio.engine.request import GenerationRequest
     from studio.models.catalog import get_spec
+    from studio.models.cost.timing import EAGER, WARMUP_SECONDS
     from studio.models.loader import LoadedModel
     from studio.models.speed import (
         FP8_CAPABILITY,
@@ -190,8 +210,8 @@ def main() -> None:
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     print(f"device: {name}, torch {torch.__version__}; random weights, {args.steps} steps, guidance 5\n")
     print("| model | size | run | s per step | end to end s | against plain | decode s | preview s per step "
-          "| peak GiB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| peak GiB | cost model: s per step, GiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for model in (["tiny"] if args.tiny else args.models):
         case = CASES.get(model, Case("tiny", "480p", 1.0, {}, {}))
         spec = get_spec(model)
@@ -203,6 +223,7 @@ def main() -> None:
         pipe.set_progress_bar_config(disable=True)
         folder = Path(tempfile.mkdtemp())
         runs = {"plain diffusers": run_plain(pipe, plan, device, folder)}
+        predictions = {"plain diffusers": predicted(spec, plan, EAGER)}
         profile = "gpu" if device.type == "cuda" else "cpu"
         loaded = LoadedModel(spec, pipe, device, profile, 0.0, folder / "previewer.npz")
         studio = Studio(Settings(data_dir=folder / "studio", model=model))
@@ -210,6 +231,7 @@ def main() -> None:
         studio.start()
         try:
             runs["engine, plain's settings"] = run_engine(studio, request, device)
+            predictions["engine, plain's settings"] = predictions["plain diffusers"]
             loaded.speed = choose_speed(read_device(device), profile, SpeedPolicy.from_env(), attention_probe(device))
             loaded.speed = apply_speed(pipe, loaded.speed)
             # A new seed: the studio's state cache would resume an equal request's denoising.
@@ -217,13 +239,18 @@ def main() -> None:
                                                                    device)
             runs["engine, default speed"] = run_engine(studio, request.model_copy(update={"seed": 2}), device)
             default_speed = loaded.speed
+            for run in ("engine, default speed, first task", "engine, default speed"):
+                predictions[run] = predicted(spec, plan, default_speed.acceleration, vae_dtype=default_speed.vae_dtype)
+            learnt_warmup = studio.store.timing(model, WARMUP_SECONDS)
             facts = read_device(device)
             if facts.capability is not None and facts.capability >= FP8_CAPABILITY:  # last: it changes the weights
                 # The blocks stay compiled (compile=False: not compiled twice); they recompile for fp8.
                 fp8 = apply_speed(pipe, replace(default_speed, fp8=True, compile=False))
                 loaded.speed = replace(fp8, compile=default_speed.compile)
-                runs[f"engine, default speed + fp8 (layer error {fp8.fp8_error})"] = run_engine(
-                    studio, request.model_copy(update={"seed": 3}), device)
+                run = f"engine, default speed + fp8 (layer error {fp8.fp8_error})"
+                runs[run] = run_engine(studio, request.model_copy(update={"seed": 3}), device)
+                predictions[run] = predicted(spec, plan, loaded.speed.acceleration, fp8=True,
+                                             vae_dtype=default_speed.vae_dtype)
         finally:
             studio.stop()
         size = f"{plan.gen_width}x{plan.gen_height}x{plan.clip_frames}"
@@ -231,12 +258,14 @@ def main() -> None:
         for run, r in runs.items():
             against = "" if r is plain else f"{(r['step'] / plain['step'] - 1):+.1%} step, " \
                                            f"{(r['end_to_end'] / plain['end_to_end'] - 1):+.1%} e2e"
+            step_s, gib = predictions[run]
             print(f"| {model} | {size} | {run} | {r['step']:.3f} | {r['end_to_end']:.1f} | {against} | "
-                  f"{r['decode']:.2f} | {r['preview']:.3f} | {r['peak']:.1f} |")
+                  f"{r['decode']:.2f} | {r['preview']:.3f} | {r['peak']:.1f} | {step_s:.3f}, {gib:.1f} |")
         first, warm = runs["engine, default speed, first task"], runs["engine, default speed"]
         # (an fp8 run recompiles its blocks at its first step: its end to end includes that)
+        learnt = "none (eager)" if learnt_warmup is None else f"{learnt_warmup:.1f} s"
         print(f"| {model} | {size} | speed settings: {default_speed.to_dict()}; first task's extra (compile) "
-              f"{first['end_to_end'] - warm['end_to_end']:.1f} s | | | | | | |")
+              f"{first['end_to_end'] - warm['end_to_end']:.1f} s, learnt by the engine as {learnt} | | | | | | | |")
         del pipe, studio, loaded  # before the next model is built: one in GPU memory at a time
         if device.type == "cuda":
             torch.cuda.empty_cache()
