@@ -31,9 +31,11 @@ def select_model_route(body: SelectModelRequest, _: ApiKey = Depends(api_key()),
       (subjects, actions, camera moves, scene changes, length); confidence is 0.5 on a class
       boundary and approaches 1 far from it.
     - ``vram_required_gb``: peak GPU memory (GiB) of weights + activations + VAE decode in the
-      fastest memory profile that fits (full GPU, model CPU offload, group offload).
-    - ``estimated_time_seconds``: FLOPs per step x steps / this GPU's measured FLOP/s (the H200
-      prior until a model has run here), plus load and decode/encode.
+      fastest memory profile that fits (full GPU, text encoder offload, model CPU offload, group
+      offload), at the server's precisions (``ECHOEL_FP8``, ``ECHOEL_VAE_DTYPE``).
+    - ``estimated_time_seconds``: FLOPs per step x steps / this GPU's measured FLOP/s (until a
+      model has run here, the H200 prior times the measured speed-up of the server's settings),
+      plus load, a compiled model's first-run compile, weight transfers and decode/encode.
     - ``alternatives[].speed_factor``: recommended model's time / the alternative's time.
     - ``reasons``: how each number was reached, in words.
 

@@ -14,8 +14,9 @@ length. Latent tokens ``L = latent frames x (H / s) x (W / s)`` with ``s`` = VAE
 
 **VRAM and time** come from the one cost model, ``studio.models.cost`` (its docstring gives
 every formula, coefficient and prior): the peak memory of each profile (``gpu``,
-``model_cpu_offload``, ``group_offload``; fastest first, the first that fits is used) and
-``total = load + steps x step time + offload transfers + decode/encode``.
+``text_encoder_offload``, ``model_cpu_offload``, ``group_offload``; fastest first, the first that
+fits is used) at the server's precisions, and ``total = load + first-run compile + steps x step
+time + offload transfers + decode/encode``.
 
 ``speed_factor`` of an alternative = estimated time of the recommended model / estimated time of
 the alternative (above 1: the alternative is faster).
