@@ -224,3 +224,12 @@ def test_the_orchestrator_fits_a14b_whole_on_80gb_only_with_fp8(store):
     assert plain.recommended_model == fp8.recommended_model == A14
     assert any("with text_encoder_offload" in r for r in plain.reasons)
     assert any("with gpu (" in r for r in fp8.reasons) and fp8.vram_required_gb < plain.vram_required_gb
+
+
+def test_offload_transfers_move_the_weights_in_their_precision(store):
+    plan, arch = _plan(M14), ARCHITECTURES[M14]
+    plain = estimate_time(CostInputs.of(store), CATALOG[M14], plan, "model_cpu_offload")
+    fp8 = estimate_time(CostInputs(Rates(store), setup=speed_setup(fp8=True, vae_dtype="float32")), CATALOG[M14],
+                        plan, "model_cpu_offload")
+    fewer = arch.block_params * arch.num_layers  # one byte less for each block weight
+    assert plain.transfer_seconds - fp8.transfer_seconds == pytest.approx(fewer / PCIE_BYTES_PER_S)

@@ -324,7 +324,7 @@ class CostInputs:
     loaded_model: str | None = None
     acceleration: Callable[[str, str], Acceleration] = _eager
     warm: Callable[[str, "PlannedRun"], bool] = _cold
-    setup: PipelineSetup = STUDIO_SETUP  # precisions the memory estimates assume (fp8, the VAE's dtype)
+    setup: PipelineSetup = STUDIO_SETUP  # precisions of the weights and the VAE (fp8 blocks, bf16 VAE)
 
     @classmethod
     def of(cls, store: TimingStore | None, loaded_model: str | None = None) -> "CostInputs":
@@ -359,14 +359,15 @@ def estimate_time(inputs: CostInputs, spec: ModelSpec, plan: "PlannedRun", profi
     tp = throughput or device_throughput(store, spec.id, acceleration)
     step = step_flops / tp.flop_per_s
     transfer = 0.0
-    weights = arch.transformer_params * STUDIO_SETUP.dit_bytes * arch.experts
-    text_weights = arch.text_encoder.params * STUDIO_SETUP.text_bytes
+    setup = inputs.setup
+    text_weights = arch.text_encoder.params * setup.text_bytes
     if profile == "group_offload":  # weights stream in every pass, overlapped with compute
         passes = cfg_passes(plan.guidance_scale)
-        per_pass = max(step / passes, arch.transformer_params * STUDIO_SETUP.dit_bytes / PCIE_BYTES_PER_S)
+        per_pass = max(step / passes, setup.transformer_bytes(arch) / PCIE_BYTES_PER_S)
         step = per_pass * passes
     elif profile == "model_cpu_offload":  # each component crosses once per video
-        transfer = (weights + text_weights + arch.vae_params * STUDIO_SETUP.vae_bytes) / PCIE_BYTES_PER_S
+        weights = setup.transformer_bytes(arch) * arch.experts
+        transfer = (weights + text_weights + arch.vae_params * setup.vae_bytes) / PCIE_BYTES_PER_S
     warmup = 0.0
     if acceleration.compile and not inputs.warm(spec.id, plan):
         measured = store.timing(spec.id, WARMUP_SECONDS) if store is not None else None
