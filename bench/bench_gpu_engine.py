@@ -195,7 +195,7 @@ def main() -> None:
     from studio.engine.plan import make_plan
     from studio.engine.request import GenerationRequest
     from studio.models.catalog import get_spec
-    from studio.models.cost.timing import EAGER, WARMUP_SECONDS
+    from studio.models.cost.timing import EAGER, WARMUP_SECONDS, rate_key
     from studio.models.loader import LoadedModel
     from studio.models.speed import (
         FP8_CAPABILITY,
@@ -241,7 +241,7 @@ def main() -> None:
             default_speed = loaded.speed
             for run in ("engine, default speed, first task", "engine, default speed"):
                 predictions[run] = predicted(spec, plan, default_speed.acceleration, vae_dtype=default_speed.vae_dtype)
-            learnt_warmup = studio.store.timing(model, WARMUP_SECONDS)
+            learnt_warmup = studio.store.timing(rate_key(model, default_speed.acceleration), WARMUP_SECONDS)
             facts = read_device(device)
             if facts.capability is not None and facts.capability >= FP8_CAPABILITY:  # last: it changes the weights
                 # The blocks stay compiled (compile=False: not compiled twice); they recompile for fp8.

@@ -28,6 +28,7 @@ from studio.models.cost.timing import (
     CostInputs,
     Rates,
     estimate_time,
+    rate_key,
     run_shape,
 )
 from studio.models.cost.vram import GIB, STUDIO_SETUP, memory_estimate, speed_setup
@@ -87,13 +88,23 @@ def test_a_compiled_or_fp8_models_prior_step_is_the_h200_ratio_faster(store):
     assert "regional compile + fp8" in fp8.throughput.source and "with" not in eager.throughput.source
 
 
-def test_measured_rates_carry_their_own_settings(store):
-    store.record_timing(M13, STEP_RATE, 0.03)
+def test_measured_rates_are_read_for_the_settings_they_ran_with(store):
     plan = _plan()
+    store.record_timing(M13, STEP_RATE, 0.03)  # eager runs
     eager = estimate_time(_inputs(store, FakeModels(speed=EAGER)), CATALOG[M13], plan)
     compiled = estimate_time(_inputs(store, FakeModels(speed=COMPILED)), CATALOG[M13], plan)
-    assert compiled.throughput.basis == "measured"
-    assert compiled.step_seconds == pytest.approx(eager.step_seconds)  # timed with the settings that ran
+    assert eager.throughput.basis == "measured" and compiled.throughput.basis == "prior"  # eager says nothing of it
+    store.record_timing(rate_key(M13, COMPILED), STEP_RATE, 0.025)
+    compiled = estimate_time(_inputs(store, FakeModels(speed=COMPILED)), CATALOG[M13], plan)
+    assert compiled.throughput.basis == "measured" and "with regional compile" in compiled.throughput.source
+    assert compiled.step_seconds == pytest.approx(eager.step_seconds * 0.025 / 0.03)  # as timed, no factor
+    carried = estimate_time(_inputs(store, FakeModels(M14, COMPILED)), CATALOG[M14], _plan(M14))
+    assert "carried over" in carried.throughput.source and carried.throughput.samples == 1  # compiled rows only
+    # Runs that streamed their weights keep their own rate, and it never carries over.
+    store.record_timing(rate_key(M13, EAGER, "group_offload"), STEP_RATE, 0.3)
+    streamed = estimate_time(_inputs(store, FakeModels(speed=EAGER)), CATALOG[M13], plan, "group_offload")
+    assert streamed.step_seconds == pytest.approx(eager.step_seconds * 10)
+    assert estimate_time(_inputs(store, FakeModels(M14, EAGER)), CATALOG[M14], _plan(M14)).throughput.samples == 1
 
 
 def test_a_cold_compiled_model_pays_its_compile_once_per_shape(store):
@@ -110,7 +121,7 @@ def test_a_cold_compiled_model_pays_its_compile_once_per_shape(store):
     assert fp8.warmup_seconds == pytest.approx(124.0 - 0.976)
     a14 = estimate_time(_inputs(store, FakeModels(loaded_model=A14)), CATALOG[A14], _plan(A14))
     assert a14.warmup_seconds == pytest.approx(2 * (12.9 - 1.046))  # two experts, two compiles
-    store.record_timing(M13, WARMUP_SECONDS, 30.0)
+    store.record_timing(rate_key(M13, COMPILED), WARMUP_SECONDS, 30.0)
     assert estimate_time(_inputs(store, models), CATALOG[M13], _plan(seconds=2)).warmup_seconds == 30.0
 
 
@@ -174,11 +185,13 @@ def test_the_worker_learns_a_compiled_models_first_run_apart_and_only_once_per_s
         plan = make_plan(request, CATALOG[TINY], seed=0)
         assert not studio.models.is_warm(TINY, plan)
         assert _wait(studio, studio.submit(request).task_id) == "completed"
-        assert studio.store.timing_samples(TINY, WARMUP_SECONDS) == 1  # the first run's compile, learnt apart
+        compiled = rate_key(TINY, COMPILED)  # learnt under the settings the runs had
+        assert studio.store.timing_samples(compiled, WARMUP_SECONDS) == 1  # the first run's compile, apart
         assert studio.models.is_warm(TINY, plan)
         assert _wait(studio, studio.submit(request).task_id) == "completed"
-        assert studio.store.timing_samples(TINY, WARMUP_SECONDS) == 1  # warm: nothing more to learn
-        assert studio.store.timing_samples(TINY, STEP_RATE) == 2
+        assert studio.store.timing_samples(compiled, WARMUP_SECONDS) == 1  # warm: nothing more to learn
+        assert studio.store.timing_samples(compiled, STEP_RATE) == 2
+        assert studio.store.timing_samples(TINY, STEP_RATE) == 0  # the eager rate is not blended with them
     finally:
         studio.stop()
         studio.store.close()

@@ -28,10 +28,12 @@ from studio.engine.spec import EditSpec, TaskSpec
 from studio.models.catalog import GENERATION_CATALOG, ModelSpec
 from studio.models.cost.architectures import ARCHITECTURES, architecture_of
 from studio.models.cost.timing import (
+    EAGER,
     ENCODE_RATE,
     LOAD_SECONDS,
     STEP_RATE,
     WARMUP_SECONDS,
+    Acceleration,
     CostInputs,
     Rates,
     ServerModels,
@@ -39,6 +41,7 @@ from studio.models.cost.timing import (
     device_throughput,
     estimate_time,
     latent_tokens,
+    rate_key,
     timing_samples,
 )
 
@@ -104,7 +107,9 @@ class Estimator(Rates):
                 measured = self.store.timing(model.id, STEP_RATE) is not None
                 samples = timing_samples(self.store, model.id, STEP_RATE) if measured else 0
                 return {"estimate_basis": "measured" if measured else "prior", "estimate_samples": samples}
-            throughput = device_throughput(self.store, model.id)
+            profile = self.models.profile_for(model.id) if self.models is not None else "gpu"
+            acceleration = self.models.acceleration(model.id, profile) if self.models is not None else EAGER
+            throughput = device_throughput(self.store, model.id, acceleration, profile)
             return {"estimate_basis": throughput.basis, "estimate_samples": throughput.samples}
         from studio.engine.edit import FRAME_RATE, timing_key
 
@@ -113,15 +118,18 @@ class Estimator(Rates):
         return {"estimate_basis": "measured" if samples else "prior", "estimate_samples": samples}
 
     def record(self, spec: ModelSpec, plan: GenerationPlan, mean_step_seconds: float | None,
-               encode_seconds: float | None, load_seconds: float | None, warmup_seconds: float | None = None) -> None:
+               encode_seconds: float | None, load_seconds: float | None, warmup_seconds: float | None = None,
+               acceleration: Acceleration = EAGER, profile: str = "gpu") -> None:
         """Fold one finished run's measurements (those not None) into the model's rates;
         ``mean_step_seconds`` is a steady step's (``split_warmup``), ``warmup_seconds`` a cold
-        compiled run's first-call cost."""
+        compiled run's first-call cost; both are learnt under the run's speed settings and memory
+        profile (``rate_key``)."""
         tokens = latent_tokens(spec, plan)
         if mean_step_seconds and tokens:
-            self.store.record_timing(spec.id, STEP_RATE, mean_step_seconds / tokens * 1000)
+            self.store.record_timing(rate_key(spec.id, acceleration, profile), STEP_RATE,
+                                     mean_step_seconds / tokens * 1000)
         if warmup_seconds is not None:
-            self.store.record_timing(spec.id, WARMUP_SECONDS, warmup_seconds)
+            self.store.record_timing(rate_key(spec.id, acceleration), WARMUP_SECONDS, warmup_seconds)
         megapixels = plan.out_frames * plan.out_width * plan.out_height / 1e6
         if encode_seconds is not None and megapixels:
             self.store.record_timing(spec.id, ENCODE_RATE, encode_seconds / megapixels)

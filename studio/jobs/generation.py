@@ -301,7 +301,7 @@ class GenerationRunner:
             steps = output.step_seconds[:plan.num_inference_steps]
             seconds, warmup = split_warmup(steps, cold)
             self.worker.estimator.record(model.spec, first_window, seconds / len(steps), output.decode_encode_seconds,
-                                         None, warmup)
+                                         None, warmup, model.acceleration, model.memory_profile)
         return output
 
     def _chunked(self, model, task: Task, plan: GenerationPlan, hooks: _TaskHooks, learned: LearnedNetworks | None,
@@ -319,7 +319,8 @@ class GenerationRunner:
         if not output.partial and output.step_seconds:
             seconds, warmup = split_warmup(output.step_seconds, cold)
             self.worker.estimator.record(model.spec, plan, seconds / len(output.step_seconds),
-                                         output.decode_encode_seconds, None, warmup)
+                                         output.decode_encode_seconds, None, warmup, model.acceleration,
+                                         model.memory_profile)
         return output
 
     def _call(self, model, tasks: list[Task], plans: list[GenerationPlan], hooks: list[_TaskHooks],
@@ -350,7 +351,7 @@ class GenerationRunner:
         step_rate = ((first.decoder.uncached_seconds - (warmup or 0.0)) / first.decoder.steps
                      if first.decoder and first.decoder.steps else steady / max(1, len(first.step_seconds)))
         self.worker.estimator.record(model.spec, plans[rows[0]], step_rate / len(rows), first.decode_encode_seconds,
-                                     None, warmup)
+                                     None, warmup, model.acceleration, model.memory_profile)
         if first.decoder:
             self.worker.decoder_stats.add(first.decoder)  # once per pipeline call, not per task
 

@@ -192,6 +192,11 @@ class LoadedModel:
     speed: SpeedSettings = field(default_factory=SpeedSettings)  # compile, attention, VAE (studio.models.speed)
     warm_shapes: set[tuple[int, int, int, int]] = field(default_factory=set)  # run_shape()s run since the load
 
+    @property
+    def acceleration(self) -> Acceleration:
+        """The speed settings its runs have now (a compile that failed shows as eager)."""
+        return in_effect(self.pipe, self.speed).acceleration
+
     def is_cold(self, plan: PlannedRun, rows: int = 1) -> bool:
         """Whether running ``plan`` (``rows`` at once) compiles first: a compiled transformer that
         has not run this shape since the load."""
@@ -252,7 +257,7 @@ class ModelCache:
         server without a GPU, on ``PLANNING_DEVICE``)."""
         current = self._current
         if current is not None and current.spec.id == model_id:
-            return in_effect(current.pipe, current.speed).acceleration
+            return current.acceleration
         device = _cuda_facts() if cuda_available() else PLANNING_DEVICE
         return expected_acceleration(device, profile, SpeedPolicy.from_env())
 

@@ -30,7 +30,9 @@ load of its continuation model (none when the model continues itself).
      the speed-up of the settings the model runs with (``Acceleration``, from
      ``studio.models.speed``), as the same H200 run measured them on the same shapes: regional
      compile 1.249 -> 1.046 s (x1.19), fp8 + compile 0.976 s (x1.28), fp8 eager 1.527 s (x0.82).
-  Measured rates (1 and 2) need no factor: they were timed with this server's settings.
+  Measured rates (1 and 2) need no factor: each is learnt under its settings (``rate_key``: the
+  model id with ``+compile``, ``+fp8``, ``@group_offload``), and only rates of the settings a run
+  will have are read for it; other settings' runs never blend in.
 - first-run compile: a compiled transformer compiles at its first call of a shape. Its cost is
   what this machine measured for the model (``warmup_s``: the first step's excess over the
   steady ones, recorded by the engine), else the H200's first call less a warm step (regional
@@ -239,8 +241,16 @@ def _reference_plan(store, spec: ModelSpec) -> tuple[int, float, str]:
     return native, spec.default_guidance, f"its native size ({size})"
 
 
-def _measured_flop_s(store, spec: ModelSpec) -> tuple[float, str] | None:
-    rate = store.timing(spec.id, STEP_RATE) if store is not None else None
+def rate_key(model_id: str, acceleration: Acceleration = EAGER, profile: str = "gpu") -> str:
+    """The timings row a model's step rate (and compile cost) is learnt under: the model id, with
+    the speed settings (``+compile``, ``+fp8``) and ``@group_offload`` when the weights stream in
+    every step. Runs with other settings have other step times and must not blend in."""
+    settings = "".join(tag for tag, on in (("+compile", acceleration.compile), ("+fp8", acceleration.fp8)) if on)
+    return model_id + settings + ("@group_offload" if profile == "group_offload" else "")
+
+
+def _measured_flop_s(store, spec: ModelSpec, key: str) -> tuple[float, str] | None:
+    rate = store.timing(key, STEP_RATE) if store is not None else None
     if rate is None or rate <= 0 or spec.id not in ARCHITECTURES:
         return None
     tokens, guidance, what = _reference_plan(store, spec)
@@ -248,27 +258,33 @@ def _measured_flop_s(store, spec: ModelSpec) -> tuple[float, str] | None:
     return flops_per_step(ARCHITECTURES[spec.id], tokens, guidance) / step_seconds, what
 
 
-def device_throughput(store, model_id: str, acceleration: Acceleration = EAGER) -> Throughput:
-    """This device's FLOP/s for ``model_id``: measured for it, measured for another real model,
-    or the H200 prior, made faster by ``acceleration`` as measured there (see the module
-    docstring). Measured rates already carry the speed settings they ran with."""
-    own = _measured_flop_s(store, CATALOG[model_id])
-    if own is not None:
-        return Throughput(own[0], "measured",
-                          f"measured here for {model_id} (engine step times, converted at {own[1]})",
-                          timing_samples(store, model_id, STEP_RATE))
+def device_throughput(store, model_id: str, acceleration: Acceleration = EAGER, profile: str = "gpu") -> Throughput:
+    """This device's FLOP/s for ``model_id`` run with ``acceleration`` in ``profile``: measured
+    for it with these settings (``rate_key``; with group offload, its streaming runs first, else
+    its resident ones, which the transfer bound then caps), measured for other real models with
+    these settings (resident runs only), or the H200 prior made faster by ``acceleration`` as
+    measured there (see the module docstring)."""
+    with_settings = "" if acceleration == EAGER else f" with {acceleration.words()}"
+    own_keys = [rate_key(model_id, acceleration, profile)]
+    if profile == "group_offload":
+        own_keys.append(rate_key(model_id, acceleration))
+    for key in own_keys:
+        own = _measured_flop_s(store, CATALOG[model_id], key)
+        if own is not None:
+            return Throughput(own[0], "measured", f"measured here for {model_id}{with_settings} (engine step "
+                              f"times, converted at {own[1]})", timing_samples(store, key, STEP_RATE))
     others = []
     for other in ARCHITECTURES:
         if other in (TINY, model_id) or other not in CATALOG:
             continue
-        measured = _measured_flop_s(store, CATALOG[other])
+        measured = _measured_flop_s(store, CATALOG[other], rate_key(other, acceleration))
         if measured is not None:
             others.append((other, measured[0]))
     if others:
         mean = sum(flop_s for _, flop_s in others) / len(others)
         names = ", ".join(m for m, _ in others)
-        return Throughput(mean, "measured", f"measured here on {names} (same GPU, FLOP/s carried over)",
-                          sum(timing_samples(store, m, STEP_RATE) for m, _ in others))
+        return Throughput(mean, "measured", f"measured here on {names}{with_settings} (same GPU, FLOP/s carried "
+                          "over)", sum(timing_samples(store, rate_key(m, acceleration), STEP_RATE) for m, _ in others))
     source = "prior (H200): Wan2.1-1.3B plain diffusers, 1.244 s per CFG step at 480x832x81"
     speedup = prior_speedup(acceleration)
     if acceleration != EAGER:
@@ -356,7 +372,7 @@ def estimate_time(inputs: CostInputs, spec: ModelSpec, plan: "PlannedRun", profi
         step = rate * tokens / 1000
         return TimeEstimate(load + step * steps + encode, step, steps, load, encode, 0.0, step_flops, None)
     acceleration = inputs.acceleration(spec.id, profile)
-    tp = throughput or device_throughput(store, spec.id, acceleration)
+    tp = throughput or device_throughput(store, spec.id, acceleration, profile)
     step = step_flops / tp.flop_per_s
     transfer = 0.0
     setup = inputs.setup
@@ -370,7 +386,7 @@ def estimate_time(inputs: CostInputs, spec: ModelSpec, plan: "PlannedRun", profi
         transfer = (weights + text_weights + arch.vae_params * setup.vae_bytes) / PCIE_BYTES_PER_S
     warmup = 0.0
     if acceleration.compile and not inputs.warm(spec.id, plan):
-        measured = store.timing(spec.id, WARMUP_SECONDS) if store is not None else None
+        measured = store.timing(rate_key(spec.id, acceleration), WARMUP_SECONDS) if store is not None else None
         warmup = measured if measured is not None else prior_warmup_seconds(acceleration) * arch.experts
     transfer *= plan.passes
     if profile == "text_encoder_offload":  # the encoder crosses once: the text cache serves later windows
