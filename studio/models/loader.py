@@ -367,8 +367,9 @@ def profile_need_bytes(spec: ModelSpec, profile: str, setup: PipelineSetup = STU
 def choose_memory_profile(spec: ModelSpec, free_bytes: float, setup: PipelineSetup = STUDIO_SETUP) -> str:
     """The fastest memory profile whose peak (``profile_need_bytes``, with ``_VRAM_HEADROOM``)
     fits ``free_bytes``: ``gpu`` (everything resident), ``text_encoder_offload`` (all but the text
-    encoder, which comes in to encode), ``model_cpu_offload`` (one component at a time) or ``group_offload`` (weights streamed layer by layer, VAE resident and tiled). When
-    none fits, ``group_offload``, the leanest: the run may still fit (the formula is a bound), and
+    encoder, which comes in to encode), ``model_cpu_offload`` (one component at a time) or
+    ``group_offload`` (weights streamed layer by layer, VAE resident and tiled). When none fits,
+    ``group_offload``, the leanest: the run may still fit (the formula is a bound), and
     if not it fails with ``VramExceeded``. The same profiles, in the same order, as the
     orchestrator recommends (``studio.models.cost.vram.LOADER_PROFILES``)."""
 

@@ -7,7 +7,8 @@ What is chosen, and why:
   1.046 s per step (issue 15). On a CUDA device with Triton, for a transformer resident on the
   GPU (``TRANSFORMER_RESIDENT`` profiles: offload hooks and compiled blocks do not mix). The
   first run of a shape pays the compile (``bench/bench_gpu_engine.py`` reports it: a first task
-  against a warm one; the cost model adds it to a cold model's estimate); later runs reuse it. A block whose compile fails undoes the compile and runs eagerly, in every pipeline
+  against a warm one; the cost model adds it to a cold model's estimate); later runs reuse it.
+  A block whose compile fails undoes the compile and runs eagerly, in every pipeline
   (``in_effect`` notes it in the task's metadata). ``ECHOEL_COMPILE=0`` turns it off.
 - **Attention backend**: diffusers' dispatcher picks among the kernels installed here, fastest
   first (FlashAttention 3 on Hopper, SageAttention, FlashAttention 2), each accepted only when a

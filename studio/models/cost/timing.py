@@ -10,8 +10,9 @@ its VAE decode + postprocess, 3.10 s for 480x832x81), and for ``tiny`` what
 model has no anchor: its prior (60 s) is an assumption until the first load.
 
 **Time.** ``total = load (when the model is not resident) + first-run compile (a compiled model
-that has not run this shape yet) + steps x step time + offload transfers + decode/encode``. A long clip generated as a chain of windows (``studio.engine.long_video``)
-counts ``passes x steps`` at the longest window's step time, one transfer set per pass, and the
+that has not run this shape yet) + steps x step time + offload transfers + decode/encode``. A
+long clip generated as a chain of windows (``studio.engine.long_video``) counts ``passes x
+steps`` at the longest window's step time, one transfer set per pass, and the
 load of its continuation model (none when the model continues itself).
 
 - FLOPs per transformer forward (``shared/research/flops.py``): linear ``2 L (6 d^2 + 2 d ffn)``

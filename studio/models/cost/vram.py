@@ -208,9 +208,8 @@ def resident_weight_bytes(arch: Architecture, profile: str, setup: PipelineSetup
     """Weight bytes that stay on the GPU between runs once a model is loaded in ``profile``.
 
     ``gpu``: every component; ``text_encoder_offload``: all but the text encoder;
-    ``model_cpu_offload``: none (each component goes back to the CPU
-    after use, unless the setup keeps the VAE resident); ``group_offload``: the VAE (the rest
-    streams in group by group). These bytes are already missing from the free memory the
+    ``model_cpu_offload``: none (each component goes back to the CPU after use, unless the setup
+    keeps the VAE resident); ``group_offload``: the VAE (the rest streams in group by group). These bytes are already missing from the free memory the
     device reports after loading, so a fit check must not count them twice.
     """
     if profile not in PROFILES:
