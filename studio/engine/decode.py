@@ -81,8 +81,9 @@ def tiling_note(vae, latents: torch.Tensor, free_bytes: float | None) -> str | N
     need = untiled_decode_bytes(vae, latents)
     if need * FIT_HEADROOM <= free_bytes:
         return None
-    return (f"decoded in tiles: decoding whole {latents.shape[-1] * getattr(vae.config, 'scale_factor_spatial', 8)}-"
-            f"pixel-wide frames needs about {need / 2**30:.1f} GiB and {free_bytes / 2**30:.1f} GiB were free")
+    width = latents.shape[-1] * getattr(vae.config, "scale_factor_spatial", 8)
+    return (f"decoded in tiles: whole {width}-pixel-wide frames need about {need / 2**30:.1f} GiB to decode and "
+            f"{free_bytes / 2**30:.1f} GiB were free")
 
 
 def iter_decoded_frames(vae, latents: torch.Tensor, tiled: bool = False) -> Iterator[np.ndarray]:
@@ -137,7 +138,7 @@ def _decode_one(vae, z: torch.Tensor, i: int, feat_cache: list, patch_size, unpa
 def _iter_tiled(vae, latents: torch.Tensor) -> Iterator[np.ndarray]:
     """``vae.decode`` tiled (where the frame exceeds a tile) in the streaming path's chunks."""
     set_to_tile = vae.use_tiling
-    vae.enable_tiling()  # kept only for this decode when the VAE was set untiled: the next may fit whole frames
+    vae.enable_tiling()  # for this decode alone when the VAE was set untiled: the next may fit whole frames
     try:
         with torch.no_grad():
             video = vae.decode(unnormalize_latents(vae, latents), return_dict=False)[0]
