@@ -24,15 +24,16 @@ Each figure is the median of ``--repeat`` runs after one warm-up.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_gpu_models import _timed  # noqa: E402  (bench/bench_gpu_models.py: median after a warm-up)
 
 # google/umt5-xxl's encoder, as Wan's text_encoder/config.json gives it.
 UMT5_XXL = dict(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
@@ -41,26 +42,13 @@ PROMPT = "a red fox running through snow at dusk, cinematic lighting"
 NEGATIVE = "blurry, low quality, static"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def timed(fn, device: torch.device, repeat: int) -> tuple[float, float]:
-    """(median seconds, peak GiB) of ``fn()`` over ``repeat`` runs after a warm-up."""
-    fn()
-    seconds = []
+    """(median seconds of ``repeat`` runs after a warm-up, peak GiB) of ``fn()``."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    for _ in range(repeat):
-        _sync(device)
-        started = time.perf_counter()
-        fn()
-        _sync(device)
-        seconds.append(time.perf_counter() - started)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-    return statistics.median(seconds), peak
+    seconds = _timed(fn, device, repeat)
+    return seconds, torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
 
 
 def text_encoder(tiny: bool):
