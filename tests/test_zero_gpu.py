@@ -92,8 +92,9 @@ class Space:
                "ZEROGPU_PROC_SELF_CGROUP_PATH": str(data_dir / "cgroup"),
                "ECHOEL_ZERO_GPU_MAX_SECONDS": str(MAX_SECONDS),
                "ECHOEL_RATE_LIMITS": "generate=1000 per 1 second;default=10000 per 1 second"}
+        # A session of its own: spaces forks GPU worker processes, which must go with the server.
         self.process = subprocess.Popen([sys.executable, "tests/zero_gpu_space.py"], cwd=ROOT, env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         self.http = httpx.Client(base_url=self.url, headers=AUTH, timeout=60)
         deadline = time.monotonic() + 180
         while not self._up():
@@ -117,9 +118,11 @@ class Space:
 
     def close(self) -> None:
         self.http.close()
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # the server and the GPU processes it forked
+        except ProcessLookupError:
+            pass
+        self.process.wait()
 
 
 @pytest.fixture(scope="module")
