@@ -106,10 +106,16 @@ class ModelUnavailable(StudioError):
 
 
 class VramExceeded(StudioError):
-    """CUDA ran out of memory; the worker freed what it could and keeps serving."""
+    """CUDA ran out of memory; the worker freed what it could and keeps serving.
+    ``leaner_profile``: the leaner memory profile the model's next load takes (the worker runs
+    the task again with it), or None when none is left."""
 
     status_code = 500
     title = "VRAM exceeded"
+
+    def __init__(self, detail: str, leaner_profile: str | None = None):
+        super().__init__(detail)
+        self.leaner_profile = leaner_profile
 
 
 class TaskCancelled(StudioError):

@@ -20,6 +20,7 @@ from studio.models.cost.vram import (
     group_fits,
     group_vram_gb,
     resident_weight_bytes,
+    speed_setup,
 )
 
 M14, M13 = "wan2.1-t2v-14b", "wan2.1-t2v-1.3b"
@@ -108,11 +109,14 @@ class FakeModels:
     """A ModelCache as the worker sees it: which model is resident, in which profile, with which
     precisions (the defaults: bf16 transformer, fp32 VAE)."""
 
-    def __init__(self, loaded_model=None, loaded_profile=None):
-        self.loaded_model, self.loaded_profile = loaded_model, loaded_profile
+    def __init__(self, loaded_model=None, loaded_profile=None, setup=STUDIO_SETUP):
+        self.loaded_model, self.loaded_profile, self.setup = loaded_model, loaded_profile, setup
 
     def memory_setup(self):
-        return STUDIO_SETUP
+        return self.setup
+
+    def fastest_allowed(self, model_id):
+        return "gpu"
 
 
 def test_group_fits_here_with_simulated_device_memory():
@@ -139,3 +143,19 @@ def test_group_fits_here_with_simulated_device_memory():
     assert not group_fits_here(plans(M14, 2), FakeModels(M13, "gpu"), None, mem_get_info=short)
     # On a CPU-only server only a budget can refuse.
     assert group_fits_here(plans(TINY, 3), FakeModels(TINY, "cpu"), None)
+
+
+def test_a_group_is_sized_in_the_precisions_the_model_runs_with():
+    # With fp8 blocks the 14B's weights take about half: a pair that would not fit in bf16 does.
+    from studio.models.loader import choose_memory_profile, group_fits_here
+
+    pair = plans(M14, 2)
+    fp8 = speed_setup(fp8=True, vae_dtype="float32")
+    assert group_vram_gb(pair, "gpu", fp8) < group_vram_gb(pair, "gpu") - 10
+    free = 46 * GIB
+    assert group_fits(pair, free, weights_loaded=False, profile="gpu", setup=fp8)
+    assert not group_fits(pair, free, weights_loaded=False, profile="gpu")
+    # The worker's check: for that memory the loader would load it whole in fp8, and the pair fits that.
+    assert choose_memory_profile(CATALOG[M14], free, fp8) == "gpu"
+    info = lambda: (int(free), int(CARD_80GB))  # noqa: E731
+    assert group_fits_here(pair, FakeModels(M13, "gpu", fp8), None, mem_get_info=info)

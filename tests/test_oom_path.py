@@ -27,7 +27,12 @@ from diffusers import (
 from studio.engine.request import NEGATIVE_PROMPT
 from studio.engine.run import model_run
 from studio.errors import VramExceeded
+from studio.genius.orchestrator.schema import SelectModelRequest
+from studio.genius.orchestrator.selection import DeviceInfo, select_model
 from studio.media.inputs import encode_png_base64
+from studio.models.catalog import TINY, get_spec
+from studio.models.cost.timing import CostInputs, Rates
+from studio.models.loader import LoadedModel, ModelCache, choose_memory_profile
 from tests.conftest import API_KEY, SMALL, wait_for_terminal
 from tests.edit_helpers import moving_square_clip, source_task, wait_result
 from tests.test_animate_model import person_clip, reference
@@ -100,9 +105,10 @@ def test_model_run_evicts_and_raises_vram_exceeded(tmp_path):
         def get(self, model_id, on_progress):
             return object()
 
-        def evict(self):
+        def out_of_memory(self, model_id):  # ModelCache's: evict; no leaner profile left
             self.evicted += 1
             self.loaded_model = None
+            return None
 
     cache = Cache()
     with pytest.raises(VramExceeded) as raised:
@@ -111,10 +117,101 @@ def test_model_run_evicts_and_raises_vram_exceeded(tmp_path):
             raise torch.OutOfMemoryError("CUDA out of memory")
     assert cache.evicted == 1 and cache.loaded_model is None
     assert raised.value.detail == "the GPU ran out of memory running m at 160x96; try less"
+    assert raised.value.leaner_profile is None
     with pytest.raises(ValueError):  # other errors pass through, the model stays
         with model_run(cache, "m"):
             raise ValueError("not memory")
     assert cache.evicted == 1
+
+
+def _resident(models: ModelCache, model_id: str, profile: str) -> LoadedModel:
+    model = LoadedModel(get_spec(model_id), pipe=object(), device=torch.device("cpu"), memory_profile=profile,
+                        load_seconds=0.0, previewer_path=models.models_dir / "previewer.npz")
+    models.adopt(model)
+    return model
+
+
+def test_a_profile_that_ran_out_of_memory_is_not_chosen_again(tmp_path):
+    models, m13 = ModelCache(tmp_path), "wan2.1-t2v-1.3b"
+    plenty = 1000 * 2**30
+    assert models.fastest_allowed(m13) == "gpu"
+    _resident(models, m13, "gpu")
+    with pytest.raises(VramExceeded) as raised:
+        with model_run(models, m13) as run:
+            run.size = (832, 480)
+            raise torch.OutOfMemoryError("CUDA out of memory")
+    assert models.loaded_model is None
+    assert raised.value.leaner_profile == "text_encoder_offload"
+    assert raised.value.detail == ("the GPU ran out of memory running wan2.1-t2v-1.3b at 832x480; its next load "
+                                   "uses the leaner text_encoder_offload memory profile")
+    # The next load, and the estimates and recommendations that ask the loader, skip the failed profile.
+    assert models.fastest_allowed(m13) == "text_encoder_offload"
+    assert choose_memory_profile(get_spec(m13), plenty, fastest_allowed=models.fastest_allowed(m13)) \
+        == "text_encoder_offload"
+    assert models.fastest_allowed("wan2.1-t2v-14b") == "gpu"  # other models keep every profile
+    # Each out-of-memory steps down once; the leanest has nothing below it.
+    for failed, leaner in [("text_encoder_offload", "model_cpu_offload"), ("model_cpu_offload", "group_offload"),
+                           ("group_offload", None)]:
+        _resident(models, m13, failed)
+        assert models.out_of_memory(m13) == leaner
+    assert models.fastest_allowed(m13) == "group_offload"
+    _resident(models, TINY, "cpu")  # the offline models run on the CPU: no GPU profile to leave
+    assert models.out_of_memory(TINY) is None
+
+
+def test_the_recommendation_on_this_device_skips_a_profile_that_ran_out_of_memory(tmp_path):
+    models, m13 = ModelCache(tmp_path), "wan2.1-t2v-1.3b"
+    _resident(models, m13, "gpu")
+    models.out_of_memory(m13)
+    request = SelectModelRequest(prompt="a red fox in snow", target_resolution="480p")
+    card = DeviceInfo(True, 80.0, "80 GiB GPU")
+    named = {}
+    for costs in (CostInputs.of(None), CostInputs.here(Rates(None), models)):
+        answer = select_model(costs, request, device=card)
+        named[costs.fastest_allowed(m13)] = \
+            {a.model: a.vram_gb for a in answer.alternatives} | {answer.recommended_model: answer.vram_required_gb}
+    assert named["text_encoder_offload"][m13] < named["gpu"][m13] - 10  # the encoder's 11 GiB no longer counted
+    # A budget given in the request plans for another card: every profile stays open there.
+    other = select_model(CostInputs.here(Rates(None), models), request.model_copy(update={"max_vram_gb": 80}),
+                         device=card)
+    assert ({a.model: a.vram_gb for a in other.alternatives} | {other.recommended_model: other.vram_required_gb})[m13] \
+        == named["gpu"][m13]
+
+
+def test_text_to_video_that_ran_out_of_memory_in_a_gpu_profile_runs_again_leaner(http, live_server, monkeypatch):
+    # The tiny model runs on the CPU; here its loads take the GPU profiles a real model would
+    # (the fastest one still allowed), and the pipeline runs out of memory in "gpu" only.
+    models = live_server.studio.models
+    load = models._load
+
+    def load_as_on_a_gpu(spec, on_progress):
+        model = load(spec, on_progress)
+        model.memory_profile = models._chosen_profile[spec.id] = models.fastest_allowed(spec.id)
+        return model
+
+    real_call = WanPipeline.__call__
+    profiles_run = []
+
+    def call(pipe, *args, **kwargs):
+        profiles_run.append(models.loaded_profile)
+        if models.loaded_profile == "gpu":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_call(pipe, *args, **kwargs)
+
+    models.get(TINY)  # waits for the server's preload of it, if that is still running
+    models.evict()
+    monkeypatch.setattr(models, "_load", load_as_on_a_gpu)
+    monkeypatch.setattr(WanPipeline, "__call__", call)
+    monkeypatch.setattr(models, "_fastest_allowed", {})
+    task_id = _submit(http, "/v1/generate", {**SMALL, "model": "tiny", "seed": 3})["task_id"]
+    result = wait_result(http, task_id)
+    assert result["video_url"] and profiles_run == ["gpu", "text_encoder_offload"]
+    task = live_server.studio.store.get(task_id)
+    assert task.attempt == 2 and task.status == "completed"
+    requeued = [e for e in live_server.studio.store.events(task_id) if e["type"] == "task.requeued"]
+    assert [e["data"]["reason"] for e in requeued] == [
+        "Queued again: the GPU ran out of memory; it runs again with the leaner text_encoder_offload memory profile"]
+    models.evict()
 
 
 def test_text_to_video(http, live_server, out_of_memory):

@@ -64,6 +64,9 @@ class FakeModels:
     def profile_for(self, model_id: str) -> str:
         return self.profile
 
+    def fastest_allowed(self, model_id: str) -> str:
+        return "gpu"
+
     def memory_setup(self):
         return STUDIO_SETUP
 

@@ -71,15 +71,15 @@ def untiled_decode_bytes(vae, latents: torch.Tensor) -> float:
 
 def tiling_note(vae, latents: torch.Tensor, free_bytes: float | None) -> str | None:
     """Why this decode must run tiled though the VAE is set to decode whole frames: the untiled
-    decode's peak (``untiled_decode_bytes``, with the cost model's headroom) would not fit
-    ``free_bytes``; None when it fits, when the VAE tiles anyway, or on the CPU (None free).
+    decode's peak (``untiled_decode_bytes``) would not fit ``free_bytes`` by the cost model's
+    one rule (``fits``); None when it fits, when the VAE tiles anyway, or on the CPU (None free).
     Tiling instead of running out of memory keeps a finished denoising from being lost."""
-    from studio.models.cost.vram import FIT_HEADROOM
+    from studio.models.cost.vram import fits
 
     if free_bytes is None or getattr(vae, "use_tiling", False):
         return None
     need = untiled_decode_bytes(vae, latents)
-    if need * FIT_HEADROOM <= free_bytes:
+    if fits(need, free_bytes):
         return None
     width = latents.shape[-1] * getattr(vae.config, "scale_factor_spatial", 8)
     return (f"decoded in tiles: whole {width}-pixel-wide frames need about {need / 2**30:.1f} GiB to decode and "

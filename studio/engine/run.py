@@ -1,5 +1,6 @@
 """The one run context of every model path: load the model, run it, and on CUDA out-of-memory
-evict it and end the task with ``VramExceeded``.
+evict it and end the run with ``VramExceeded`` (the worker runs the task again when a leaner
+memory profile is left for the model).
 
 Every path that runs a pipeline (text-to-video in the worker, and the features' model paths:
 V2V, inpaint, lip-sync, scene shots and morphs) wraps its load *and* its whole use of the
@@ -57,10 +58,15 @@ class ModelRun:
         """What every result of this run must say about its model (today: that it is untrained)."""
         return [] if self.model is None or self.model.spec.trained else [untrained_note(self.model_id)]
 
-    def out_of_memory(self) -> VramExceeded:
-        """The error the owner of an out-of-memory run gets."""
+    def out_of_memory(self, leaner_profile: str | None) -> VramExceeded:
+        """The error the owner of an out-of-memory run gets; ``leaner_profile``: the memory
+        profile the model's next load takes, if a leaner one is left."""
         at = f" at {self.size[0]}x{self.size[1]}" if self.size else ""
-        return VramExceeded(f"the GPU ran out of memory running {self.model_id}{at}; {self.advice}")
+        detail = f"the GPU ran out of memory running {self.model_id}{at}; {self.advice}"
+        if leaner_profile is not None:
+            detail = (f"the GPU ran out of memory running {self.model_id}{at}; its next load uses the leaner "
+                      f"{leaner_profile} memory profile")
+        return VramExceeded(detail, leaner_profile)
 
 
 @contextmanager
@@ -68,8 +74,10 @@ def model_run(models: "ModelCache | None", model_id: str, *, advice: str = DEFAU
               on_progress: Callable[[float, str], None] | None = None) -> Iterator[ModelRun]:
     """Load ``model_id`` from ``models`` (reporting through ``on_progress``) and yield the run;
     a ``torch.OutOfMemoryError`` raised while loading or inside the block evicts the resident
-    model and becomes ``VramExceeded`` (its message ends with ``advice``). Other errors pass
-    through unchanged. ``ModelUnavailable`` when there is no model cache to load from."""
+    model (``ModelCache.out_of_memory``: its next load takes a leaner memory profile, where one
+    is left) and becomes ``VramExceeded`` (naming that profile, else ending with ``advice``).
+    Other errors pass through unchanged. ``ModelUnavailable`` when there is no model cache to
+    load from."""
     if models is None:
         raise ModelUnavailable(f"this worker has no model cache to run {model_id}")
     run = ModelRun(model_id, advice)
@@ -77,5 +85,4 @@ def model_run(models: "ModelCache | None", model_id: str, *, advice: str = DEFAU
         run.model = models.get(model_id, on_progress or (lambda fraction, message: None))
         yield run
     except torch.OutOfMemoryError:
-        models.evict()
-        raise run.out_of_memory() from None
+        raise run.out_of_memory(models.out_of_memory(model_id)) from None

@@ -242,7 +242,7 @@ class GenerationRunner:
                 log.exception("tasks %s failed", [t.id for t in tasks])
                 error = INTERNAL_ERROR
             for task in tasks:
-                self.worker._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
+                self.worker.end_failed_run(task, error)
 
     def _generate(self, model, tasks: list[Task], plans: list[GenerationPlan], hooks: list[_TaskHooks],
                   similarity: bool, learned: LearnedNetworks | None = None, images: FrameImages | None = None

@@ -22,13 +22,14 @@ from studio.engine.gpu import GPU_LOCK
 from studio.engine.request import GenerationSpec
 from studio.engine.run import model_run
 from studio.engine.step_cache import DecoderStatsAggregate
-from studio.errors import InternalError, StorageFull, StoreUnavailable, StudioError, storage_fault
+from studio.errors import InternalError, StorageFull, StoreUnavailable, StudioError, VramExceeded, storage_fault
 from studio.jobs import events as ev
 from studio.jobs import store as st
 from studio.jobs.events import Event, EventBus
 from studio.jobs.generation import INTERNAL_ERROR, INTERNAL_ERROR_DETAIL, GenerationRunner
 from studio.jobs.specs import SpecRegistry
 from studio.jobs.store import Task, TaskStore
+from studio.jobs.workers import MAX_ATTEMPTS
 from studio.media.frame_boards import StreamHub
 from studio.media.paths import MediaPaths
 from studio.media.storage import StorageGuard
@@ -278,7 +279,7 @@ class Worker:
             if error is None:
                 log.exception("task %s (%s) failed", task.id, task.kind)
                 error = INTERNAL_ERROR
-            self._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
+            self.end_failed_run(task, error)
 
     def publish_outputs(self, task_id: str) -> None:
         """Make a finished task's video and thumbnail reachable from every process (object
@@ -349,6 +350,27 @@ class Worker:
                          partial=True, **done)
             self._stream_outcome(task.id, ev.CANCELLED, error="Task cancelled", detail=detail,
                                  error_type="TaskCancelled", partial=True, video_url=done["video_url"])
+
+    def end_failed_run(self, task: Task, error: StudioError) -> None:
+        """A run of ``task`` failed with ``error``: the task ends failed, unless the GPU ran out of
+        memory and the model's next load takes a leaner memory profile (``VramExceeded``'s
+        ``leaner_profile``). Then it is queued again to run with that profile, up to
+        ``MAX_ATTEMPTS`` runs in all: its owner waits longer instead of getting a failure the
+        device's own answer has already fixed."""
+        leaner = error.leaner_profile if isinstance(error, VramExceeded) else None
+        if leaner is not None and task.attempt < MAX_ATTEMPTS:
+            reason = f"Queued again: the GPU ran out of memory; it runs again with the leaner {leaner} memory profile"
+            self._remove_outputs(task)
+            try:
+                requeued = self.store.requeue(task.id, reason)
+            except Exception as fault:
+                log.error("could not requeue task %s after running out of memory: %s", task.id,
+                          storage_fault(fault) or fault)
+                requeued = False
+            if requeued:
+                self.publish(task.id, ev.PROGRESS, status=st.PENDING, progress=0.0, step=reason)
+                return
+        self._end(task, st.FAILED, error.detail, error.type, ev.ERROR, title=error.title)
 
     def end_failed(self, task: Task, detail: str, error_type: str, title: str) -> None:
         """End a running ``task`` failed from outside its run (its run was lost); never raises."""

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0
 LOST_AFTER_SECONDS = 15.0  # several missed heartbeats: a busy step never blocks the heartbeat thread
 FORGET_AFTER_SECONDS = 24 * 3600  # stopped or lost workers' rows are kept this long (for the monitors)
-MAX_ATTEMPTS = 3  # runs of one task before a lost worker fails it instead of running it again
+MAX_ATTEMPTS = 3  # runs of one task: after that a lost worker, or running out of GPU memory, fails it
 REQUEUED_LOST = "Queued again: the worker running it stopped answering; another worker runs it"
 FAILED_LOST = (f"the worker running this task stopped answering, {MAX_ATTEMPTS} times in a row; "
                "submit it again (if it keeps happening, the task may be too large for the workers)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +58,7 @@ from studio.models.cost.vram import (
     LOADER_PROFILES,
     STUDIO_SETUP,
     PipelineSetup,
+    fits,
     group_fits,
     memory_estimate,
     speed_setup,
@@ -87,10 +89,7 @@ from studio.models.tiny import (
 )
 
 ProgressFn = Callable[[float, str], None]
-
-# How much free VRAM (beyond the estimated peak) we want before choosing a memory profile;
-# below that the loader falls back to the next, leaner one.
-_VRAM_HEADROOM = 1.15
+log = logging.getLogger(__name__)
 
 # ModelSpec.pipeline -> class (imported above, not looked up lazily: see the import comment).
 _PIPELINES = {"WanPipeline": WanPipeline, "WanVACEPipeline": WanVACEPipeline,
@@ -240,6 +239,10 @@ class ModelCache:
         self.models_dir = Path(models_dir)
         self._lock = threading.Lock()
         self._current: LoadedModel | None = None
+        # model id -> the fastest profile still allowed: a faster one ran out of memory in this
+        # process. The fit rule is a formula; the device's own answer overrules it from then on.
+        self._fastest_allowed: dict[str, str] = {}
+        self._chosen_profile: dict[str, str] = {}  # model id -> the profile its last load chose
 
     @property
     def loaded_model(self) -> str | None:
@@ -277,7 +280,12 @@ class ModelCache:
         if spec.repo_id is None or not cuda_available():
             return "gpu"
         return choose_memory_profile(spec, torch.cuda.mem_get_info()[0] + torch.cuda.memory_reserved(),
-                                     self.memory_setup())
+                                     self.memory_setup(), self.fastest_allowed(model_id))
+
+    def fastest_allowed(self, model_id: str) -> str:
+        """The fastest memory profile a load of ``model_id`` may choose here: ``gpu``, unless a
+        faster one ran out of memory in this process (``out_of_memory``)."""
+        return self._fastest_allowed.get(model_id, LOADER_PROFILES[0])
 
     def memory_setup(self) -> PipelineSetup:
         """The precisions a model's memory takes here (fp8 blocks, the VAE's dtype): the resident
@@ -302,13 +310,28 @@ class ModelCache:
         with self._lock:
             self.evict()
             self._current = model
+            self._chosen_profile[model.spec.id] = model.memory_profile
 
     def evict(self) -> None:
-        """Drop the resident pipeline and return its memory (also used after CUDA OOM)."""
+        """Drop the resident pipeline and return its memory."""
         self._current = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+    def out_of_memory(self, model_id: str) -> str | None:
+        """The device ran out of memory loading or running ``model_id``: evict the resident model,
+        and let ``model_id``'s next load choose only profiles leaner than the one that failed.
+        Returns that next profile, or None when nothing leaner is left (it failed in
+        ``group_offload``) or it never took a GPU profile here."""
+        self.evict()
+        failed = self._chosen_profile.get(model_id)
+        if failed not in LOADER_PROFILES[:-1]:
+            return None
+        leaner = LOADER_PROFILES[LOADER_PROFILES.index(failed) + 1]
+        self._fastest_allowed[model_id] = leaner
+        log.warning("%s ran out of GPU memory in %s; its next load uses %s or leaner", model_id, failed, leaner)
+        return leaner
 
     def _load(self, spec: ModelSpec, on_progress: ProgressFn) -> LoadedModel:
 
@@ -324,7 +347,7 @@ class ModelCache:
             torch.set_num_threads(1)
             folder, dtype, device = _TINY_BUILDERS[spec.id](self.models_dir), torch.float32, torch.device("cpu")
             pipe = pipeline_cls.from_pretrained(folder, dtype=dtype)
-            profile = "cpu"
+            profile = self._chosen_profile[spec.id] = "cpu"
         else:
             if not cuda_available():
                 raise ModelUnavailable(unavailable_reason(spec))
@@ -334,7 +357,9 @@ class ModelCache:
             vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", dtype=torch.float32)
             pipe = pipeline_cls.from_pretrained(folder, vae=vae, dtype=torch.bfloat16)
             device = torch.device("cuda")
-            profile = choose_memory_profile(spec, torch.cuda.mem_get_info()[0], self.memory_setup())
+            profile = choose_memory_profile(spec, torch.cuda.mem_get_info()[0], self.memory_setup(),
+                                            self.fastest_allowed(spec.id))
+            self._chosen_profile[spec.id] = profile
             apply_memory_profile(pipe, profile, device)
         speed = choose_speed(read_device(device), profile, SpeedPolicy.from_env(), attention_probe(device))
         speed = apply_speed(pipe, speed)
@@ -364,17 +389,20 @@ def profile_need_bytes(spec: ModelSpec, profile: str, setup: PipelineSetup = STU
     return need
 
 
-def choose_memory_profile(spec: ModelSpec, free_bytes: float, setup: PipelineSetup = STUDIO_SETUP) -> str:
-    """The fastest memory profile whose peak (``profile_need_bytes``, with ``_VRAM_HEADROOM``)
-    fits ``free_bytes``: ``gpu`` (everything resident), ``text_encoder_offload`` (all but the text
-    encoder, which comes in to encode), ``model_cpu_offload`` (one component at a time) or
-    ``group_offload`` (weights streamed layer by layer, VAE resident and tiled). When none fits,
-    ``group_offload``, the leanest: the run may still fit (the formula is a bound), and
-    if not it fails with ``VramExceeded``. The same profiles, in the same order, as the
-    orchestrator recommends (``studio.models.cost.vram.LOADER_PROFILES``)."""
+def choose_memory_profile(spec: ModelSpec, free_bytes: float, setup: PipelineSetup = STUDIO_SETUP,
+                          fastest_allowed: str = LOADER_PROFILES[0]) -> str:
+    """The fastest memory profile, from ``fastest_allowed`` on, whose peak (``profile_need_bytes``)
+    fits ``free_bytes`` by the cost model's one rule (``studio.models.cost.vram.fits``): ``gpu``
+    (everything resident), ``text_encoder_offload`` (all but the text encoder, which comes in to
+    encode), ``model_cpu_offload`` (one component at a time) or ``group_offload`` (weights streamed
+    layer by layer, VAE resident and tiled). When none fits, ``group_offload``, the leanest: the
+    run may still fit (the formula is a bound), and if not it fails with ``VramExceeded``. The
+    same profiles, in the same order, and the same rule as the orchestrator's recommendations
+    (``studio.models.cost.vram.LOADER_PROFILES``). ``fastest_allowed``: a faster profile ran out of
+    memory here before (``ModelCache.out_of_memory``)."""
 
-    for profile in LOADER_PROFILES:
-        if free_bytes >= profile_need_bytes(spec, profile, setup) * _VRAM_HEADROOM:
+    for profile in LOADER_PROFILES[LOADER_PROFILES.index(fastest_allowed):]:
+        if fits(profile_need_bytes(spec, profile, setup), free_bytes):
             return profile
     return LOADER_PROFILES[-1]
 
@@ -424,8 +452,9 @@ def group_fits_here(plans: list, models: "ModelCache", budget_gb: float | None,
         mem_get_info = torch.cuda.mem_get_info
     free = float(mem_get_info()[0])
     loaded = models.loaded_model == plans[0].model
-    profile = models.loaded_profile if loaded else choose_memory_profile(get_spec(plans[0].model), free,
-                                                                         models.memory_setup())
+    setup = models.memory_setup()
+    profile = models.loaded_profile if loaded else choose_memory_profile(get_spec(plans[0].model), free, setup,
+                                                                         models.fastest_allowed(plans[0].model))
     if profile not in LOADER_PROFILES:  # "cpu": an offline model
         profile = "gpu"
-    return group_fits(plans, free, weights_loaded=loaded, budget_gb=budget_gb, profile=profile)
+    return group_fits(plans, free, weights_loaded=loaded, budget_gb=budget_gb, profile=profile, setup=setup)

@@ -56,7 +56,15 @@ from studio.genius.orchestrator.schema import Alternative, SelectModelRequest, S
 from studio.models.catalog import CATALOG, TINY, ModelSpec
 from studio.models.cost.architectures import ARCHITECTURES, Architecture
 from studio.models.cost.timing import STEP_RATE, CostInputs, TimeEstimate, estimate_time, latent_tokens
-from studio.models.cost.vram import FIT_HEADROOM, GIB, LOADER_PROFILES, PROFILES, MemoryEstimate, memory_estimate
+from studio.models.cost.vram import (
+    FIT_HEADROOM,
+    GIB,
+    LOADER_PROFILES,
+    PROFILES,
+    MemoryEstimate,
+    fits,
+    memory_estimate,
+)
 from studio.models.loader import DeviceMemory
 
 TIME_BUDGET_S = 1800.0                 # "reasonable time" for prefer_quality: a policy
@@ -125,7 +133,16 @@ class Candidate:
 
 
 def _fits(mem: MemoryEstimate, budget_gib: float | None) -> bool:
-    return budget_gib is not None and mem.peak_gib * FIT_HEADROOM <= budget_gib
+    return budget_gib is not None and fits(mem.peak_bytes, budget_gib * GIB)
+
+
+def _allowed(costs: CostInputs, model_id: str, request: SelectModelRequest, profiles: tuple[str, ...]) -> tuple[str, ...]:
+    """``profiles`` that ``model_id`` may take: on this device (no ``max_vram_gb``), none faster
+    than one that ran out of memory here (``CostInputs.fastest_allowed``), as the loader does."""
+    fastest = costs.fastest_allowed(model_id)
+    if request.max_vram_gb is not None or fastest not in profiles:
+        return profiles
+    return profiles[profiles.index(fastest):]
 
 
 def _candidates(costs: CostInputs, request: SelectModelRequest, budget: float | None, steps: int | None,
@@ -140,7 +157,7 @@ def _candidates(costs: CostInputs, request: SelectModelRequest, budget: float | 
         memory = {p: memory_estimate(arch, plan.gen_width, plan.gen_height, plan.gen_frames, p, costs.setup)
                   for p in PROFILES}
         cand = Candidate(spec, arch, plan, memory)
-        cand.profile = next((p for p in profiles if _fits(memory[p], budget)), None)
+        cand.profile = next((p for p in _allowed(costs, model_id, request, profiles) if _fits(memory[p], budget)), None)
         cand.time = estimate_time(costs, spec, plan, cand.profile or "gpu")
         out.append(cand)
     return out

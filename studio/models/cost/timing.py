@@ -60,7 +60,7 @@ from typing import Callable, Protocol
 from studio.errors import StorageFull, StoreUnavailable
 from studio.models.catalog import CATALOG, TINY, ModelSpec, get_spec
 from studio.models.cost.architectures import ARCHITECTURES, TEXT_TOKENS, Architecture, architecture_of
-from studio.models.cost.vram import STUDIO_SETUP, PipelineSetup
+from studio.models.cost.vram import PROFILES, STUDIO_SETUP, PipelineSetup
 
 
 class PlannedRun(Protocol):
@@ -318,6 +318,8 @@ class ServerModels(Protocol):
 
     def profile_for(self, model_id: str) -> str: ...
 
+    def fastest_allowed(self, model_id: str) -> str: ...
+
     def memory_setup(self) -> PipelineSetup: ...
 
 
@@ -329,19 +331,25 @@ def _cold(model_id: str, plan: "PlannedRun") -> bool:
     return False
 
 
+def _every_profile(model_id: str) -> str:
+    return PROFILES[0]
+
+
 @dataclass(frozen=True)
 class CostInputs:
     """What a time estimate reads of this server: its rates (measured in the task store, else
     the priors), which model is resident (loading that one costs nothing), the speed settings a
     model runs with in a memory profile, and whether a compiled model already ran a plan's shape
-    (then it pays no compile), and the precisions its memory estimates assume. Without a loader:
-    eager, nothing warm, the default precisions."""
+    (then it pays no compile), the precisions its memory estimates assume, and the fastest memory
+    profile a model may still take on this device (a faster one ran out of memory here). Without a
+    loader: eager, nothing warm, the default precisions, every profile."""
 
     rates: Rates
     loaded_model: str | None = None
     acceleration: Callable[[str, str], Acceleration] = _eager
     warm: Callable[[str, "PlannedRun"], bool] = _cold
     setup: PipelineSetup = STUDIO_SETUP  # precisions of the weights and the VAE (fp8 blocks, bf16 VAE)
+    fastest_allowed: Callable[[str], str] = _every_profile
 
     @classmethod
     def of(cls, store: TimingStore | None, loaded_model: str | None = None) -> "CostInputs":
@@ -353,7 +361,7 @@ class CostInputs:
         """The inputs of a server: its rates and its loader's state (``loaded=False``: estimate as
         if no model were resident)."""
         return cls(rates, models.loaded_model if loaded else None, models.acceleration, models.is_warm,
-                   models.memory_setup())
+                   models.memory_setup(), models.fastest_allowed)
 
 
 def estimate_time(inputs: CostInputs, spec: ModelSpec, plan: "PlannedRun", profile: str = "gpu",

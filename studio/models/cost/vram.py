@@ -49,8 +49,15 @@ Memory profiles (fastest first; the first that fits is used):
   "~13GB" for 14B with block-level text offload, VAE not tiled) is 1.6x what the formula gives
   for that recipe (8.1 GiB), so a recommendation that relies on it says so in its reasons.
 
-A model fits a budget when ``peak x 1.05 <= max_vram_gb`` (1.05: the formula is 5 % under
-the measured 22.5 GiB peak of the whole 1.3B pipeline on the H200).
+One rule decides what fits a device (``fits``): ``peak x 1.05 <= available``, where available
+is the memory the device reports free, or the orchestrator's ``max_vram_gb`` for a card
+elsewhere. 1.05: the formula is 5 % under the measured 22.5 GiB peak of the whole 1.3B pipeline
+on the H200, and with it the Wan2.2 README's TI2V-5B run (22.9 GiB) fits the 24 GiB card it was
+published on. The loader, the orchestrator, batch grouping and the decode's tiling all use it, so
+the profile a recommendation names is the profile the loader applies. (A batch's
+``vram_budget_gb`` is a cap on the summed estimate itself, as its API says.) A profile that
+proves too tight on a device anyway (an out-of-memory error) is not chosen again for that model
+by that process (``studio.models.loader.ModelCache.out_of_memory``) until it restarts.
 """
 
 from __future__ import annotations
@@ -62,7 +69,7 @@ from studio.models.catalog import get_spec
 from studio.models.cost.architectures import TEXT_TOKENS, Architecture, TextEncoder, architecture_of
 
 GIB = 2**30
-FIT_HEADROOM = 1.05                    # see the module docstring
+FIT_HEADROOM = 1.05                    # see the module docstring ("One rule decides what fits")
 VAE_TILE = 256                         # diffusers AutoencoderKLWan tile_sample_min_height/width
 PROFILES = ("gpu", "text_encoder_offload", "model_cpu_offload", "group_offload")
 #: The profiles ``studio.models.loader`` applies (``choose_memory_profile`` tries them in this
@@ -185,10 +192,18 @@ def memory_estimate(arch: Architecture, width: int, height: int, frames: int, pr
         phases = {"text": vae_w + text_groups + text_act, "denoise": vae_w + leaves + act, "decode": vae_w + decode}
     return MemoryEstimate(profile, max(phases.values()), phases)
 
+
+def fits(peak_bytes: float, available_bytes: float) -> bool:
+    """Whether a run whose formula peak is ``peak_bytes`` fits ``available_bytes`` (a budget, or
+    the device's free memory), with ``FIT_HEADROOM``: the one fit rule of the studio."""
+    return peak_bytes * FIT_HEADROOM <= available_bytes
+
+
 # -- batches: what a group of same-shape runs needs -----------------------------------------------
 
-def group_vram_gb(plans: list, profile: str = "gpu") -> float:
-    """VRAM peak (GiB) of denoising ``plans`` (same model and shape) in one batched call.
+def group_vram_gb(plans: list, profile: str = "gpu", setup: PipelineSetup = STUDIO_SETUP) -> float:
+    """VRAM peak (GiB) of denoising ``plans`` (same model and shape) in one batched call, with
+    ``setup``'s precisions.
 
     Weights are shared; each forward pass (cond and uncond run one after the other) carries
     the activations of every task in the batch; decoding runs task by task afterwards. So the
@@ -196,11 +211,11 @@ def group_vram_gb(plans: list, profile: str = "gpu") -> float:
     """
     first = plans[0]
     arch = architecture_of(get_spec(first.model))
-    single = memory_estimate(arch, first.gen_width, first.gen_height, first.gen_frames, profile)
+    single = memory_estimate(arch, first.gen_width, first.gen_height, first.gen_frames, profile, setup)
     tokens = ((first.gen_frames - 1) // 4 + 1) * (first.gen_height // (arch.vae_stride * 2)) \
         * (first.gen_width // (arch.vae_stride * 2))
     phases = dict(single.phases)
-    phases["denoise"] += (len(plans) - 1) * denoise_activation_bytes(arch, tokens)
+    phases["denoise"] += (len(plans) - 1) * denoise_activation_bytes(arch, tokens, setup.per_token_timestep)
     return max(phases.values()) / GIB
 
 
@@ -228,23 +243,25 @@ def resident_weight_bytes(arch: Architecture, profile: str, setup: PipelineSetup
 
 
 def group_fits(plans: list, free_bytes: float, weights_loaded: bool, budget_gb: float | None = None,
-               profile: str = "gpu") -> bool:
-    """Whether ``plans`` (same model and shape) may be denoised in one batched call.
+               profile: str = "gpu", setup: PipelineSetup = STUDIO_SETUP) -> bool:
+    """Whether ``plans`` (same model and shape) may be denoised in one batched call, with the
+    weights and activations in ``setup``'s precisions (fp8 blocks, the VAE's dtype).
 
     - device: the group's peak (``group_vram_gb``) minus the weights already resident when
       ``weights_loaded`` (``free_bytes`` was read after loading, so they are not free any more
-      and must not be asked for again), with the orchestrator's ``FIT_HEADROOM``, must fit
-      ``free_bytes``. When the model is not loaded yet, the whole peak must fit.
+      and must not be asked for again) must fit ``free_bytes`` (``fits``). When the model is not
+      loaded yet, the whole peak must fit.
     - budget: the group's whole peak (weights included: what the group uses on the device)
-      must not exceed ``budget_gb`` (a batch's ``vram_budget_gb``; None: no budget).
+      must not exceed ``budget_gb`` (a batch's ``vram_budget_gb``, a cap on the summed estimate as
+      the batch API documents it; None: no budget).
 
     Models that run on the CPU (``tiny``) need no GPU memory and always fit the device.
     """
     arch = architecture_of(get_spec(plans[0].model))
-    need = group_vram_gb(plans, profile) * GIB
+    need = group_vram_gb(plans, profile, setup) * GIB
     if budget_gb is not None and need > budget_gb * GIB:
         return False
     if arch.on_cpu:
         return True
-    extra = need - (resident_weight_bytes(arch, profile) if weights_loaded else 0.0)
-    return extra * FIT_HEADROOM <= free_bytes
+    extra = need - (resident_weight_bytes(arch, profile, setup) if weights_loaded else 0.0)
+    return fits(extra, free_bytes)
