@@ -50,7 +50,10 @@ class LiveServer:
                    "webhook_retry_base_seconds": 0.2, **overrides}
         self.settings = Settings(host="127.0.0.1", port=self.port, model="tiny", data_dir=data_dir, **options)
         self.app = build_app(self.settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        # Bounded like app.py's server: a closed gradio_client's heartbeat stream stays open until
+        # its next beat, and uvicorn would otherwise wait for it (30 s at the end of every run).
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
+                                timeout_graceful_shutdown=2)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -312,7 +312,9 @@ def test_the_inpaint_box_is_drawn_on_a_frame_not_typed(live_server, browser, tmp
             page.mouse.move(origin[0] + x * scale, origin[1] + y * scale, steps=8)
         page.mouse.up()
         fields = [page.locator(f"#inpaint-{name} input") for name in ("x1", "y1", "x2", "y2")]
-        expect(fields[0]).not_to_have_value("20", timeout=15_000)
+        # The fields start at (20, 20, 80, 80). Wait on y1: a 12 px brush at 100 % zoom puts the
+        # stroke's x1 at 26 - 6 = 20, the default itself, but its y1 at 40 or more.
+        expect(fields[1]).not_to_have_value("20", timeout=15_000)
         x1, y1, x2, y2 = (float(field.input_value()) for field in fields)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "inpaint_drawn_box.png"), full_page=True)
