@@ -25,12 +25,13 @@ from diffusers import (
 )
 
 from studio.engine.request import NEGATIVE_PROMPT
-from studio.engine.run import model_run
+from studio.engine.run import DEFAULT_ADVICE, model_run
 from studio.errors import VramExceeded
 from studio.genius.orchestrator.schema import SelectModelRequest
 from studio.genius.orchestrator.selection import DeviceInfo, select_model
 from studio.media.inputs import encode_png_base64
 from studio.models.catalog import TINY, get_spec
+from studio.models.cost import vram
 from studio.models.cost.timing import CostInputs, Rates
 from studio.models.loader import LoadedModel, ModelCache, choose_memory_profile
 from tests.conftest import API_KEY, SMALL, wait_for_terminal
@@ -143,7 +144,8 @@ def test_a_profile_that_ran_out_of_memory_is_not_chosen_again(tmp_path):
     assert models.loaded_model is None
     assert raised.value.leaner_profile == "text_encoder_offload"
     assert raised.value.detail == ("the GPU ran out of memory running wan2.1-t2v-1.3b at 832x480; its next load "
-                                   "uses the leaner text_encoder_offload memory profile")
+                                   "uses the leaner text_encoder_offload memory profile, so the same request may "
+                                   f"run now; else {DEFAULT_ADVICE}")
     # The next load, and the estimates and recommendations that ask the loader, skip the failed profile.
     assert models.fastest_allowed(m13) == "text_encoder_offload"
     assert choose_memory_profile(get_spec(m13), plenty, fastest_allowed=models.fastest_allowed(m13)) \
@@ -178,9 +180,10 @@ def test_the_recommendation_on_this_device_skips_a_profile_that_ran_out_of_memor
         == named["gpu"][m13]
 
 
-def test_text_to_video_that_ran_out_of_memory_in_a_gpu_profile_runs_again_leaner(http, live_server, monkeypatch):
-    # The tiny model runs on the CPU; here its loads take the GPU profiles a real model would
-    # (the fastest one still allowed), and the pipeline runs out of memory in "gpu" only.
+def _tiny_as_on_a_gpu(live_server, monkeypatch, out_of_memory_in: tuple[str, ...]) -> list[str]:
+    """The tiny model runs on the CPU; from here its loads take the GPU profiles a real model
+    would (the fastest one still allowed), and its pipeline runs out of memory in
+    ``out_of_memory_in``. Returns the profiles its calls ran in, as they run."""
     models = live_server.studio.models
     load = models._load
 
@@ -194,7 +197,7 @@ def test_text_to_video_that_ran_out_of_memory_in_a_gpu_profile_runs_again_leaner
 
     def call(pipe, *args, **kwargs):
         profiles_run.append(models.loaded_profile)
-        if models.loaded_profile == "gpu":
+        if models.loaded_profile in out_of_memory_in:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return real_call(pipe, *args, **kwargs)
 
@@ -203,15 +206,34 @@ def test_text_to_video_that_ran_out_of_memory_in_a_gpu_profile_runs_again_leaner
     monkeypatch.setattr(models, "_load", load_as_on_a_gpu)
     monkeypatch.setattr(WanPipeline, "__call__", call)
     monkeypatch.setattr(models, "_fastest_allowed", {})
+    return profiles_run
+
+
+def _requeue_reasons(live_server, task_id: str) -> list[str]:
+    return [e["data"]["reason"] for e in live_server.studio.store.events(task_id) if e["type"] == "task.requeued"]
+
+
+def test_text_to_video_that_ran_out_of_memory_in_a_gpu_profile_runs_again_leaner(http, live_server, monkeypatch):
+    profiles_run = _tiny_as_on_a_gpu(live_server, monkeypatch, out_of_memory_in=("gpu",))
     task_id = _submit(http, "/v1/generate", {**SMALL, "model": "tiny", "seed": 3})["task_id"]
     result = wait_result(http, task_id)
     assert result["video_url"] and profiles_run == ["gpu", "text_encoder_offload"]
     task = live_server.studio.store.get(task_id)
     assert task.attempt == 2 and task.status == "completed"
-    requeued = [e for e in live_server.studio.store.events(task_id) if e["type"] == "task.requeued"]
-    assert [e["data"]["reason"] for e in requeued] == [
+    assert _requeue_reasons(live_server, task_id) == [
         "Queued again: the GPU ran out of memory; it runs again with the leaner text_encoder_offload memory profile"]
-    models.evict()
+    live_server.studio.models.evict()
+
+
+def test_a_task_that_keeps_running_out_of_memory_fails_after_three_runs(http, live_server, monkeypatch):
+    profiles_run = _tiny_as_on_a_gpu(live_server, monkeypatch, out_of_memory_in=vram.PROFILES)
+    task_id = _submit(http, "/v1/generate", {**SMALL, "model": "tiny", "seed": 4})["task_id"]
+    status = wait_for_terminal(http, task_id)
+    assert status["status"] == "failed" and status["error_type"] == "VramExceeded", status
+    assert profiles_run == ["gpu", "text_encoder_offload", "model_cpu_offload"]  # MAX_ATTEMPTS runs, no more
+    assert "its next load uses the leaner group_offload memory profile" in status["error"], status["error"]
+    assert len(_requeue_reasons(live_server, task_id)) == 2
+    live_server.studio.models.evict()
 
 
 def test_text_to_video(http, live_server, out_of_memory):

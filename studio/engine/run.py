@@ -63,9 +63,9 @@ class ModelRun:
         profile the model's next load takes, if a leaner one is left."""
         at = f" at {self.size[0]}x{self.size[1]}" if self.size else ""
         detail = f"the GPU ran out of memory running {self.model_id}{at}; {self.advice}"
-        if leaner_profile is not None:
+        if leaner_profile is not None:  # what a task that has no runs left says (the worker retries the others)
             detail = (f"the GPU ran out of memory running {self.model_id}{at}; its next load uses the leaner "
-                      f"{leaner_profile} memory profile")
+                      f"{leaner_profile} memory profile, so the same request may run now; else {self.advice}")
         return VramExceeded(detail, leaner_profile)
 
 
