@@ -62,11 +62,11 @@ class ModelRun:
         """The error the owner of an out-of-memory run gets; ``leaner_profile``: the memory
         profile the model's next load takes, if a leaner one is left."""
         at = f" at {self.size[0]}x{self.size[1]}" if self.size else ""
-        detail = f"the GPU ran out of memory running {self.model_id}{at}; {self.advice}"
+        advice = self.advice
         if leaner_profile is not None:  # what a task that has no runs left says (the worker retries the others)
-            detail = (f"the GPU ran out of memory running {self.model_id}{at}; its next load uses the leaner "
-                      f"{leaner_profile} memory profile, so the same request may run now; else {self.advice}")
-        return VramExceeded(detail, leaner_profile)
+            advice = (f"its next load uses the leaner {leaner_profile} memory profile, so the same request may "
+                      f"run now; else {advice}")
+        return VramExceeded(f"the GPU ran out of memory running {self.model_id}{at}; {advice}", leaner_profile)
 
 
 @contextmanager

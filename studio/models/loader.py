@@ -61,6 +61,7 @@ from studio.models.cost.vram import (
     fits,
     group_fits,
     memory_estimate,
+    profiles_from,
     speed_setup,
 )
 from studio.models.hub import hub_offline, in_cache
@@ -401,7 +402,7 @@ def choose_memory_profile(spec: ModelSpec, free_bytes: float, setup: PipelineSet
     (``studio.models.cost.vram.LOADER_PROFILES``). ``fastest_allowed``: a faster profile ran out of
     memory here before (``ModelCache.out_of_memory``)."""
 
-    for profile in LOADER_PROFILES[LOADER_PROFILES.index(fastest_allowed):]:
+    for profile in profiles_from(fastest_allowed, LOADER_PROFILES):
         if fits(profile_need_bytes(spec, profile, setup), free_bytes):
             return profile
     return LOADER_PROFILES[-1]

@@ -64,6 +64,7 @@ from studio.models.cost.vram import (
     MemoryEstimate,
     fits,
     memory_estimate,
+    profiles_from,
 )
 from studio.models.loader import DeviceMemory
 
@@ -139,10 +140,7 @@ def _fits(mem: MemoryEstimate, budget_gib: float | None) -> bool:
 def _allowed(costs: CostInputs, model_id: str, request: SelectModelRequest, profiles: tuple[str, ...]) -> tuple[str, ...]:
     """``profiles`` that ``model_id`` may take: on this device (no ``max_vram_gb``), none faster
     than one that ran out of memory here (``CostInputs.fastest_allowed``), as the loader does."""
-    fastest = costs.fastest_allowed(model_id)
-    if request.max_vram_gb is not None or fastest not in profiles:
-        return profiles
-    return profiles[profiles.index(fastest):]
+    return profiles if request.max_vram_gb is not None else profiles_from(costs.fastest_allowed(model_id), profiles)
 
 
 def _candidates(costs: CostInputs, request: SelectModelRequest, budget: float | None, steps: int | None,

@@ -193,6 +193,12 @@ def memory_estimate(arch: Architecture, width: int, height: int, frames: int, pr
     return MemoryEstimate(profile, max(phases.values()), phases)
 
 
+def profiles_from(fastest: str, profiles: tuple[str, ...] = PROFILES) -> tuple[str, ...]:
+    """``profiles`` (fastest first) from ``fastest`` on: what a model may still take once a faster
+    profile ran out of memory (all of them when ``fastest`` is not among them)."""
+    return profiles[profiles.index(fastest):] if fastest in profiles else profiles
+
+
 def fits(peak_bytes: float, available_bytes: float) -> bool:
     """Whether a run whose formula peak is ``peak_bytes`` fits ``available_bytes`` (a budget, or
     the device's free memory), with ``FIT_HEADROOM``: the one fit rule of the studio."""
